@@ -1,0 +1,76 @@
+//! What the fetch side hands to the writer: pages of records and the
+//! position that follows each page.
+
+use serde::{Deserialize, Serialize};
+
+/// One record, ready to write: its JSON exactly as received, and the values
+/// the plan asked for, extracted on the fetch side so the writer thread only
+/// writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The record's JSON text as the server sent it (valid JSON).
+    pub json: String,
+    /// Canonical JSON array of the primary key values (`["a",1]`); None
+    /// when the job declares no primary key.
+    pub pk: Option<String>,
+    /// One value per `OutputPlan::columns`, in that order; Null when absent.
+    pub columns: Vec<serde_json::Value>,
+}
+
+/// The request that comes next in a stream. Saved as the checkpoint, so it
+/// holds no secret: an `api_key` query parameter is stripped from URLs
+/// before they get here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NextRequest {
+    /// The job's own first request.
+    Start,
+    /// An absolute URL, followed as given (next_url, link_header).
+    Url { url: String },
+    /// A cursor token for `cursor_param`.
+    Cursor { cursor: String },
+    Offset { offset: u64 },
+    Page { page: u64 },
+}
+
+/// Where a stream stands: enough to resume it after a crash. Serialized as
+/// JSON into the checkpoints table by the store, which never looks inside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub next: NextRequest,
+    /// Pages committed so far in this stream (for max_pages).
+    pub pages: u64,
+    /// The incremental lower bound this stream started with; a resumed
+    /// stream keeps asking for the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The largest incremental cursor value seen so far in this stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seen: Option<serde_json::Value>,
+}
+
+impl StreamPosition {
+    /// A fresh stream that will ask for records since `since` (if incremental).
+    pub fn start(since: Option<String>) -> Self {
+        StreamPosition {
+            next: NextRequest::Start,
+            pages: 0,
+            since,
+            max_seen: None,
+        }
+    }
+}
+
+/// One fetched page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The URL that produced the page, secrets redacted (for logs and errors).
+    pub url: String,
+    pub records: Vec<Record>,
+    /// Where the stream continues after this page.
+    pub position: StreamPosition,
+    /// True when this was the last page: the stream is complete once it commits.
+    pub last: bool,
+    /// Bytes of the body, for stats.
+    pub bytes: u64,
+}

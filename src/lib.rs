@@ -1,0 +1,27 @@
+//! apisync: declarative batch sync of paginated JSON APIs into SQLite.
+//!
+//! Data flows one way; a module uses only those listed above it:
+//!
+//! - [`secret`]: `Secret`, a string that redacts itself (used everywhere).
+//! - [`definition`]: serde mirror of apisync.toml and job files, loading
+//!   with file:line:col errors.
+//! - [`plan`]: pure `definition -> plan`: defaults, URLs, pagination,
+//!   identifiers; every problem at once.
+//! - [`auth`]: secret sources, static credentials, OAuth2 token sources.
+//! - [`fetch`]: HTTP client, retries, pagination state machines -> `Page`.
+//! - [`store`]: SQLite: migrations, tables, `apply_page` (rows + checkpoint
+//!   in one transaction), runs.
+//! - [`run`]: selection, ordering, concurrency, the single writer thread,
+//!   cancellation, the run summary.
+//! - [`demo`]: the built-in local API behind `apisync demo`.
+//! - [`cli`]: clap commands, composition, exit codes.
+
+pub mod auth;
+pub mod fetch;
+pub mod plan;
+pub mod secret;
+pub mod cli;
+pub mod definition;
+pub mod demo;
+pub mod run;
+pub mod store;
