@@ -74,3 +74,36 @@ pub struct Page {
     /// Bytes of the body, for stats.
     pub bytes: u64,
 }
+
+/// One HTTP request of a stream, as pagination built it (credentials are
+/// added by the HTTP layer, never here).
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub method: crate::plan::HttpMethod,
+    pub url: url::Url,
+    /// Job headers, keys exactly as written.
+    pub headers: Vec<(String, String)>,
+    /// POST only: the JSON body.
+    pub body: Option<serde_json::Value>,
+}
+
+/// A successful (2xx) response, body fully read within `max_page_bytes`.
+#[derive(Debug, Clone)]
+pub struct PageResponse {
+    /// The URL that answered, after redirects (relative Link URIs resolve against it).
+    pub url: url::Url,
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Why a page that arrived could not be used. Produced by pagination's
+/// decode step inside the HTTP layer's retry loop; `retryable` says whether
+/// fetching the page again could help (truncated JSON: yes; a records path
+/// that is not an array: no).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    pub message: String,
+    pub retryable: bool,
+}
