@@ -1,0 +1,126 @@
+//! The command line, as clap sees it. Names follow job-format.md.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Declarative batch sync of paginated JSON APIs into SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "apisync", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The project file (default: ./apisync.toml if present).
+    #[arg(long, global = true, value_name = "PATH", env = "APISYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// SQLite database file (overrides `database` and APISYNC_DATABASE).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Most HTTP requests in flight at once, all jobs together.
+    #[arg(long, global = true, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Load KEY=VALUE lines into the environment first (variables already set win).
+    #[arg(long, global = true, value_name = "PATH", env = "APISYNC_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "APISYNC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More logs (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Pretty on a terminal, plain text without colours otherwise.
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync the selected jobs (all when none is named).
+    Run(RunArgs),
+    /// Sync a date range of one job in slices, each checkpointed.
+    Backfill(BackfillArgs),
+    /// Check every file; print every error with file:line:col (exit 2 on any).
+    Validate,
+    /// Last run, records, resume point and high-water mark of each job.
+    Status(StatusArgs),
+    /// Forget a job's checkpoints and high-water marks.
+    Reset(ResetArgs),
+    /// Run the bundled example jobs against a built-in local API.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Job names (default: every job).
+    pub jobs: Vec<String>,
+    /// Only jobs whose schedule says they are due.
+    #[arg(long)]
+    pub due: bool,
+    /// Only jobs with this tag (repeatable).
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Ignore high-water marks for this run.
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Print the plan and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    pub job: String,
+    /// First day (YYYY-MM-DD) or RFC 3339 time.
+    #[arg(long)]
+    pub from: String,
+    /// End of the range (exclusive), or "now".
+    #[arg(long)]
+    pub to: String,
+    /// Slice length.
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    pub step: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub jobs: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    pub job: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Port of the built-in API on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+    /// Only serve the API (for the README's tour), until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+    /// Milliseconds added to every response (to watch a kill and resume).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub delay_ms: u64,
+}
+
+/// Environment variables the command line reads, so the settings layer does
+/// not warn about them as unknown.
+pub const CLI_ENV: &[&str] = &["APISYNC_CONFIG", "APISYNC_ENV_FILE", "APISYNC_LOG_FORMAT"];

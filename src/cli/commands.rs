@@ -1,0 +1,173 @@
+//! One function per command: compose the stages, print results to stdout,
+//! and say which exit code applies.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::args::{BackfillArgs, Cli, Command, DemoArgs, GlobalArgs, ResetArgs, RunArgs};
+use super::{CLI_ENV, Exit, signals, status};
+use crate::auth::TokenStore;
+use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
+use crate::run::{JobMode, RunSummary, date_slices, select_jobs};
+use crate::store::{SqliteTokenStore, Store};
+
+pub async fn dispatch(cli: Cli) -> Exit {
+    let global = &cli.global;
+    match cli.command {
+        Command::Validate => validate(global),
+        Command::Run(args) => run(global, args).await,
+        Command::Backfill(args) => backfill(global, args).await,
+        Command::Status(args) => status::show(global, &args),
+        Command::Reset(args) => reset(global, &args),
+        Command::Demo(args) => super::demo::demo(global, &args).await,
+    }
+}
+
+fn overrides(global: &GlobalArgs) -> SettingsOverrides {
+    SettingsOverrides {
+        database: global.db.clone(),
+        concurrency: global.concurrency,
+        ..SettingsOverrides::default()
+    }
+}
+
+/// Load and validate the project; print diagnostics and warnings.
+pub(crate) fn load(global: &GlobalArgs) -> Result<ProjectPlan, Exit> {
+    match load_project(global.config.as_deref(), &overrides(global), CLI_ENV) {
+        Ok(Loaded { plan, warnings }) => {
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            Ok(plan)
+        }
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            Err(Exit::Usage)
+        }
+    }
+}
+
+fn validate(global: &GlobalArgs) -> Exit {
+    match load(global) {
+        Ok(plan) => {
+            println!(
+                "ok: {} job(s), {} auth(s), database {}",
+                plan.jobs.len(),
+                plan.auths.keys().filter(|k| !k.starts_with("job:")).count(),
+                plan.settings.database.display()
+            );
+            Exit::Ok
+        }
+        Err(exit) => exit,
+    }
+}
+
+async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
+    let plan = match load(global) {
+        Ok(plan) => plan,
+        Err(exit) => return exit,
+    };
+    let jobs = match select_jobs(&plan, &args.jobs, &args.tags) {
+        Ok(jobs) => jobs,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Exit::Usage;
+        }
+    };
+    if args.dry_run {
+        for job in &jobs {
+            println!("{}: {} {}", job.name, method_name(job), job.request.url);
+        }
+        return Exit::Ok;
+    }
+    let mode = JobMode {
+        full_refresh: args.full_refresh,
+        backfill: None,
+    };
+    execute(&plan, jobs, mode).await
+}
+
+fn method_name(job: &crate::plan::JobPlan) -> &'static str {
+    match job.request.method {
+        crate::plan::HttpMethod::Get => "GET",
+        crate::plan::HttpMethod::Post => "POST",
+    }
+}
+
+async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
+    let plan = match load(global) {
+        Ok(plan) => plan,
+        Err(exit) => return exit,
+    };
+    let jobs = match select_jobs(&plan, std::slice::from_ref(&args.job), &[]) {
+        Ok(jobs) => jobs,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Exit::Usage;
+        }
+    };
+    let slices = match date_slices(&args.from, &args.to, args.step, chrono::Utc::now()) {
+        Ok(slices) => slices,
+        Err(message) => {
+            eprintln!("error: backfill range: {message}");
+            return Exit::Usage;
+        }
+    };
+    let mode = JobMode {
+        full_refresh: false,
+        backfill: Some(slices),
+    };
+    execute(&plan, jobs, mode).await
+}
+
+/// Run with signal handling, print the summary, pick the exit code.
+pub(crate) async fn execute(plan: &ProjectPlan, jobs: Vec<crate::plan::JobPlan>, mode: JobMode) -> Exit {
+    let cancel = CancellationToken::new();
+    let stopped = signals::watch(cancel.clone());
+    let tokens: Arc<dyn TokenStore> = Arc::new(SqliteTokenStore::new(&plan.settings.database));
+    match crate::run::execute(plan, jobs, mode, cancel, tokens).await {
+        Ok(summary) => {
+            print!("{}", summary.render());
+            exit_for(&summary, stopped.exit())
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            stopped.exit().unwrap_or(Exit::Failed)
+        }
+    }
+}
+
+fn exit_for(summary: &RunSummary, signal: Option<Exit>) -> Exit {
+    match signal {
+        Some(exit) => exit,
+        None if summary.any_failed() => Exit::Failed,
+        None if summary.any_interrupted() => Exit::Interrupted,
+        None => Exit::Ok,
+    }
+}
+
+fn reset(global: &GlobalArgs, args: &ResetArgs) -> Exit {
+    let plan = match load(global) {
+        Ok(plan) => plan,
+        Err(exit) => return exit,
+    };
+    let table = match select_jobs(&plan, std::slice::from_ref(&args.job), &[]) {
+        Ok(jobs) => jobs.into_iter().map(|j| j.output.table).next().unwrap_or_default(),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Exit::Usage;
+        }
+    };
+    let result = Store::open(&plan.settings.database).and_then(|mut store| store.reset_job(&args.job, &table));
+    match result {
+        Ok(()) => {
+            println!("job \"{}\": checkpoints and high-water marks forgotten", args.job);
+            Exit::Ok
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            Exit::Failed
+        }
+    }
+}

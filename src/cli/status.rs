@@ -1,0 +1,128 @@
+//! `apisync status`: per job, the last run, the rows in its table, where an
+//! unfinished stream will resume, the high-water mark and the next due time.
+//! A table for people, `--json` for scripts. Nothing here can hold a secret:
+//! positions are stored without credentials.
+
+use chrono::{DateTime, Utc};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use super::args::{GlobalArgs, StatusArgs};
+use super::{Exit, commands};
+use crate::fetch::{NextRequest, StreamPosition};
+use crate::run::{next_due, select_jobs};
+use crate::store::{JobStatus, Store};
+
+#[derive(Debug, Serialize)]
+struct StatusLine {
+    #[serde(flatten)]
+    stored: JobStatus,
+    next_due: Option<String>,
+}
+
+pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
+    let plan = match commands::load(global) {
+        Ok(plan) => plan,
+        Err(exit) => return exit,
+    };
+    let jobs = match select_jobs(&plan, &args.jobs, &[]) {
+        Ok(jobs) => jobs,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Exit::Usage;
+        }
+    };
+    let pairs: Vec<(&str, &str)> = jobs.iter().map(|j| (j.name.as_str(), j.output.table.as_str())).collect();
+    let stored = match Store::open(&plan.settings.database).and_then(|store| store.status(&pairs)) {
+        Ok(stored) => stored,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Exit::Failed;
+        }
+    };
+    let now = Utc::now();
+    let lines: Vec<StatusLine> = stored
+        .into_iter()
+        .zip(&jobs)
+        .map(|(stored, job)| {
+            let last = stored.last_success_started_at.as_deref().and_then(parse_time);
+            let due = next_due(job.schedule.as_deref(), last, now).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            StatusLine { stored, next_due: due }
+        })
+        .collect();
+    if args.json {
+        match serde_json::to_string_pretty(&lines) {
+            Ok(text) => println!("{text}"),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Exit::Failed;
+            }
+        }
+    } else {
+        println!("{}", render(&lines));
+    }
+    Exit::Ok
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+}
+
+fn render(lines: &[StatusLine]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "job", "last run", "started", "seconds", "rows", "resume", "high-water mark", "next due",
+    ]);
+    for line in lines {
+        let s = &line.stored;
+        let run = s.last_run.as_ref();
+        table.add_row([
+            s.job.clone(),
+            run.map(|r| r.status.as_str().to_string()).unwrap_or_else(|| "never".into()),
+            run.map(|r| r.started_at.clone()).unwrap_or_default(),
+            run.and_then(|r| seconds(&r.started_at, r.finished_at.as_deref())).unwrap_or_default(),
+            s.rows.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            resume_point(s),
+            marks(s),
+            line.next_due.clone().unwrap_or_else(|| "every run".into()),
+        ]);
+    }
+    table.to_string()
+}
+
+fn seconds(started: &str, finished: Option<&str>) -> Option<String> {
+    let elapsed = parse_time(finished?)? - parse_time(started)?;
+    Some(format!("{:.1}", elapsed.num_milliseconds() as f64 / 1000.0))
+}
+
+/// Where an unfinished stream continues, in words.
+fn resume_point(status: &JobStatus) -> String {
+    let describe = |text: &str| match serde_json::from_str::<StreamPosition>(text) {
+        Ok(position) => match position.next {
+            NextRequest::Start => "start".to_string(),
+            NextRequest::Url { url } => url,
+            NextRequest::Cursor { cursor } => format!("cursor {cursor}"),
+            NextRequest::Offset { offset } => format!("offset {offset}"),
+            NextRequest::Page { page } => format!("page {page}"),
+        } + &format!(" (after {} pages)", position.pages),
+        Err(_) => "unreadable checkpoint".to_string(),
+    };
+    match status.checkpoints.len() {
+        0 if status.finished_partitions.is_empty() => "complete".into(),
+        0 => format!("{} partitions done", status.finished_partitions.len()),
+        1 => status.checkpoints.iter().map(|(p, pos)| label(p, &describe(pos))).collect(),
+        n => format!("{n} partitions unfinished"),
+    }
+}
+
+fn label(partition: &str, text: &str) -> String {
+    if partition.is_empty() { text.to_string() } else { format!("{partition}: {text}") }
+}
+
+fn marks(status: &JobStatus) -> String {
+    match status.marks.len() {
+        0 => "-".into(),
+        1 => status.marks.iter().map(|(p, m)| label(p, m.trim_matches('"'))).collect(),
+        n => format!("{n} partitions"),
+    }
+}

@@ -1,0 +1,95 @@
+//! High-water marks: what an incremental stream asks for first, and what it
+//! leaves for the next run. The mark is the largest `cursor_field` seen in a
+//! completed stream, minus `lookback`, so late writes are read again (merge
+//! makes that harmless).
+
+use serde_json::Value;
+
+use crate::plan::{CursorType, JobPlan, Lookback};
+
+/// The lower bound for a fresh stream: the stored mark, else `initial`.
+pub(crate) fn since(job: &JobPlan, stored_mark: Option<&str>) -> Option<String> {
+    let incremental = job.incremental.as_ref()?;
+    match stored_mark.and_then(|text| serde_json::from_str::<Value>(text).ok()) {
+        Some(Value::String(text)) => Some(text),
+        Some(Value::Null) | None => incremental.initial.clone(),
+        Some(other) => Some(other.to_string()),
+    }
+}
+
+/// The mark to store when a stream completes; None keeps the previous one
+/// (a stream that returned no records).
+pub(crate) fn next_mark(job: &JobPlan, max_seen: Option<&Value>) -> Option<String> {
+    let incremental = job.incremental.as_ref()?;
+    let max_seen = max_seen?;
+    let mark = match (incremental.cursor_type, incremental.lookback, max_seen) {
+        (CursorType::Timestamp, Some(Lookback::Duration(back)), Value::String(text)) => {
+            match chrono::DateTime::parse_from_rfc3339(text) {
+                Ok(at) => {
+                    let back = chrono::Duration::from_std(back).unwrap_or(chrono::Duration::zero());
+                    let earlier = at.with_timezone(&chrono::Utc) - back;
+                    Value::String(earlier.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                }
+                Err(_) => max_seen.clone(),
+            }
+        }
+        (CursorType::Integer, Some(Lookback::Integer(back)), value) => match value.as_i64() {
+            Some(n) => Value::from(n.saturating_sub(back)),
+            None => value.clone(),
+        },
+        _ => max_seen.clone(),
+    };
+    Some(mark.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{IncrementalPlan, OnMissingCursor, ParamLocation};
+    use std::time::Duration;
+
+    fn with_incremental(cursor_type: CursorType, lookback: Option<Lookback>) -> IncrementalPlan {
+        IncrementalPlan {
+            cursor_field: "/updated_at".into(),
+            cursor_type,
+            param: "updated_since".into(),
+            param_in: ParamLocation::Query,
+            initial: Some("2024-01-01T00:00:00Z".into()),
+            lookback,
+            on_missing_cursor: OnMissingCursor::Error,
+        }
+    }
+
+    fn mark_of(incremental: IncrementalPlan, seen: Value) -> Option<String> {
+        let mut job = crate::run::test_support::job("orders");
+        job.incremental = Some(incremental);
+        next_mark(&job, Some(&seen))
+    }
+
+    #[test]
+    fn timestamp_mark_subtracts_lookback_in_utc() {
+        let plan = with_incremental(
+            CursorType::Timestamp,
+            Some(Lookback::Duration(Duration::from_secs(600))),
+        );
+        let mark = mark_of(plan, Value::from("2024-05-01T12:00:00+02:00"));
+        assert_eq!(mark.as_deref(), Some("\"2024-05-01T09:50:00Z\""));
+    }
+
+    #[test]
+    fn integer_mark_subtracts_lookback() {
+        let plan = with_incremental(CursorType::Integer, Some(Lookback::Integer(5)));
+        assert_eq!(mark_of(plan, Value::from(100)).as_deref(), Some("95"));
+    }
+
+    #[test]
+    fn since_prefers_the_stored_mark_over_initial() {
+        let mut job = crate::run::test_support::job("orders");
+        job.incremental = Some(with_incremental(CursorType::Timestamp, None));
+        assert_eq!(since(&job, None).as_deref(), Some("2024-01-01T00:00:00Z"));
+        assert_eq!(
+            since(&job, Some("\"2024-06-01T00:00:00Z\"")).as_deref(),
+            Some("2024-06-01T00:00:00Z")
+        );
+    }
+}

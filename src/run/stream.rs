@@ -1,0 +1,182 @@
+//! One stream: a job, or one partition of it, from its checkpoint to its
+//! last page. Fetching the next page overlaps with writing the current one;
+//! every page commits with the position that follows it.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::incremental;
+use super::{RunError, Writer};
+use crate::auth::Credential;
+use crate::fetch::{HttpClient, NextRequest, Page, StreamFetcher, StreamPosition};
+use crate::plan::{JobPlan, Partition};
+use crate::store::{RunId, StoreError, StreamKey, TableSpec};
+
+/// Everything a stream needs that outlives it.
+#[derive(Clone)]
+pub(crate) struct StreamEnv {
+    pub writer: Writer,
+    pub http: HttpClient,
+    pub credential: Option<Arc<Credential>>,
+    pub cancel: CancellationToken,
+    pub table: Arc<TableSpec>,
+    pub run_id: RunId,
+    /// Ignore the saved high-water mark (run --full-refresh, backfill).
+    pub ignore_mark: bool,
+    /// Store the new high-water mark when the stream finishes (not for backfills).
+    pub keep_mark: bool,
+}
+
+/// How a stream ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct StreamOutcome {
+    pub pages: u64,
+    pub records: u64,
+    pub interrupted: bool,
+}
+
+/// A page written or being written: its commit is awaited before the next
+/// page is handed over, so at most one page per stream waits in memory.
+type PendingCommit = oneshot::Receiver<Result<(), StoreError>>;
+
+pub(crate) async fn run_stream(
+    env: &StreamEnv,
+    job: Arc<JobPlan>,
+    partition: Partition,
+    counts: &mut StreamOutcome,
+) -> Result<(), RunError> {
+    let key = StreamKey {
+        job: job.name.clone(),
+        partition: partition.key.clone(),
+    };
+    let position = starting_position(env, &job, &key).await?;
+    let resumed = position.next != NextRequest::Start;
+    let result = fetch_and_write(env, &job, &partition, &key, position.clone(), counts).await;
+    match result {
+        Err(RunError::Fetch(err)) if resumed && counts.pages == 0 && err.is_client_error() => {
+            tracing::warn!(job = %job.name, partition = %partition.key, error = %err,
+                "the API rejected the saved position; dropping it and starting the stream over from its high-water mark");
+            let restart = StreamPosition {
+                max_seen: position.max_seen.clone(),
+                ..StreamPosition::start(position.since.clone())
+            };
+            fetch_and_write(env, &job, &partition, &key, restart, counts).await
+        }
+        other => other,
+    }
+}
+
+/// The saved checkpoint, or a fresh start from the high-water mark.
+async fn starting_position(
+    env: &StreamEnv,
+    job: &JobPlan,
+    key: &StreamKey,
+) -> Result<StreamPosition, RunError> {
+    let lookup = key.clone();
+    let (checkpoint, mark) = env
+        .writer
+        .call(move |store| {
+            Ok::<_, StoreError>((store.load_checkpoint(&lookup)?, store.load_mark(&lookup)?))
+        })
+        .await??;
+    if let Some(text) = checkpoint {
+        return serde_json::from_str(&text).map_err(|err| RunError::BadCheckpoint {
+            job: job.name.clone(),
+            message: err.to_string(),
+        });
+    }
+    let mark = if env.ignore_mark { None } else { mark };
+    let since = incremental::since(job, mark.as_deref());
+    Ok(StreamPosition::start(since))
+}
+
+async fn fetch_and_write(
+    env: &StreamEnv,
+    job: &Arc<JobPlan>,
+    partition: &Partition,
+    key: &StreamKey,
+    position: StreamPosition,
+    counts: &mut StreamOutcome,
+) -> Result<(), RunError> {
+    // A stream resumed after its last page committed (but before it was
+    // finished) fetches nothing; its saved position still holds the mark.
+    let mut last_position = position.clone();
+    let mut fetcher = StreamFetcher::new(
+        env.http.clone(),
+        job.clone(),
+        partition.clone(),
+        env.credential.clone(),
+        position,
+    )?;
+    let mut pending: Option<PendingCommit> = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = env.cancel.cancelled() => None,
+            page = fetcher.next_page() => Some(page),
+        };
+        // Whatever happens next, the page already handed over must commit.
+        await_commit(pending.take()).await?;
+        let page = match next {
+            None => {
+                counts.interrupted = true;
+                return Ok(());
+            }
+            Some(page) => page?,
+        };
+        let Some(page) = page else { break };
+        counts.pages += 1;
+        counts.records += page.records.len() as u64;
+        let last = page.last;
+        last_position = page.position.clone();
+        pending = Some(submit_page(env, key, page).await?);
+        if last {
+            break;
+        }
+    }
+    await_commit(pending.take()).await?;
+    finish(env, job, key, last_position).await
+}
+
+async fn await_commit(pending: Option<PendingCommit>) -> Result<(), RunError> {
+    match pending {
+        None => Ok(()),
+        Some(answer) => Ok(answer.await.map_err(|_| RunError::WriterGone)??),
+    }
+}
+
+async fn submit_page(
+    env: &StreamEnv,
+    key: &StreamKey,
+    page: Page,
+) -> Result<PendingCommit, RunError> {
+    let position = serde_json::to_string(&page.position).map_err(|err| RunError::BadCheckpoint {
+        job: key.job.clone(),
+        message: err.to_string(),
+    })?;
+    let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
+    env.writer
+        .submit(move |store| store.apply_page(&key, &table, run_id, &page.records, &position))
+        .await
+}
+
+/// The stream is complete: clear its cursor and keep its high-water mark.
+async fn finish(
+    env: &StreamEnv,
+    job: &JobPlan,
+    key: &StreamKey,
+    last: StreamPosition,
+) -> Result<(), RunError> {
+    let mark = if env.keep_mark {
+        incremental::next_mark(job, last.max_seen.as_ref())
+    } else {
+        None
+    };
+    let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
+    env.writer
+        .call(move |store| store.finish_stream(&key, &table, run_id, mark.as_deref()))
+        .await??;
+    Ok(())
+}

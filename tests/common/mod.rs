@@ -1,0 +1,90 @@
+//! Shared test support: a temporary project folder with job files, a way
+//! to run the built binary against it, and table readers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The bearer token test servers accept.
+pub const TOKEN: &str = "test-token-4f9a";
+
+/// A project folder in a temp dir: apisync.toml, jobs/, and the database.
+pub struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("jobs")).expect("jobs dir");
+        std::fs::write(dir.path().join("apisync.toml"), "").expect("apisync.toml");
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self, text: &str) -> &Self {
+        std::fs::write(self.path().join("apisync.toml"), text).expect("write apisync.toml");
+        self
+    }
+
+    pub fn job(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.path().join("jobs").join(format!("{name}.toml")), text).expect("write job");
+        self
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.path().join("apisync.db")
+    }
+
+    /// The binary, run in the project folder with the test token in the environment.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_apisync"));
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env("TEST_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .env_remove("NO_COLOR")
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().await.expect("run apisync")
+    }
+
+    pub fn open(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.database()).expect("open database")
+    }
+
+    /// Every `_data` of `table`, parsed.
+    pub fn rows(&self, table: &str) -> Vec<serde_json::Value> {
+        let db = self.open();
+        let mut statement = db
+            .prepare(&format!("SELECT _data FROM \"{table}\" ORDER BY rowid"))
+            .expect("prepare");
+        statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .expect("query")
+            .map(|text| serde_json::from_str(&text.expect("row")).expect("valid JSON in _data"))
+            .collect()
+    }
+}
+
+/// stdout and stderr of a run, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A bearer auth table reading the test token from the environment.
+pub const BEARER: &str = r#"auth = { type = "bearer", token = { env = "TEST_TOKEN" } }"#;
+pub mod faults;

@@ -1,0 +1,36 @@
+//! `apisync demo` works from any folder with nothing but the binary, and
+//! syncs the three demo endpoints completely.
+
+mod common;
+
+use common::describe;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_syncs_every_demo_record_and_prints_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_apisync"))
+        .args(["demo", "--port", "0"])
+        .current_dir(dir.path())
+        .env_remove("DEMO_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let text = describe(&output);
+    assert!(output.status.success(), "{text}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for job in ["demo_customers", "demo_orders", "demo_events"] {
+        assert!(stdout.contains(job), "summary lists {job}: {text}");
+    }
+    assert!(stdout.contains("sqlite3 apisync-demo.db"), "{text}");
+    let db = rusqlite::Connection::open(dir.path().join("apisync-demo.db")).unwrap();
+    let count = |table: &str| -> i64 {
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(count("demo_customers"), 2_000);
+    assert_eq!(count("demo_orders"), 6_000);
+    assert_eq!(count("demo_events"), 2_000);
+    let paid: i64 = db
+        .query_row("SELECT count(*) FROM demo_orders WHERE status = 'paid'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(paid, 2_000, "declared columns are filled");
+}
