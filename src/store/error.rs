@@ -12,7 +12,7 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: DbError,
+        source: Box<DbError>,
     },
 
     #[error("database {}: setting pragma {pragma} failed", path.display())]
@@ -20,20 +20,25 @@ pub enum StoreError {
         path: PathBuf,
         pragma: &'static str,
         #[source]
-        source: DbError,
+        source: Box<DbError>,
     },
 
     #[error(
-        "database schema version {found} is newer than this apisync knows ({supported}) \
-         (hint: run a newer apisync with this database)"
+        "database {}: schema version {found} was written by a newer apisync (this one knows up to {supported}) \
+         (hint: upgrade apisync, or point --db at another file)",
+        path.display()
     )]
-    NewerSchema { found: i64, supported: i64 },
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
 
     #[error("database migration {version} failed")]
     Migration {
         version: i64,
         #[source]
-        source: DbError,
+        source: Box<DbError>,
     },
 
     #[error("table \"{table}\": {action} failed")]
@@ -41,7 +46,7 @@ pub enum StoreError {
         table: String,
         action: &'static str,
         #[source]
-        source: DbError,
+        source: Box<DbError>,
     },
 
     #[error(
@@ -75,7 +80,7 @@ pub enum StoreError {
         partition: String,
         action: &'static str,
         #[source]
-        source: DbError,
+        source: Box<DbError>,
     },
 
     #[error("job \"{job}\": {action} failed")]
@@ -83,7 +88,7 @@ pub enum StoreError {
         job: String,
         action: &'static str,
         #[source]
-        source: DbError,
+        source: Box<DbError>,
     },
 
     #[error("run {run_id}: {action} failed")]
@@ -91,13 +96,13 @@ pub enum StoreError {
         run_id: i64,
         action: &'static str,
         #[source]
-        source: DbError,
+        source: Box<DbError>,
     },
 
     #[error("database: {action} failed")]
     Database {
         action: &'static str,
         #[source]
-        source: DbError,
+        source: Box<DbError>,
     },
 }

@@ -35,7 +35,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         Self::init(conn, path)
     }
@@ -45,7 +45,7 @@ impl Store {
         let path = Path::new(":memory:");
         let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         Self::init(conn, path)
     }
@@ -54,17 +54,17 @@ impl Store {
         set_pragmas(&conn, path)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut store = Store { conn };
-        store.migrate()?;
+        store.migrate(path)?;
         Ok(store)
     }
 
     /// Apply every embedded migration the database has not seen, each in its
     /// own transaction with its `schema_version` row. Running it again is a
     /// no-op; a database written by a newer apisync is refused untouched.
-    fn migrate(&mut self) -> Result<(), StoreError> {
+    fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
         let db = |source| StoreError::Database {
             action: "reading the schema version",
-            source,
+            source: Box::new(source),
         };
         self.conn
             .execute_batch(
@@ -84,13 +84,17 @@ impl Store {
         let supported = latest_version();
         if current > supported {
             return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
                 found: current,
                 supported,
             });
         }
         for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
             self.apply_migration(version, sql)
-                .map_err(|source| StoreError::Migration { version, source })?;
+                .map_err(|source| StoreError::Migration {
+                    version,
+                    source: Box::new(source),
+                })?;
         }
         Ok(())
     }
@@ -112,7 +116,7 @@ impl Store {
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(|source| StoreError::Database {
                 action: "checkpointing the WAL",
-                source,
+                source: Box::new(source),
             })
     }
 }
@@ -122,7 +126,7 @@ fn set_pragmas(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         move |source| StoreError::Pragma {
             path: path.to_path_buf(),
             pragma,
-            source,
+            source: Box::new(source),
         }
     };
     // journal_mode answers with a row; in-memory databases answer "memory".
@@ -223,7 +227,8 @@ mod tests {
             matches!(err, StoreError::NewerSchema { found: 999, .. }),
             "{err}"
         );
-        insta::assert_snapshot!("newer_schema_error", err.to_string());
+        let text = err.to_string().replace(&path.display().to_string(), "<db>");
+        insta::assert_snapshot!("newer_schema_error", text);
     }
 
     #[test]

@@ -20,7 +20,7 @@ impl Store {
         let err = |source| StoreError::Table {
             table: table.to_string(),
             action: "reading partition values from",
-            source,
+            source: Box::new(source),
         };
         let mut stmt = self.conn.prepare(&sql).map_err(err)?;
         let mut rows = stmt.query([path]).map_err(err)?;
@@ -40,7 +40,7 @@ impl Store {
         let err = |source| StoreError::Table {
             table: table.to_string(),
             action: "reading rows of",
-            source,
+            source: Box::new(source),
         };
         let mut stmt = self.conn.prepare(&sql).map_err(err)?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(err)?;
@@ -55,7 +55,7 @@ impl Store {
             .map_err(|source| StoreError::Table {
                 table: table.to_string(),
                 action: "counting rows of",
-                source,
+                source: Box::new(source),
             })
     }
 }

@@ -25,7 +25,7 @@ impl Store {
             .map_err(|source| StoreError::Job {
                 job: job.to_string(),
                 action: "recording the start of a run",
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -33,7 +33,7 @@ impl Store {
         let err = |source| StoreError::Run {
             run_id: run_id.0,
             action: "recording the end of the run",
-            source,
+            source: Box::new(source),
         };
         let finished_at = (outcome.status != RunStatus::Running).then(now);
         let changed = self
@@ -65,7 +65,7 @@ impl Store {
                 job_status(&self.conn, job, table).map_err(|source| StoreError::Job {
                     job: job.to_string(),
                     action: "reading its status",
-                    source,
+                    source: Box::new(source),
                 })
             })
             .collect()

@@ -129,7 +129,7 @@ mod tests {
         use serde_json::json;
         let own = |v: serde_json::Value| match json_to_sql(&v) {
             ToSqlOutput::Owned(o) => o,
-            ToSqlOutput::Borrowed(b) => b.into(),
+            ToSqlOutput::Borrowed(b) => SqlValue::try_from(b).unwrap(),
             _ => panic!("unexpected output"),
         };
         assert_eq!(own(json!(null)), SqlValue::Null);

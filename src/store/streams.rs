@@ -95,7 +95,7 @@ impl Store {
         finished_partitions(&self.conn, job).map_err(|source| StoreError::Job {
             job: job.to_string(),
             action: "reading finished partitions",
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -156,7 +156,7 @@ fn stream_err<'a>(
         job: stream.job.clone(),
         partition: stream.partition.clone(),
         action,
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -167,6 +167,6 @@ fn job_err<'a>(
     move |source| StoreError::Job {
         job: job.to_string(),
         action,
-        source,
+        source: Box::new(source),
     }
 }

@@ -23,7 +23,7 @@ impl Store {
             move |source| StoreError::Table {
                 table,
                 action,
-                source,
+                source: Box::new(source),
             }
         };
         let tx = self.conn.transaction().map_err(err("creating"))?;
@@ -74,7 +74,7 @@ fn swap_err(table: &TableSpec) -> impl Fn(DbError) -> StoreError + '_ {
     |source| StoreError::Table {
         table: table.table.clone(),
         action: "swapping in the staging table for",
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -86,7 +86,7 @@ pub(crate) fn swap_in(conn: &Connection, table: &str) -> Result<(), StoreError> 
     let err = |source| StoreError::Table {
         table: table.to_string(),
         action: "swapping in the staging table for",
-        source,
+        source: Box::new(source),
     };
     if !table_exists(conn, &staging).map_err(err)? {
         return Err(StoreError::NoStaging {

@@ -41,7 +41,7 @@ impl Store {
         let row_err = |source| StoreError::Table {
             table: target.clone(),
             action: "writing a page to",
-            source,
+            source: Box::new(source),
         };
         let tx = self.conn.transaction().map_err(row_err)?;
         let shape = InsertShape::new(&target, table);
@@ -105,7 +105,7 @@ pub(crate) fn save_checkpoint(
         job: stream.job.clone(),
         partition: stream.partition.clone(),
         action: "saving the checkpoint",
-        source,
+        source: Box::new(source),
     })
 }
 
