@@ -15,7 +15,7 @@ pub enum StoreError {
         source: Box<DbError>,
     },
 
-    #[error("database {}: setting pragma {pragma} failed", path.display())]
+    #[error("database {}: could not set pragma {pragma}", path.display())]
     Pragma {
         path: PathBuf,
         pragma: &'static str,
@@ -34,14 +34,14 @@ pub enum StoreError {
         supported: i64,
     },
 
-    #[error("database migration {version} failed")]
+    #[error("database: could not apply schema migration {version}")]
     Migration {
         version: i64,
         #[source]
         source: Box<DbError>,
     },
 
-    #[error("table \"{table}\": {action} failed")]
+    #[error("table \"{table}\": could not {action}")]
     Table {
         table: String,
         action: &'static str,
@@ -74,7 +74,7 @@ pub enum StoreError {
         reason: &'static str,
     },
 
-    #[error("job \"{job}\" partition \"{partition}\": {action} failed")]
+    #[error("job \"{job}\"{}: could not {action}", partition_label(partition))]
     Stream {
         job: String,
         partition: String,
@@ -83,7 +83,7 @@ pub enum StoreError {
         source: Box<DbError>,
     },
 
-    #[error("job \"{job}\": {action} failed")]
+    #[error("job \"{job}\": could not {action}")]
     Job {
         job: String,
         action: &'static str,
@@ -91,7 +91,7 @@ pub enum StoreError {
         source: Box<DbError>,
     },
 
-    #[error("run {run_id}: {action} failed")]
+    #[error("run {run_id}: could not {action}")]
     Run {
         run_id: i64,
         action: &'static str,
@@ -99,10 +99,53 @@ pub enum StoreError {
         source: Box<DbError>,
     },
 
-    #[error("database: {action} failed")]
+    #[error("database: could not {action}")]
     Database {
         action: &'static str,
         #[source]
         source: Box<DbError>,
     },
+}
+
+/// Unpartitioned streams (partition "") are named by their job alone.
+fn partition_label(partition: &str) -> String {
+    if partition.is_empty() {
+        String::new()
+    } else {
+        format!(" partition \"{partition}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_thing_first() {
+        let cause = || Box::new(rusqlite::Error::QueryReturnedNoRows);
+        let errors = [
+            StoreError::Stream {
+                job: "orders".into(),
+                partition: String::new(),
+                action: "save the checkpoint",
+                source: cause(),
+            },
+            StoreError::Stream {
+                job: "orders".into(),
+                partition: "eu".into(),
+                action: "save the checkpoint",
+                source: cause(),
+            },
+            StoreError::Table {
+                table: "orders".into(),
+                action: "write a page",
+                source: cause(),
+            },
+            StoreError::NoStaging {
+                table: "orders".into(),
+            },
+        ];
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        insta::assert_snapshot!("error_messages", text.join("\n"));
+    }
 }

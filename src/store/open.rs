@@ -63,7 +63,7 @@ impl Store {
     /// no-op; a database written by a newer apisync is refused untouched.
     fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
         let db = |source| StoreError::Database {
-            action: "reading the schema version",
+            action: "read the schema version",
             source: Box::new(source),
         };
         self.conn
@@ -115,7 +115,7 @@ impl Store {
         self.conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(|source| StoreError::Database {
-                action: "checkpointing the WAL",
+                action: "checkpoint the WAL",
                 source: Box::new(source),
             })
     }
@@ -152,6 +152,14 @@ pub(crate) fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writer thread takes the store with it.
+    #[test]
+    fn store_can_move_to_the_writer_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<Store>();
+        is_send::<StoreError>();
+    }
 
     #[test]
     fn migrations_are_strictly_ascending() {

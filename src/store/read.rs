@@ -19,7 +19,7 @@ impl Store {
         );
         let err = |source| StoreError::Table {
             table: table.to_string(),
-            action: "reading partition values from",
+            action: "read partition values",
             source: Box::new(source),
         };
         let mut stmt = self.conn.prepare(&sql).map_err(err)?;
@@ -39,7 +39,7 @@ impl Store {
         );
         let err = |source| StoreError::Table {
             table: table.to_string(),
-            action: "reading rows of",
+            action: "read its rows",
             source: Box::new(source),
         };
         let mut stmt = self.conn.prepare(&sql).map_err(err)?;
@@ -54,7 +54,7 @@ impl Store {
             .map(i64::unsigned_abs)
             .map_err(|source| StoreError::Table {
                 table: table.to_string(),
-                action: "counting rows of",
+                action: "count its rows",
                 source: Box::new(source),
             })
     }

@@ -24,7 +24,7 @@ impl Store {
             .map(|_| RunId(self.conn.last_insert_rowid()))
             .map_err(|source| StoreError::Job {
                 job: job.to_string(),
-                action: "recording the start of a run",
+                action: "record the start of a run",
                 source: Box::new(source),
             })
     }
@@ -32,7 +32,7 @@ impl Store {
     pub fn finish_run(&mut self, run_id: RunId, outcome: &RunOutcome) -> Result<(), StoreError> {
         let err = |source| StoreError::Run {
             run_id: run_id.0,
-            action: "recording the end of the run",
+            action: "record the end of the run",
             source: Box::new(source),
         };
         let finished_at = (outcome.status != RunStatus::Running).then(now);
@@ -64,7 +64,7 @@ impl Store {
             .map(|&(job, table)| {
                 job_status(&self.conn, job, table).map_err(|source| StoreError::Job {
                     job: job.to_string(),
-                    action: "reading its status",
+                    action: "read its status",
                     source: Box::new(source),
                 })
             })

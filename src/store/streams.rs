@@ -24,7 +24,7 @@ impl Store {
         self.load_value(
             "SELECT position FROM checkpoints WHERE job = ?1 AND partition = ?2",
             stream,
-            "loading the checkpoint",
+            "load the checkpoint",
         )
     }
 
@@ -33,7 +33,7 @@ impl Store {
         self.load_value(
             "SELECT value FROM marks WHERE job = ?1 AND partition = ?2",
             stream,
-            "loading the mark",
+            "load the mark",
         )
     }
 
@@ -52,7 +52,7 @@ impl Store {
     /// Drop a saved cursor the API refused; the mark stays.
     pub fn clear_checkpoint(&mut self, stream: &StreamKey) -> Result<(), StoreError> {
         delete_stream_row(&self.conn, "checkpoints", stream)
-            .map_err(stream_err(stream, "clearing the checkpoint"))
+            .map_err(stream_err(stream, "clear the checkpoint"))
     }
 
     /// A stream's last page has committed: in one transaction clear its
@@ -68,7 +68,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         // `_table` is unused here (SQLite keys all of this by stream); a
         // backend that keeps staging per table may need it.
-        let err = stream_err(stream, "finishing the stream");
+        let err = stream_err(stream, "record the end of the stream");
         let tx = self.conn.transaction().map_err(err)?;
         delete_stream_row(&tx, "checkpoints", stream).map_err(err)?;
         let at = now();
@@ -94,7 +94,7 @@ impl Store {
     pub fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError> {
         finished_partitions(&self.conn, job).map_err(|source| StoreError::Job {
             job: job.to_string(),
-            action: "reading finished partitions",
+            action: "read its finished partitions",
             source: Box::new(source),
         })
     }
@@ -104,7 +104,7 @@ impl Store {
     /// the pass complete but unswapped, and the rerun (skipping every
     /// partition) swaps then; a crash after it leaves nothing to redo.
     pub fn complete_job_pass(&mut self, job: &str, table: &TableSpec) -> Result<(), StoreError> {
-        let err = job_err(job, "completing the pass");
+        let err = job_err(job, "complete the pass");
         let tx = self.conn.transaction().map_err(err)?;
         if table.mode == WriteMode::Replace {
             swap_in(&tx, &table.table)?;
@@ -118,7 +118,7 @@ impl Store {
     /// `job`, and drop its staging table, so the next run starts from scratch.
     /// Rows already synced and the run history stay.
     pub fn reset_job(&mut self, job: &str, table: &str) -> Result<(), StoreError> {
-        let err = job_err(job, "resetting");
+        let err = job_err(job, "reset its state");
         let tx = self.conn.transaction().map_err(err)?;
         for sql in [
             "DELETE FROM checkpoints WHERE job = ?1",

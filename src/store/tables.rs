@@ -26,27 +26,27 @@ impl Store {
                 source: Box::new(source),
             }
         };
-        let tx = self.conn.transaction().map_err(err("creating"))?;
+        let tx = self.conn.transaction().map_err(err("create it"))?;
         tx.execute_batch(&create_sql(&target, table))
-            .map_err(err("creating"))?;
-        let existing = table_columns(&tx, &target).map_err(err("reading the columns of"))?;
+            .map_err(err("create it"))?;
+        let existing = table_columns(&tx, &target).map_err(err("read its columns"))?;
         for column in table.columns.iter().filter(|c| !existing.contains(c)) {
             let sql = format!(
                 "ALTER TABLE {} ADD COLUMN {}",
                 quote_ident(&target),
                 quote_ident(column)
             );
-            tx.execute_batch(&sql).map_err(err("adding a column to"))?;
+            tx.execute_batch(&sql).map_err(err("add a column"))?;
         }
         if table.mode != WriteMode::Append
-            && !has_unique_pk(&tx, &target).map_err(err("reading the indexes of"))?
+            && !has_unique_pk(&tx, &target).map_err(err("read its indexes"))?
         {
             return Err(StoreError::NotUnique {
                 table: target,
                 mode: mode_name(table.mode),
             });
         }
-        tx.commit().map_err(err("creating"))
+        tx.commit().map_err(err("create it"))
     }
 
     /// Put a replace job's staging table in place of the live table in one
@@ -73,7 +73,7 @@ pub(crate) fn write_target(table: &TableSpec) -> String {
 fn swap_err(table: &TableSpec) -> impl Fn(DbError) -> StoreError + '_ {
     |source| StoreError::Table {
         table: table.table.clone(),
-        action: "swapping in the staging table for",
+        action: "swap the staging table in",
         source: Box::new(source),
     }
 }
@@ -85,7 +85,7 @@ pub(crate) fn swap_in(conn: &Connection, table: &str) -> Result<(), StoreError> 
     let staging = staging_name(table);
     let err = |source| StoreError::Table {
         table: table.to_string(),
-        action: "swapping in the staging table for",
+        action: "swap the staging table in",
         source: Box::new(source),
     };
     if !table_exists(conn, &staging).map_err(err)? {

@@ -40,7 +40,7 @@ impl Store {
         let target = write_target(table);
         let row_err = |source| StoreError::Table {
             table: target.clone(),
-            action: "writing a page to",
+            action: "write a page",
             source: Box::new(source),
         };
         let tx = self.conn.transaction().map_err(row_err)?;
@@ -104,7 +104,7 @@ pub(crate) fn save_checkpoint(
     .map_err(|source| StoreError::Stream {
         job: stream.job.clone(),
         partition: stream.partition.clone(),
-        action: "saving the checkpoint",
+        action: "save the checkpoint",
         source: Box::new(source),
     })
 }
