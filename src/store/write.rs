@@ -44,30 +44,9 @@ impl Store {
             source: Box::new(source),
         };
         let tx = self.conn.transaction().map_err(row_err)?;
-        let shape = InsertShape::new(&target, table);
-        let synced_at = now();
-        let per_statement = shape.rows_per_statement();
-        let mut chunks = records.chunks_exact(per_statement);
-        if chunks.len() > 0 {
-            let mut stmt = tx
-                .prepare_cached(&shape.sql(per_statement))
-                .map_err(row_err)?;
-            for chunk in chunks.by_ref() {
-                shape
-                    .execute(&mut stmt, chunk, &synced_at, run_id)
-                    .map_err(row_err)?;
-            }
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut stmt = tx.prepare_cached(&shape.sql(1)).map_err(row_err)?;
-            for record in rest {
-                let one = std::slice::from_ref(record);
-                shape
-                    .execute(&mut stmt, one, &synced_at, run_id)
-                    .map_err(row_err)?;
-            }
-        }
+        InsertShape::new(&target, table)
+            .write_all(&tx, records, &now(), run_id)
+            .map_err(row_err)?;
         save_checkpoint(&tx, stream, position)?;
         tx.commit().map_err(row_err)
     }
@@ -165,6 +144,33 @@ impl<'a> InsertShape<'a> {
             ));
         }
         sql
+    }
+
+    /// Full statements of `rows_per_statement` rows, then the remainder one
+    /// row at a time: two cached statements per table, whatever the page size.
+    fn write_all(
+        &self,
+        conn: &Connection,
+        records: &[Record],
+        synced_at: &str,
+        run_id: RunId,
+    ) -> rusqlite::Result<()> {
+        let per_statement = self.rows_per_statement();
+        let mut chunks = records.chunks_exact(per_statement);
+        if chunks.len() > 0 {
+            let mut stmt = conn.prepare_cached(&self.sql(per_statement))?;
+            for chunk in chunks.by_ref() {
+                self.execute(&mut stmt, chunk, synced_at, run_id)?;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut stmt = conn.prepare_cached(&self.sql(1))?;
+            for record in rest {
+                self.execute(&mut stmt, std::slice::from_ref(record), synced_at, run_id)?;
+            }
+        }
+        Ok(())
     }
 
     fn execute(
