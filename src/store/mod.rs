@@ -1,1 +1,23 @@
-//! (stub: filled in by its issue)
+//! SQLite, and the only module that knows SQL: opening the database with its
+//! pragmas and embedded migrations, one table per job, `apply_page` (a page's
+//! rows and the stream's checkpoint in one transaction), marks, finished
+//! partitions and the run history. Sync: one thread (the writer) owns a
+//! [`Store`]. Nothing here exposes SQLite types, so a PostgreSQL store can
+//! offer the same surface.
+
+mod error;
+mod open;
+mod read;
+mod runs;
+mod sql;
+mod streams;
+mod tables;
+mod types;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use open::Store;
+pub use types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec};

@@ -1,0 +1,249 @@
+//! Opening the database: pragmas and the embedded migrations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::error::StoreError;
+
+/// Embedded migrations, in order. Adding one is one line here plus its file;
+/// an applied migration is never edited.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+
+/// Statements prepared once and reused: two insert shapes per table and mode,
+/// plus the checkpoint upsert, for a handful of tables.
+const STATEMENT_CACHE: usize = 64;
+
+/// The SQLite store. Owned by one thread (the writer); `Connection` is
+/// `Send` but not `Sync`, and so is this.
+pub struct Store {
+    pub(super) conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.conn.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Create or open the database file, set the pragmas and bring the schema
+    /// up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        Self::init(conn, path)
+    }
+
+    /// A private in-memory database (tests, `--dry-run`).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        Self::init(conn, path)
+    }
+
+    fn init(conn: Connection, path: &Path) -> Result<Store, StoreError> {
+        set_pragmas(&conn, path)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let mut store = Store { conn };
+        store.migrate(path)?;
+        Ok(store)
+    }
+
+    /// Apply every embedded migration the database has not seen, each in its
+    /// own transaction with its `schema_version` row. Running it again is a
+    /// no-op; a database written by a newer apisync is refused untouched.
+    fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
+        let db = |source| StoreError::Database {
+            action: "read the schema version",
+            source: Box::new(source),
+        };
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_version (
+                     version INTEGER PRIMARY KEY,
+                     applied_at TEXT NOT NULL
+                 )",
+            )
+            .map_err(db)?;
+        let current: i64 = self
+            .conn
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .optional()
+            .map_err(db)?
+            .flatten()
+            .unwrap_or(0);
+        let supported = latest_version();
+        if current > supported {
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found: current,
+                supported,
+            });
+        }
+        for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            self.apply_migration(version, sql)
+                .map_err(|source| StoreError::Migration {
+                    version,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+
+    fn apply_migration(&mut self, version: i64, sql: &str) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            (version, now()),
+        )?;
+        tx.commit()
+    }
+
+    /// Copy the WAL back into the database without waiting for readers.
+    /// The writer calls it every few dozen pages so the WAL stays small.
+    pub fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|source| StoreError::Database {
+                action: "checkpoint the WAL",
+                source: Box::new(source),
+            })
+    }
+}
+
+fn set_pragmas(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let fail = |pragma| {
+        move |source| StoreError::Pragma {
+            path: path.to_path_buf(),
+            pragma,
+            source: Box::new(source),
+        }
+    };
+    // journal_mode answers with a row; in-memory databases answer "memory".
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+        .map_err(fail("journal_mode"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(fail("synchronous"))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(fail("foreign_keys"))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(fail("busy_timeout"))
+}
+
+fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+/// Timestamps are RFC 3339 text in UTC: sortable, readable in `sqlite3`.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer thread takes the store with it.
+    #[test]
+    fn store_can_move_to_the_writer_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<Store>();
+        is_send::<StoreError>();
+    }
+
+    #[test]
+    fn migrations_are_strictly_ascending() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        assert_eq!(versions.first(), Some(&1));
+    }
+
+    fn applied(store: &Store) -> Vec<i64> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT version FROM schema_version ORDER BY version")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn reopening_applies_nothing_twice_and_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let first = Store::open(&path).unwrap();
+        first
+            .conn
+            .execute(
+                "INSERT INTO runs (job, started_at, status) VALUES ('j', 't', 'running')",
+                [],
+            )
+            .unwrap();
+        let versions = applied(&first);
+        drop(first);
+        let second = Store::open(&path).unwrap();
+        assert_eq!(applied(&second), versions);
+        assert_eq!(versions.len(), MIGRATIONS.len());
+        let runs: i64 = second
+            .conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, 1);
+    }
+
+    #[test]
+    fn file_database_runs_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db")).unwrap();
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = store
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        store.checkpoint_wal().unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute("INSERT INTO schema_version VALUES (999, 'later')", [])
+            .unwrap();
+        drop(store);
+        let err = Store::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 999, .. }),
+            "{err}"
+        );
+        let text = err.to_string().replace(&path.display().to_string(), "<db>");
+        insta::assert_snapshot!("newer_schema_error", text);
+    }
+
+    #[test]
+    fn unopenable_path_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open(&dir.path().join("missing/dir/x.db")).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        assert!(err.to_string().contains("x.db"), "{err}");
+    }
+}

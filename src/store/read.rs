@@ -1,0 +1,61 @@
+//! Reading record tables back: partition values for `from_job`, and small
+//! helpers tests use to look at what was written.
+
+use super::error::StoreError;
+use super::open::Store;
+use super::sql::{pointer_to_path, quote_ident, value_to_text};
+
+impl Store {
+    /// Distinct non-null values at `pointer` in the records of `table`, in
+    /// order of first appearance: the partitions of a `from_job` job.
+    /// Collected into a Vec (not streamed): partition sources are small.
+    pub fn distinct_values(&self, table: &str, pointer: &str) -> Result<Vec<String>, StoreError> {
+        let path = pointer_to_path(pointer)?;
+        let sql = format!(
+            "SELECT v FROM (SELECT json_extract(\"_data\", ?1) AS v, min(rowid) AS first
+                            FROM {} GROUP BY v)
+             WHERE v IS NOT NULL ORDER BY first",
+            quote_ident(table)
+        );
+        let err = |source| StoreError::Table {
+            table: table.to_string(),
+            action: "read partition values",
+            source: Box::new(source),
+        };
+        let mut stmt = self.conn.prepare(&sql).map_err(err)?;
+        let mut rows = stmt.query([path]).map_err(err)?;
+        let mut values = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            values.extend(value_to_text(row.get_ref(0).map_err(err)?));
+        }
+        Ok(values)
+    }
+
+    /// Every `_data` of `table`, in insertion (rowid) order.
+    pub fn table_rows(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT \"_data\" FROM {} ORDER BY rowid",
+            quote_ident(table)
+        );
+        let err = |source| StoreError::Table {
+            table: table.to_string(),
+            action: "read its rows",
+            source: Box::new(source),
+        };
+        let mut stmt = self.conn.prepare(&sql).map_err(err)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    pub fn count_rows(&self, table: &str) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
+        self.conn
+            .query_row(&sql, [], |r| r.get::<_, i64>(0))
+            .map(i64::unsigned_abs)
+            .map_err(|source| StoreError::Table {
+                table: table.to_string(),
+                action: "count its rows",
+                source: Box::new(source),
+            })
+    }
+}

@@ -1,0 +1,172 @@
+//! Checkpoints, incremental marks, and which partitions of a job's current
+//! pass have finished.
+//!
+//! A *pass* of a job is one trip through all its partitions. Each stream
+//! that finishes is recorded in `finished_streams`; a rerun after a crash or
+//! a failure asks [`Store::finished_partitions`] and skips those. When every
+//! partition has finished, the runner calls [`Store::complete_job_pass`],
+//! which swaps a replace table in and forgets the finished set in one
+//! transaction, so the next run starts a new pass. No generation counter is
+//! needed: the rows present *are* the current pass.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::error::StoreError;
+use super::open::{Store, now};
+use super::sql::{quote_ident, staging_name};
+use super::tables::swap_in;
+use super::types::{RunId, StreamKey, TableSpec};
+use crate::plan::WriteMode;
+
+impl Store {
+    /// The saved position JSON of an unfinished stream.
+    pub fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.load_value(
+            "SELECT position FROM checkpoints WHERE job = ?1 AND partition = ?2",
+            stream,
+            "load the checkpoint",
+        )
+    }
+
+    /// The incremental high-water mark JSON the stream's last finish stored.
+    pub fn load_mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.load_value(
+            "SELECT value FROM marks WHERE job = ?1 AND partition = ?2",
+            stream,
+            "load the mark",
+        )
+    }
+
+    fn load_value(
+        &self,
+        sql: &str,
+        stream: &StreamKey,
+        action: &'static str,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(sql, (&stream.job, &stream.partition), |r| r.get(0))
+            .optional()
+            .map_err(stream_err(stream, action))
+    }
+
+    /// Drop a saved cursor the API refused; the mark stays.
+    pub fn clear_checkpoint(&mut self, stream: &StreamKey) -> Result<(), StoreError> {
+        delete_stream_row(&self.conn, "checkpoints", stream)
+            .map_err(stream_err(stream, "clear the checkpoint"))
+    }
+
+    /// A stream's last page has committed: in one transaction clear its
+    /// checkpoint, store the new mark (if any) and record the partition as
+    /// finished in this pass. A replace table is not swapped here (see
+    /// [`Store::complete_job_pass`]).
+    pub fn finish_stream(
+        &mut self,
+        stream: &StreamKey,
+        _table: &TableSpec,
+        run_id: RunId,
+        mark: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // `_table` is unused here (SQLite keys all of this by stream); a
+        // backend that keeps staging per table may need it.
+        let err = stream_err(stream, "record the end of the stream");
+        let tx = self.conn.transaction().map_err(err)?;
+        delete_stream_row(&tx, "checkpoints", stream).map_err(err)?;
+        let at = now();
+        if let Some(value) = mark {
+            tx.execute(
+                "INSERT INTO marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (job, partition) DO UPDATE
+                 SET value = excluded.value, updated_at = excluded.updated_at",
+                (&stream.job, &stream.partition, value, &at),
+            )
+            .map_err(err)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO finished_streams (job, partition, run_id, finished_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            (&stream.job, &stream.partition, run_id.0, &at),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Partitions of `job` finished in its current pass, sorted.
+    pub fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError> {
+        finished_partitions(&self.conn, job).map_err(|source| StoreError::Job {
+            job: job.to_string(),
+            action: "read its finished partitions",
+            source: Box::new(source),
+        })
+    }
+
+    /// Every partition of the pass has finished: swap a replace table in and
+    /// forget the finished set, in one transaction. A crash before it leaves
+    /// the pass complete but unswapped, and the rerun (skipping every
+    /// partition) swaps then; a crash after it leaves nothing to redo.
+    pub fn complete_job_pass(&mut self, job: &str, table: &TableSpec) -> Result<(), StoreError> {
+        let err = job_err(job, "complete the pass");
+        let tx = self.conn.transaction().map_err(err)?;
+        if table.mode == WriteMode::Replace {
+            swap_in(&tx, &table.table)?;
+        }
+        tx.execute("DELETE FROM finished_streams WHERE job = ?1", [job])
+            .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// `apisync reset`: forget checkpoints, marks and finished partitions of
+    /// `job`, and drop its staging table, so the next run starts from scratch.
+    /// Rows already synced and the run history stay.
+    pub fn reset_job(&mut self, job: &str, table: &str) -> Result<(), StoreError> {
+        let err = job_err(job, "reset its state");
+        let tx = self.conn.transaction().map_err(err)?;
+        for sql in [
+            "DELETE FROM checkpoints WHERE job = ?1",
+            "DELETE FROM marks WHERE job = ?1",
+            "DELETE FROM finished_streams WHERE job = ?1",
+        ] {
+            tx.execute(sql, [job]).map_err(err)?;
+        }
+        let drop_staging = format!("DROP TABLE IF EXISTS {}", quote_ident(&staging_name(table)));
+        tx.execute_batch(&drop_staging).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+}
+
+pub(crate) fn finished_partitions(conn: &Connection, job: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT partition FROM finished_streams WHERE job = ?1 ORDER BY partition",
+    )?;
+    stmt.query_map([job], |r| r.get(0))?.collect()
+}
+
+/// `table` is one of this module's own table names, never user input.
+fn delete_stream_row(conn: &Connection, table: &str, stream: &StreamKey) -> rusqlite::Result<()> {
+    let sql = format!("DELETE FROM {table} WHERE job = ?1 AND partition = ?2");
+    conn.prepare_cached(&sql)?
+        .execute((&stream.job, &stream.partition))
+        .map(drop)
+}
+
+fn stream_err<'a>(
+    stream: &'a StreamKey,
+    action: &'static str,
+) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 'a {
+    move |source| StoreError::Stream {
+        job: stream.job.clone(),
+        partition: stream.partition.clone(),
+        action,
+        source: Box::new(source),
+    }
+}
+
+fn job_err<'a>(
+    job: &'a str,
+    action: &'static str,
+) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 'a {
+    move |source| StoreError::Job {
+        job: job.to_string(),
+        action,
+        source: Box::new(source),
+    }
+}

@@ -1,0 +1,8 @@
+//! Behaviour tests of the store against real SQLite databases (in memory or
+//! temp files) with hand-made pages.
+
+mod replace;
+mod status;
+mod streams;
+mod support;
+mod writes;

@@ -1,0 +1,172 @@
+//! Checkpoints, marks, finished partitions, reset and partition values.
+
+use serde_json::json;
+
+use super::support::{keyed, spec, store_with_run, stream, unkeyed};
+use crate::plan::WriteMode;
+
+#[test]
+fn finishing_a_stream_clears_its_checkpoint_and_stores_its_mark() {
+    let (mut store, run) = store_with_run("j");
+    let table = spec("j", WriteMode::Merge, &[], true);
+    store.prepare_table(&table).unwrap();
+    let s = stream("j", "");
+    store
+        .apply_page(&s, &table, run, &[keyed(json!(1), "a")], "{\"pages\":1}")
+        .unwrap();
+    assert_eq!(store.load_mark(&s).unwrap(), None);
+
+    store
+        .finish_stream(&s, &table, run, Some("\"2024-05-01T00:00:00Z\""))
+        .unwrap();
+    assert_eq!(store.load_checkpoint(&s).unwrap(), None);
+    assert_eq!(
+        store.load_mark(&s).unwrap().as_deref(),
+        Some("\"2024-05-01T00:00:00Z\"")
+    );
+
+    // A later stream without records keeps the mark it had.
+    store.finish_stream(&s, &table, run, None).unwrap();
+    assert_eq!(
+        store.load_mark(&s).unwrap().as_deref(),
+        Some("\"2024-05-01T00:00:00Z\"")
+    );
+}
+
+#[test]
+fn checkpoints_and_marks_are_per_partition() {
+    let (mut store, run) = store_with_run("j");
+    let table = spec("j", WriteMode::Append, &[], false);
+    store.prepare_table(&table).unwrap();
+    store
+        .apply_page(&stream("j", "us"), &table, run, &[], "\"us\"")
+        .unwrap();
+    store
+        .apply_page(&stream("j", "eu"), &table, run, &[], "\"eu\"")
+        .unwrap();
+    store
+        .finish_stream(&stream("j", "eu"), &table, run, Some("5"))
+        .unwrap();
+    assert_eq!(
+        store
+            .load_checkpoint(&stream("j", "us"))
+            .unwrap()
+            .as_deref(),
+        Some("\"us\"")
+    );
+    assert_eq!(store.load_checkpoint(&stream("j", "eu")).unwrap(), None);
+    assert_eq!(store.load_mark(&stream("j", "us")).unwrap(), None);
+    assert_eq!(
+        store.load_mark(&stream("j", "eu")).unwrap().as_deref(),
+        Some("5")
+    );
+    assert_eq!(store.load_checkpoint(&stream("other", "us")).unwrap(), None);
+}
+
+#[test]
+fn clearing_a_refused_checkpoint_keeps_the_mark() {
+    let (mut store, run) = store_with_run("j");
+    let table = spec("j", WriteMode::Append, &[], false);
+    store.prepare_table(&table).unwrap();
+    let s = stream("j", "");
+    store.finish_stream(&s, &table, run, Some("10")).unwrap();
+    store.apply_page(&s, &table, run, &[], "\"stale\"").unwrap();
+    store.clear_checkpoint(&s).unwrap();
+    assert_eq!(store.load_checkpoint(&s).unwrap(), None);
+    assert_eq!(store.load_mark(&s).unwrap().as_deref(), Some("10"));
+}
+
+#[test]
+fn a_pass_remembers_finished_partitions_until_it_completes() {
+    let (mut store, run) = store_with_run("j");
+    let table = spec("j", WriteMode::Append, &[], false);
+    store.prepare_table(&table).unwrap();
+    store
+        .finish_stream(&stream("j", "us"), &table, run, None)
+        .unwrap();
+    store
+        .finish_stream(&stream("other", "x"), &table, run, None)
+        .unwrap();
+    // The run crashes here; the next one skips "us".
+    let rerun = store.begin_run("j").unwrap();
+    assert_eq!(store.finished_partitions("j").unwrap(), ["us"]);
+    store
+        .finish_stream(&stream("j", "eu"), &table, rerun, None)
+        .unwrap();
+    assert_eq!(store.finished_partitions("j").unwrap(), ["eu", "us"]);
+
+    store.complete_job_pass("j", &table).unwrap();
+    assert!(store.finished_partitions("j").unwrap().is_empty());
+    assert_eq!(store.finished_partitions("other").unwrap(), ["x"]);
+}
+
+#[test]
+fn reset_forgets_state_and_staging_but_keeps_rows_and_other_jobs() {
+    let (mut store, run) = store_with_run("j");
+    let merge = spec("j", WriteMode::Merge, &[], true);
+    let replace = spec("j", WriteMode::Replace, &[], true);
+    store.prepare_table(&merge).unwrap();
+    store.prepare_table(&replace).unwrap();
+    for partition in ["a", "b"] {
+        let s = stream("j", partition);
+        store
+            .apply_page(&s, &merge, run, &[keyed(json!(partition), "x")], "\"cp\"")
+            .unwrap();
+    }
+    store
+        .finish_stream(&stream("j", "a"), &merge, run, Some("1"))
+        .unwrap();
+    let other = stream("k", "");
+    store
+        .apply_page(&other, &merge, run, &[], "\"k cp\"")
+        .unwrap();
+
+    store.reset_job("j", "j").unwrap();
+    for partition in ["a", "b"] {
+        assert_eq!(
+            store.load_checkpoint(&stream("j", partition)).unwrap(),
+            None
+        );
+        assert_eq!(store.load_mark(&stream("j", partition)).unwrap(), None);
+    }
+    assert!(store.finished_partitions("j").unwrap().is_empty());
+    assert!(
+        store.count_rows("_apisync_staging_j").is_err(),
+        "staging dropped"
+    );
+    assert_eq!(store.count_rows("j").unwrap(), 2);
+    assert_eq!(
+        store.load_checkpoint(&other).unwrap().as_deref(),
+        Some("\"k cp\"")
+    );
+}
+
+#[test]
+fn distinct_values_in_order_of_first_appearance() {
+    let (mut store, run) = store_with_run("customers");
+    let table = spec("customers", WriteMode::Append, &[], false);
+    store.prepare_table(&table).unwrap();
+    let page = [
+        unkeyed(r#"{"customer":{"id":7}}"#),
+        unkeyed(r#"{"customer":{"id":"abc"}}"#),
+        unkeyed(r#"{"customer":{"id":7}}"#),
+        unkeyed(r#"{"customer":{}}"#),
+        unkeyed(r#"{"customer":{"id":null}}"#),
+        unkeyed(r#"{"customer":{"id":3}}"#),
+    ];
+    store
+        .apply_page(&stream("customers", ""), &table, run, &page, "{}")
+        .unwrap();
+    let got = store.distinct_values("customers", "/customer/id").unwrap();
+    assert_eq!(got, ["7", "abc", "3"]);
+
+    let page = [unkeyed(r#"{"a/b":{"list":["x","y"]}}"#)];
+    store
+        .apply_page(&stream("customers", ""), &table, run, &page, "{}")
+        .unwrap();
+    assert_eq!(
+        store.distinct_values("customers", "/a~1b/list/1").unwrap(),
+        ["y"]
+    );
+    assert!(store.distinct_values("customers", "/quo\"te").is_err());
+}

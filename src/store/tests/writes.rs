@@ -1,0 +1,279 @@
+//! apply_page in merge and append modes, declared columns, atomicity, quoting.
+
+use serde_json::{Value, json};
+
+use super::support::{keyed, spec, store_with_run, stream, unkeyed, values};
+use crate::fetch::Record;
+use crate::plan::WriteMode;
+use crate::store::StoreError;
+
+#[test]
+fn merge_keeps_one_row_per_pk_and_the_last_record_of_a_page_wins() {
+    let (mut store, run) = store_with_run("orders");
+    let table = spec("orders", WriteMode::Merge, &[], true);
+    store.prepare_table(&table).unwrap();
+    let s = stream("orders", "");
+    let page1 = [
+        keyed(json!(1), "a1"),
+        keyed(json!(2), "b1"),
+        keyed(json!(1), "a2"),
+    ];
+    store
+        .apply_page(&s, &table, run, &page1, "{\"p\":1}")
+        .unwrap();
+    let page2 = [keyed(json!(2), "b2"), keyed(json!(3), "c1")];
+    store
+        .apply_page(&s, &table, run, &page2, "{\"p\":2}")
+        .unwrap();
+
+    assert_eq!(store.count_rows("orders").unwrap(), 3);
+    assert_eq!(values(&store, "orders"), ["a2", "b2", "c1"]);
+    assert_eq!(
+        store.load_checkpoint(&s).unwrap().as_deref(),
+        Some("{\"p\":2}")
+    );
+}
+
+#[test]
+fn merge_dedups_across_multi_row_statements_and_the_remainder() {
+    let (mut store, run) = store_with_run("big");
+    let table = spec("big", WriteMode::Merge, &[], true);
+    store.prepare_table(&table).unwrap();
+    // 173 records: three full 50-row statements and 23 single-row ones; keys
+    // repeat across statement boundaries.
+    let page: Vec<Record> = (0..173)
+        .map(|i| keyed(json!(i % 70), &format!("v{i}")))
+        .collect();
+    store
+        .apply_page(&stream("big", ""), &table, run, &page, "{}")
+        .unwrap();
+
+    let mut expected = std::collections::BTreeMap::new();
+    for record in &page {
+        let row: Value = serde_json::from_str(&record.json).unwrap();
+        expected.insert(row["id"].as_i64().unwrap(), row["v"].clone());
+    }
+    let got: std::collections::BTreeMap<i64, Value> = store
+        .table_rows("big")
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let row: Value = serde_json::from_str(row).unwrap();
+            (row["id"].as_i64().unwrap(), row["v"].clone())
+        })
+        .collect();
+    assert_eq!(store.count_rows("big").unwrap(), 70);
+    assert_eq!(got, expected, "each key keeps its last record");
+    assert_eq!(got[&0], json!("v140"));
+}
+
+#[test]
+fn number_and_string_keys_are_different_rows() {
+    let (mut store, run) = store_with_run("k");
+    let table = spec("k", WriteMode::Merge, &[], true);
+    store.prepare_table(&table).unwrap();
+    let page = [keyed(json!(1), "number"), keyed(json!("1"), "string")];
+    store
+        .apply_page(&stream("k", ""), &table, run, &page, "{}")
+        .unwrap();
+    assert_eq!(values(&store, "k"), ["number", "string"]);
+}
+
+#[test]
+fn append_inserts_every_record() {
+    let (mut store, run) = store_with_run("events");
+    let table = spec("events", WriteMode::Append, &[], false);
+    store.prepare_table(&table).unwrap();
+    let page = [unkeyed(r#"{"v":"x"}"#), unkeyed(r#"{"v":"x"}"#)];
+    let s = stream("events", "");
+    store
+        .apply_page(&s, &table, run, &page, "{\"p\":1}")
+        .unwrap();
+    store
+        .apply_page(&s, &table, run, &page, "{\"p\":2}")
+        .unwrap();
+    assert_eq!(values(&store, "events"), ["x", "x", "x", "x"]);
+    let null_pks: i64 = store
+        .conn
+        .query_row("SELECT count(*) FROM events WHERE _pk IS NULL", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(null_pks, 4);
+}
+
+#[test]
+fn a_failing_page_leaves_neither_rows_nor_checkpoint() {
+    let (mut store, run) = store_with_run("orders");
+    let table = spec("orders", WriteMode::Merge, &[], true);
+    store.prepare_table(&table).unwrap();
+    let s = stream("orders", "");
+    store
+        .apply_page(&s, &table, run, &[keyed(json!(1), "ok")], "\"good\"")
+        .unwrap();
+
+    // 60 good records, then one without a pk: NOT NULL fails after the
+    // first 50-row statement already ran inside the transaction.
+    let mut page: Vec<Record> = (100..160).map(|i| keyed(json!(i), "new")).collect();
+    page.push(unkeyed(r#"{"v":"no key"}"#));
+    let err = store
+        .apply_page(&s, &table, run, &page, "\"bad\"")
+        .unwrap_err();
+
+    assert!(matches!(err, StoreError::Table { .. }), "{err}");
+    assert_eq!(values(&store, "orders"), ["ok"]);
+    assert_eq!(
+        store.load_checkpoint(&s).unwrap().as_deref(),
+        Some("\"good\"")
+    );
+}
+
+#[test]
+fn declared_columns_take_natural_types() {
+    let (mut store, run) = store_with_run("typed");
+    let cols = ["i", "r", "t", "b", "o", "n"];
+    let table = spec("typed", WriteMode::Append, &cols, false);
+    store.prepare_table(&table).unwrap();
+    let mut record = unkeyed("{}");
+    record.columns = vec![
+        json!(42),
+        json!(2.5),
+        json!("x"),
+        json!(true),
+        json!({"a": [1]}),
+        Value::Null,
+    ];
+    store
+        .apply_page(&stream("typed", ""), &table, run, &[record], "{}")
+        .unwrap();
+
+    let (types, values): (String, String) = store
+        .conn
+        .query_row(
+            "SELECT typeof(i)||','||typeof(r)||','||typeof(t)||','||typeof(b)||','||typeof(o)||','||typeof(n),
+                    i||'|'||r||'|'||t||'|'||b||'|'||o
+             FROM typed",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(types, "integer,real,text,integer,text,null");
+    assert_eq!(values, r#"42|2.5|x|1|{"a":[1]}"#);
+}
+
+#[test]
+fn new_declared_columns_are_added_to_an_existing_table() {
+    let (mut store, run) = store_with_run("grow");
+    let s = stream("grow", "");
+    let before = spec("grow", WriteMode::Merge, &["a"], true);
+    store.prepare_table(&before).unwrap();
+    let mut r1 = keyed(json!(1), "one");
+    r1.columns = vec![json!("a1")];
+    store.apply_page(&s, &before, run, &[r1], "{}").unwrap();
+
+    let after = spec("grow", WriteMode::Merge, &["a", "b"], true);
+    store.prepare_table(&after).unwrap();
+    store.prepare_table(&after).unwrap();
+    let mut r2 = keyed(json!(2), "two");
+    r2.columns = vec![json!("a2"), json!(7)];
+    store.apply_page(&s, &after, run, &[r2], "{}").unwrap();
+
+    let mut stmt = store
+        .conn
+        .prepare("SELECT a, b FROM grow ORDER BY rowid")
+        .unwrap();
+    let rows: Vec<(String, Option<i64>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [("a1".to_string(), None), ("a2".to_string(), Some(7))]
+    );
+}
+
+#[test]
+fn a_record_with_the_wrong_number_of_columns_is_refused() {
+    let (mut store, run) = store_with_run("c");
+    let table = spec("c", WriteMode::Append, &["a", "b"], false);
+    store.prepare_table(&table).unwrap();
+    let mut record = unkeyed("{}");
+    record.columns = vec![json!(1)];
+    let err = store
+        .apply_page(&stream("c", ""), &table, run, &[record], "{}")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::ColumnCount {
+                expected: 2,
+                found: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.count_rows("c").unwrap(), 0);
+}
+
+#[test]
+fn merge_into_a_table_created_by_append_is_refused() {
+    let mut store = crate::store::Store::open_in_memory().unwrap();
+    store
+        .prepare_table(&spec("t", WriteMode::Append, &[], false))
+        .unwrap();
+    let err = store
+        .prepare_table(&spec("t", WriteMode::Merge, &[], true))
+        .unwrap_err();
+    insta::assert_snapshot!("merge_into_append_table", err.to_string());
+}
+
+#[test]
+fn hostile_identifiers_cannot_inject_sql() {
+    let evil_table = r#"x"; DROP TABLE runs; --"#;
+    let evil_column = r#"c" TEXT); DROP TABLE checkpoints; --"#;
+    let (mut store, run) = store_with_run("evil");
+    for mode in [WriteMode::Merge, WriteMode::Replace] {
+        let table = spec(evil_table, mode, &[evil_column], true);
+        store.prepare_table(&table).unwrap();
+        let mut record = keyed(json!(1), "pwned?");
+        record.columns = vec![json!("value")];
+        store
+            .apply_page(&stream("evil", ""), &table, run, &[record], "{}")
+            .unwrap();
+    }
+    let replace = spec(evil_table, WriteMode::Replace, &[evil_column], true);
+    store.complete_job_pass("evil", &replace).unwrap();
+
+    assert_eq!(values(&store, evil_table), ["pwned?"]);
+    assert_eq!(store.distinct_values(evil_table, "/id").unwrap(), ["1"]);
+    assert_eq!(
+        store.status(&[("evil", evil_table)]).unwrap()[0].rows,
+        Some(1)
+    );
+    store.reset_job("evil", evil_table).unwrap();
+    let names: Vec<String> = store
+        .conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for expected in ["runs", "checkpoints", evil_table] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let column: String = store
+        .conn
+        .query_row(
+            "SELECT name FROM pragma_table_info(?1) WHERE cid = 4",
+            [evil_table],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(column, evil_column);
+}
