@@ -70,7 +70,7 @@ fn each_error_class_is_located_and_explained() {
         ("initial not a timestamp", format!("{OK_REQUEST}[incremental]\ncursor_field = \"/u\"\ncursor_type = \"timestamp\"\nparam = \"since\"\ninitial = \"yesterday\"\n"), (7, 11, "`initial` \"yesterday\" does not fit cursor_type", Some("write an RFC 3339 timestamp such as \"2024-01-01T00:00:00Z\""))),
         ("bad dates", "[request]\nurl = \"https://x.example/{partition.start}\"\n[partitions]\ndates = { from = \"2024-13-01\", to = \"now\", step = \"1d\" }\n".into(), (4, 18, "`from` \"2024-13-01\" is not a date", Some("write YYYY-MM-DD or an RFC 3339 timestamp (to may be \"now\")"))),
         ("self dependency", format!("depends_on = [\"orders\"]\n{OK_REQUEST}"), (1, 15, "job \"orders\" refers to itself in `depends_on`", None)),
-        ("auth key of another type", format!("auth = {{ type = \"bearer\", token = {{ env = \"T\" }}, username = \"u\" }}\n{OK_REQUEST}"), (1, 58, "`username` does not apply to auth type \"bearer\"", Some("`username` belongs to type \"basic\"; keys of \"bearer\": token"))),
+        ("auth key of another type", format!("auth = {{ type = \"bearer\", token = {{ env = \"T\" }}, username = \"u\" }}\n{OK_REQUEST}"), (1, 61, "`username` does not apply to auth type \"bearer\"", Some("`username` belongs to type \"basic\"; keys of \"bearer\": token"))),
     ];
     for (name, job, expected) in cases {
         let got = job_errors(CONFIG, job);
