@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::diagnostics::{Diagnostic, Diagnostics};
 use super::project::build;
 use super::settings::{SettingsOverrides, layer};
-use crate::definition::{ProjectDef, SourceFile, load_jobs_dir, load_project_file};
+use crate::definition::{LoadErrorKind, ProjectDef, SourceFile, load_jobs_dir, load_project_file};
 use crate::plan::ProjectPlan;
 
 /// A planned project and what is worth telling the user about it.
@@ -79,7 +79,12 @@ pub fn load_project_with_env(
     let (jobs, errors) = load_jobs_dir(&jobs_dir);
     out.extend(errors.iter().map(Diagnostic::from));
     let config = project.as_ref().map(|(s, d)| (s, d));
-    let plan = build(config, settings, &jobs, &mut out, &mut warnings);
+    let unparsed: Vec<String> = errors
+        .iter()
+        .filter(|e| matches!(e.kind, LoadErrorKind::Parse { .. }))
+        .filter_map(|e| e.path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let plan = build(config, settings, &jobs, &unparsed, &mut out, &mut warnings);
     match plan {
         Some(plan) if out.is_empty() => Ok(Loaded { plan, warnings }),
         _ => {

@@ -15,6 +15,7 @@ pub(crate) fn build(
     config: Option<(&SourceFile, &ProjectDef)>,
     settings: Settings,
     jobs: &[LoadedJob],
+    unparsed_jobs: &[String],
     out: &mut Vec<Diagnostic>,
     warnings: &mut Vec<String>,
 ) -> Option<ProjectPlan> {
@@ -55,7 +56,13 @@ pub(crate) fn build(
     let auth_names: BTreeSet<String> = config
         .map(|(_, def)| def.auth.keys().map(|k| k.get_ref().clone()).collect())
         .unwrap_or_default();
-    let job_names: BTreeSet<String> = jobs.iter().map(|j| j.name.clone()).collect();
+    // A job whose file did not parse still exists: referring to it is not
+    // a second error.
+    let job_names: BTreeSet<String> = jobs
+        .iter()
+        .map(|j| j.name.clone())
+        .chain(unparsed_jobs.iter().cloned())
+        .collect();
     let known = Known {
         auths: &auth_names,
         jobs: &job_names,
