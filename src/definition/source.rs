@@ -82,7 +82,7 @@ impl SourceFile {
             .rsplit_once('=')
             .map(|(before, _)| {
                 before
-                    .rsplit(|c: char| c == '{' || c == ',')
+                    .rsplit(['{', ','])
                     .next()
                     .unwrap_or(before)
                     .trim()

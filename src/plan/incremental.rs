@@ -35,20 +35,16 @@ pub(crate) fn plan_incremental(
         None if cursor_in_body => ParamLocation::Body,
         None => ParamLocation::Query,
     };
-    if param_in == ParamLocation::Body {
-        if let Err((m, h)) = checks::pointer("param", def.param.get_ref(), false) {
-            fail(
-                sink,
-                def.param.span(),
-                "param",
-                (format!("{m} (param_in = \"body\")"), h),
-            );
-        }
+    if param_in == ParamLocation::Body
+        && let Err((m, h)) = checks::pointer("param", def.param.get_ref(), false)
+    {
+        let problem = (format!("{m} (param_in = \"body\")"), h);
+        fail(sink, def.param.span(), "param", problem);
     }
-    if let Some(initial) = &def.initial {
-        if let Err(p) = check_initial(cursor_type, &initial.get_ref().0) {
-            fail(sink, initial.span(), "initial", p);
-        }
+    if let Some(initial) = &def.initial
+        && let Err(p) = check_initial(cursor_type, &initial.get_ref().0)
+    {
+        fail(sink, initial.span(), "initial", p);
     }
     let lookback = match &def.lookback {
         None => None,

@@ -50,6 +50,7 @@ fn job_errors(config: &str, job: &str) -> Vec<(usize, usize, String, Option<Stri
 const CONFIG: &str = "[auth.acme]\ntype = \"bearer\"\ntoken = { env = \"ACME\" }\n";
 
 #[test]
+#[allow(clippy::type_complexity)] // a table of expectations reads best inline
 fn each_error_class_is_located_and_explained() {
     let cases: &[(&str, String, (usize, usize, &str, Option<&str>))] = &[
         ("bad url", "[request]\nurl = \"htp:/x\"\n".into(), (2, 7, "`url` \"htp:/x\" must be an http or https URL", None)),

@@ -17,6 +17,7 @@ fn parts(err: &LoadError) -> (usize, usize, String, String, Option<String>) {
 }
 
 #[test]
+#[allow(clippy::type_complexity)] // a table of expectations reads best inline
 fn parse_errors_carry_line_column_key_and_hint() {
     let cases: &[(&str, &str, (usize, usize, &str, &str, Option<&str>))] = &[
         (
