@@ -1,6 +1,22 @@
 //! Pure `definition -> plan`: defaults applied, URLs parsed, pagination
-//! resolved, identifiers checked. Returns every problem at once; no I/O.
+//! resolved, identifiers checked. Returns every problem at once; the only
+//! I/O is `load_project` reading the files through `definition`.
 
+mod auth;
+mod checks;
+mod diagnostics;
+mod incremental;
+mod job;
+mod load;
+mod pagination;
+mod project;
+mod settings;
 mod types;
 
+pub use diagnostics::{Diagnostic, Diagnostics};
+pub use load::{Loaded, load_project, load_project_with_env, project_root};
+pub use settings::SettingsOverrides;
 pub use types::*;
+
+#[cfg(test)]
+mod tests;

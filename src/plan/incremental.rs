@@ -1,0 +1,192 @@
+//! `[incremental]` and `[partitions]` -> their plans.
+
+use super::checks;
+use super::diagnostics::Sink;
+use crate::definition::{
+    CursorTypeDef, IncrementalDef, LookbackDef, OnMissingCursorDef, ParamInDef, PartitionsDef,
+};
+use crate::plan::{
+    CursorType, IncrementalPlan, Lookback, OnMissingCursor, ParamLocation, PartitionsPlan,
+};
+
+/// `cursor_in_body`: the pagination sends its cursor in the body, which
+/// makes the body the default place for the mark too.
+pub(crate) fn plan_incremental(
+    def: &IncrementalDef,
+    cursor_in_body: bool,
+    sink: &mut Sink<'_>,
+) -> Option<IncrementalPlan> {
+    let mut ok = true;
+    let mut fail = |sink: &mut Sink<'_>, span, key: &str, (m, h): checks::Problem| {
+        sink.at_span(span, &format!("incremental.{key}"), m, h);
+        ok = false;
+    };
+    if let Err(p) = checks::pointer("cursor_field", def.cursor_field.get_ref(), false) {
+        fail(sink, def.cursor_field.span(), "cursor_field", p);
+    }
+    let cursor_type = match def.cursor_type.get_ref() {
+        CursorTypeDef::Timestamp => CursorType::Timestamp,
+        CursorTypeDef::Integer => CursorType::Integer,
+        CursorTypeDef::String => CursorType::String,
+    };
+    let param_in = match def.param_in.as_ref().map(|p| *p.get_ref()) {
+        Some(ParamInDef::Body) => ParamLocation::Body,
+        Some(ParamInDef::Query) => ParamLocation::Query,
+        None if cursor_in_body => ParamLocation::Body,
+        None => ParamLocation::Query,
+    };
+    if param_in == ParamLocation::Body
+        && let Err((m, h)) = checks::pointer("param", def.param.get_ref(), false)
+    {
+        let problem = (format!("{m} (param_in = \"body\")"), h);
+        fail(sink, def.param.span(), "param", problem);
+    }
+    if let Some(initial) = &def.initial
+        && let Err(p) = check_initial(cursor_type, &initial.get_ref().0)
+    {
+        fail(sink, initial.span(), "initial", p);
+    }
+    let lookback = match &def.lookback {
+        None => None,
+        Some(value) => match lookback(cursor_type, value.get_ref()) {
+            Ok(l) => Some(l),
+            Err(p) => {
+                fail(sink, value.span(), "lookback", p);
+                None
+            }
+        },
+    };
+    let plan = IncrementalPlan {
+        cursor_field: def.cursor_field.get_ref().clone(),
+        cursor_type,
+        param: def.param.get_ref().clone(),
+        param_in,
+        initial: def.initial.as_ref().map(|i| i.get_ref().0.clone()),
+        lookback,
+        on_missing_cursor: match def.on_missing_cursor {
+            Some(OnMissingCursorDef::Skip) => OnMissingCursor::Skip,
+            _ => OnMissingCursor::Error,
+        },
+    };
+    ok.then_some(plan)
+}
+
+fn check_initial(cursor_type: CursorType, text: &str) -> Result<(), checks::Problem> {
+    let fits = match cursor_type {
+        CursorType::Timestamp => checks::timestamp(text),
+        CursorType::Integer => text.parse::<i64>().is_ok(),
+        CursorType::String => true,
+    };
+    if fits {
+        return Ok(());
+    }
+    let example = match cursor_type {
+        CursorType::Timestamp => "an RFC 3339 timestamp such as \"2024-01-01T00:00:00Z\"",
+        _ => "an integer such as 0",
+    };
+    Err((
+        format!("`initial` \"{text}\" does not fit cursor_type"),
+        Some(format!("write {example}")),
+    ))
+}
+
+fn lookback(cursor_type: CursorType, value: &LookbackDef) -> Result<Lookback, checks::Problem> {
+    match (cursor_type, value) {
+        (CursorType::Timestamp, LookbackDef::Text(text)) => {
+            checks::duration("lookback", text).map(Lookback::Duration)
+        }
+        (CursorType::Timestamp, LookbackDef::Integer(_)) => Err((
+            "`lookback` must be a duration for cursor_type = \"timestamp\"".into(),
+            Some("write a duration such as \"10m\"".into()),
+        )),
+        (CursorType::Integer, LookbackDef::Integer(n)) if *n >= 0 => Ok(Lookback::Integer(*n)),
+        (CursorType::Integer, _) => Err((
+            "`lookback` must be a non-negative integer for cursor_type = \"integer\"".into(),
+            Some("write a number such as lookback = 100".into()),
+        )),
+        (CursorType::String, _) => Err((
+            "`lookback` is not allowed for cursor_type = \"string\"".into(),
+            Some("strings have no distance to step back; remove lookback".into()),
+        )),
+    }
+}
+
+pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Option<PartitionsPlan> {
+    let given = [
+        def.values.is_some(),
+        def.from_job.is_some(),
+        def.dates.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        sink.file(
+            "partitions",
+            "[partitions] needs exactly one of `values`, `from_job` or `dates`",
+            None,
+        );
+        return None;
+    }
+    if let (Some(field), None) = (&def.field, &def.from_job) {
+        sink.at(
+            field,
+            "partitions.field",
+            "`field` only applies with `from_job`",
+            None,
+        );
+        return None;
+    }
+    if let Some(values) = &def.values {
+        if values.get_ref().is_empty() {
+            sink.at(
+                values,
+                "partitions.values",
+                "`values` is empty",
+                Some("list at least one partition".into()),
+            );
+            return None;
+        }
+        return Some(PartitionsPlan::Values(
+            values.get_ref().iter().map(|v| v.0.clone()).collect(),
+        ));
+    }
+    if let Some(job) = &def.from_job {
+        let Some(field) = &def.field else {
+            sink.at(
+                job,
+                "partitions.field",
+                "`from_job` needs `field`",
+                Some("add field = \"/id\" (a pointer into that job's records)".into()),
+            );
+            return None;
+        };
+        checks::pointer("field", field.get_ref(), false)
+            .map_err(|(m, h)| sink.at(field, "partitions.field", m, h))
+            .ok()?;
+        return Some(PartitionsPlan::FromJob {
+            job: job.get_ref().clone(),
+            field: field.get_ref().clone(),
+        });
+    }
+    let dates = def.dates.as_ref()?.get_ref();
+    let mut ok = true;
+    for (value, key) in [(&dates.from, "from"), (&dates.to, "to")] {
+        let text = value.get_ref();
+        if !(checks::date_or_timestamp(text) || (key == "to" && text == "now")) {
+            sink.at(
+                value,
+                &format!("partitions.dates.{key}"),
+                format!("`{key}` \"{text}\" is not a date"),
+                Some("write YYYY-MM-DD or an RFC 3339 timestamp (to may be \"now\")".into()),
+            );
+            ok = false;
+        }
+    }
+    let step = checks::positive_duration("step", dates.step.get_ref())
+        .map_err(|(m, h)| sink.at(&dates.step, "partitions.dates.step", m, h))
+        .ok();
+    let plan = PartitionsPlan::Dates {
+        from: dates.from.get_ref().clone(),
+        to: dates.to.get_ref().clone(),
+        step: step?,
+    };
+    ok.then_some(plan)
+}

@@ -1,0 +1,379 @@
+//! One job file -> `JobPlan`: request, records, output and retry here;
+//! pagination, incremental and partitions in their own files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::auth::{duration_or, plan_auth};
+use super::checks;
+use super::diagnostics::Sink;
+use super::incremental::{plan_incremental, plan_partitions};
+use super::pagination::plan_pagination;
+use crate::definition::suggest::closest;
+use crate::definition::{
+    JobAuthDef, JobDef, LoadedJob, MethodDef, ModeDef, RecordsDef, RequestDef, RetryDef,
+};
+use crate::plan::{
+    AuthPlan, ColumnPlan, HttpMethod, JobPlan, OutputPlan, PaginationKind, ParamLocation,
+    RecordsPlan, RequestPlan, RetryPlan, WriteMode,
+};
+
+/// Largest page body accepted unless `records.max_page_bytes` says otherwise.
+pub(crate) const DEFAULT_MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Names the job may refer to: `[auth.NAME]`s and other jobs.
+pub(crate) struct Known<'a> {
+    pub auths: &'a BTreeSet<String>,
+    pub jobs: &'a BTreeSet<String>,
+}
+
+/// Plans a job; an inline auth goes into `auths` as `job:<name>`.
+pub(crate) fn plan_job(
+    job: &LoadedJob,
+    known: &Known<'_>,
+    auths: &mut BTreeMap<String, AuthPlan>,
+    sink: &mut Sink<'_>,
+) -> Option<JobPlan> {
+    let def = &job.def;
+    let auth = plan_job_auth(job, known, auths, sink);
+    if let Some(schedule) = &def.schedule {
+        let _ =
+            checks::cron(schedule.get_ref()).map_err(|(m, h)| sink.at(schedule, "schedule", m, h));
+    }
+    for dep in &def.depends_on {
+        check_job_ref(
+            dep.get_ref(),
+            dep.span(),
+            "depends_on",
+            &job.name,
+            known,
+            sink,
+        );
+    }
+    let request = plan_request(&def.request, def.partitions.is_some(), sink);
+    let method = request.as_ref().map_or(HttpMethod::Get, |r| r.method);
+    let pagination = plan_pagination(def.pagination.as_ref(), method, sink);
+    let records = plan_records(def.records.as_ref(), sink);
+    let cursor_in_body = matches!(
+        pagination.as_ref().map(|p| &p.kind),
+        Some(PaginationKind::Cursor {
+            cursor_in: ParamLocation::Body,
+            ..
+        })
+    );
+    let incremental = def
+        .incremental
+        .as_ref()
+        .map(|i| plan_incremental(i, cursor_in_body, sink));
+    let partitions = def.partitions.as_ref().map(|p| plan_partitions(p, sink));
+    if let Some(from_job) = def.partitions.as_ref().and_then(|p| p.from_job.as_ref()) {
+        check_job_ref(
+            from_job.get_ref(),
+            from_job.span(),
+            "partitions.from_job",
+            &job.name,
+            known,
+            sink,
+        );
+    }
+    let has_pk = records.as_ref().is_some_and(|r| !r.primary_key.is_empty());
+    let output = plan_output(def, &job.name, has_pk, sink);
+    let retry = plan_retry(def.retry.as_ref(), sink);
+    Some(JobPlan {
+        name: job.name.clone(),
+        file: job.source.path.clone(),
+        description: def.description.clone(),
+        auth: auth?,
+        schedule: def.schedule.as_ref().map(|s| s.get_ref().clone()),
+        depends_on: def.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+        tags: def.tags.clone(),
+        request: request?,
+        pagination: pagination?,
+        records: records?,
+        incremental: incremental.map_or(Some(None), |i| i.map(Some))?,
+        partitions: partitions.map_or(Some(None), |p| p.map(Some))?,
+        output: output?,
+        retry: retry?,
+    })
+}
+
+/// `Some(None)`: no auth; `None`: a reported problem.
+fn plan_job_auth(
+    job: &LoadedJob,
+    known: &Known<'_>,
+    auths: &mut BTreeMap<String, AuthPlan>,
+    sink: &mut Sink<'_>,
+) -> Option<Option<String>> {
+    let Some(auth) = &job.def.auth else {
+        return Some(None);
+    };
+    match auth.get_ref() {
+        JobAuthDef::Named(name) if known.auths.contains(name) => Some(Some(name.clone())),
+        JobAuthDef::Named(name) => {
+            let hint = match closest(name, known.auths.iter().map(String::as_str)) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => {
+                    format!("define [auth.{name}] in apisync.toml, or give the auth table inline")
+                }
+            };
+            sink.at(auth, "auth", format!("unknown auth `{name}`"), Some(hint));
+            None
+        }
+        JobAuthDef::Inline(def) => {
+            let plan = plan_auth(def, "auth", sink)?;
+            let key = format!("job:{}", job.name);
+            auths.insert(key.clone(), plan);
+            Some(Some(key))
+        }
+    }
+}
+
+fn check_job_ref(
+    name: &str,
+    span: std::ops::Range<usize>,
+    key: &str,
+    this: &str,
+    known: &Known<'_>,
+    sink: &mut Sink<'_>,
+) {
+    if name == this {
+        sink.at_span(
+            span,
+            key,
+            format!("job \"{name}\" refers to itself in `{key}`"),
+            None,
+        );
+    } else if !known.jobs.contains(name) {
+        let hint = closest(name, known.jobs.iter().map(String::as_str)).map_or_else(
+            || "job names are the file stems of the jobs folder".to_string(),
+            |n| format!("did you mean `{n}`?"),
+        );
+        sink.at_span(
+            span,
+            key,
+            format!("unknown job `{name}` in `{key}`"),
+            Some(hint),
+        );
+    }
+}
+
+fn plan_request(def: &RequestDef, partitioned: bool, sink: &mut Sink<'_>) -> Option<RequestPlan> {
+    let mut ok = checks::url_template("url", def.url.get_ref())
+        .map_err(|(m, h)| sink.at(&def.url, "request.url", m, h))
+        .is_ok();
+    let method = match def.method.as_ref().map(|m| *m.get_ref()) {
+        Some(MethodDef::Post) => HttpMethod::Post,
+        _ => HttpMethod::Get,
+    };
+    if let (Some(body), HttpMethod::Get) = (&def.body, method) {
+        sink.at(
+            body,
+            "request.body",
+            "`body` is given but the method is GET",
+            Some("set method = \"POST\" or remove body".into()),
+        );
+        ok = false;
+    }
+    let pairs = |map: &crate::definition::OrderedMap<
+        toml::Spanned<crate::definition::ScalarDef>,
+    >|
+     -> Vec<(String, String)> {
+        map.0
+            .iter()
+            .map(|(k, v)| (k.get_ref().clone(), v.get_ref().0.clone()))
+            .collect()
+    };
+    let query = pairs(&def.query);
+    let headers = pairs(&def.headers);
+    let body = def.body.as_ref().map(|b| b.get_ref().clone());
+    if !partitioned {
+        let body_text = body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+        let texts = std::iter::once(def.url.get_ref().as_str())
+            .chain(query.iter().chain(&headers).map(|(_, v)| v.as_str()))
+            .chain(std::iter::once(body_text.as_str()));
+        if texts.into_iter().any(|t| t.contains("{partition")) {
+            sink.at(
+                &def.url,
+                "request",
+                "`{partition}` is used but the job has no [partitions]",
+                Some("add [partitions] or remove the placeholder".into()),
+            );
+            ok = false;
+        }
+    }
+    let timeout = match &def.timeout {
+        None => Some(Duration::from_secs(30)),
+        Some(t) => checks::positive_duration("timeout", t.get_ref())
+            .map_err(|(m, h)| sink.at(t, "request.timeout", m, h))
+            .ok(),
+    };
+    let plan = RequestPlan {
+        url: def.url.get_ref().clone(),
+        method,
+        query,
+        headers,
+        body,
+        timeout: timeout?,
+    };
+    ok.then_some(plan)
+}
+
+fn plan_records(def: Option<&RecordsDef>, sink: &mut Sink<'_>) -> Option<RecordsPlan> {
+    let Some(def) = def else {
+        return Some(RecordsPlan {
+            path: String::new(),
+            primary_key: Vec::new(),
+            error_path: None,
+            error_retry: false,
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
+        });
+    };
+    let mut ok = true;
+    let mut pointer =
+        |value: &toml::Spanned<String>, key: &str, allow_empty: bool, sink: &mut Sink<'_>| {
+            if let Err((m, h)) = checks::pointer(key, value.get_ref(), allow_empty) {
+                sink.at(value, &format!("records.{key}"), m, h);
+                ok = false;
+            }
+            value.get_ref().clone()
+        };
+    let path = def
+        .path
+        .as_ref()
+        .map(|p| pointer(p, "path", true, sink))
+        .unwrap_or_default();
+    let primary_key = def
+        .primary_key
+        .iter()
+        .map(|p| pointer(p, "primary_key", false, sink))
+        .collect();
+    let error_path = def
+        .error_path
+        .as_ref()
+        .map(|p| pointer(p, "error_path", false, sink));
+    let max_page_bytes = def
+        .max_page_bytes
+        .as_ref()
+        .map_or(DEFAULT_MAX_PAGE_BYTES, |m| *m.get_ref());
+    if let Some(at) = def.max_page_bytes.as_ref().filter(|m| *m.get_ref() == 0) {
+        sink.at(
+            at,
+            "records.max_page_bytes",
+            "`max_page_bytes` must be more than zero",
+            None,
+        );
+        ok = false;
+    }
+    let plan = RecordsPlan {
+        path,
+        primary_key,
+        error_path,
+        error_retry: def.error_retry.unwrap_or(false),
+        max_page_bytes,
+    };
+    ok.then_some(plan)
+}
+
+/// Default mode: merge when there is a primary key, append when not.
+fn plan_output(def: &JobDef, job: &str, has_pk: bool, sink: &mut Sink<'_>) -> Option<OutputPlan> {
+    let output = def.output.as_ref();
+    let mut ok = true;
+    let table = match output.and_then(|o| o.table.as_ref()) {
+        Some(t) => {
+            ok &= checks::table_name(t.get_ref())
+                .map_err(|(m, h)| sink.at(t, "output.table", m, h))
+                .is_ok();
+            t.get_ref().clone()
+        }
+        None => job.to_string(),
+    };
+    let mode = match output.and_then(|o| o.mode.as_ref()) {
+        Some(m) => match m.get_ref() {
+            ModeDef::Merge if !has_pk => {
+                sink.at(
+                    m,
+                    "output.mode",
+                    "mode = \"merge\" needs a primary key",
+                    Some(
+                        "add primary_key = [\"/id\"] to [records], or use mode = \"append\"".into(),
+                    ),
+                );
+                ok = false;
+                WriteMode::Merge
+            }
+            ModeDef::Merge => WriteMode::Merge,
+            ModeDef::Append => WriteMode::Append,
+            ModeDef::Replace => WriteMode::Replace,
+        },
+        None if has_pk => WriteMode::Merge,
+        None => WriteMode::Append,
+    };
+    let mut columns = Vec::new();
+    for (name, pointer) in output.map(|o| o.columns.0.as_slice()).unwrap_or_default() {
+        let key = format!("output.columns.{}", name.get_ref());
+        if let Err((m, h)) = checks::column_name(name.get_ref()) {
+            sink.at(name, &key, m, h);
+            ok = false;
+        }
+        if let Err((m, h)) = checks::pointer(name.get_ref(), pointer.get_ref(), false) {
+            sink.at(pointer, &key, m, h);
+            ok = false;
+        }
+        columns.push(ColumnPlan {
+            name: name.get_ref().clone(),
+            pointer: pointer.get_ref().clone(),
+        });
+    }
+    ok.then_some(OutputPlan {
+        table,
+        mode,
+        columns,
+    })
+}
+
+fn plan_retry(def: Option<&RetryDef>, sink: &mut Sink<'_>) -> Option<RetryPlan> {
+    let defaults = RetryPlan::default();
+    let Some(def) = def else {
+        return Some(defaults);
+    };
+    let max_attempts = match &def.max_attempts {
+        Some(m) if *m.get_ref() == 0 => {
+            sink.at(
+                m,
+                "retry.max_attempts",
+                "`max_attempts` must be at least 1",
+                Some("1 means no retries".into()),
+            );
+            None
+        }
+        Some(m) => Some(*m.get_ref()),
+        None => Some(defaults.max_attempts),
+    };
+    let initial_backoff = duration_or(
+        &def.initial_backoff,
+        "initial_backoff",
+        defaults.initial_backoff,
+        "retry",
+        sink,
+    );
+    let max_backoff = duration_or(
+        &def.max_backoff,
+        "max_backoff",
+        defaults.max_backoff,
+        "retry",
+        sink,
+    );
+    let max_elapsed = duration_or(
+        &def.max_elapsed,
+        "max_elapsed",
+        defaults.max_elapsed,
+        "retry",
+        sink,
+    );
+    Some(RetryPlan {
+        max_attempts: max_attempts?,
+        initial_backoff: initial_backoff?,
+        max_backoff: max_backoff?,
+        max_elapsed: max_elapsed?,
+    })
+}

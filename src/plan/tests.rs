@@ -1,0 +1,254 @@
+//! Table-driven tests: TOML strings in, diagnostics (file, line, column,
+//! message, hint) or plans out.
+
+use std::path::Path;
+
+use super::*;
+
+const OK_REQUEST: &str = "[request]\nurl = \"https://api.example.com/v1/items\"\n";
+
+/// Writes a project into a temp dir and loads it with the given env.
+fn load(
+    config: Option<&str>,
+    jobs: &[(&str, &str)],
+    env: &[(&str, &str)],
+    overrides: &SettingsOverrides,
+) -> (tempfile::TempDir, Result<Loaded, Diagnostics>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("apisync.toml"), config.unwrap_or("")).unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    for (name, text) in jobs {
+        std::fs::write(dir.path().join("jobs").join(format!("{name}.toml")), text).unwrap();
+    }
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let result = load_project_with_env(
+        Some(&dir.path().join("apisync.toml")),
+        overrides,
+        &env,
+        &["APISYNC_LOG_FORMAT"],
+    );
+    (dir, result)
+}
+
+fn job_errors(config: &str, job: &str) -> Vec<(usize, usize, String, Option<String>)> {
+    let (_dir, result) = load(
+        Some(config),
+        &[("orders", job), ("customers", OK_REQUEST)],
+        &[],
+        &SettingsOverrides::default(),
+    );
+    let diags = result.expect_err("expected problems").0;
+    diags
+        .iter()
+        .map(|d| (d.line, d.column, d.message.clone(), d.hint.clone()))
+        .collect()
+}
+
+const CONFIG: &str = "[auth.acme]\ntype = \"bearer\"\ntoken = { env = \"ACME\" }\n";
+
+#[test]
+#[allow(clippy::type_complexity)] // a table of expectations reads best inline
+fn each_error_class_is_located_and_explained() {
+    let cases: &[(&str, String, (usize, usize, &str, Option<&str>))] = &[
+        ("bad url", "[request]\nurl = \"htp:/x\"\n".into(), (2, 7, "`url` \"htp:/x\" must be an http or https URL", None)),
+        ("bad duration", format!("{OK_REQUEST}timeout = \"30 parsecs\"\n"), (3, 11, "`timeout` is not a duration: unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)", Some("write a duration such as \"30s\", \"10m\" or \"1d\""))),
+        ("body with GET", format!("{OK_REQUEST}body = {{ a = 1 }}\n"), (3, 8, "`body` is given but the method is GET", Some("set method = \"POST\" or remove body"))),
+        ("partition without partitions", "[request]\nurl = \"https://x.example/{partition}\"\n".into(), (2, 7, "`{partition}` is used but the job has no [partitions]", Some("add [partitions] or remove the placeholder"))),
+        ("unknown auth", format!("auth = \"acm\"\n{OK_REQUEST}"), (1, 8, "unknown auth `acm`", Some("did you mean `acme`?"))),
+        ("unknown dependency", format!("depends_on = [\"custmers\"]\n{OK_REQUEST}"), (1, 15, "unknown job `custmers` in `depends_on`", Some("did you mean `customers`?"))),
+        ("bad cron", format!("schedule = \"*/15 * * *\"\n{OK_REQUEST}"), (1, 12, "`schedule` \"*/15 * * *\" is not a cron expression: Invalid pattern: Pattern must have 5 fields when seconds are disallowed.", Some("write 5 fields, minute hour day-of-month month day-of-week, such as \"*/15 * * * *\" (UTC)"))),
+        ("merge without pk", format!("{OK_REQUEST}[output]\nmode = \"merge\"\n"), (4, 8, "mode = \"merge\" needs a primary key", Some("add primary_key = [\"/id\"] to [records], or use mode = \"append\""))),
+        ("cursor without param", format!("{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_path = \"/next\"\n"), (4, 8, "pagination type \"cursor\" needs `cursor_param`", Some("name the query parameter that carries the cursor, such as cursor_param = \"cursor\""))),
+        ("key of another type", format!("{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_path = \"/next\"\ncursor_param = \"c\"\nlimit = 10\n"), (7, 9, "`limit` is a key of pagination type \"offset\", but this pagination is type = \"cursor\"", Some("remove `limit` or set type = \"offset\""))),
+        ("pointer without slash", format!("{OK_REQUEST}[records]\npath = \"data\"\n"), (4, 8, "`path` \"data\" is not a JSON pointer", Some("JSON pointers start with \"/\", such as \"/data\""))),
+        ("bad table", format!("{OK_REQUEST}[output]\ntable = \"acme-orders\"\n"), (4, 9, "table name \"acme-orders\" is not a valid identifier", Some("use letters, digits and `_`, not starting with a digit"))),
+        ("reserved column", format!("{OK_REQUEST}[output]\ncolumns = {{ _data = \"/x\" }}\n"), (4, 13, "column name \"_data\" starts with `_`, which is reserved", Some("apisync writes _pk _data _synced_at _run_id itself; rename the column"))),
+        ("lookback integer for timestamp", format!("{OK_REQUEST}[incremental]\ncursor_field = \"/u\"\ncursor_type = \"timestamp\"\nparam = \"since\"\nlookback = 10\n"), (7, 12, "`lookback` must be a duration for cursor_type = \"timestamp\"", Some("write a duration such as \"10m\""))),
+        ("lookback for string", format!("{OK_REQUEST}[incremental]\ncursor_field = \"/u\"\ncursor_type = \"string\"\nparam = \"since\"\nlookback = \"1m\"\n"), (7, 12, "`lookback` is not allowed for cursor_type = \"string\"", Some("strings have no distance to step back; remove lookback"))),
+        ("initial not a timestamp", format!("{OK_REQUEST}[incremental]\ncursor_field = \"/u\"\ncursor_type = \"timestamp\"\nparam = \"since\"\ninitial = \"yesterday\"\n"), (7, 11, "`initial` \"yesterday\" does not fit cursor_type", Some("write an RFC 3339 timestamp such as \"2024-01-01T00:00:00Z\""))),
+        ("bad dates", "[request]\nurl = \"https://x.example/{partition.start}\"\n[partitions]\ndates = { from = \"2024-13-01\", to = \"now\", step = \"1d\" }\n".into(), (4, 18, "`from` \"2024-13-01\" is not a date", Some("write YYYY-MM-DD or an RFC 3339 timestamp (to may be \"now\")"))),
+        ("self dependency", format!("depends_on = [\"orders\"]\n{OK_REQUEST}"), (1, 15, "job \"orders\" refers to itself in `depends_on`", None)),
+        ("auth key of another type", format!("auth = {{ type = \"bearer\", token = {{ env = \"T\" }}, username = \"u\" }}\n{OK_REQUEST}"), (1, 61, "`username` does not apply to auth type \"bearer\"", Some("`username` belongs to type \"basic\"; keys of \"bearer\": token"))),
+    ];
+    for (name, job, expected) in cases {
+        let got = job_errors(CONFIG, job);
+        let expected = (
+            expected.0,
+            expected.1,
+            expected.2.to_string(),
+            expected.3.map(str::to_string),
+        );
+        assert_eq!(got, vec![expected], "case {name}");
+    }
+}
+
+#[test]
+fn every_problem_of_every_file_comes_in_one_pass() {
+    let config = "concurrency = 2\n[hosts.\"api.example.com\"]\nrate_limit = \"20/day\"\n";
+    let a = "[request]\nurl = \"nope\"\ntimeout = \"x\"\n";
+    let b = "[request]\nurl = \"https://x.example\"\n[pagniation]\n";
+    let c = "depends_on = [\"d\"]\n[request]\nurl = \"https://x.example\"\n";
+    let d = "depends_on = [\"c\"]\n[request]\nurl = \"https://x.example\"\n";
+    let (_dir, result) = load(
+        Some(config),
+        &[("a", a), ("b", b), ("c", c), ("d", d)],
+        &[],
+        &SettingsOverrides::default(),
+    );
+    let diags = result.unwrap_err();
+    let found: Vec<(String, Option<String>, usize, usize)> = diags
+        .0
+        .iter()
+        .map(|d| {
+            (
+                d.file.file_name().unwrap().to_string_lossy().into_owned(),
+                d.job.clone(),
+                d.line,
+                d.column,
+            )
+        })
+        .collect();
+    let job = |s: &str| Some(s.to_string());
+    assert_eq!(
+        found,
+        vec![
+            ("apisync.toml".into(), None, 3, 14),
+            ("a.toml".into(), job("a"), 2, 7),
+            ("a.toml".into(), job("a"), 3, 11),
+            ("b.toml".into(), job("b"), 3, 2),
+            ("c.toml".into(), job("c"), 1, 15),
+        ]
+    );
+    assert!(
+        diags.0[4].message.contains("depends_on cycle: c -> d -> c"),
+        "{}",
+        diags.0[4].message
+    );
+    assert!(
+        diags.to_string().ends_with("5 errors in 4 files"),
+        "{diags}"
+    );
+}
+
+#[test]
+fn defaults_fill_the_plan() {
+    let job = "[request]\nurl = \"https://x.example\"\n[pagination]\ntype = \"offset\"\n[records]\nprimary_key = [\"/id\"]\n";
+    let (dir, result) = load(None, &[("orders", job)], &[], &SettingsOverrides::default());
+    let loaded = result.unwrap();
+    let plan = &loaded.plan;
+    assert_eq!(plan.settings.database, dir.path().join("apisync.db"));
+    assert_eq!(
+        (plan.settings.concurrency, plan.settings.job_concurrency),
+        (8, 4)
+    );
+    let job = &plan.jobs[0];
+    assert_eq!(job.request.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(
+        job.output,
+        OutputPlan {
+            table: "orders".into(),
+            mode: WriteMode::Merge,
+            columns: vec![]
+        }
+    );
+    assert_eq!(job.retry, RetryPlan::default());
+    assert_eq!(job.records.max_page_bytes, 64 * 1024 * 1024);
+    assert_eq!(
+        job.pagination.kind,
+        PaginationKind::Offset {
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+            limit: 100,
+            total_path: None,
+            total_header: None
+        }
+    );
+}
+
+#[test]
+fn settings_layer_file_then_env_then_flags_and_warn_strays() {
+    let config = "database = \"data/file.db\"\nconcurrency = 2\njob_concurrency = 3\n";
+    let env = [
+        ("APISYNC_CONCURRENCY", "5"),
+        ("APISYNC_JOB_CONCURRENCY", "6"),
+        ("APISYNC_DATABSE", "x"),
+        ("APISYNC_LOG_FORMAT", "json"),
+        ("HOME", "/root"),
+    ];
+    let flags = SettingsOverrides {
+        job_concurrency: Some(7),
+        ..Default::default()
+    };
+    let (dir, result) = load(Some(config), &[], &env, &flags);
+    let loaded = result.unwrap();
+    let settings = &loaded.plan.settings;
+    assert_eq!(settings.database, dir.path().join("data/file.db"));
+    assert_eq!(settings.concurrency, 5, "env beats file");
+    assert_eq!(settings.job_concurrency, 7, "flag beats env");
+    assert_eq!(
+        loaded.warnings,
+        vec!["environment: unknown variable `APISYNC_DATABSE` is ignored (hint: did you mean `APISYNC_DATABASE`?)".to_string()]
+    );
+    let (_dir, result) = load(
+        Some(config),
+        &[],
+        &[("APISYNC_CONCURRENCY", "many")],
+        &SettingsOverrides::default(),
+    );
+    let diags = result.unwrap_err();
+    assert_eq!(
+        diags.0[0].message,
+        "`APISYNC_CONCURRENCY` \"many\" is not a number"
+    );
+}
+
+#[test]
+fn secrets_resolve_to_sources_and_plain_ones_are_warned_without_value() {
+    let config = "[auth.a]\ntype = \"basic\"\nusername = { file = \"secrets/user\" }\npassword = \"hunter2\"\n";
+    let job = format!("auth = \"a\"\n{OK_REQUEST}");
+    let (dir, result) = load(
+        Some(config),
+        &[("orders", &job)],
+        &[],
+        &SettingsOverrides::default(),
+    );
+    let loaded = result.unwrap();
+    let Some(AuthPlan::Basic { username, .. }) = loaded.plan.auths.get("a") else {
+        panic!("no basic auth")
+    };
+    assert_eq!(
+        *username,
+        SecretSource::File(dir.path().join("secrets/user"))
+    );
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(
+        loaded.warnings[0].contains(":4:12: `auth.a.password` is written into the file"),
+        "{:?}",
+        loaded.warnings
+    );
+    assert!(!format!("{loaded:?}").contains("hunter2"));
+}
+
+#[test]
+fn display_matches_the_documented_shape() {
+    let d = Diagnostic {
+        file: Path::new("jobs/orders.toml").into(),
+        line: 7,
+        column: 1,
+        job: Some("orders".into()),
+        key: "pagniation".into(),
+        message: "unknown key `pagniation`".into(),
+        hint: Some("did you mean `pagination`?".into()),
+    };
+    assert_eq!(
+        d.to_string(),
+        "jobs/orders.toml:7:1: job \"orders\": unknown key `pagniation` (hint: did you mean `pagination`?)"
+    );
+    assert_eq!(
+        Diagnostics(vec![d]).to_string().lines().last(),
+        Some("1 error in 1 file")
+    );
+}
