@@ -506,3 +506,36 @@ async fn no_more_requests_in_flight_than_the_concurrency_limit() {
     assert_eq!(*arrived.borrow(), 6);
     assert_eq!(gauge.max.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn see_other_turns_a_post_into_a_get_and_307_keeps_it() {
+    let server = MockServer::start().await;
+    Mock::given(path("/search"))
+        .respond_with(ResponseTemplate::new(303).insert_header("Location", "/results"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/search2"))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", "/results"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/results"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("[]"))
+        .mount(&server)
+        .await;
+    let http = client(2);
+    for (start, expected) in [("/search", "GET"), ("/search2", "POST")] {
+        let req = PageRequest {
+            method: HttpMethod::Post,
+            url: Url::parse(&format!("{}{start}", server.uri())).unwrap(),
+            headers: vec![("X-Trace".into(), "1".into())],
+            body: Some(serde_json::json!({"q": "all"})),
+        };
+        let ctx = RequestContext::new(&job(2), &req.url, None);
+        http.fetch(&ctx, &req, body_text).await.unwrap();
+        let last = requests(&server).await.pop().unwrap();
+        assert_eq!(last.url.path(), "/results");
+        assert_eq!(last.method.as_str(), expected);
+        assert_eq!(last.body.is_empty(), expected == "GET");
+        assert!(last.headers.get("x-trace").is_some());
+    }
+}

@@ -280,6 +280,48 @@ mod tests {
         assert!(build(&opts, &[], Some(roots)).is_ok());
     }
 
+    async fn fetch_text(http: &HttpClient, url: &str) -> Result<String, FetchError> {
+        let req = PageRequest {
+            method: crate::plan::HttpMethod::Get,
+            url: url::Url::parse(url).expect("test URL"),
+            headers: vec![],
+            body: None,
+        };
+        let job = super::super::context::tests::sample_job();
+        let ctx = RequestContext::new(&job, &req.url, None);
+        let text = |page: &PageResponse| Ok(String::from_utf8_lossy(&page.body).into_owned());
+        http.fetch(&ctx, &req, text).await
+    }
+
+    #[tokio::test]
+    async fn the_proxy_is_used_except_for_loopback() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+        let proxy = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200).set_body_string("via proxy"))
+            .mount(&proxy)
+            .await;
+        let target = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200).set_body_string("direct"))
+            .mount(&target)
+            .await;
+        let proxy_url = proxy.uri();
+        let env = move |name: &str| (name == "HTTP_PROXY").then(|| proxy_url.clone());
+        let opts = HttpOptions {
+            concurrency: 2,
+            user_agent: "apisync-test".into(),
+        };
+        let http = HttpClient::with_env(&opts, &env).unwrap();
+        let direct = fetch_text(&http, &format!("{}/x", target.uri())).await;
+        assert_eq!(direct.unwrap(), "direct");
+        let proxied = fetch_text(&http, "http://example.invalid/page").await;
+        assert_eq!(proxied.unwrap(), "via proxy");
+        let seen = proxy.received_requests().await.unwrap_or_default();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].url.host_str(), Some("example.invalid"));
+    }
+
     #[test]
     fn loopback_is_always_exempt_from_proxies() {
         assert_eq!(no_proxy_list(None), "localhost,127.0.0.0/8,::1");

@@ -142,6 +142,85 @@ pub(crate) fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::plan::*;
+
+    /// A GET job with fast retries, for tests of the fetch layer.
+    pub(crate) fn sample_job() -> JobPlan {
+        JobPlan {
+            name: "orders".into(),
+            file: "jobs/orders.toml".into(),
+            description: None,
+            auth: None,
+            schedule: None,
+            depends_on: vec![],
+            tags: vec![],
+            request: RequestPlan {
+                url: "https://api.example.com/v1/orders".into(),
+                method: HttpMethod::Get,
+                query: vec![],
+                headers: vec![],
+                body: None,
+                timeout: Duration::from_secs(10),
+            },
+            pagination: PaginationPlan {
+                kind: PaginationKind::None,
+                has_more_path: None,
+                max_pages: 0,
+                allow_cross_origin: false,
+            },
+            records: RecordsPlan {
+                path: String::new(),
+                primary_key: vec![],
+                error_path: None,
+                error_retry: false,
+                max_page_bytes: 1 << 20,
+            },
+            incremental: None,
+            partitions: None,
+            output: OutputPlan {
+                table: "orders".into(),
+                mode: WriteMode::Merge,
+                columns: vec![],
+            },
+            retry: RetryPlan {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(5),
+                max_elapsed: Duration::from_secs(60),
+            },
+        }
+    }
+
+    #[test]
+    fn check_target_allows_the_first_origin_and_others_only_when_allowed() {
+        let first = url("https://api.example.com/v1/orders");
+        let mut job = sample_job();
+        let ctx = RequestContext::new(&job, &first, None);
+        assert!(
+            ctx.check_target(&url("https://api.example.com:443/v2?page=2"))
+                .is_ok()
+        );
+        for other in [
+            "http://api.example.com/v1",
+            "https://api.example.com:8443/v1",
+            "https://cdn.example.com/v1",
+        ] {
+            let err = ctx.check_target(&url(other)).unwrap_err();
+            assert!(
+                matches!(err.kind, FetchErrorKind::CrossOrigin { .. }),
+                "{other}"
+            );
+            assert_eq!(err.url, other);
+        }
+        job.pagination.allow_cross_origin = true;
+        let ctx = RequestContext::new(&job, &first, None);
+        assert!(ctx.check_target(&url("https://cdn.example.com/v1")).is_ok());
+        assert!(ctx.check_target(&url("ftp://cdn.example.com/v1")).is_err());
+        assert!(
+            ctx.credential_for(&url("https://cdn.example.com/v1"))
+                .is_none()
+        );
+    }
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()

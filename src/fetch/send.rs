@@ -138,9 +138,18 @@ async fn send_one(
         HttpMethod::Post => client.post(url.clone()),
     };
     for (name, value) in &req.headers {
-        if ctx.same_origin(url) || !is_credential_header(name) {
-            builder = builder.header(name, value);
+        let credential_header = is_credential_header(name);
+        if credential_header && !ctx.same_origin(url) {
+            continue;
         }
+        let Ok(mut value) = http::HeaderValue::from_str(value) else {
+            return Err(Failure::fatal(FetchErrorKind::Transport {
+                attempts: 1,
+                message: format!("the value of header {name} is not valid in HTTP"),
+            }));
+        };
+        value.set_sensitive(credential_header);
+        builder = builder.header(name, value);
     }
     if let Some(body) = body {
         builder = builder.json(body);
