@@ -50,19 +50,18 @@ impl Middleware for AuthMiddleware {
             };
             apply(&credential, &applied, &mut attempt)?;
             let response = next.clone().run(attempt, extensions).await?;
-            if response.status() != StatusCode::UNAUTHORIZED || replays == 2 {
+            if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
-            // After our own refresh, a second 401 is final.
-            if replays == 1 && own_refresh {
+            // After our own refresh (or a second try), another 401 is final.
+            if replays == 2 || (replays == 1 && own_refresh) {
+                extensions.insert(AuthNote("refused again with a new token".into()));
                 return Ok(response);
             }
             match credential.invalidate(applied.generation).await {
                 Ok(outcome) => own_refresh = outcome == RefreshOutcome::Refreshed,
                 Err(AuthError::Rejected { auth }) => {
-                    extensions.insert(AuthNote(format!(
-                        "auth \"{auth}\" cannot be refreshed (a static credential)"
-                    )));
+                    extensions.insert(AuthNote(format!("auth \"{auth}\" cannot be refreshed")));
                     return Ok(response);
                 }
                 Err(other) => return Err(reqwest_middleware::Error::middleware(other)),
