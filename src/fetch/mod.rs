@@ -2,6 +2,16 @@
 //! with loop and page-cap guards. Yields `Page { records, position }`; never
 //! touches the database (run hands the resume position in).
 
+mod authorize;
+mod challenge;
+mod client;
+mod context;
+mod error;
+mod retry;
+mod send;
 mod types;
 
+pub use client::{HttpClient, HttpOptions};
+pub use context::RequestContext;
+pub use error::{FetchError, FetchErrorKind};
 pub use types::*;

@@ -1,0 +1,270 @@
+//! `RequestContext`: everything that decides how one stream's requests are
+//! sent: which origin may see its credential, how long a request may take,
+//! how it is retried, how large a page may be, and which query parameter is
+//! a secret to redact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::{Host, Origin, Url};
+
+use super::error::{FetchError, FetchErrorKind};
+use crate::auth::Credential;
+use crate::plan::{HttpMethod, JobPlan, RetryPlan};
+use crate::secret::REDACTED;
+
+/// Everything that decides how one stream's requests are sent.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub(crate) job: String,
+    pub(crate) method: HttpMethod,
+    pub(crate) credential: Option<Arc<Credential>>,
+    /// Origin of the stream's first URL: the only one that sees the credential.
+    origin: Origin,
+    pub(crate) allow_cross_origin: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPlan,
+    pub(crate) max_page_bytes: u64,
+    /// The api_key query parameter, redacted in printed URLs and stripped
+    /// from stored ones.
+    secret_param: Option<String>,
+}
+
+impl RequestContext {
+    pub fn new(job: &JobPlan, first_url: &Url, credential: Option<Arc<Credential>>) -> Self {
+        let secret_param = credential
+            .as_deref()
+            .and_then(Credential::query_param)
+            .map(str::to_string);
+        RequestContext {
+            job: job.name.clone(),
+            method: job.request.method,
+            credential,
+            origin: first_url.origin(),
+            allow_cross_origin: job.pagination.allow_cross_origin,
+            timeout: job.request.timeout,
+            retry: job.retry.clone(),
+            max_page_bytes: job.records.max_page_bytes,
+            secret_param,
+        }
+    }
+
+    /// May a request go to `url`? Same origin (scheme, host, port) as the first URL:
+    /// yes, with credentials. Other origin: Err(CrossOrigin) unless allow_cross_origin,
+    /// then yes WITHOUT credentials. Pagination calls this for every next URL BEFORE
+    /// the page that carried it is handed on, so a refused link never becomes a cursor.
+    pub fn check_target(&self, url: &Url) -> Result<(), FetchError> {
+        self.target_allowed(url)
+            .map_err(|kind| self.error(&self.redact(url), kind))
+    }
+
+    /// `check_target` without the context, for redirects (whose error names
+    /// the URL that redirected).
+    pub(crate) fn target_allowed(&self, url: &Url) -> Result<(), FetchErrorKind> {
+        let web = matches!(url.scheme(), "http" | "https");
+        if web && (self.same_origin(url) || self.allow_cross_origin) {
+            return Ok(());
+        }
+        Err(FetchErrorKind::CrossOrigin {
+            target: self.redact(url),
+        })
+    }
+
+    pub(crate) fn same_origin(&self, url: &Url) -> bool {
+        url.origin() == self.origin
+    }
+
+    /// The credential to attach to a request for `url`: only on the first
+    /// URL's origin.
+    pub(crate) fn credential_for(&self, url: &Url) -> Option<&Arc<Credential>> {
+        self.credential.as_ref().filter(|_| self.same_origin(url))
+    }
+
+    /// `url` for logs/errors/checkpoints: the api_key query param (if any) replaced by
+    /// "[redacted]" (for printing) ...
+    pub fn redact(&self, url: &Url) -> String {
+        match &self.secret_param {
+            Some(name) => rewrite_query(url, name, Some(REDACTED)).to_string(),
+            None => url.to_string(),
+        }
+    }
+
+    /// ... or removed entirely (for storing in a checkpoint; re-added on send).
+    pub fn strip_secret_params(&self, url: &Url) -> Url {
+        match &self.secret_param {
+            Some(name) => rewrite_query(url, name, None),
+            None => url.clone(),
+        }
+    }
+
+    /// A `FetchError` of this stream.
+    pub(crate) fn error(&self, url: &str, kind: FetchErrorKind) -> FetchError {
+        FetchError::new(&self.job, url, kind).with_method(self.method)
+    }
+}
+
+/// Replace the value of every `name` parameter with `replacement`, or drop
+/// it. Works on the raw query so every other parameter keeps its exact
+/// encoding (a stored cursor URL must be sent back byte for byte).
+pub(crate) fn rewrite_query(url: &Url, name: &str, replacement: Option<&str>) -> Url {
+    let Some(query) = url.query() else {
+        return url.clone();
+    };
+    let mut kept = Vec::new();
+    for piece in query.split('&') {
+        let raw_key = piece.split('=').next().unwrap_or(piece);
+        let key: String = url::form_urlencoded::parse(raw_key.as_bytes())
+            .map(|(k, _)| k.into_owned())
+            .next()
+            .unwrap_or_default();
+        if key != name {
+            kept.push(piece.to_string());
+        } else if let Some(value) = replacement {
+            kept.push(format!("{raw_key}={value}"));
+        }
+    }
+    let mut out = url.clone();
+    out.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
+    out
+}
+
+/// Plain http may carry credentials only to these: 127.0.0.0/8, ::1 and
+/// "localhost" (tests and local sidecars).
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::plan::*;
+
+    /// A GET job with fast retries, for tests of the fetch layer.
+    pub(crate) fn sample_job() -> JobPlan {
+        JobPlan {
+            name: "orders".into(),
+            file: "jobs/orders.toml".into(),
+            description: None,
+            auth: None,
+            schedule: None,
+            depends_on: vec![],
+            tags: vec![],
+            request: RequestPlan {
+                url: "https://api.example.com/v1/orders".into(),
+                method: HttpMethod::Get,
+                query: vec![],
+                headers: vec![],
+                body: None,
+                timeout: Duration::from_secs(10),
+            },
+            pagination: PaginationPlan {
+                kind: PaginationKind::None,
+                has_more_path: None,
+                max_pages: 0,
+                allow_cross_origin: false,
+            },
+            records: RecordsPlan {
+                path: String::new(),
+                primary_key: vec![],
+                error_path: None,
+                error_retry: false,
+                max_page_bytes: 1 << 20,
+            },
+            incremental: None,
+            partitions: None,
+            output: OutputPlan {
+                table: "orders".into(),
+                mode: WriteMode::Merge,
+                columns: vec![],
+            },
+            retry: RetryPlan {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(5),
+                max_elapsed: Duration::from_secs(60),
+            },
+        }
+    }
+
+    #[test]
+    fn check_target_allows_the_first_origin_and_others_only_when_allowed() {
+        let first = url("https://api.example.com/v1/orders");
+        let mut job = sample_job();
+        let ctx = RequestContext::new(&job, &first, None);
+        assert!(
+            ctx.check_target(&url("https://api.example.com:443/v2?page=2"))
+                .is_ok()
+        );
+        for other in [
+            "http://api.example.com/v1",
+            "https://api.example.com:8443/v1",
+            "https://cdn.example.com/v1",
+        ] {
+            let err = ctx.check_target(&url(other)).unwrap_err();
+            assert!(
+                matches!(err.kind, FetchErrorKind::CrossOrigin { .. }),
+                "{other}"
+            );
+            assert_eq!(err.url, other);
+        }
+        job.pagination.allow_cross_origin = true;
+        let ctx = RequestContext::new(&job, &first, None);
+        assert!(ctx.check_target(&url("https://cdn.example.com/v1")).is_ok());
+        assert!(ctx.check_target(&url("ftp://cdn.example.com/v1")).is_err());
+        assert!(
+            ctx.credential_for(&url("https://cdn.example.com/v1"))
+                .is_none()
+        );
+    }
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn rewrite_keeps_other_params_byte_for_byte() {
+        let u = url("https://h/p?cursor=a%2Bb%20c&api_key=s3cret&x=1+2");
+        assert_eq!(
+            rewrite_query(&u, "api_key", Some(REDACTED)).as_str(),
+            "https://h/p?cursor=a%2Bb%20c&api_key=[redacted]&x=1+2"
+        );
+        assert_eq!(
+            rewrite_query(&u, "api_key", None).as_str(),
+            "https://h/p?cursor=a%2Bb%20c&x=1+2"
+        );
+        let only = url("https://h/p?api_key=s3cret");
+        assert_eq!(
+            rewrite_query(&only, "api_key", None).as_str(),
+            "https://h/p"
+        );
+        let encoded_name = url("https://h/p?api%5Fkey=s3cret&b");
+        assert_eq!(
+            rewrite_query(&encoded_name, "api_key", None).as_str(),
+            "https://h/p?b"
+        );
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for yes in [
+            "http://127.0.0.1:1/",
+            "http://127.9.9.9/",
+            "http://[::1]:80/",
+            "http://LocalHost/",
+        ] {
+            assert!(is_loopback(&url(yes)), "{yes}");
+        }
+        for no in [
+            "http://10.0.0.1/",
+            "http://example.invalid/",
+            "http://localhost.example.com/",
+        ] {
+            assert!(!is_loopback(&url(no)), "{no}");
+        }
+    }
+}

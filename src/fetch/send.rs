@@ -1,0 +1,303 @@
+//! One attempt at a page: send (following redirects ourselves, so every hop
+//! passes `check_target` and only same-origin hops carry the credential),
+//! read the body within `max_page_bytes`, and classify what went wrong as
+//! retryable or final.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::{Extensions, StatusCode};
+use reqwest::Response;
+use reqwest_middleware::ClientWithMiddleware;
+use url::Url;
+
+use super::authorize::{Attach, AuthNote};
+use super::challenge;
+use super::context::{RequestContext, is_loopback};
+use super::error::FetchErrorKind;
+use super::retry::{is_retryable_status, is_transient, parse_retry_after};
+use super::{PageRequest, PageResponse};
+use crate::auth::AuthError;
+use crate::plan::HttpMethod;
+
+/// Redirect hops followed within one attempt.
+pub(crate) const MAX_REDIRECTS: u32 = 10;
+/// How much of an error body goes into the message.
+const BODY_START: usize = 300;
+
+/// Why an attempt failed. `attempts` fields in `kind` are filled in by the
+/// retry loop once it knows how many there were.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub kind: FetchErrorKind,
+    pub retry: bool,
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub(crate) fn fatal(kind: FetchErrorKind) -> Self {
+        Failure {
+            kind,
+            retry: false,
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn transient(kind: FetchErrorKind) -> Self {
+        Failure {
+            kind,
+            retry: true,
+            retry_after: None,
+        }
+    }
+}
+
+/// Send `req` and read a 2xx body; any other outcome is a `Failure`.
+pub(crate) async fn exchange(
+    client: &ClientWithMiddleware,
+    ctx: &RequestContext,
+    req: &PageRequest,
+) -> Result<PageResponse, Failure> {
+    let (mut response, url, note) = send_following(client, ctx, req).await?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(status_failure(response, note).await);
+    }
+    let headers = response.headers().clone();
+    let body = read_limited(&mut response, ctx.max_page_bytes).await?;
+    Ok(PageResponse {
+        url,
+        status: status.as_u16(),
+        headers,
+        body,
+    })
+}
+
+/// The response to `req` after redirects, the URL that answered (without
+/// any credential parameter) and the auth middleware's note, if any.
+async fn send_following(
+    client: &ClientWithMiddleware,
+    ctx: &RequestContext,
+    req: &PageRequest,
+) -> Result<(Response, Url, Option<AuthNote>), Failure> {
+    let mut url = req.url.clone();
+    let mut method = req.method;
+    let mut body = req.body.as_ref();
+    for _ in 0..=MAX_REDIRECTS {
+        let (response, note) = send_one(client, ctx, req, &url, method, body).await?;
+        let Some(next) = redirect_target(&response, &url) else {
+            return Ok((response, url, note));
+        };
+        ctx.target_allowed(&next).map_err(Failure::fatal)?;
+        // 303 means "see the result with GET"; 301/302/307/308 keep the
+        // method and body (RFC 9110 allows it, and a POST search API would
+        // break if it turned into a GET).
+        if response.status() == StatusCode::SEE_OTHER {
+            method = HttpMethod::Get;
+            body = None;
+        }
+        url = next;
+    }
+    Err(Failure::fatal(FetchErrorKind::TooManyRedirects {
+        limit: MAX_REDIRECTS,
+    }))
+}
+
+/// Where a 301/302/303/307/308 points, resolved against `url`.
+fn redirect_target(response: &Response, url: &Url) -> Option<Url> {
+    let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+    if !redirect {
+        return None;
+    }
+    let location = response.headers().get(http::header::LOCATION)?;
+    url.join(location.to_str().ok()?).ok()
+}
+
+/// Headers that carry credentials: never sent to another origin, even when
+/// the user wrote them into the job's headers.
+fn is_credential_header(name: &str) -> bool {
+    ["authorization", "cookie", "proxy-authorization"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+async fn send_one(
+    client: &ClientWithMiddleware,
+    ctx: &RequestContext,
+    req: &PageRequest,
+    url: &Url,
+    method: HttpMethod,
+    body: Option<&serde_json::Value>,
+) -> Result<(Response, Option<AuthNote>), Failure> {
+    let credential = ctx.credential_for(url);
+    if credential.is_some() && url.scheme() != "https" && !is_loopback(url) {
+        return Err(Failure::fatal(FetchErrorKind::InsecureTransport));
+    }
+    let mut builder = match method {
+        HttpMethod::Get => client.get(url.clone()),
+        HttpMethod::Post => client.post(url.clone()),
+    };
+    for (name, value) in &req.headers {
+        let credential_header = is_credential_header(name);
+        if credential_header && !ctx.same_origin(url) {
+            continue;
+        }
+        let Ok(mut value) = http::HeaderValue::from_str(value) else {
+            return Err(Failure::fatal(FetchErrorKind::Transport {
+                attempts: 1,
+                message: format!("the value of header {name} is not valid in HTTP"),
+            }));
+        };
+        value.set_sensitive(credential_header);
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = body {
+        builder = builder.json(body);
+    }
+    let request = builder.timeout(ctx.timeout).build().map_err(|error| {
+        Failure::fatal(FetchErrorKind::Transport {
+            attempts: 1,
+            message: format!("the request could not be built: {}", describe(error)),
+        })
+    })?;
+    let mut extensions = Extensions::new();
+    if let Some(credential) = credential {
+        extensions.insert(Attach(credential.clone()));
+    }
+    let response = client
+        .execute_with_extensions(request, &mut extensions)
+        .await
+        .map_err(send_failure)?;
+    Ok((response, extensions.remove::<AuthNote>()))
+}
+
+/// A request that got no response.
+fn send_failure(error: reqwest_middleware::Error) -> Failure {
+    let retry = is_transient(&error);
+    match error {
+        reqwest_middleware::Error::Middleware(error) => match error.downcast::<AuthError>() {
+            Ok(auth) => Failure::fatal(FetchErrorKind::Auth(auth)),
+            Err(other) => Failure::fatal(FetchErrorKind::Transport {
+                attempts: 1,
+                message: format!("{other:#}"),
+            }),
+        },
+        reqwest_middleware::Error::Reqwest(error) if error.is_timeout() => {
+            Failure::transient(FetchErrorKind::Timeout { attempts: 1 })
+        }
+        reqwest_middleware::Error::Reqwest(error) => Failure {
+            kind: FetchErrorKind::Transport {
+                attempts: 1,
+                message: describe(error),
+            },
+            retry,
+            retry_after: None,
+        },
+    }
+}
+
+/// A reqwest error and its causes, without the URL reqwest would print
+/// (it may hold an api_key).
+pub(crate) fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut parts = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// Read a 2xx body, refusing more than `limit` bytes while reading (a
+/// gzip bomb or a runaway export never lands in memory whole).
+async fn read_limited(response: &mut Response, limit: u64) -> Result<Bytes, Failure> {
+    let too_large = || Failure::fatal(FetchErrorKind::TooLarge { limit });
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit)
+    {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(error) if error.is_timeout() => {
+                return Err(Failure::transient(FetchErrorKind::Timeout { attempts: 1 }));
+            }
+            // A reset or truncated body: the whole page is fetched again.
+            Err(error) => {
+                return Err(Failure::transient(FetchErrorKind::Transport {
+                    attempts: 1,
+                    message: format!("reading the body: {}", describe(error)),
+                }));
+            }
+        }
+    }
+}
+
+/// A non-2xx response: 401/403 with what the server's challenge said,
+/// retryable statuses with their `Retry-After`, the rest final.
+async fn status_failure(mut response: Response, note: Option<AuthNote>) -> Failure {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    match status {
+        401 => {
+            let (_, mut detail) = challenge::detail(&headers);
+            if let Some(AuthNote(note)) = note {
+                detail = format!("{detail}; {note}");
+            }
+            Failure::fatal(FetchErrorKind::Unauthorized { detail })
+        }
+        403 => {
+            let (bearer, detail) = challenge::detail(&headers);
+            let scope = bearer
+                .filter(|b| b.error.as_deref() == Some("insufficient_scope"))
+                .and_then(|b| b.scope);
+            Failure::fatal(FetchErrorKind::Forbidden { scope, detail })
+        }
+        _ => {
+            let kind = FetchErrorKind::Status {
+                status,
+                attempts: 1,
+                body_start: body_start(&mut response).await,
+            };
+            if !is_retryable_status(status) {
+                return Failure::fatal(kind);
+            }
+            let retry_after = headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| parse_retry_after(value, SystemTime::now()));
+            Failure {
+                kind,
+                retry: true,
+                retry_after,
+            }
+        }
+    }
+}
+
+/// The first bytes of an error body, lossy UTF-8; a body that breaks off
+/// gives what arrived.
+async fn body_start(response: &mut Response) -> String {
+    let mut start = Vec::new();
+    while start.len() < BODY_START {
+        match response.chunk().await {
+            Ok(Some(chunk)) => start.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    start.truncate(BODY_START);
+    String::from_utf8_lossy(&start).into_owned()
+}
