@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::args::{BackfillArgs, Cli, Command, DemoArgs, GlobalArgs, ResetArgs, RunArgs};
+use super::args::{BackfillArgs, Cli, Command, GlobalArgs, ResetArgs, RunArgs};
 use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
 use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
 use crate::run::{JobMode, RunSummary, date_slices, select_jobs};
-use crate::store::{SqliteTokenStore, Store};
+use crate::store::Store;
 
 pub async fn dispatch(cli: Cli) -> Exit {
     let global = &cli.global;
@@ -75,23 +75,27 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    if args.dry_run {
-        for job in &jobs {
-            println!("{}: {} {}", job.name, method_name(job), job.request.url);
-        }
-        return Exit::Ok;
-    }
     let mode = JobMode {
         full_refresh: args.full_refresh,
         backfill: None,
     };
-    execute(&plan, jobs, mode).await
+    if args.dry_run {
+        return print_dry_run(&plan, &jobs, &mode);
+    }
+    execute(global, &plan, jobs, mode).await
 }
 
-fn method_name(job: &crate::plan::JobPlan) -> &'static str {
-    match job.request.method {
-        crate::plan::HttpMethod::Get => "GET",
-        crate::plan::HttpMethod::Post => "POST",
+fn print_dry_run(plan: &ProjectPlan, jobs: &[crate::plan::JobPlan], mode: &JobMode) -> Exit {
+    match crate::run::dry_run(plan, jobs, mode) {
+        Ok(text) => {
+            print!("{text}");
+            println!("(dry run: nothing was sent)");
+            Exit::Ok
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            Exit::Failed
+        }
     }
 }
 
@@ -118,23 +122,35 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
         full_refresh: false,
         backfill: Some(slices),
     };
-    execute(&plan, jobs, mode).await
+    execute(global, &plan, jobs, mode).await
 }
 
 /// Run with signal handling, print the summary, pick the exit code.
-pub(crate) async fn execute(plan: &ProjectPlan, jobs: Vec<crate::plan::JobPlan>, mode: JobMode) -> Exit {
+pub(crate) async fn execute(global: &GlobalArgs, plan: &ProjectPlan, jobs: Vec<crate::plan::JobPlan>, mode: JobMode) -> Exit {
     let cancel = CancellationToken::new();
     let stopped = signals::watch(cancel.clone());
-    let tokens: Arc<dyn TokenStore> = Arc::new(SqliteTokenStore::new(&plan.settings.database));
+    let tokens: Arc<dyn TokenStore> = Arc::new(crate::auth::NoTokenStore);
     match crate::run::execute(plan, jobs, mode, cancel, tokens).await {
         Ok(summary) => {
-            print!("{}", summary.render());
+            print_summary(global, &summary);
             exit_for(&summary, stopped.exit())
         }
         Err(err) => {
             eprintln!("error: {err}");
             stopped.exit().unwrap_or(Exit::Failed)
         }
+    }
+}
+
+/// A table for people; one JSON object (one line) in JSON log mode.
+fn print_summary(global: &GlobalArgs, summary: &RunSummary) {
+    if global.log_format == super::LogFormat::Json {
+        match serde_json::to_string(summary) {
+            Ok(line) => println!("{line}"),
+            Err(err) => eprintln!("error: cannot print the summary: {err}"),
+        }
+    } else {
+        print!("{}", summary.render());
     }
 }
 

@@ -55,7 +55,7 @@ async fn sync_demo(global: &GlobalArgs, port: u16) -> Exit {
     };
     println!("syncing {} demo jobs from http://127.0.0.1:{port} into {}", plan.jobs.len(), database.display());
     let jobs = plan.jobs.clone();
-    let exit = super::commands::execute(&plan, jobs, crate::run::JobMode::default()).await;
+    let exit = super::commands::execute(global, &plan, jobs, crate::run::JobMode::default()).await;
     if exit == Exit::Ok {
         println!(
             "\ntry: sqlite3 {} \"SELECT status, count(*), round(sum(total), 2) FROM demo_orders GROUP BY status\"",

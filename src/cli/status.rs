@@ -70,7 +70,7 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 
 fn render(lines: &[StatusLine]) -> String {
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+    table.load_style(UTF8_FULL_CONDENSED).set_header([
         "job", "last run", "started", "seconds", "rows", "resume", "high-water mark", "next due",
     ]);
     for line in lines {
@@ -98,13 +98,16 @@ fn seconds(started: &str, finished: Option<&str>) -> Option<String> {
 /// Where an unfinished stream continues, in words.
 fn resume_point(status: &JobStatus) -> String {
     let describe = |text: &str| match serde_json::from_str::<StreamPosition>(text) {
-        Ok(position) => match position.next {
-            NextRequest::Start => "start".to_string(),
-            NextRequest::Url { url } => url,
-            NextRequest::Cursor { cursor } => format!("cursor {cursor}"),
-            NextRequest::Offset { offset } => format!("offset {offset}"),
-            NextRequest::Page { page } => format!("page {page}"),
-        } + &format!(" (after {} pages)", position.pages),
+        Ok(position) => {
+            let next = match position.next {
+                NextRequest::Start => "start".to_string(),
+                NextRequest::Url { url } => url,
+                NextRequest::Cursor { cursor } => format!("cursor {cursor}"),
+                NextRequest::Offset { offset } => format!("offset {offset}"),
+                NextRequest::Page { page } => format!("page {page}"),
+            };
+            format!("{next} (after {} pages)", position.pages)
+        }
         Err(_) => "unreadable checkpoint".to_string(),
     };
     match status.checkpoints.len() {

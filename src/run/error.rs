@@ -15,6 +15,8 @@ pub enum RunError {
     #[error("job \"{job}\": the saved checkpoint cannot be read ({message}) (hint: `apisync reset {job}` forgets it)")]
     BadCheckpoint { job: String, message: String },
     #[error("job \"{job}\": {message}")]
+    Credential { job: String, message: String },
+    #[error("job \"{job}\": {message}")]
     Partitions { job: String, message: String },
     #[error("job \"{job}\": skipped because job \"{dependency}\" did not succeed")]
     DependencyFailed { job: String, dependency: String },

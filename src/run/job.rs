@@ -94,9 +94,16 @@ async fn run_partitions(
             .into_iter()
             .collect()
     };
-    let credential = match &job.auth {
-        Some(name) => env.credentials.get(name),
+    let credential = match job.auth.as_deref().map(|name| env.credentials.get(name)) {
         None => None,
+        Some(Some(Ok(credential))) => Some(credential.clone()),
+        Some(Some(Err(message))) => {
+            return Err(RunError::Credential { job: job.name.clone(), message: message.clone() });
+        }
+        Some(None) => {
+            let message = "its auth was not prepared (a bug)".to_string();
+            return Err(RunError::Credential { job: job.name.clone(), message });
+        }
     };
     let stream_env = StreamEnv {
         writer: env.writer.clone(),

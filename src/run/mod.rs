@@ -2,6 +2,7 @@
 //! one stream per partition, the single writer thread behind a bounded
 //! channel, cancellation, and the run summary.
 
+mod dry_run;
 mod due;
 mod error;
 mod incremental;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use dry_run::dry_run;
 pub use due::{is_due, next_due};
 pub use error::RunError;
 pub use job::JobMode;
@@ -28,7 +30,7 @@ pub use select::{SelectError, select_jobs};
 pub use summary::{JobStatus, JobSummary, RunSummary};
 pub use writer::{Writer, WriterThread};
 
-use crate::auth::{Credentials, TokenStore};
+use crate::auth::{Credential, TokenStore};
 use crate::fetch::{HttpClient, HttpOptions};
 use crate::plan::{JobPlan, ProjectPlan};
 use crate::store::Store;
@@ -37,7 +39,9 @@ use crate::store::Store;
 pub(crate) struct RunEnv {
     pub writer: Writer,
     pub http: HttpClient,
-    pub credentials: Credentials,
+    /// Per auth name: the shared credential, or why it could not be built
+    /// (a missing secret fails the jobs that use it, not the whole run).
+    pub credentials: HashMap<String, Result<Arc<Credential>, String>>,
     pub cancel: CancellationToken,
     pub job_concurrency: usize,
     /// Streams of one job in flight at once (requests are limited separately).
@@ -75,8 +79,7 @@ async fn execute_with(
         concurrency: plan.settings.concurrency,
         user_agent: format!("apisync/{}", env!("CARGO_PKG_VERSION")),
     })?;
-    let auth_names = jobs.iter().filter_map(|j| j.auth.as_deref());
-    let credentials = Credentials::build(&plan.auths, auth_names, &http.token_client(), token_store)?;
+    let credentials = build_credentials(plan, &jobs, &http, token_store);
     let env = RunEnv {
         writer,
         http,
@@ -93,4 +96,28 @@ async fn execute_with(
     let jobs = jobs.into_iter().map(Arc::new).collect();
     let jobs = scheduler::run_jobs(&env, jobs, &mode).await;
     Ok(RunSummary { jobs })
+}
+
+/// One credential per auth name used by `jobs`, shared by all of them.
+fn build_credentials(
+    plan: &ProjectPlan,
+    jobs: &[JobPlan],
+    http: &HttpClient,
+    token_store: Arc<dyn TokenStore>,
+) -> HashMap<String, Result<Arc<Credential>, String>> {
+    let mut credentials = HashMap::new();
+    let token_client = http.token_client();
+    for name in jobs.iter().filter_map(|j| j.auth.as_deref()) {
+        if credentials.contains_key(name) {
+            continue;
+        }
+        let built = match plan.auths.get(name) {
+            Some(auth) => Credential::new(name, auth, &token_client, token_store.clone())
+                .map(Arc::new)
+                .map_err(|err| err.to_string()),
+            None => Err(format!("auth \"{name}\" is not defined")),
+        };
+        credentials.insert(name.to_string(), built);
+    }
+    credentials
 }

@@ -33,7 +33,7 @@ pub(crate) async fn partitions_of(env: &RunEnv, job: &JobPlan) -> Result<Vec<Par
     }
 }
 
-fn value_partition(value: &str) -> Partition {
+pub(crate) fn value_partition(value: &str) -> Partition {
     Partition {
         key: value.to_string(),
         vars: vec![("partition".into(), value.to_string())],
