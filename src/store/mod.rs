@@ -1,1 +1,2 @@
 //! (stub: filled in by its issue)
+pub mod tokens;

@@ -294,3 +294,132 @@ impl TokenSource {
 fn pair(token: &Token) -> (Secret, u64) {
     (token.value.clone(), token.generation)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Expiry logic with a manual clock against a real local token endpoint
+    //! (paused tokio time would race the socket).
+
+    use std::sync::atomic::AtomicU64;
+
+    use axum::extract::State;
+    use axum::routing::post;
+
+    use super::*;
+    use crate::auth::NoTokenStore;
+    use crate::plan::{ClientAuthMethod, OAuthPlan, SecretSource};
+
+    #[derive(Default)]
+    struct Endpoint {
+        issued: AtomicU64,
+        expires_in: AtomicU64,
+        /// While set, token answers wait for `release`.
+        gate: std::sync::atomic::AtomicBool,
+        arrived: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    async fn token(State(state): State<Arc<Endpoint>>) -> axum::Json<serde_json::Value> {
+        let n = state.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        if state.gate.load(Ordering::SeqCst) {
+            state.arrived.notify_one();
+            state.release.notified().await;
+        }
+        axum::Json(serde_json::json!({
+            "access_token": format!("at-{n}"),
+            "token_type": "bearer",
+            "expires_in": state.expires_in.load(Ordering::SeqCst),
+        }))
+    }
+
+    async fn endpoint(expires_in: u64) -> (Arc<Endpoint>, url::Url) {
+        let state = Arc::new(Endpoint::default());
+        state.expires_in.store(expires_in, Ordering::SeqCst);
+        let app = axum::Router::new()
+            .route("/token", post(token))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (state, url.parse().unwrap())
+    }
+
+    /// A source whose clock reads `base + *offset` seconds.
+    fn source(url: url::Url, refresh_before: u64, offset: Arc<AtomicU64>) -> TokenSource {
+        let plan = AuthPlan::ClientCredentials(OAuthPlan {
+            token_url: url,
+            client_id: SecretSource::Plain(Secret::new("id")),
+            client_secret: Some(SecretSource::Plain(Secret::new("secret"))),
+            scopes: vec![],
+            client_auth: ClientAuthMethod::Basic,
+            refresh_before: Duration::from_secs(refresh_before),
+            audience: None,
+            default_lifetime: Duration::from_secs(3600),
+        });
+        let base = Instant::now();
+        let clock =
+            Clock::manual(move || base + Duration::from_secs(offset.load(Ordering::SeqCst)));
+        TokenSource::new(
+            "acme",
+            &plan,
+            reqwest::Client::new(),
+            Arc::new(NoTokenStore),
+        )
+        .unwrap()
+        .with_clock(clock)
+    }
+
+    async fn calls_at(source: &TokenSource, offset: &AtomicU64, at: u64, times: usize) -> u64 {
+        offset.store(at, Ordering::SeqCst);
+        let mut generation = 0;
+        for _ in 0..times {
+            generation = source.current().await.unwrap().1;
+        }
+        generation
+    }
+
+    #[tokio::test]
+    async fn refresh_before_ahead_of_expiry_for_long_tokens() {
+        let (_, url) = endpoint(3600).await;
+        let offset = Arc::new(AtomicU64::new(0));
+        let source = source(url, 60, offset.clone());
+        assert_eq!(calls_at(&source, &offset, 0, 3).await, 1);
+        assert_eq!(calls_at(&source, &offset, 3539, 3).await, 1);
+        assert_eq!(calls_at(&source, &offset, 3540, 3).await, 2);
+        assert_eq!(source.token_requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn refresh_before_above_lifetime_refreshes_at_half_life() {
+        let (_, url) = endpoint(20).await;
+        let offset = Arc::new(AtomicU64::new(0));
+        let source = source(url, 60, offset.clone());
+        assert_eq!(calls_at(&source, &offset, 0, 1).await, 1);
+        assert_eq!(calls_at(&source, &offset, 9, 100).await, 1);
+        assert_eq!(calls_at(&source, &offset, 10, 100).await, 2);
+        assert_eq!(calls_at(&source, &offset, 19, 100).await, 2);
+        assert_eq!(calls_at(&source, &offset, 20, 100).await, 3);
+        assert_eq!(source.token_requests(), 3);
+    }
+
+    #[tokio::test]
+    async fn readers_keep_the_valid_token_while_a_proactive_refresh_is_in_flight() {
+        let (server, url) = endpoint(20).await;
+        let offset = Arc::new(AtomicU64::new(0));
+        let source = Arc::new(source(url, 60, offset.clone()));
+        assert_eq!(calls_at(&source, &offset, 0, 1).await, 1);
+        server.gate.store(true, Ordering::SeqCst);
+        offset.store(12, Ordering::SeqCst);
+        let refresher = tokio::spawn({
+            let source = source.clone();
+            async move { source.current().await.unwrap().1 }
+        });
+        server.arrived.notified().await;
+        // The token request is held by the server: a reader must not wait for it.
+        let (token, generation) = source.current().await.unwrap();
+        assert_eq!((token.expose(), generation), ("at-1", 1));
+        server.release.notify_one();
+        assert_eq!(refresher.await.unwrap(), 2);
+        assert_eq!(source.current().await.unwrap().0.expose(), "at-2");
+    }
+}
