@@ -66,18 +66,32 @@ impl Server {
     }
 
     fn uses(&self, refresh_token: &str) -> u32 {
-        self.refresh_uses.lock().unwrap().get(refresh_token).copied().unwrap_or(0)
+        self.refresh_uses
+            .lock()
+            .unwrap()
+            .get(refresh_token)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
-fn client_of(headers: &HeaderMap, form: &HashMap<String, String>) -> (Option<(String, String)>, bool) {
+fn client_of(
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> (Option<(String, String)>, bool) {
     if let Some(value) = headers.get("authorization") {
         let encoded = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
         let decoded = String::from_utf8(decoded).unwrap();
         let (id, secret) = decoded.split_once(':').unwrap();
         let unescape = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().unwrap().1.into_owned()
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .unwrap()
+                .1
+                .into_owned()
         };
         return (Some((unescape(id), unescape(secret))), true);
     }
@@ -93,7 +107,9 @@ async fn token(
 ) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_str(&body).unwrap();
     let (client, basic) = client_of(&headers, &form);
-    let content_type = headers.get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let content_type = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
     server.seen.lock().unwrap().push(Seen {
         query,
         content_type: content_type.unwrap_or_default(),
@@ -107,7 +123,12 @@ async fn token(
     }
     if server.unavailable.load(Ordering::SeqCst) > 0 {
         server.unavailable.fetch_sub(1, Ordering::SeqCst);
-        return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "0")], "busy").into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "0")],
+            "busy",
+        )
+            .into_response();
     }
     let right_client = client == Some((CLIENT_ID.into(), CLIENT_SECRET.into()));
     if server.invalid_client.load(Ordering::SeqCst) || !right_client {
@@ -125,10 +146,16 @@ async fn token(
     });
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
         let used = form["refresh_token"].clone();
-        *server.refresh_uses.lock().unwrap().entry(used.clone()).or_default() += 1;
+        *server
+            .refresh_uses
+            .lock()
+            .unwrap()
+            .entry(used.clone())
+            .or_default() += 1;
         let mut valid = server.valid_refresh.lock().unwrap();
         if !valid.contains(&used) {
-            let body = json!({"error": "invalid_grant", "error_description": "refresh token reused"});
+            let body =
+                json!({"error": "invalid_grant", "error_description": "refresh token reused"});
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
         if server.rotate.load(Ordering::SeqCst) {
@@ -145,9 +172,14 @@ async fn start() -> (Arc<Server>, url::Url) {
     let server = Arc::new(Server::default());
     *server.expires_in.lock().unwrap() = json!(3600);
     server.valid_refresh.lock().unwrap().insert("rt-1".into());
-    let app = axum::Router::new().route("/oauth/token", post(token)).with_state(server.clone());
+    let app = axum::Router::new()
+        .route("/oauth/token", post(token))
+        .with_state(server.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/oauth/token?tenant=acme", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/oauth/token?tenant=acme",
+        listener.local_addr().unwrap()
+    );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (server, url.parse().unwrap())
 }
@@ -269,7 +301,10 @@ async fn fifty_invalidates_of_one_generation_cause_one_refresh() {
     assert_eq!(refreshed, 1);
     assert_eq!(server.requests(), 2);
     assert_eq!(bearer(&credential).await, ("Bearer at-2".to_string(), 2));
-    assert_eq!(credential.invalidate(1).await.unwrap(), RefreshOutcome::AlreadyNewer);
+    assert_eq!(
+        credential.invalidate(1).await.unwrap(),
+        RefreshOutcome::AlreadyNewer
+    );
 }
 
 #[tokio::test]
@@ -282,7 +317,10 @@ async fn invalid_client_fails_fast_once_and_quotes_no_secret() {
     assert!(error.contains("invalid_client"), "{error}");
     assert!(error.contains("bad secret [redacted]"), "{error}");
     assert!(error.contains("hint: check client_id"), "{error}");
-    assert!(!error.contains(CLIENT_SECRET) && !error.contains("tenant"), "{error}");
+    assert!(
+        !error.contains(CLIENT_SECRET) && !error.contains("tenant"),
+        "{error}"
+    );
     assert_eq!(server.requests(), 1);
     // A final error is remembered: no second request for the same answer.
     assert!(credential.current().await.is_err());
@@ -315,9 +353,14 @@ async fn plain_http_to_a_remote_host_is_refused() {
     let url: url::Url = "http://auth.acme.example/oauth/token".parse().unwrap();
     let plan = AuthPlan::ClientCredentials(oauth(&url, ClientAuthMethod::Basic));
     let auths = BTreeMap::from([("acme".to_string(), plan)]);
-    let error = Credentials::build(&auths, ["acme"], &reqwest::Client::new(), Arc::new(NoTokenStore))
-        .unwrap_err()
-        .to_string();
+    let error = Credentials::build(
+        &auths,
+        ["acme"],
+        &reqwest::Client::new(),
+        Arc::new(NoTokenStore),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("must use https"), "{error}");
 }
 
@@ -328,9 +371,15 @@ async fn rotated_refresh_token_survives_into_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("apisync.db");
 
-    let first = credential(refresh_plan(&url), Arc::new(SqliteTokenStore::open(&db).unwrap()));
+    let first = credential(
+        refresh_plan(&url),
+        Arc::new(SqliteTokenStore::open(&db).unwrap()),
+    );
     assert_eq!(bearer(&first).await.0, "Bearer at-1");
-    assert_eq!(first.invalidate(1).await.unwrap(), RefreshOutcome::Refreshed);
+    assert_eq!(
+        first.invalidate(1).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
     drop(first);
 
     // The next run is configured with the original, now spent, refresh token.
@@ -338,7 +387,14 @@ async fn rotated_refresh_token_survives_into_the_next_run() {
     let second = credential(refresh_plan(&url), store.clone());
     assert_eq!(bearer(&second).await.0, "Bearer at-3");
     assert_eq!(server.seen.lock().unwrap()[2].form["refresh_token"], "rt-3");
-    assert_eq!((server.uses("rt-1"), server.uses("rt-2"), server.uses("rt-3")), (1, 1, 1));
+    assert_eq!(
+        (
+            server.uses("rt-1"),
+            server.uses("rt-2"),
+            server.uses("rt-3")
+        ),
+        (1, 1, 1)
+    );
     assert_eq!(store.load("acme").await.unwrap().unwrap().expose(), "rt-4");
 }
 
@@ -348,7 +404,10 @@ async fn rotation_without_a_store_is_remembered_in_memory() {
     server.rotate.store(true, Ordering::SeqCst);
     let credential = credential(refresh_plan(&url), Arc::new(NoTokenStore));
     assert_eq!(bearer(&credential).await.1, 1);
-    assert_eq!(credential.invalidate(1).await.unwrap(), RefreshOutcome::Refreshed);
+    assert_eq!(
+        credential.invalidate(1).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
     assert_eq!(server.uses("rt-2"), 1);
 }
 
@@ -359,8 +418,14 @@ async fn two_processes_on_one_database_spend_a_refresh_token_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("apisync.db");
     // Separate stores and sources: nothing shared but the database file.
-    let one = credential(refresh_plan(&url), Arc::new(SqliteTokenStore::open(&db).unwrap()));
-    let two = credential(refresh_plan(&url), Arc::new(SqliteTokenStore::open(&db).unwrap()));
+    let one = credential(
+        refresh_plan(&url),
+        Arc::new(SqliteTokenStore::open(&db).unwrap()),
+    );
+    let two = credential(
+        refresh_plan(&url),
+        Arc::new(SqliteTokenStore::open(&db).unwrap()),
+    );
     let (a, b) = tokio::join!(
         tokio::spawn(async move { bearer(&one).await }),
         tokio::spawn(async move { bearer(&two).await }),
@@ -378,9 +443,103 @@ async fn other_token_types_are_refused() {
         post(|| async { axum::Json(json!({"access_token": "x", "token_type": "MAC"})) }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mac_url = format!("http://{}/token", listener.local_addr().unwrap()).parse().unwrap();
+    let mac_url = format!("http://{}/token", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let plan = AuthPlan::ClientCredentials(oauth(&mac_url, ClientAuthMethod::Basic));
-    let error = credential(plan, Arc::new(NoTokenStore)).current().await.unwrap_err().to_string();
-    assert!(error.contains("\"MAC\"") && error.contains("only bearer"), "{error}");
+    let error = credential(plan, Arc::new(NoTokenStore))
+        .current()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("\"MAC\"") && error.contains("only bearer"),
+        "{error}"
+    );
+}
+
+/// Collects everything logged, at every level, on this thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_in_debug_errors_or_logs() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let (server, url) = start().await;
+    server.rotate.store(true, Ordering::SeqCst);
+    server.unavailable.store(1, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteTokenStore::open(&dir.path().join("apisync.db")).unwrap());
+    let auths = BTreeMap::from([
+        ("crm".to_string(), refresh_plan(&url)),
+        (
+            "acme".to_string(),
+            AuthPlan::ClientCredentials(oauth(&url, ClientAuthMethod::Post)),
+        ),
+    ]);
+    let credentials = Credentials::build(
+        &auths,
+        ["crm", "acme"],
+        &reqwest::Client::new(),
+        store.clone(),
+    )
+    .unwrap();
+    let crm = credentials.get("crm").unwrap();
+    let applied = crm.current().await.unwrap();
+    assert_eq!(
+        crm.invalidate(applied.generation).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
+    server.invalid_client.store(true, Ordering::SeqCst);
+    let error = credentials
+        .get("acme")
+        .unwrap()
+        .current()
+        .await
+        .unwrap_err();
+
+    let mut shown =
+        format!("{credentials:?}\n{crm:?}\n{applied:?}\n{store:?}\n{error:?}\n{error}\n");
+    shown.push_str(&String::from_utf8_lossy(&logs.0.lock().unwrap()));
+    assert!(
+        shown.contains("token request failed; retrying"),
+        "logs were captured: {shown}"
+    );
+    for secret in [CLIENT_SECRET, "at-1", "at-2", "rt-1", "rt-2", "rt-3"] {
+        assert!(!shown.contains(secret), "{secret} leaked into: {shown}");
+    }
+}
+
+#[tokio::test]
+async fn final_error_message() {
+    let (server, url) = start().await;
+    server.invalid_client.store(true, Ordering::SeqCst);
+    let plan = AuthPlan::ClientCredentials(oauth(&url, ClientAuthMethod::Basic));
+    let error = credential(plan, Arc::new(NoTokenStore))
+        .current()
+        .await
+        .unwrap_err();
+    let port = url.port().unwrap().to_string();
+    insta::assert_snapshot!(error.to_string().replace(&port, "PORT"));
 }

@@ -11,23 +11,21 @@ pub enum TokenError {
     )]
     InsecureUrl,
     /// A final OAuth2 error (RFC 6749 5.2): retrying cannot help.
-    #[error("the token endpoint refused the request with {status}: {code}{} (hint: {})", describe(.description), refusal_hint(.code))]
+    #[error("refused the request with {status}: {code}{} (hint: {})", describe(.description), refusal_hint(.code))]
     Refused {
         status: u16,
         code: String,
         description: Option<String>,
     },
-    #[error("the token endpoint returned {status} after {attempts} attempt(s) (hint: {})", status_hint(*.status))]
+    #[error("returned {status} after {attempts} attempt(s) (hint: {})", status_hint(*.status))]
     Status { status: u16, attempts: u32 },
     #[error(
-        "the token endpoint could not be reached after {attempts} attempt(s): {reason} (hint: check the network and token_url)"
+        "could not be reached after {attempts} attempt(s): {reason} (hint: check the network and token_url)"
     )]
     Network { attempts: u32, reason: String },
-    #[error("the token endpoint answered with an unusable token response: {reason}")]
+    #[error("answered with an unusable token response: {reason}")]
     BadResponse { reason: String },
-    #[error(
-        "the token endpoint issued a token of type \"{token_type}\"; only bearer tokens are supported"
-    )]
+    #[error("issued a token of type \"{token_type}\"; only bearer tokens are supported")]
     UnsupportedTokenType { token_type: String },
     #[error(
         "cannot {action} the stored refresh token: {source} (hint: check that the database file is writable)"
@@ -48,7 +46,7 @@ fn describe(description: &Option<String>) -> String {
 
 fn refusal_hint(code: &str) -> &'static str {
     match code {
-        "invalid_client" => "check client_id, client_secret and client_auth (basic or post)",
+        "invalid_client" => "check client_id, client_secret and client_auth",
         "invalid_grant" => {
             "the refresh token is expired, revoked or already used: authorize again and configure the new refresh_token"
         }
@@ -67,6 +65,15 @@ fn status_hint(status: u16) -> &'static str {
 }
 
 impl TokenError {
+    /// The user-facing message; `endpoint` names the token URL for the
+    /// variants that describe what the endpoint did.
+    pub(crate) fn message(&self, endpoint: &str) -> String {
+        match self {
+            TokenError::InsecureUrl | TokenError::Store { .. } => self.to_string(),
+            _ => format!("token endpoint {endpoint} {self}"),
+        }
+    }
+
     /// Whether a retry can help: 5xx, 429 and network errors only.
     pub(crate) fn is_transient(&self) -> bool {
         match self {

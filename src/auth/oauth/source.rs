@@ -211,7 +211,7 @@ impl TokenSource {
                 Ok(self.install(issued))
             }
             Err(error) => {
-                let message = format!("token request to {}: {error}", self.endpoint.display_url());
+                let message = error.message(&self.endpoint.display_url());
                 tracing::warn!(auth = %self.auth, %message, "token refresh failed");
                 if !error.is_transient() {
                     flight.fatal = Some(message.clone());
