@@ -208,8 +208,8 @@ mod tests {
             let guard = second.begin_refresh("crm").await.unwrap();
             guard.stored().map(|s| s.expose().to_string())
         });
-        // The waiter cannot have the lock yet, so it must see the rotation
-        // committed below, not the state before it.
+        // Whenever the waiter got there, it reads under the lock, which it
+        // gets only after this commit: it must see the rotation.
         held.finish(Some(Secret::new("rt-9"))).await.unwrap();
         assert_eq!(waiting.await.unwrap().as_deref(), Some("rt-9"));
     }
