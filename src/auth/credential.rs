@@ -49,7 +49,7 @@ pub struct Credential {
 #[derive(Debug)]
 enum Kind {
     Static(Placement),
-    OAuth(TokenSource),
+    OAuth(Box<TokenSource>),
 }
 
 impl Credential {
@@ -91,9 +91,9 @@ impl Credential {
                     value: Secret::new(format!("Basic {encoded}")),
                 })
             }
-            AuthPlan::ClientCredentials(_) | AuthPlan::RefreshToken { .. } => {
-                Kind::OAuth(TokenSource::new(name, plan, token_client.clone(), store)?)
-            }
+            AuthPlan::ClientCredentials(_) | AuthPlan::RefreshToken { .. } => Kind::OAuth(
+                Box::new(TokenSource::new(name, plan, token_client.clone(), store)?),
+            ),
         };
         Ok(Credential {
             name: name.to_string(),

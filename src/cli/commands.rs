@@ -10,7 +10,7 @@ use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
 use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
 use crate::run::{JobMode, RunSummary, date_slices, select_jobs};
-use crate::store::Store;
+use crate::store::{SqliteTokenStore, Store};
 
 pub async fn dispatch(cli: Cli) -> Exit {
     let global = &cli.global;
@@ -129,7 +129,13 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
 pub(crate) async fn execute(global: &GlobalArgs, plan: &ProjectPlan, jobs: Vec<crate::plan::JobPlan>, mode: JobMode) -> Exit {
     let cancel = CancellationToken::new();
     let stopped = signals::watch(cancel.clone());
-    let tokens: Arc<dyn TokenStore> = Arc::new(crate::auth::NoTokenStore);
+    let tokens: Arc<dyn TokenStore> = match SqliteTokenStore::open(&plan.settings.database) {
+        Ok(store) => Arc::new(store),
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Exit::Failed;
+        }
+    };
     match crate::run::execute(plan, jobs, mode, cancel, tokens).await {
         Ok(summary) => {
             print_summary(global, &summary);

@@ -12,6 +12,7 @@ mod runs;
 mod sql;
 mod streams;
 mod tables;
+mod tokens;
 mod types;
 mod write;
 
@@ -20,4 +21,5 @@ mod tests;
 
 pub use error::StoreError;
 pub use open::Store;
+pub use tokens::{SqliteTokenStore, TokensError};
 pub use types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec};

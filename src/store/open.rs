@@ -9,7 +9,10 @@ use super::error::StoreError;
 
 /// Embedded migrations, in order. Adding one is one line here plus its file;
 /// an applied migration is never edited.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_refresh_tokens.sql")),
+];
 
 /// Statements prepared once and reused: two insert shapes per table and mode,
 /// plus the checkpoint upsert, for a handful of tables.
