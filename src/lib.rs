@@ -17,11 +17,11 @@
 //! - [`cli`]: clap commands, composition, exit codes.
 
 pub mod auth;
-pub mod fetch;
-pub mod plan;
-pub mod secret;
 pub mod cli;
 pub mod definition;
 pub mod demo;
+pub mod fetch;
+pub mod plan;
 pub mod run;
+pub mod secret;
 pub mod store;

@@ -91,9 +91,9 @@ impl Credential {
                     value: Secret::new(format!("Basic {encoded}")),
                 })
             }
-            AuthPlan::ClientCredentials(_) | AuthPlan::RefreshToken { .. } => Kind::OAuth(
-                TokenSource::new(name, plan, token_client.clone(), store)?,
-            ),
+            AuthPlan::ClientCredentials(_) | AuthPlan::RefreshToken { .. } => {
+                Kind::OAuth(TokenSource::new(name, plan, token_client.clone(), store)?)
+            }
         };
         Ok(Credential {
             name: name.to_string(),

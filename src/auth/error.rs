@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("environment variable {name} is not set (hint: export it, or load a .env file with --env-file)")]
+    #[error(
+        "environment variable {name} is not set (hint: export it, or load a .env file with --env-file)"
+    )]
     MissingEnv { name: String },
     #[error("environment variable {name} is empty")]
     EmptyEnv { name: String },
@@ -24,13 +26,17 @@ pub enum AuthError {
         source: std::io::Error,
     },
     /// Never carries the command's output: it may hold the secret.
-    #[error("secret command `{program}` exited with {status} (its output is not shown: it may hold the secret)")]
+    #[error(
+        "secret command `{program}` exited with {status} (its output is not shown: it may hold the secret)"
+    )]
     CommandFailed { program: String, status: String },
     #[error("secret command `{program}` printed nothing")]
     CommandEmpty { program: String },
     #[error("auth \"{auth}\": the value is not valid in an HTTP header")]
     InvalidHeaderValue { auth: String },
-    #[error("auth \"{auth}\": credentials were rejected (401) and cannot be refreshed (hint: check the token or key)")]
+    #[error(
+        "auth \"{auth}\": credentials were rejected (401) and cannot be refreshed (hint: check the token or key)"
+    )]
     Rejected { auth: String },
     /// A token endpoint problem (OAuth2); the message is already redacted.
     #[error("auth \"{auth}\": {message}")]

@@ -26,11 +26,19 @@ pub enum NextRequest {
     /// The job's own first request.
     Start,
     /// An absolute URL, followed as given (next_url, link_header).
-    Url { url: String },
+    Url {
+        url: String,
+    },
     /// A cursor token for `cursor_param`.
-    Cursor { cursor: String },
-    Offset { offset: u64 },
-    Page { page: u64 },
+    Cursor {
+        cursor: String,
+    },
+    Offset {
+        offset: u64,
+    },
+    Page {
+        page: u64,
+    },
 }
 
 /// Where a stream stands: enough to resume it after a crash. Serialized as
