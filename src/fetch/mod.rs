@@ -13,6 +13,7 @@ mod pointer;
 mod records;
 mod retry;
 mod send;
+mod stream;
 mod types;
 
 pub use client::{HttpClient, HttpOptions};
@@ -21,4 +22,5 @@ pub use error::{FetchError, FetchErrorKind};
 pub use link::{Link, LinkError, next_link, parse_links};
 pub use paginate::{DecodedPage, Paginator};
 pub use pointer::PointerError;
+pub use stream::StreamFetcher;
 pub use types::*;
