@@ -1,0 +1,253 @@
+//! One pure state machine for every pagination type: which request comes
+//! next, what a response says about the next page, and when the stream
+//! stops. No I/O: `stream` drives it with the HTTP client, and tests drive
+//! it with hand-made responses.
+//!
+//! Every type stops on an empty page, a missing/null/empty next token or
+//! URL, `has_more` false and `max_pages`; a page that repeats the cursor or
+//! URL that fetched it is an error, never a hang.
+
+mod facts;
+mod request;
+
+use serde_json::Value;
+use url::Url;
+
+use super::records::{build_records, check_error, compare, parse_body, records_array};
+use super::{
+    DecodeError, FetchError, FetchErrorKind, NextRequest, Page, PageRequest, PageResponse, Record,
+    RequestContext, StreamPosition,
+};
+use crate::plan::{JobPlan, PaginationKind, Partition};
+use request::{RequestBase, mismatch};
+
+/// A decoded response: its records and what it says about the next page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedPage {
+    pub records: Vec<Record>,
+    /// Records in the page's array (offsets advance by this).
+    pub received: u64,
+    pub max_seen: Option<Value>,
+    /// The next cursor token (cursor pagination).
+    pub next_cursor: Option<String>,
+    /// The next URL, resolved (link_header, next_url).
+    pub next_url: Option<Url>,
+    pub has_more: Option<bool>,
+    /// Total records (offset) or total pages (page), when the job points at it.
+    pub total: Option<u64>,
+    pub bytes: u64,
+}
+
+/// The pagination state of one stream.
+#[derive(Debug, Clone)]
+pub struct Paginator {
+    job: JobPlan,
+    base: RequestBase,
+    position: StreamPosition,
+    /// The request for `position`; None once the last page was advanced past.
+    request: Option<PageRequest>,
+}
+
+impl Paginator {
+    pub fn new(
+        job: &JobPlan,
+        partition: &Partition,
+        position: StreamPosition,
+    ) -> Result<Self, FetchError> {
+        let fail = |message: String| {
+            FetchError::new(
+                &job.name,
+                job.request.url.clone(),
+                FetchErrorKind::Pagination { message },
+            )
+            .with_method(job.request.method)
+        };
+        let base = RequestBase::new(job, partition).map_err(fail)?;
+        let fits = matches!(
+            (&job.pagination.kind, &position.next),
+            (_, NextRequest::Start)
+                | (
+                    PaginationKind::LinkHeader | PaginationKind::NextUrl { .. },
+                    NextRequest::Url { .. }
+                )
+                | (PaginationKind::Cursor { .. }, NextRequest::Cursor { .. })
+                | (PaginationKind::Offset { .. }, NextRequest::Offset { .. })
+                | (PaginationKind::Page { .. }, NextRequest::Page { .. })
+        );
+        if !fits {
+            return Err(fail(mismatch(&job.pagination.kind, &position.next)));
+        }
+        let request = base.build(job, &position).map_err(fail)?;
+        Ok(Paginator {
+            job: job.clone(),
+            base,
+            position,
+            request: Some(request),
+        })
+    }
+
+    /// The job's own first URL (job URL + query), whatever the position:
+    /// its origin is the only one that sees the credential.
+    pub fn start_url(&self) -> &Url {
+        self.base.start_url()
+    }
+
+    /// Where the stream stands now.
+    pub fn position(&self) -> &StreamPosition {
+        &self.position
+    }
+
+    /// The next request (None when the stream is finished).
+    pub fn next_request(&self) -> Option<PageRequest> {
+        self.request.clone()
+    }
+
+    /// Decode a response into records + pagination facts (runs inside the retry loop).
+    pub fn decode(&self, resp: &PageResponse) -> Result<DecodedPage, DecodeError> {
+        let body = parse_body(resp)?;
+        check_error(body, &self.job)?;
+        let page = build_records(&records_array(body, &self.job)?, &self.job)?;
+        let request_url = self.request.as_ref().map_or(self.start_url(), |r| &r.url);
+        let facts = facts::read(&self.job, body, resp, request_url, page.last.as_ref())?;
+        Ok(DecodedPage {
+            records: page.records,
+            received: page.received,
+            max_seen: page.max_seen,
+            next_cursor: facts.next_cursor,
+            next_url: facts.next_url,
+            has_more: facts.has_more,
+            total: facts.total,
+            bytes: resp.body.len() as u64,
+        })
+    }
+
+    /// Advance: compute the next position, apply stop rules, detect loops.
+    /// On error the paginator is unchanged.
+    pub fn advance(&mut self, page: DecodedPage, ctx: &RequestContext) -> Result<Page, FetchError> {
+        let Some(request) = &self.request else {
+            let message = "a page arrived after the last one (hint: this is a bug in apisync; please report it)".into();
+            return Err(ctx.error(
+                &ctx.redact(self.start_url()),
+                FetchErrorKind::Pagination { message },
+            ));
+        };
+        let pages = self.position.pages + 1;
+        let max_pages = self.job.pagination.max_pages;
+        let stop = page.received == 0
+            || page.has_more == Some(false)
+            || (max_pages > 0 && pages >= max_pages);
+        let next = match stop {
+            true => None,
+            false => self.next_after(request, &page, ctx)?,
+        };
+        let position = StreamPosition {
+            next: next.clone().unwrap_or_else(|| self.position.next.clone()),
+            pages,
+            since: self.position.since.clone(),
+            max_seen: self.merge_max(page.max_seen),
+        };
+        let next_request = match next {
+            Some(_) => Some(self.base.build(&self.job, &position).map_err(|message| {
+                ctx.error(
+                    &ctx.redact(&request.url),
+                    FetchErrorKind::Pagination { message },
+                )
+            })?),
+            None => None,
+        };
+        let out = Page {
+            url: ctx.redact(&request.url),
+            records: page.records,
+            position: position.clone(),
+            last: next_request.is_none(),
+            bytes: page.bytes,
+        };
+        self.position = position;
+        self.request = next_request;
+        Ok(out)
+    }
+
+    /// The stream's running max: the position's (pages before a resume)
+    /// and this page's, compared by cursor type.
+    fn merge_max(&self, page_max: Option<Value>) -> Option<Value> {
+        let old = self.position.max_seen.clone();
+        let (Some(inc), Some(new)) = (&self.job.incremental, page_max) else {
+            return old;
+        };
+        match old {
+            Some(old) if compare(inc.cursor_type, &old, &new).is_ge() => Some(old),
+            _ => Some(new),
+        }
+    }
+
+    /// The position after a page that did not stop the stream by itself.
+    fn next_after(
+        &self,
+        request: &PageRequest,
+        page: &DecodedPage,
+        ctx: &RequestContext,
+    ) -> Result<Option<NextRequest>, FetchError> {
+        let looped = |message: String| {
+            ctx.error(
+                &ctx.redact(&request.url),
+                FetchErrorKind::Pagination { message },
+            )
+        };
+        Ok(match &self.job.pagination.kind {
+            PaginationKind::None => None,
+            PaginationKind::LinkHeader | PaginationKind::NextUrl { .. } => {
+                let Some(url) = &page.next_url else {
+                    return Ok(None);
+                };
+                ctx.check_target(url)?;
+                let stored = ctx.strip_secret_params(url);
+                if stored == ctx.strip_secret_params(&request.url) {
+                    return Err(looped(format!(
+                        "the server returned the same next URL twice ({}) (hint: the API may ignore its own paging parameters; set pagination.max_pages as a safety stop)",
+                        ctx.redact(url)
+                    )));
+                }
+                Some(NextRequest::Url {
+                    url: stored.to_string(),
+                })
+            }
+            PaginationKind::Cursor { .. } => {
+                let Some(cursor) = &page.next_cursor else {
+                    return Ok(None);
+                };
+                if matches!(&self.position.next, NextRequest::Cursor { cursor: old } if old == cursor)
+                {
+                    return Err(looped(format!(
+                        "the server returned the same cursor twice ({cursor:?}) (hint: check pagination.cursor_path and pagination.cursor_param; the API may ignore the cursor)"
+                    )));
+                }
+                Some(NextRequest::Cursor {
+                    cursor: cursor.clone(),
+                })
+            }
+            PaginationKind::Offset { .. } => {
+                let offset = match self.position.next {
+                    NextRequest::Offset { offset } => offset,
+                    _ => 0,
+                } + page.received;
+                match page.total {
+                    Some(total) if offset >= total => None,
+                    _ => Some(NextRequest::Offset { offset }),
+                }
+            }
+            PaginationKind::Page { start, .. } => {
+                let next = match self.position.next {
+                    NextRequest::Page { page } => page,
+                    _ => *start,
+                } + 1;
+                match page.total {
+                    Some(total_pages) if next.saturating_sub(*start) >= total_pages => None,
+                    _ => Some(NextRequest::Page { page: next }),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
