@@ -24,13 +24,18 @@ async fn demo_syncs_every_demo_record_and_prints_a_summary() {
     assert!(stdout.contains("sqlite3 apisync-demo.db"), "{text}");
     let db = rusqlite::Connection::open(dir.path().join("apisync-demo.db")).unwrap();
     let count = |table: &str| -> i64 {
-        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
     };
     assert_eq!(count("demo_customers"), 2_000);
     assert_eq!(count("demo_orders"), 6_000);
     assert_eq!(count("demo_events"), 2_000);
     let paid: i64 = db
-        .query_row("SELECT count(*) FROM demo_orders WHERE status = 'paid'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM demo_orders WHERE status = 'paid'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(paid, 2_000, "declared columns are filled");
 }

@@ -22,27 +22,48 @@ struct Flaky {
     hits: Arc<AtomicU32>,
 }
 
-async fn pages(State(flaky): State<Flaky>, headers: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
+async fn pages(
+    State(flaky): State<Flaky>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
     flaky.hits.fetch_add(1, Ordering::SeqCst);
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
     if page < 3 {
-        let data: Vec<_> = (1..=5).map(|i| json!({ "id": (page - 1) * 5 + i })).collect();
+        let data: Vec<_> = (1..=5)
+            .map(|i| json!({ "id": (page - 1) * 5 + i }))
+            .collect();
         return axum::Json(json!({ "data": data })).into_response();
     }
     match flaky.bad {
-        "html" => ([(header::CONTENT_TYPE, "text/html")], "<!doctype html><h1>Login</h1>").into_response(),
+        "html" => (
+            [(header::CONTENT_TYPE, "text/html")],
+            "<!doctype html><h1>Login</h1>",
+        )
+            .into_response(),
         "missing" => axum::Json(json!({ "items": [] })).into_response(),
         "object" => axum::Json(json!({ "data": { "id": 1 } })).into_response(),
-        _ => ([(header::CONTENT_TYPE, "application/json")], "{\"data\": [{\"id\": 11}").into_response(),
+        _ => (
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"data\": [{\"id\": 11}",
+        )
+            .into_response(),
     }
 }
 
 async fn serve(bad: &'static str) -> (String, Arc<AtomicU32>) {
     let hits = Arc::new(AtomicU32::new(0));
-    let app = Router::new().route("/items", get(pages)).with_state(Flaky { bad, hits: hits.clone() });
+    let app = Router::new().route("/items", get(pages)).with_state(Flaky {
+        bad,
+        hits: hits.clone(),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -69,16 +90,31 @@ max_backoff = "2ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_page_fails_with_its_url_and_keeps_the_pages_before_it() {
-    for (bad, expect) in [("html", "text/html"), ("missing", "/data"), ("object", "/data"), ("truncated", "JSON")] {
+    for (bad, expect) in [
+        ("html", "text/html"),
+        ("missing", "/data"),
+        ("object", "/data"),
+        ("truncated", "JSON"),
+    ] {
         let (base, _) = serve(bad).await;
         let project = Project::new();
         project.job("items", &page_job(&base));
         let output = project.run(&["run"]).await;
         let text = describe(&output);
         assert_eq!(output.status.code(), Some(1), "{bad}: {text}");
-        assert!(text.contains(&format!("{base}/items?page=3")), "{bad}: the error names the page URL: {text}");
-        assert!(text.contains(expect), "{bad}: the error says what was found ({expect}): {text}");
-        assert_eq!(project.rows("items").len(), 10, "{bad}: pages 1 and 2 stay committed");
+        assert!(
+            text.contains(&format!("{base}/items?page=3")),
+            "{bad}: the error names the page URL: {text}"
+        );
+        assert!(
+            text.contains(expect),
+            "{bad}: the error says what was found ({expect}): {text}"
+        );
+        assert_eq!(
+            project.rows("items").len(),
+            10,
+            "{bad}: pages 1 and 2 stay committed"
+        );
         assert!(!text.contains(TOKEN), "no token in the output");
     }
 }
@@ -100,8 +136,14 @@ async fn one_failing_job_leaves_the_others_complete_and_exits_1() {
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(project.rows("single").len(), 5, "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("single") && stdout.contains("succeeded"), "{stdout}");
-    assert!(stdout.contains("broken") && stdout.contains("failed"), "{stdout}");
+    assert!(
+        stdout.contains("single") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("broken") && stdout.contains("failed"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +161,11 @@ async fn a_wrong_static_token_fails_clearly_without_retrying_or_leaking() {
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(text.contains("401"), "{text}");
     assert!(!text.contains("wrong-token-9d2c"), "{text}");
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "a static token cannot be refreshed: one request");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "a static token cannot be refreshed: one request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,10 +173,20 @@ async fn an_invalid_project_exits_2_before_sending_anything() {
     let (base, hits) = serve("html").await;
     let project = Project::new();
     project.job("items", &page_job(&base));
-    project.job("typo", &format!("{BEARER}\n[request]\nurl = \"{base}/items\"\n[paginaton]\ntype = \"page\"\n"));
+    project.job(
+        "typo",
+        &format!("{BEARER}\n[request]\nurl = \"{base}/items\"\n[paginaton]\ntype = \"page\"\n"),
+    );
     let output = project.run(&["run"]).await;
     let text = describe(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
-    assert!(text.contains("typo.toml:4"), "the error names file and line: {text}");
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "validation is all or nothing");
+    assert!(
+        text.contains("typo.toml:4"),
+        "the error names file and line: {text}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "validation is all or nothing"
+    );
 }

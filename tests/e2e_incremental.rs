@@ -37,7 +37,9 @@ struct Api {
 const PAGE: usize = 5;
 
 fn instant(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).expect("RFC 3339").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(text)
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
 }
 
 async fn items(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -66,8 +68,15 @@ fn answer(data: &Data, q: &HashMap<String, String>) -> (Value, StatusCode) {
     let start = match q.get("cursor") {
         None => 0,
         Some(cursor) => match cursor.split_once(':') {
-            Some((generation, offset)) if generation == format!("g{}", data.generation) => offset.parse().unwrap_or(0),
-            _ => return (json!({ "error": "unknown cursor" }), StatusCode::BAD_REQUEST),
+            Some((generation, offset)) if generation == format!("g{}", data.generation) => {
+                offset.parse().unwrap_or(0)
+            }
+            _ => {
+                return (
+                    json!({ "error": "unknown cursor" }),
+                    StatusCode::BAD_REQUEST,
+                );
+            }
         },
     };
     let page: Vec<Value> = rows
@@ -86,7 +95,9 @@ async fn serve(data: Data) -> (String, Api) {
         data: Arc::new(Mutex::new(data)),
         count: tokio::sync::watch::Sender::new(0),
     };
-    let app = Router::new().route("/items", get(items)).with_state(api.clone());
+    let app = Router::new()
+        .route("/items", get(items))
+        .with_state(api.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -129,7 +140,12 @@ fn table(project: &Project) -> Vec<(u64, String)> {
     let mut rows: Vec<(u64, String)> = project
         .rows("items")
         .iter()
-        .map(|r| (r["id"].as_u64().unwrap(), r["updated_at"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["id"].as_u64().unwrap(),
+                r["updated_at"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     rows.sort();
     rows
@@ -143,7 +159,11 @@ fn server_rows(api: &Api) -> Vec<(u64, String)> {
 
 fn since_params(api: &Api) -> Vec<Option<String>> {
     let data = api.data.lock().unwrap();
-    data.seen.iter().filter(|q| !q.contains_key("cursor")).map(|q| q.get("updated_since").cloned()).collect()
+    data.seen
+        .iter()
+        .filter(|q| !q.contains_key("cursor"))
+        .map(|q| q.get("updated_since").cloned())
+        .collect()
 }
 
 async fn run_ok(project: &Project, args: &[&str]) {
@@ -154,7 +174,12 @@ async fn run_ok(project: &Project, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_run_asks_only_for_what_changed() {
     for newest_first in [false, true] {
-        let (base, api) = serve(Data { records: records(1..=12), newest_first, ..Data::default() }).await;
+        let (base, api) = serve(Data {
+            records: records(1..=12),
+            newest_first,
+            ..Data::default()
+        })
+        .await;
         let project = Project::new();
         project.job("items", &job(&base, ""));
         run_ok(&project, &["run"]).await;
@@ -170,19 +195,34 @@ async fn the_second_run_asks_only_for_what_changed() {
         }
         run_ok(&project, &["run"]).await;
         // The mark is the largest updated_at of run 1, whatever the order of pages.
-        assert_eq!(since_params(&api), vec![Some(minutes(12))], "newest_first={newest_first}");
+        assert_eq!(
+            since_params(&api),
+            vec![Some(minutes(12))],
+            "newest_first={newest_first}"
+        );
         let fetched: usize = {
             let data = api.data.lock().unwrap();
             data.seen.len()
         };
-        assert_eq!(fetched, 1, "one page holds the 4 changed records (12, 4, 8, 13)");
-        assert_eq!(table(&project), server_rows(&api), "newest_first={newest_first}");
+        assert_eq!(
+            fetched, 1,
+            "one page holds the 4 changed records (12, 4, 8, 13)"
+        );
+        assert_eq!(
+            table(&project),
+            server_rows(&api),
+            "newest_first={newest_first}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookback_rereads_late_writes_and_merge_keeps_one_row_each() {
-    let (base, api) = serve(Data { records: records(1..=10), ..Data::default() }).await;
+    let (base, api) = serve(Data {
+        records: records(1..=10),
+        ..Data::default()
+    })
+    .await;
     let project = Project::new();
     project.job("items", &job(&base, "lookback = \"3m\""));
     run_ok(&project, &["run"]).await;
@@ -193,10 +233,18 @@ async fn lookback_rereads_late_writes_and_merge_keeps_one_row_each() {
         data.seen.clear();
     }
     run_ok(&project, &["run"]).await;
-    assert_eq!(since_params(&api), vec![Some(minutes(7))], "mark 10 minus 3 minutes");
+    assert_eq!(
+        since_params(&api),
+        vec![Some(minutes(7))],
+        "mark 10 minus 3 minutes"
+    );
     let rows = table(&project);
     assert_eq!(rows, server_rows(&api));
-    assert_eq!(project.rows("items").len(), 11, "re-read records are not duplicated");
+    assert_eq!(
+        project.rows("items").len(),
+        11,
+        "re-read records are not duplicated"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +255,11 @@ async fn timestamps_with_different_offsets_compare_as_instants() {
         (2, "2024-05-01T10:30:00+02:00".to_string()),
         (3, "2024-05-01T08:45:00-00:30".to_string()),
     ];
-    let (base, api) = serve(Data { records: data, ..Data::default() }).await;
+    let (base, api) = serve(Data {
+        records: data,
+        ..Data::default()
+    })
+    .await;
     let project = Project::new();
     project.job("items", &job(&base, ""));
     run_ok(&project, &["run"]).await;
@@ -216,12 +268,20 @@ async fn timestamps_with_different_offsets_compare_as_instants() {
     let since = since_params(&api);
     assert_eq!(since.len(), 1);
     let mark = instant(since[0].as_deref().unwrap());
-    assert_eq!(mark, instant("2024-05-01T09:15:00Z"), "the largest instant is record 3's");
+    assert_eq!(
+        mark,
+        instant("2024-05-01T09:15:00Z"),
+        "the largest instant is record 3's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_incremental_stream_resumes_with_the_same_window_and_mark() {
-    let (base, api) = serve(Data { records: records(1..=60), ..Data::default() }).await;
+    let (base, api) = serve(Data {
+        records: records(1..=60),
+        ..Data::default()
+    })
+    .await;
     let project = Project::new();
     project.job("items", &job(&base, ""));
     let mut child = project.command(&["run"]).spawn().unwrap();
@@ -235,8 +295,20 @@ async fn an_interrupted_incremental_stream_resumes_with_the_same_window_and_mark
     api.data.lock().unwrap().records.push((61, minutes(61)));
     run_ok(&project, &["run"]).await;
     assert_eq!(table(&project), server_rows(&api));
-    let resumed: Vec<_> = api.data.lock().unwrap().seen.iter().filter(|q| q.contains_key("cursor")).cloned().collect();
-    assert!(resumed.iter().all(|q| q.get("updated_since").map(String::as_str) == Some("2024-01-01T00:00:00Z")));
+    let resumed: Vec<_> = api
+        .data
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .filter(|q| q.contains_key("cursor"))
+        .cloned()
+        .collect();
+    assert!(
+        resumed
+            .iter()
+            .all(|q| q.get("updated_since").map(String::as_str) == Some("2024-01-01T00:00:00Z"))
+    );
     // The mark covers what the killed run saw before the crash as well.
     api.data.lock().unwrap().seen.clear();
     run_ok(&project, &["run"]).await;
@@ -245,7 +317,11 @@ async fn an_interrupted_incremental_stream_resumes_with_the_same_window_and_mark
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_saved_cursor_restarts_the_stream_from_its_mark() {
-    let (base, api) = serve(Data { records: records(1..=60), ..Data::default() }).await;
+    let (base, api) = serve(Data {
+        records: records(1..=60),
+        ..Data::default()
+    })
+    .await;
     let project = Project::new();
     project.job("items", &job(&base, ""));
     let mut child = project.command(&["run"]).spawn().unwrap();
@@ -258,27 +334,46 @@ async fn a_rejected_saved_cursor_restarts_the_stream_from_its_mark() {
     let output = project.run(&["run"]).await;
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("rejected the saved position"), "a warning says so: {stderr}");
+    assert!(
+        stderr.contains("rejected the saved position"),
+        "a warning says so: {stderr}"
+    );
     assert_eq!(table(&project), server_rows(&api));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_refresh_and_reset_ignore_or_forget_the_mark() {
-    let (base, api) = serve(Data { records: records(1..=7), ..Data::default() }).await;
+    let (base, api) = serve(Data {
+        records: records(1..=7),
+        ..Data::default()
+    })
+    .await;
     let project = Project::new();
     project.job("items", &job(&base, ""));
     run_ok(&project, &["run"]).await;
 
     api.data.lock().unwrap().seen.clear();
     run_ok(&project, &["run", "--full-refresh"]).await;
-    assert_eq!(since_params(&api), vec![Some("2024-01-01T00:00:00Z".to_string())], "full refresh starts at initial");
+    assert_eq!(
+        since_params(&api),
+        vec![Some("2024-01-01T00:00:00Z".to_string())],
+        "full refresh starts at initial"
+    );
 
     api.data.lock().unwrap().seen.clear();
     run_ok(&project, &["run"]).await;
-    assert_eq!(since_params(&api), vec![Some(minutes(7))], "a full refresh still leaves a mark");
+    assert_eq!(
+        since_params(&api),
+        vec![Some(minutes(7))],
+        "a full refresh still leaves a mark"
+    );
 
     run_ok(&project, &["reset", "items"]).await;
     api.data.lock().unwrap().seen.clear();
     run_ok(&project, &["run"]).await;
-    assert_eq!(since_params(&api), vec![Some("2024-01-01T00:00:00Z".to_string())], "reset forgets the mark");
+    assert_eq!(
+        since_params(&api),
+        vec![Some("2024-01-01T00:00:00Z".to_string())],
+        "reset forgets the mark"
+    );
 }

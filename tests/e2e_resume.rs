@@ -108,9 +108,14 @@ async fn killed_merge_syncs_resume_to_exactly_the_server_data() {
     by_id.sort_by_key(|c| c["id"].as_u64());
     assert_eq!(by_id, (1..=300).map(customer).collect::<Vec<_>>());
     let orders = project.rows("orders");
-    let ids: BTreeSet<_> = orders.iter().map(|o| o["id"].as_str().unwrap().to_string()).collect();
+    let ids: BTreeSet<_> = orders
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(orders.len(), 400, "one row per order");
-    let expected: BTreeSet<_> = (1..=400).map(|id| order(id)["id"].as_str().unwrap().to_string()).collect();
+    let expected: BTreeSet<_> = (1..=400)
+        .map(|id| order(id)["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, expected);
 }
 

@@ -11,7 +11,13 @@ use std::time::Duration;
 use common::faults::{ALL, Fault, FaultConfig, FaultServer, Style, TRANSIENT};
 use common::{BEARER, Project, TOKEN, describe};
 
-const STYLES: [Style; 5] = [Style::Cursor, Style::NextUrl, Style::LinkHeader, Style::Offset, Style::Page];
+const STYLES: [Style; 5] = [
+    Style::Cursor,
+    Style::NextUrl,
+    Style::LinkHeader,
+    Style::Offset,
+    Style::Page,
+];
 
 fn config(style: Style, faults: &'static [Fault], seed: u64) -> FaultConfig {
     FaultConfig {
@@ -30,7 +36,9 @@ fn config(style: Style, faults: &'static [Fault], seed: u64) -> FaultConfig {
 /// The job file with `timeout` inside [request].
 fn job_text(server: &FaultServer) -> String {
     let pagination = server.job_pagination();
-    let (request, rest) = pagination.split_once("[pagination]").expect("a [pagination] table");
+    let (request, rest) = pagination
+        .split_once("[pagination]")
+        .expect("a [pagination] table");
     format!(
         "{BEARER}\n{request}timeout = \"1s\"\n[pagination]{rest}[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\nmax_page_bytes = 100000\n[retry]\nmax_attempts = 8\ninitial_backoff = \"5ms\"\nmax_backoff = \"20ms\"\n"
     )
@@ -39,7 +47,11 @@ fn job_text(server: &FaultServer) -> String {
 fn assert_table_equals_server(project: &Project, table: &str, server: &FaultServer) {
     let mut rows = project.rows(table);
     rows.sort_by_key(|r| r["id"].as_u64());
-    assert_eq!(rows, server.data(), "table {table} equals the server's data");
+    assert_eq!(
+        rows,
+        server.data(),
+        "table {table} equals the server's data"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +91,12 @@ async fn every_fault_kind_is_survived_by_rerunning() {
     let mut runs = 0;
     loop {
         runs += 1;
-        let output = project.command(&["run"]).env("RUST_LOG", "trace").output().await.unwrap();
+        let output = project
+            .command(&["run"])
+            .env("RUST_LOG", "trace")
+            .output()
+            .await
+            .unwrap();
         let text = describe(&output);
         assert!(!text.contains(TOKEN), "no token at trace level");
         match output.status.code() {
@@ -93,6 +110,9 @@ async fn every_fault_kind_is_survived_by_rerunning() {
     }
     let injected: Vec<Fault> = servers.iter().flat_map(|s| s.injected()).collect();
     for kind in [Fault::Html, Fault::Oversize, Fault::RepeatCursor] {
-        assert!(injected.contains(&kind), "{kind:?} was injected at least once");
+        assert!(
+            injected.contains(&kind),
+            "{kind:?} was injected at least once"
+        );
     }
 }

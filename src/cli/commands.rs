@@ -126,7 +126,12 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
 }
 
 /// Run with signal handling, print the summary, pick the exit code.
-pub(crate) async fn execute(global: &GlobalArgs, plan: &ProjectPlan, jobs: Vec<crate::plan::JobPlan>, mode: JobMode) -> Exit {
+pub(crate) async fn execute(
+    global: &GlobalArgs,
+    plan: &ProjectPlan,
+    jobs: Vec<crate::plan::JobPlan>,
+    mode: JobMode,
+) -> Exit {
     let cancel = CancellationToken::new();
     let stopped = signals::watch(cancel.clone());
     let tokens: Arc<dyn TokenStore> = match SqliteTokenStore::open(&plan.settings.database) {
@@ -175,16 +180,24 @@ fn reset(global: &GlobalArgs, args: &ResetArgs) -> Exit {
         Err(exit) => return exit,
     };
     let table = match select_jobs(&plan, std::slice::from_ref(&args.job), &[]) {
-        Ok(jobs) => jobs.into_iter().map(|j| j.output.table).next().unwrap_or_default(),
+        Ok(jobs) => jobs
+            .into_iter()
+            .map(|j| j.output.table)
+            .next()
+            .unwrap_or_default(),
         Err(err) => {
             eprintln!("error: {err}");
             return Exit::Usage;
         }
     };
-    let result = Store::open(&plan.settings.database).and_then(|mut store| store.reset_job(&args.job, &table));
+    let result = Store::open(&plan.settings.database)
+        .and_then(|mut store| store.reset_job(&args.job, &table));
     match result {
         Ok(()) => {
-            println!("job \"{}\": checkpoints and high-water marks forgotten", args.job);
+            println!(
+                "job \"{}\": checkpoints and high-water marks forgotten",
+                args.job
+            );
             Exit::Ok
         }
         Err(err) => {

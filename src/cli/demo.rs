@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::args::{DemoArgs, GlobalArgs};
 use super::Exit;
+use super::args::{DemoArgs, GlobalArgs};
 use crate::demo::{DEMO_JOBS, DEMO_PORT, DEMO_TOKEN, DEMO_TOKEN_ENV, DemoConfig, DemoServer};
 use crate::plan::{AuthPlan, ProjectPlan, SecretSource, SettingsOverrides, load_project};
 use crate::secret::Secret;
@@ -21,12 +21,18 @@ pub async fn demo(global: &GlobalArgs, args: &DemoArgs) -> Exit {
     let server = match DemoServer::bind(args.port, config).await {
         Ok(server) => server,
         Err(err) => {
-            eprintln!("error: cannot listen on 127.0.0.1:{}: {err} (hint: pick another with --port)", args.port);
+            eprintln!(
+                "error: cannot listen on 127.0.0.1:{}: {err} (hint: pick another with --port)",
+                args.port
+            );
             return Exit::Failed;
         }
     };
     if args.serve {
-        println!("demo API on {} (token: {DEMO_TOKEN}); Ctrl-C stops it", server.base_url());
+        println!(
+            "demo API on {} (token: {DEMO_TOKEN}); Ctrl-C stops it",
+            server.base_url()
+        );
         println!("try: export {DEMO_TOKEN_ENV}={DEMO_TOKEN}; apisync run --db {DEMO_DB}");
         let _ = tokio::signal::ctrl_c().await;
         server.shutdown().await;
@@ -53,7 +59,11 @@ async fn sync_demo(global: &GlobalArgs, port: u16) -> Exit {
             return Exit::Failed;
         }
     };
-    println!("syncing {} demo jobs from http://127.0.0.1:{port} into {}", plan.jobs.len(), database.display());
+    println!(
+        "syncing {} demo jobs from http://127.0.0.1:{port} into {}",
+        plan.jobs.len(),
+        database.display()
+    );
     let jobs = plan.jobs.clone();
     let exit = super::commands::execute(global, &plan, jobs, crate::run::JobMode::default()).await;
     if exit == Exit::Ok {
@@ -70,8 +80,12 @@ fn demo_plan(folder: &Path, port: u16, database: &Path) -> Result<ProjectPlan, S
     let jobs = folder.join("jobs");
     std::fs::create_dir_all(&jobs).map_err(|e| format!("cannot write the demo jobs: {e}"))?;
     for (name, text) in DEMO_JOBS {
-        let text = text.replace(&format!("127.0.0.1:{DEMO_PORT}"), &format!("127.0.0.1:{port}"));
-        std::fs::write(jobs.join(name), text).map_err(|e| format!("cannot write the demo jobs: {e}"))?;
+        let text = text.replace(
+            &format!("127.0.0.1:{DEMO_PORT}"),
+            &format!("127.0.0.1:{port}"),
+        );
+        std::fs::write(jobs.join(name), text)
+            .map_err(|e| format!("cannot write the demo jobs: {e}"))?;
     }
     let config = folder.join("apisync.toml");
     std::fs::write(&config, "").map_err(|e| format!("cannot write the demo config: {e}"))?;

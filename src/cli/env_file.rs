@@ -55,7 +55,11 @@ mod tests {
         let pairs = parse("# c\nexport A=1\nB=\"two words\"\n\nC='x=y'\n").unwrap();
         assert_eq!(
             pairs,
-            [("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x=y".into())]
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x=y".into())
+            ]
         );
     }
 

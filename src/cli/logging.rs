@@ -25,7 +25,11 @@ pub fn init(global: &GlobalArgs) {
         .with_writer(std::io::stderr)
         .with_target(false);
     let installed = match global.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Pretty => builder.with_ansi(colour).try_init(),
         LogFormat::Auto => builder.with_ansi(colour).compact().try_init(),
     };

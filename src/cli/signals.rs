@@ -40,7 +40,10 @@ pub fn watch(cancel: CancellationToken) -> Stopped {
                 std::process::exit(i32::from(128 + signal));
             }
             record.0.store(signal, Ordering::SeqCst);
-            tracing::warn!(signal, "stopping: no new requests; committing complete pages");
+            tracing::warn!(
+                signal,
+                "stopping: no new requests; committing complete pages"
+            );
             cancel.cancel();
         }
     });
@@ -57,7 +60,10 @@ impl Signals {
     #[cfg(unix)]
     fn new() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
-        let streams = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let streams = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(term), Ok(int)) => Some((term, int)),
             _ => None,
         };

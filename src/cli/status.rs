@@ -32,7 +32,10 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let pairs: Vec<(&str, &str)> = jobs.iter().map(|j| (j.name.as_str(), j.output.table.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.output.table.as_str()))
+        .collect();
     let stored = match Store::open(&plan.settings.database).and_then(|store| store.status(&pairs)) {
         Ok(stored) => stored,
         Err(err) => {
@@ -45,9 +48,16 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
         .into_iter()
         .zip(&jobs)
         .map(|(stored, job)| {
-            let last = stored.last_success_started_at.as_deref().and_then(parse_time);
-            let due = next_due(job.schedule.as_deref(), last, now).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            StatusLine { stored, next_due: due }
+            let last = stored
+                .last_success_started_at
+                .as_deref()
+                .and_then(parse_time);
+            let due = next_due(job.schedule.as_deref(), last, now)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            StatusLine {
+                stored,
+                next_due: due,
+            }
         })
         .collect();
     if args.json {
@@ -65,22 +75,33 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn render(lines: &[StatusLine]) -> String {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED).set_header([
-        "job", "last run", "started", "seconds", "rows", "resume", "high-water mark", "next due",
+        "job",
+        "last run",
+        "started",
+        "seconds",
+        "rows",
+        "resume",
+        "high-water mark",
+        "next due",
     ]);
     for line in lines {
         let s = &line.stored;
         let run = s.last_run.as_ref();
         table.add_row([
             s.job.clone(),
-            run.map(|r| r.status.as_str().to_string()).unwrap_or_else(|| "never".into()),
+            run.map(|r| r.status.as_str().to_string())
+                .unwrap_or_else(|| "never".into()),
             run.map(|r| r.started_at.clone()).unwrap_or_default(),
-            run.and_then(|r| seconds(&r.started_at, r.finished_at.as_deref())).unwrap_or_default(),
+            run.and_then(|r| seconds(&r.started_at, r.finished_at.as_deref()))
+                .unwrap_or_default(),
             s.rows.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             resume_point(s),
             marks(s),
@@ -113,19 +134,31 @@ fn resume_point(status: &JobStatus) -> String {
     match status.checkpoints.len() {
         0 if status.finished_partitions.is_empty() => "complete".into(),
         0 => format!("{} partitions done", status.finished_partitions.len()),
-        1 => status.checkpoints.iter().map(|(p, pos)| label(p, &describe(pos))).collect(),
+        1 => status
+            .checkpoints
+            .iter()
+            .map(|(p, pos)| label(p, &describe(pos)))
+            .collect(),
         n => format!("{n} partitions unfinished"),
     }
 }
 
 fn label(partition: &str, text: &str) -> String {
-    if partition.is_empty() { text.to_string() } else { format!("{partition}: {text}") }
+    if partition.is_empty() {
+        text.to_string()
+    } else {
+        format!("{partition}: {text}")
+    }
 }
 
 fn marks(status: &JobStatus) -> String {
     match status.marks.len() {
         0 => "-".into(),
-        1 => status.marks.iter().map(|(p, m)| label(p, m.trim_matches('"'))).collect(),
+        1 => status
+            .marks
+            .iter()
+            .map(|(p, m)| label(p, m.trim_matches('"')))
+            .collect(),
         n => format!("{n} partitions"),
     }
 }

@@ -8,9 +8,18 @@ pub use server::{DEMO_TOKEN, DemoConfig, DemoServer, customer, event, order};
 
 /// The demo job files: (file name, contents).
 pub const DEMO_JOBS: [(&str, &str); 3] = [
-    ("demo_customers.toml", include_str!("../../jobs/demo_customers.toml")),
-    ("demo_orders.toml", include_str!("../../jobs/demo_orders.toml")),
-    ("demo_events.toml", include_str!("../../jobs/demo_events.toml")),
+    (
+        "demo_customers.toml",
+        include_str!("../../jobs/demo_customers.toml"),
+    ),
+    (
+        "demo_orders.toml",
+        include_str!("../../jobs/demo_orders.toml"),
+    ),
+    (
+        "demo_events.toml",
+        include_str!("../../jobs/demo_events.toml"),
+    ),
 ];
 
 /// The environment variable the demo jobs read their token from.

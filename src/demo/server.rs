@@ -162,8 +162,7 @@ fn timestamp(id: u64) -> String {
     let base = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
         .map(|t| t.with_timezone(&chrono::Utc))
         .unwrap_or_default();
-    (base + chrono::Duration::minutes(id as i64))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    (base + chrono::Duration::minutes(id as i64)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -216,7 +215,11 @@ fn first_id_since(params: &HashMap<String, String>) -> Result<u64, Response> {
     Ok(if exact { minutes } else { minutes + 1 }.max(1))
 }
 
-async fn customers(State(state): State<Arc<DemoState>>, headers: HeaderMap, Query(params): Params) -> Response {
+async fn customers(
+    State(state): State<Arc<DemoState>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
     if let Err(refused) = admit(&state, &headers).await {
         return refused;
     }
@@ -236,13 +239,19 @@ async fn customers(State(state): State<Arc<DemoState>>, headers: HeaderMap, Quer
         let data: Vec<Value> = (after + 1..=last).map(customer).collect();
         let has_more = last < state.config.customers;
         let next = has_more.then(|| format!("c_{last}"));
-        Ok(axum::Json(json!({ "data": data, "meta": { "next_cursor": next }, "has_more": has_more }))
-            .into_response())
+        Ok(axum::Json(
+            json!({ "data": data, "meta": { "next_cursor": next }, "has_more": has_more }),
+        )
+        .into_response())
     })();
     result.unwrap_or_else(|refused: Response| refused)
 }
 
-async fn orders(State(state): State<Arc<DemoState>>, headers: HeaderMap, Query(params): Params) -> Response {
+async fn orders(
+    State(state): State<Arc<DemoState>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
     if let Err(refused) = admit(&state, &headers).await {
         return refused;
     }
@@ -258,7 +267,9 @@ async fn orders(State(state): State<Arc<DemoState>>, headers: HeaderMap, Query(p
             let mut link = format!("</v1/orders?page={}&per_page={per_page}", page + 1);
             if let Some(since) = params.get("updated_since") {
                 link.push_str("&updated_since=");
-                link.push_str(&url::form_urlencoded::byte_serialize(since.as_bytes()).collect::<String>());
+                link.push_str(
+                    &url::form_urlencoded::byte_serialize(since.as_bytes()).collect::<String>(),
+                );
             }
             link.push_str(">; rel=\"next\"");
             if let Ok(value) = HeaderValue::from_str(&link) {
@@ -270,7 +281,11 @@ async fn orders(State(state): State<Arc<DemoState>>, headers: HeaderMap, Query(p
     result.unwrap_or_else(|refused: Response| refused)
 }
 
-async fn events(State(state): State<Arc<DemoState>>, headers: HeaderMap, Query(params): Params) -> Response {
+async fn events(
+    State(state): State<Arc<DemoState>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
     if let Err(refused) = admit(&state, &headers).await {
         return refused;
     }

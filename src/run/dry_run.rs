@@ -25,7 +25,11 @@ pub fn dry_run(plan: &ProjectPlan, jobs: &[JobPlan], mode: &JobMode) -> Result<S
             Some(slices) => slices.clone(),
             None => planned_partitions(&store, plan, job)?,
         };
-        let auth = job.auth.as_deref().map(|a| format!(", auth \"{a}\"")).unwrap_or_default();
+        let auth = job
+            .auth
+            .as_deref()
+            .map(|a| format!(", auth \"{a}\""))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "{}. {} -> table \"{}\" ({:?}{auth}), {} stream(s)",
@@ -62,14 +66,27 @@ pub(crate) fn execution_order(jobs: &[JobPlan]) -> Vec<&JobPlan> {
     ordered
 }
 
-fn planned_partitions(store: &Store, plan: &ProjectPlan, job: &JobPlan) -> Result<Vec<Partition>, RunError> {
-    let failed = |message: String| RunError::Partitions { job: job.name.clone(), message };
+fn planned_partitions(
+    store: &Store,
+    plan: &ProjectPlan,
+    job: &JobPlan,
+) -> Result<Vec<Partition>, RunError> {
+    let failed = |message: String| RunError::Partitions {
+        job: job.name.clone(),
+        message,
+    };
     Ok(match &job.partitions {
         None => vec![Partition::whole()],
         Some(PartitionsPlan::Values(values)) => values.iter().map(|v| value_partition(v)).collect(),
-        Some(PartitionsPlan::Dates { from, to, step }) => date_slices(from, to, *step, chrono::Utc::now()).map_err(failed)?,
+        Some(PartitionsPlan::Dates { from, to, step }) => {
+            date_slices(from, to, *step, chrono::Utc::now()).map_err(failed)?
+        }
         Some(PartitionsPlan::FromJob { job: parent, field }) => {
-            let table = plan.jobs.iter().find(|j| &j.name == parent).map(|j| j.output.table.clone());
+            let table = plan
+                .jobs
+                .iter()
+                .find(|j| &j.name == parent)
+                .map(|j| j.output.table.clone());
             let table = table.unwrap_or_else(|| parent.clone());
             match store.distinct_values(&table, field) {
                 Ok(values) => values.iter().map(|v| value_partition(v)).collect(),
@@ -80,16 +97,32 @@ fn planned_partitions(store: &Store, plan: &ProjectPlan, job: &JobPlan) -> Resul
     })
 }
 
-fn describe_stream(store: &Store, http: &HttpClient, job: &JobPlan, partition: &Partition, mode: &JobMode) -> Result<String, RunError> {
+fn describe_stream(
+    store: &Store,
+    http: &HttpClient,
+    job: &JobPlan,
+    partition: &Partition,
+    mode: &JobMode,
+) -> Result<String, RunError> {
     let key = StreamKey::new(job.name.clone(), partition.key.clone());
-    let label = if partition.key.is_empty() { String::new() } else { format!("[{}] ", partition.key) };
+    let label = if partition.key.is_empty() {
+        String::new()
+    } else {
+        format!("[{}] ", partition.key)
+    };
     let position = match store.load_checkpoint(&key)? {
-        Some(text) => serde_json::from_str::<StreamPosition>(&text).map_err(|err| RunError::BadCheckpoint {
-            job: job.name.clone(),
-            message: err.to_string(),
+        Some(text) => serde_json::from_str::<StreamPosition>(&text).map_err(|err| {
+            RunError::BadCheckpoint {
+                job: job.name.clone(),
+                message: err.to_string(),
+            }
         })?,
         None => {
-            let mark = if mode.full_refresh || mode.backfill.is_some() { None } else { store.load_mark(&key)? };
+            let mark = if mode.full_refresh || mode.backfill.is_some() {
+                None
+            } else {
+                store.load_mark(&key)?
+            };
             StreamPosition::start(incremental::since(job, mark.as_deref()))
         }
     };
@@ -97,10 +130,19 @@ fn describe_stream(store: &Store, http: &HttpClient, job: &JobPlan, partition: &
         0 => "from the start".to_string(),
         pages => format!("resuming after {pages} committed page(s)"),
     };
-    let fetcher = StreamFetcher::new(http.clone(), std::sync::Arc::new(job.clone()), partition.clone(), None, position)?;
+    let fetcher = StreamFetcher::new(
+        http.clone(),
+        std::sync::Arc::new(job.clone()),
+        partition.clone(),
+        None,
+        position,
+    )?;
     let method = match job.request.method {
         crate::plan::HttpMethod::Get => "GET",
         crate::plan::HttpMethod::Post => "POST",
     };
-    Ok(format!("{label}{method} {} ({resume})", fetcher.first_request_url()))
+    Ok(format!(
+        "{label}{method} {} ({resume})",
+        fetcher.first_request_url()
+    ))
 }

@@ -10,7 +10,11 @@ use croner::Cron;
 
 /// The first scheduled time after the last successful start (None when the
 /// job has no schedule). At or before `now` means due.
-pub fn next_due(schedule: Option<&str>, last_success_start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn next_due(
+    schedule: Option<&str>,
+    last_success_start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let cron = Cron::from_str(schedule?).ok()?;
     match last_success_start {
         None => Some(now),
@@ -18,7 +22,11 @@ pub fn next_due(schedule: Option<&str>, last_success_start: Option<DateTime<Utc>
     }
 }
 
-pub fn is_due(schedule: Option<&str>, last_success_start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+pub fn is_due(
+    schedule: Option<&str>,
+    last_success_start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
     match schedule {
         None => true,
         Some(_) => next_due(schedule, last_success_start, now).is_none_or(|due| due <= now),
@@ -30,7 +38,9 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -40,13 +50,20 @@ mod tests {
         assert!(!is_due(every_15, last, at("2026-01-01T10:14:59Z")));
         assert!(is_due(every_15, last, at("2026-01-01T10:15:00Z")));
         assert!(is_due(every_15, last, at("2026-01-02T00:00:00Z")));
-        assert_eq!(next_due(every_15, last, at("2026-01-01T10:01:00Z")), Some(at("2026-01-01T10:15:00Z")));
+        assert_eq!(
+            next_due(every_15, last, at("2026-01-01T10:01:00Z")),
+            Some(at("2026-01-01T10:15:00Z"))
+        );
     }
 
     #[test]
     fn never_run_and_unscheduled_jobs_are_due() {
         assert!(is_due(Some("0 3 * * *"), None, at("2026-01-01T00:00:00Z")));
-        assert!(is_due(None, Some(at("2026-01-01T00:00:00Z")), at("2026-01-01T00:00:01Z")));
+        assert!(is_due(
+            None,
+            Some(at("2026-01-01T00:00:00Z")),
+            at("2026-01-01T00:00:01Z")
+        ));
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("job \"{job}\": the saved checkpoint cannot be read ({message}) (hint: `apisync reset {job}` forgets it)")]
+    #[error(
+        "job \"{job}\": the saved checkpoint cannot be read ({message}) (hint: `apisync reset {job}` forgets it)"
+    )]
     BadCheckpoint { job: String, message: String },
     #[error("job \"{job}\": {message}")]
     Credential { job: String, message: String },

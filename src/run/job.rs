@@ -27,11 +27,13 @@ pub struct JobMode {
 pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> JobSummary {
     let started = Instant::now();
     let mut summary = JobSummary::new(&job.name);
-    let run_id = match env.writer.call({
-        let name = job.name.clone();
-        move |store| store.begin_run(&name)
-    })
-    .await
+    let run_id = match env
+        .writer
+        .call({
+            let name = job.name.clone();
+            move |store| store.begin_run(&name)
+        })
+        .await
     {
         Ok(Ok(id)) => id,
         Ok(Err(err)) => return summary.failed(RunError::Store(err), started),
@@ -79,9 +81,14 @@ async fn run_partitions(
     run_id: crate::store::RunId,
     summary: &mut JobSummary,
 ) -> Result<(), RunError> {
-    let table = Arc::new(TableSpec::new(&job.output, !job.records.primary_key.is_empty()));
+    let table = Arc::new(TableSpec::new(
+        &job.output,
+        !job.records.primary_key.is_empty(),
+    ));
     let prepared = table.clone();
-    env.writer.call(move |store| store.prepare_table(&prepared)).await??;
+    env.writer
+        .call(move |store| store.prepare_table(&prepared))
+        .await??;
     let partitions = match &mode.backfill {
         Some(slices) => slices.clone(),
         None => partitions_of(env, job).await?,
@@ -98,11 +105,17 @@ async fn run_partitions(
         None => None,
         Some(Some(Ok(credential))) => Some(credential.clone()),
         Some(Some(Err(message))) => {
-            return Err(RunError::Credential { job: job.name.clone(), message: message.clone() });
+            return Err(RunError::Credential {
+                job: job.name.clone(),
+                message: message.clone(),
+            });
         }
         Some(None) => {
             let message = "its auth was not prepared (a bug)".to_string();
-            return Err(RunError::Credential { job: job.name.clone(), message });
+            return Err(RunError::Credential {
+                job: job.name.clone(),
+                message,
+            });
         }
     };
     let stream_env = StreamEnv {

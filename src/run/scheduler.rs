@@ -12,7 +12,11 @@ use super::summary::{JobStatus, JobSummary};
 use super::{RunEnv, RunError};
 use crate::plan::JobPlan;
 
-pub(crate) async fn run_jobs(env: &RunEnv, jobs: Vec<Arc<JobPlan>>, mode: &JobMode) -> Vec<JobSummary> {
+pub(crate) async fn run_jobs(
+    env: &RunEnv,
+    jobs: Vec<Arc<JobPlan>>,
+    mode: &JobMode,
+) -> Vec<JobSummary> {
     let selected: HashMap<String, Arc<JobPlan>> =
         jobs.iter().map(|j| (j.name.clone(), j.clone())).collect();
     let mut waiting: Vec<Arc<JobPlan>> = jobs;
@@ -25,7 +29,10 @@ pub(crate) async fn run_jobs(env: &RunEnv, jobs: Vec<Arc<JobPlan>>, mode: &JobMo
             };
             let job = waiting.remove(index);
             if let Some(dependency) = failed_dependency(&job, &done) {
-                let err = RunError::DependencyFailed { job: job.name.clone(), dependency };
+                let err = RunError::DependencyFailed {
+                    job: job.name.clone(),
+                    dependency,
+                };
                 tracing::error!(job = %job.name, error = %err, "job skipped");
                 done.insert(job.name.clone(), JobSummary::skipped(&job.name, err));
                 continue;
@@ -49,7 +56,11 @@ pub(crate) async fn run_jobs(env: &RunEnv, jobs: Vec<Arc<JobPlan>>, mode: &JobMo
 }
 
 /// All selected dependencies have ended (one way or another).
-fn ready(job: &JobPlan, selected: &HashMap<String, Arc<JobPlan>>, done: &BTreeMap<String, JobSummary>) -> bool {
+fn ready(
+    job: &JobPlan,
+    selected: &HashMap<String, Arc<JobPlan>>,
+    done: &BTreeMap<String, JobSummary>,
+) -> bool {
     job.depends_on
         .iter()
         .all(|dep| !selected.contains_key(dep) || done.contains_key(dep))
@@ -58,6 +69,9 @@ fn ready(job: &JobPlan, selected: &HashMap<String, Arc<JobPlan>>, done: &BTreeMa
 fn failed_dependency(job: &JobPlan, done: &BTreeMap<String, JobSummary>) -> Option<String> {
     job.depends_on
         .iter()
-        .find(|dep| done.get(*dep).is_some_and(|s| s.status != JobStatus::Succeeded))
+        .find(|dep| {
+            done.get(*dep)
+                .is_some_and(|s| s.status != JobStatus::Succeeded)
+        })
         .cloned()
 }

@@ -12,13 +12,20 @@ pub enum SelectError {
 
 /// Jobs named in `names` (all when empty), then filtered by `tags` (any
 /// tag matches). Sorted by name; order of execution is the scheduler's.
-pub fn select_jobs(plan: &ProjectPlan, names: &[String], tags: &[String]) -> Result<Vec<JobPlan>, SelectError> {
+pub fn select_jobs(
+    plan: &ProjectPlan,
+    names: &[String],
+    tags: &[String],
+) -> Result<Vec<JobPlan>, SelectError> {
     for name in names {
         if !plan.jobs.iter().any(|j| &j.name == name) {
             let hint = closest(name, plan.jobs.iter().map(|j| j.name.as_str()))
                 .map(|c| format!("; did you mean \"{c}\"?"))
                 .unwrap_or_default();
-            return Err(SelectError::UnknownJob { name: name.clone(), hint });
+            return Err(SelectError::UnknownJob {
+                name: name.clone(),
+                hint,
+            });
         }
     }
     let chosen: Vec<JobPlan> = plan
@@ -29,7 +36,12 @@ pub fn select_jobs(plan: &ProjectPlan, names: &[String], tags: &[String]) -> Res
         .cloned()
         .collect();
     if chosen.is_empty() && (!names.is_empty() || !tags.is_empty()) {
-        let available = plan.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ");
+        let available = plan
+            .jobs
+            .iter()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(SelectError::NothingSelected { available });
     }
     Ok(chosen)
@@ -66,9 +78,15 @@ mod tests {
     #[test]
     fn an_unknown_name_suggests_the_closest_job() {
         let mut plan = crate::run::test_support::project();
-        plan.jobs = vec![crate::run::test_support::job("orders"), crate::run::test_support::job("customers")];
+        plan.jobs = vec![
+            crate::run::test_support::job("orders"),
+            crate::run::test_support::job("customers"),
+        ];
         let err = select_jobs(&plan, &["ordrs".into()], &[]).unwrap_err();
-        assert_eq!(err.to_string(), "no job named \"ordrs\"; did you mean \"orders\"? (hint: `apisync status` lists the jobs)");
+        assert_eq!(
+            err.to_string(),
+            "no job named \"ordrs\"; did you mean \"orders\"? (hint: `apisync status` lists the jobs)"
+        );
     }
 
     #[test]
@@ -78,6 +96,9 @@ mod tests {
         tagged.tags = vec!["hourly".into()];
         plan.jobs = vec![tagged, crate::run::test_support::job("customers")];
         let chosen = select_jobs(&plan, &[], &["hourly".into()]).unwrap();
-        assert_eq!(chosen.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["orders"]);
+        assert_eq!(
+            chosen.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+            ["orders"]
+        );
     }
 }

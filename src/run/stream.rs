@@ -152,10 +152,11 @@ async fn submit_page(
     key: &StreamKey,
     page: Page,
 ) -> Result<PendingCommit, RunError> {
-    let position = serde_json::to_string(&page.position).map_err(|err| RunError::BadCheckpoint {
-        job: key.job.clone(),
-        message: err.to_string(),
-    })?;
+    let position =
+        serde_json::to_string(&page.position).map_err(|err| RunError::BadCheckpoint {
+            job: key.job.clone(),
+            message: err.to_string(),
+        })?;
     let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
     env.writer
         .submit(move |store| store.apply_page(&key, &table, run_id, &page.records, &position))

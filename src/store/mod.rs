@@ -12,7 +12,7 @@ mod runs;
 mod sql;
 mod streams;
 mod tables;
-mod tokens;
+pub mod tokens;
 mod types;
 mod write;
 

@@ -112,8 +112,12 @@ impl FaultServer {
             config,
             log: Mutex::new(Vec::new()),
         });
-        let app = Router::new().route("/items", get(items)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app = Router::new()
+            .route("/items", get(items))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -173,7 +177,11 @@ fn draw(shared: &Shared) -> Option<Fault> {
     Some(config.faults[rng.random_range(0..config.faults.len())])
 }
 
-async fn items(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn items(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let fault = draw(&shared);
     let uri = format!("{q:?}");
     shared.log.lock().unwrap().push((uri, fault));
@@ -182,7 +190,13 @@ async fn items(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): 
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let (start, page) = position(&shared.config, &q);
-    let body = page_body(&shared.config, start, page, fault == Some(Fault::RepeatCursor), &q);
+    let body = page_body(
+        &shared.config,
+        start,
+        page,
+        fault == Some(Fault::RepeatCursor),
+        &q,
+    );
     match fault {
         None | Some(Fault::RepeatCursor) => json_response(&shared.config, start, page, body),
         Some(fault) => faulty(&shared.config, fault, body),
@@ -201,7 +215,13 @@ fn position(config: &FaultConfig, q: &HashMap<String, String>) -> (u64, u64) {
     (start, start / config.page_size.max(1) + 1)
 }
 
-fn page_body(config: &FaultConfig, start: u64, page: u64, repeat: bool, q: &HashMap<String, String>) -> Value {
+fn page_body(
+    config: &FaultConfig,
+    start: u64,
+    page: u64,
+    repeat: bool,
+    q: &HashMap<String, String>,
+) -> Value {
     let end = (start + config.page_size).min(config.records);
     let data: Vec<Value> = (start + 1..=end).map(record).collect();
     let more = end < config.records;
@@ -212,7 +232,9 @@ fn page_body(config: &FaultConfig, start: u64, page: u64, repeat: bool, q: &Hash
     let _ = (page, q);
     match config.style {
         Style::Cursor => json!({ "data": data, "next": more.then(|| next.to_string()) }),
-        Style::NextUrl => json!({ "data": data, "links": { "next": more.then(|| format!("/items?from={next}&size={size}")) } }),
+        Style::NextUrl => {
+            json!({ "data": data, "links": { "next": more.then(|| format!("/items?from={next}&size={size}")) } })
+        }
         Style::LinkHeader => json!({ "data": data }),
         Style::Offset => json!({ "data": data, "total": config.records }),
         Style::Page => json!({ "data": data, "total_pages": pages }),
@@ -224,7 +246,10 @@ fn json_response(config: &FaultConfig, start: u64, _page: u64, body: Value) -> R
     if config.style == Style::LinkHeader {
         let end = (start + config.page_size).min(config.records);
         if end < config.records {
-            let link = format!("</items?from={end}&size={}>; rel=\"next\"", config.page_size);
+            let link = format!(
+                "</items?from={end}&size={}>; rel=\"next\"",
+                config.page_size
+            );
             if let Ok(value) = HeaderValue::from_str(&link) {
                 response.headers_mut().insert(header::LINK, value);
             }
@@ -239,7 +264,9 @@ fn faulty(config: &FaultConfig, fault: Fault, body: Value) -> Response {
         Fault::Status500 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Fault::Status502 => StatusCode::BAD_GATEWAY.into_response(),
         Fault::Status503 => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        Fault::TooMany => (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "0")]).into_response(),
+        Fault::TooMany => {
+            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "0")]).into_response()
+        }
         Fault::TooManyDate => {
             let date = httpdate::fmt_http_date(std::time::SystemTime::now());
             (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, date)]).into_response()
@@ -257,11 +284,21 @@ fn faulty(config: &FaultConfig, fault: Fault, body: Value) -> Response {
             });
             Response::new(Body::from_stream(stream))
         }
-        Fault::TruncatedJson => {
-            ([(header::CONTENT_TYPE, "application/json")], text[..text.len() / 2].to_string()).into_response()
-        }
-        Fault::Html => ([(header::CONTENT_TYPE, "text/html")], "<!doctype html><title>Maintenance</title>").into_response(),
-        Fault::WrongContentType => ([(header::CONTENT_TYPE, "text/plain")], "service temporarily unavailable").into_response(),
+        Fault::TruncatedJson => (
+            [(header::CONTENT_TYPE, "application/json")],
+            text[..text.len() / 2].to_string(),
+        )
+            .into_response(),
+        Fault::Html => (
+            [(header::CONTENT_TYPE, "text/html")],
+            "<!doctype html><title>Maintenance</title>",
+        )
+            .into_response(),
+        Fault::WrongContentType => (
+            [(header::CONTENT_TYPE, "text/plain")],
+            "service temporarily unavailable",
+        )
+            .into_response(),
         Fault::Oversize => {
             let padding = "x".repeat(config.oversize_bytes);
             axum::Json(json!({ "data": [], "padding": padding })).into_response()
@@ -275,10 +312,18 @@ fn faulty(config: &FaultConfig, fault: Fault, body: Value) -> Response {
 fn broken_body(sent: Vec<u8>, length: usize) -> Response {
     let chunks = futures::stream::iter(vec![
         Ok(axum::body::Bytes::from(sent)),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset",
+        )),
     ]);
     let mut response = Response::new(Body::from_stream(chunks));
-    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

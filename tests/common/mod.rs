@@ -31,7 +31,8 @@ impl Project {
     }
 
     pub fn job(&self, name: &str, text: &str) -> &Self {
-        std::fs::write(self.path().join("jobs").join(format!("{name}.toml")), text).expect("write job");
+        std::fs::write(self.path().join("jobs").join(format!("{name}.toml")), text)
+            .expect("write job");
         self
     }
 
