@@ -511,3 +511,26 @@ async fn a_repeated_next_url_or_link_fails_with_the_page_url() {
         assert_eq!(project.rows("items"), window(&api.data(), 0, 10), "{kind}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_a_last_record_cursor_fails_instead_of_looping() {
+    // The API ignores `since_id`: every page is the first one, so the last
+    // record's id (the next cursor) repeats.
+    let api = Api::start(data(12), |_, data| {
+        json(json!({ "data": window(data, 0, PAGE) }))
+    })
+    .await;
+    let project = project(&format!(
+        "[request]\nurl = \"{}/items\"\n[pagination]\ntype = \"cursor\"\ncursor_from = \"last_record\"\ncursor_path = \"/id\"\ncursor_param = \"since_id\"\n[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n",
+        api.base
+    ));
+    let output = project.run(&["run"]).await;
+    let text = describe(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{}/items?since_id=5", api.base)) && text.contains("same cursor"),
+        "{text}"
+    );
+    assert_eq!(params(&api, "since_id"), [None, Some("5".to_string())]);
+    assert_eq!(project.rows("items"), window(&api.data(), 0, PAGE));
+}
