@@ -61,7 +61,7 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
         })
         .collect();
     if args.json {
-        match serde_json::to_string_pretty(&lines) {
+        match serde_json::to_value(&lines).map(parse_stored_json).and_then(|v| serde_json::to_string_pretty(&v)) {
             Ok(text) => println!("{text}"),
             Err(err) => {
                 eprintln!("error: {err}");
@@ -72,6 +72,21 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
         println!("{}", render(&lines));
     }
     Exit::Ok
+}
+
+/// Marks and checkpoints are stored as JSON text; scripts get them as JSON
+/// values rather than strings to parse again.
+fn parse_stored_json(mut lines: serde_json::Value) -> serde_json::Value {
+    for line in lines.as_array_mut().into_iter().flatten() {
+        for key in ["marks", "checkpoints"] {
+            for value in line[key].as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+                if let Some(parsed) = value.as_str().and_then(|t| serde_json::from_str(t).ok()) {
+                    *value = parsed;
+                }
+            }
+        }
+    }
+    lines
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -87,6 +102,7 @@ fn render(lines: &[StatusLine]) -> String {
         "last run",
         "started",
         "seconds",
+        "records",
         "rows",
         "resume",
         "high-water mark",
@@ -102,6 +118,7 @@ fn render(lines: &[StatusLine]) -> String {
             run.map(|r| r.started_at.clone()).unwrap_or_default(),
             run.and_then(|r| seconds(&r.started_at, r.finished_at.as_deref()))
                 .unwrap_or_default(),
+            run.map(|r| r.records.to_string()).unwrap_or_default(),
             s.rows.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             resume_point(s),
             marks(s),
@@ -132,6 +149,7 @@ fn resume_point(status: &JobStatus) -> String {
         Err(_) => "unreadable checkpoint".to_string(),
     };
     match status.checkpoints.len() {
+        0 if status.last_run.is_none() => "-".into(),
         0 if status.finished_partitions.is_empty() => "complete".into(),
         0 => format!("{} partitions done", status.finished_partitions.len()),
         1 => status
