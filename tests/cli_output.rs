@@ -22,12 +22,48 @@ async fn small_demo() -> DemoServer {
     DemoServer::bind(0, config).await.expect("bind demo API")
 }
 
+/// One good page, then 500 for good: the job fails with a saved cursor.
+async fn half_broken_api() -> String {
+    async fn page(
+        axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        match q.get("after") {
+            None => axum::Json(serde_json::json!({
+                "data": [{ "id": 1 }, { "id": 2 }],
+                "next": "page-2"
+            }))
+            .into_response(),
+            Some(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    }
+    let app = axum::Router::new().route("/items", axum::routing::get(page));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
 const DEMO_AUTH: &str = r#"auth = { type = "bearer", token = { env = "DEMO_API_TOKEN" } }"#;
 
-/// Five jobs: three that sync, one the server refuses, one never run.
-fn status_project(base: &str) -> Project {
+/// Six jobs: three that sync, one the server refuses, one that stops half
+/// way (with a resume point), one never run.
+fn status_project(base: &str, half_broken: &str) -> Project {
     let project = Project::new();
     project
+        .job(
+            "halfway",
+            &format!(
+                "[request]\nurl = \"{half_broken}/items\"\n\
+                 [pagination]\ntype = \"cursor\"\ncursor_path = \"/next\"\ncursor_param = \"after\"\n\
+                 [records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n\
+                 [retry]\nmax_attempts = 1\n"
+            ),
+        )
         .job(
             "customers",
             &format!(
@@ -97,8 +133,9 @@ fn status_settings() -> insta::Settings {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_every_job_after_a_real_sync_as_a_table_and_as_json() {
     let server = small_demo().await;
-    let project = status_project(&server.base_url());
-    let synced = run(&project, &["run", "customers", "orders", "events", "refused"]).await;
+    let project = status_project(&server.base_url(), &half_broken_api().await);
+    let args = ["run", "customers", "orders", "events", "refused", "halfway"];
+    let synced = run(&project, &args).await;
     assert_eq!(synced.status.code(), Some(1), "refused fails: {}", describe(&synced));
     assert_eq!(project.rows("customers").len(), 7);
     assert_eq!(project.rows("orders").len(), 12);
@@ -114,13 +151,17 @@ async fn status_shows_every_job_after_a_real_sync_as_a_table_and_as_json() {
     let json = String::from_utf8(json.stdout).expect("UTF-8");
     let parsed: Value = serde_json::from_str(&json).expect("status --json is JSON");
     let jobs = parsed.as_array().expect("an array of jobs");
-    assert_eq!(jobs.len(), 5);
+    assert_eq!(jobs.len(), 6);
     let customers = &jobs[0];
     assert_eq!(customers["job"], "customers");
     assert_eq!(customers["last_run"]["status"], "succeeded");
     assert_eq!(customers["last_run"]["records"], 7);
     assert_eq!(customers["rows"], 7);
     assert_eq!(customers["marks"][""], "2024-01-01T00:07:00Z", "{customers}");
+    let halfway = jobs.iter().find(|j| j["job"] == "halfway").expect("halfway");
+    assert_eq!(halfway["last_run"]["records"], 2);
+    assert_eq!(halfway["checkpoints"][""]["next"]["cursor"], "page-2", "{halfway}");
+    assert!(table.contains("cursor page-2 (after 1 page)"), "{table}");
     let refused = jobs.iter().find(|j| j["job"] == "refused").expect("refused");
     assert_eq!(refused["last_run"]["status"], "failed");
     let waiting = jobs.iter().find(|j| j["job"] == "waiting").expect("waiting");

@@ -11,7 +11,7 @@ use super::args::{GlobalArgs, StatusArgs};
 use super::{Exit, commands};
 use crate::fetch::{NextRequest, StreamPosition};
 use crate::run::{next_due, select_jobs};
-use crate::store::{JobStatus, Store};
+use crate::store::{JobStatus, RunStatus, Store};
 
 #[derive(Debug, Serialize)]
 struct StatusLine {
@@ -144,14 +144,25 @@ fn resume_point(status: &JobStatus) -> String {
                 NextRequest::Offset { offset } => format!("offset {offset}"),
                 NextRequest::Page { page } => format!("page {page}"),
             };
-            format!("{next} (after {} pages)", position.pages)
+            let plural = if position.pages == 1 { "" } else { "s" };
+            format!("{next} (after {} page{plural})", position.pages)
         }
         Err(_) => "unreadable checkpoint".to_string(),
     };
     match status.checkpoints.len() {
         0 if status.last_run.is_none() => "-".into(),
-        0 if status.finished_partitions.is_empty() => "complete".into(),
-        0 => format!("{} partitions done", status.finished_partitions.len()),
+        0 if !status.finished_partitions.is_empty() => {
+            format!("{} partitions done", status.finished_partitions.len())
+        }
+        // Stopped before its first page was committed: the next run starts over.
+        0 if status
+            .last_run
+            .as_ref()
+            .is_some_and(|r| r.status != RunStatus::Succeeded) =>
+        {
+            "start".into()
+        }
+        0 => "complete".into(),
         1 => status
             .checkpoints
             .iter()
