@@ -136,7 +136,12 @@ async fn status_shows_every_job_after_a_real_sync_as_a_table_and_as_json() {
     let project = status_project(&server.base_url(), &half_broken_api().await);
     let args = ["run", "customers", "orders", "events", "refused", "halfway"];
     let synced = run(&project, &args).await;
-    assert_eq!(synced.status.code(), Some(1), "refused fails: {}", describe(&synced));
+    assert_eq!(
+        synced.status.code(),
+        Some(1),
+        "refused fails: {}",
+        describe(&synced)
+    );
     assert_eq!(project.rows("customers").len(), 7);
     assert_eq!(project.rows("orders").len(), 12);
     assert_eq!(project.rows("events").len(), 5);
@@ -157,16 +162,34 @@ async fn status_shows_every_job_after_a_real_sync_as_a_table_and_as_json() {
     assert_eq!(customers["last_run"]["status"], "succeeded");
     assert_eq!(customers["last_run"]["records"], 7);
     assert_eq!(customers["rows"], 7);
-    assert_eq!(customers["marks"][""], "2024-01-01T00:07:00Z", "{customers}");
-    let halfway = jobs.iter().find(|j| j["job"] == "halfway").expect("halfway");
+    assert_eq!(
+        customers["marks"][""], "2024-01-01T00:07:00Z",
+        "{customers}"
+    );
+    let halfway = jobs
+        .iter()
+        .find(|j| j["job"] == "halfway")
+        .expect("halfway");
     assert_eq!(halfway["last_run"]["records"], 2);
-    assert_eq!(halfway["checkpoints"][""]["next"]["cursor"], "page-2", "{halfway}");
+    assert_eq!(
+        halfway["checkpoints"][""]["next"]["cursor"], "page-2",
+        "{halfway}"
+    );
     assert!(table.contains("cursor page-2 (after 1 page)"), "{table}");
-    let refused = jobs.iter().find(|j| j["job"] == "refused").expect("refused");
+    let refused = jobs
+        .iter()
+        .find(|j| j["job"] == "refused")
+        .expect("refused");
     assert_eq!(refused["last_run"]["status"], "failed");
-    let waiting = jobs.iter().find(|j| j["job"] == "waiting").expect("waiting");
+    let waiting = jobs
+        .iter()
+        .find(|j| j["job"] == "waiting")
+        .expect("waiting");
     assert!(waiting["last_run"].is_null());
-    assert!(waiting["next_due"].is_string(), "a scheduled job has a due time");
+    assert!(
+        waiting["next_due"].is_string(),
+        "a scheduled job has a due time"
+    );
 
     status_settings().bind(|| {
         insta::assert_snapshot!("status_table", table);
@@ -208,16 +231,13 @@ async fn failing_project() -> (FaultServer, Project) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_parse_and_carry_job_partition_and_run_id() {
     let (_server, project) = failing_project().await;
-    let output = project
-        .run(&["--log-format", "json", "run"])
-        .await;
+    let output = project.run(&["--log-format", "json", "run"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stderr = String::from_utf8(output.stderr.clone()).expect("UTF-8");
     let lines: Vec<Value> = stderr
         .lines()
         .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"))
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"))
         })
         .collect();
     let retries: Vec<&Value> = lines.iter().filter(|l| l["level"] == "WARN").collect();
@@ -294,7 +314,10 @@ async fn no_color_turns_colour_off_on_a_terminal() {
     let coloured = under_terminal(false).output().await.expect("script");
     let coloured = describe(&coloured);
     assert!(coloured.contains("retrying request"), "{coloured}");
-    assert!(coloured.contains('\u{1b}'), "colour on a terminal: {coloured}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "colour on a terminal: {coloured}"
+    );
     let plain = under_terminal(true).output().await.expect("script");
     let plain = describe(&plain);
     assert!(plain.contains("retrying request"), "{plain}");

@@ -57,9 +57,9 @@ fn secrets_of(auth: &AuthPlan) -> Vec<&SecretSource> {
         AuthPlan::Bearer { token } => vec![token],
         AuthPlan::ApiKey { key, .. } => vec![key],
         AuthPlan::Basic { username, password } => vec![username, password],
-        AuthPlan::ClientCredentials(oauth) => {
-            std::iter::once(&oauth.client_id).chain(&oauth.client_secret).collect()
-        }
+        AuthPlan::ClientCredentials(oauth) => std::iter::once(&oauth.client_id)
+            .chain(&oauth.client_secret)
+            .collect(),
         AuthPlan::RefreshToken {
             oauth,
             refresh_token,
@@ -168,7 +168,8 @@ fn the_root_project_does_not_load_the_examples() {
     assert!(!plan.jobs.is_empty());
     for job in &plan.jobs {
         assert!(
-            !job.file.starts_with(Path::new(EXAMPLES).canonicalize().unwrap())
+            !job.file
+                .starts_with(Path::new(EXAMPLES).canonicalize().unwrap())
                 && !job.file.to_string_lossy().contains("examples"),
             "{} comes from the examples",
             job.file.display()
@@ -363,7 +364,11 @@ fn the_cronjob_forbids_overlap_outlasts_shutdown_and_runs_due_jobs_with_json_log
 
     // The database is on the claim, where the ConfigMap says it is.
     let data = database_mount(pod);
-    assert!(data_in_config(&data), "database not under {}", data.display());
+    assert!(
+        data_in_config(&data),
+        "database not under {}",
+        data.display()
+    );
     secret_mount(pod);
 
     let cli = parse_cli(&argv(pod));

@@ -61,7 +61,10 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
         })
         .collect();
     if args.json {
-        match serde_json::to_value(&lines).map(parse_stored_json).and_then(|v| serde_json::to_string_pretty(&v)) {
+        match serde_json::to_value(&lines)
+            .map(parse_stored_json)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+        {
             Ok(text) => println!("{text}"),
             Err(err) => {
                 eprintln!("error: {err}");
@@ -79,7 +82,11 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
 fn parse_stored_json(mut lines: serde_json::Value) -> serde_json::Value {
     for line in lines.as_array_mut().into_iter().flatten() {
         for key in ["marks", "checkpoints"] {
-            for value in line[key].as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            for value in line[key]
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
                 if let Some(parsed) = value.as_str().and_then(|t| serde_json::from_str(t).ok()) {
                     *value = parsed;
                 }
