@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
+use tracing::Instrument as _;
 
 use super::partitions::partitions_of;
 use super::stream::{StreamEnv, StreamOutcome, run_stream};
@@ -39,7 +40,12 @@ pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> 
         Ok(Err(err)) => return summary.failed(RunError::Store(err), started),
         Err(err) => return summary.failed(err, started),
     };
-    let result = run_partitions(env, &job, mode, run_id, &mut summary).await;
+    // Every line logged for this job carries its name and run id (JSON logs).
+    // ERROR level so that the span is enabled whatever the filter lets through.
+    let span = tracing::error_span!("job", job = %job.name, run_id = run_id.0);
+    let result = run_partitions(env, &job, mode, run_id, &mut summary)
+        .instrument(span.clone())
+        .await;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.status = match (&result, summary.interrupted) {
         (Err(_), _) => JobStatus::Failed,
@@ -47,7 +53,7 @@ pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> 
         (Ok(()), false) => JobStatus::Succeeded,
     };
     if let Err(err) = result {
-        tracing::error!(job = %job.name, error = %err, "job failed");
+        span.in_scope(|| tracing::error!(job = %job.name, error = %err, "job failed"));
         summary.error.get_or_insert_with(|| err.to_string());
     }
     record_outcome(env, run_id, &summary).await;
@@ -135,12 +141,18 @@ async fn run_partitions(
     let mut results = futures::stream::iter(todo)
         .map(|partition| {
             let (stream_env, job) = (&stream_env, job.clone());
+            // The whole-job stream has no partition key, and logs none.
+            let span = tracing::error_span!("stream", partition = tracing::field::Empty);
+            if !partition.key.is_empty() {
+                span.record("partition", partition.key.as_str());
+            }
             async move {
                 let label = partition.key.clone();
                 let mut counts = StreamOutcome::default();
                 let result = run_stream(stream_env, job, partition, &mut counts).await;
                 (label, counts, result)
             }
+            .instrument(span)
         })
         .buffer_unordered(env.stream_width.max(1));
     let mut first_error: Option<RunError> = None;
