@@ -256,7 +256,10 @@ mod tests {
     fn host_keys_prefer_host_and_port_and_never_resolve_names() {
         let limits = limits(
             4,
-            &[("api.example.com", Some(1), None), ("127.0.0.1:8080", None, None)],
+            &[
+                ("api.example.com", Some(1), None),
+                ("127.0.0.1:8080", None, None),
+            ],
         );
         let key = |text: &str| limits.host_key(&url(text));
         assert_eq!(key("https://API.example.com/x"), "api.example.com");
@@ -277,10 +280,18 @@ mod tests {
         // A shorter pause never ends a longer one early.
         limits.pause(&host, Duration::from_secs(1));
         let other = limits.acquire(&url("http://b.example/")).await.unwrap();
-        assert_eq!(started.elapsed(), Duration::ZERO, "other hosts are not paused");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "other hosts are not paused"
+        );
         drop(other);
         let slot = limits.acquire(&url("http://a.example/x")).await.unwrap();
-        assert!(started.elapsed() >= Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(slot.host(), "a.example:80");
     }
 
@@ -328,16 +339,27 @@ mod tests {
         let a1 = limits.acquire(&url("http://a.example/")).await.unwrap();
         let _a2 = limits.acquire(&url("http://a.example/")).await.unwrap();
         assert!(
-            limits.acquire(&url("http://a.example/")).now_or_never().is_none(),
+            limits
+                .acquire(&url("http://a.example/"))
+                .now_or_never()
+                .is_none(),
             "a third request to a host limited to two waits"
         );
         let b1 = limits.acquire(&url("http://b.example/")).await.unwrap();
         assert!(
-            limits.acquire(&url("http://b.example/")).now_or_never().is_none(),
+            limits
+                .acquire(&url("http://b.example/"))
+                .now_or_never()
+                .is_none(),
             "the global limit of three is reached"
         );
         drop(a1);
-        assert!(limits.acquire(&url("http://b.example/")).now_or_never().is_some());
+        assert!(
+            limits
+                .acquire(&url("http://b.example/"))
+                .now_or_never()
+                .is_some()
+        );
         drop(b1);
     }
 

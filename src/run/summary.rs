@@ -128,7 +128,10 @@ mod tests {
         refunds.status = JobStatus::Failed;
         refunds.requests = 6;
         refunds.retries = 5;
-        refunds.error = Some("job \"refunds\": GET https://api.example.com/refunds returned 503 after 6 attempts".into());
+        refunds.error = Some(
+            "job \"refunds\": GET https://api.example.com/refunds returned 503 after 6 attempts"
+                .into(),
+        );
         RunSummary {
             jobs: vec![orders, refunds],
         }
