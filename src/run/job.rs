@@ -13,6 +13,7 @@ use super::partitions::partitions_of;
 use super::stream::{StreamEnv, StreamOutcome, run_stream};
 use super::summary::{JobStatus, JobSummary};
 use super::{RunEnv, RunError};
+use crate::fetch::RequestStats;
 use crate::plan::{JobPlan, Partition};
 use crate::store::{RunOutcome, RunStatus, TableSpec};
 
@@ -124,10 +125,12 @@ async fn run_partitions(
             });
         }
     };
+    let stats = Arc::new(RequestStats::new());
     let stream_env = StreamEnv {
         writer: env.writer.clone(),
         http: env.http.clone(),
         credential,
+        stats: stats.clone(),
         cancel: env.cancel.clone(),
         table: table.clone(),
         run_id,
@@ -167,6 +170,7 @@ async fn run_partitions(
             first_error.get_or_insert(err);
         }
     }
+    summary.add_requests(&stats.snapshot());
     if let Some(err) = first_error {
         return Err(err);
     }
