@@ -98,8 +98,11 @@ async fn one_second_tokens_are_refreshed_about_once_a_second_and_no_page_fails()
         answered.iter().map(|r| r.page).collect::<Vec<_>>(),
         (1..=30).collect::<Vec<_>>()
     );
-    // The server accepts a token for one second: pages spread over `span`
-    // need at least floor(span) + 1 tokens.
+    // The server accepts a token for one second from when it issued it:
+    // pages spread over `span` need about span + 1 tokens. The bound is one
+    // lower because the server stamps a page when it answers, after the
+    // token check, so on a loaded machine the last page can be stamped past
+    // the expiry of a token it was admitted with.
     let span = answered[29].at - answered[0].at;
     let token_requests = server.token_requests();
     assert!(
@@ -109,7 +112,7 @@ async fn one_second_tokens_are_refreshed_about_once_a_second_and_no_page_fails()
     let count = token_requests.len();
     assert!(span >= Duration::from_millis(2900), "{span:?}");
     assert!(
-        count as u64 > span.as_secs() && count >= 2,
+        count as u64 >= span.as_secs() && count >= 2,
         "{count} token requests over {span:?}"
     );
     // Each token is replaced only once it expired (refresh_before = 0s):
