@@ -7,7 +7,9 @@ mod commands;
 mod demo;
 mod env_file;
 mod exit;
+mod init;
 mod logging;
+mod metrics;
 mod signals;
 mod status;
 
