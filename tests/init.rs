@@ -23,7 +23,10 @@ const SIZE: u64 = 3;
 type Params = Query<HashMap<String, String>>;
 
 fn number(params: &HashMap<String, String>, name: &str, default: u64) -> u64 {
-    params.get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+    params
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Records `from..` (0-based), at most `SIZE`.
@@ -50,7 +53,11 @@ async fn next_url(Query(p): Params) -> Json<Value> {
 }
 
 async fn cursor(Query(p): Params) -> Json<Value> {
-    let from = p.get("cursor").and_then(|c| c.strip_prefix('c')).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let from = p
+        .get("cursor")
+        .and_then(|c| c.strip_prefix('c'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     let next = (from + SIZE < RECORDS).then(|| format!("c{}", from + SIZE));
     Json(json!({"data": slice(from), "meta": {"next_cursor": next}}))
 }
@@ -62,7 +69,9 @@ async fn offset(Query(p): Params) -> Json<Value> {
 
 async fn page(Query(p): Params) -> Json<Value> {
     let page = number(&p, "page", 1);
-    Json(json!({"entries": slice((page - 1) * SIZE), "page": page, "total_pages": RECORDS.div_ceil(SIZE)}))
+    Json(
+        json!({"entries": slice((page - 1) * SIZE), "page": page, "total_pages": RECORDS.div_ceil(SIZE)}),
+    )
 }
 
 async fn thing() -> Json<Value> {
@@ -79,7 +88,9 @@ async fn bearer(request: Request, next: Next) -> Response {
 
 /// The API on 127.0.0.1; returns its base URL.
 async fn api() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let app = Router::new()
         .route("/link", get(link))
@@ -111,13 +122,26 @@ async fn detects_and_syncs(path: &str, expected: &str) {
     let base = api().await;
     let project = project();
     let url = format!("{base}{path}");
-    let output = project.run(&["init", "items", "--url", &url, "--auth", "api"]).await;
+    let output = project
+        .run(&["init", "items", "--url", &url, "--auth", "api"])
+        .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("pagination {expected}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("pagination {expected}")),
+        "{stdout}"
+    );
     let job = job_file(&project, "items");
-    assert_eq!(job["pagination"]["type"].as_str(), Some(expected), "{job:#?}");
-    assert_eq!(job["records"]["primary_key"][0].as_str(), Some("/id"), "{job:#?}");
+    assert_eq!(
+        job["pagination"]["type"].as_str(),
+        Some(expected),
+        "{job:#?}"
+    );
+    assert_eq!(
+        job["records"]["primary_key"][0].as_str(),
+        Some("/id"),
+        "{job:#?}"
+    );
 
     let validated = project.run(&["validate"]).await;
     assert_eq!(validated.status.code(), Some(0), "{}", describe(&validated));
@@ -163,7 +187,9 @@ async fn never_overwrites_a_job_file() {
     let mine = "# mine\n[request]\nurl = \"http://127.0.0.1:9/mine\"\n";
     project.job("items", mine);
     let url = format!("{base}/link");
-    let output = project.run(&["init", "items", "--url", &url, "--auth", "api"]).await;
+    let output = project
+        .run(&["init", "items", "--url", &url, "--auth", "api"])
+        .await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("already exists"), "{stderr}");
@@ -176,7 +202,9 @@ async fn says_what_it_could_not_detect_and_still_writes_a_valid_file() {
     let base = api().await;
     let project = project();
     let url = format!("{base}/thing");
-    let output = project.run(&["init", "thing", "--url", &url, "--auth", "api"]).await;
+    let output = project
+        .run(&["init", "thing", "--url", &url, "--auth", "api"])
+        .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not detected: records path"), "{stderr}");
@@ -198,7 +226,9 @@ async fn a_refused_first_page_is_a_clear_error_and_writes_nothing() {
     assert!(stderr.contains("returned 401"), "{stderr}");
     assert!(stderr.contains("--auth"), "{stderr}");
     assert!(!project.path().join("jobs/items.toml").exists());
-    let unknown = project.run(&["init", "items", "--url", &url, "--auth", "nope"]).await;
+    let unknown = project
+        .run(&["init", "items", "--url", &url, "--auth", "nope"])
+        .await;
     assert_eq!(unknown.status.code(), Some(2), "{}", describe(&unknown));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("auth \"nope\" is not defined"));
 }

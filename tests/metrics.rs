@@ -111,8 +111,15 @@ async fn the_metrics_file_holds_the_run_s_figures() {
     assert_eq!(value(&scrape, "apisync_job_records", &customers), synced);
     assert_eq!(value(&scrape, "apisync_job_pages", &customers), 3.0);
     assert!(value(&scrape, "apisync_job_duration_seconds", &customers) >= 0.0);
-    let last = value(&scrape, "apisync_job_last_success_timestamp_seconds", &customers);
-    assert!(last >= before - 1.0 && last <= unix_now(), "{last} vs {before}");
+    let last = value(
+        &scrape,
+        "apisync_job_last_success_timestamp_seconds",
+        &customers,
+    );
+    assert!(
+        last >= before - 1.0 && last <= unix_now(),
+        "{last} vs {before}"
+    );
     let ok = [("apisync_job", "customers"), ("status", "succeeded")];
     assert_eq!(value(&scrape, "apisync_job_status", &ok), 1.0);
     let not_failed = [("apisync_job", "customers"), ("status", "failed")];
@@ -120,7 +127,14 @@ async fn the_metrics_file_holds_the_run_s_figures() {
 
     let failed = [("apisync_job", "missing"), ("status", "failed")];
     assert_eq!(value(&scrape, "apisync_job_status", &failed), 1.0);
-    assert_eq!(value(&scrape, "apisync_job_records", &[("apisync_job", "missing")]), 0.0);
+    assert_eq!(
+        value(
+            &scrape,
+            "apisync_job_records",
+            &[("apisync_job", "missing")]
+        ),
+        0.0
+    );
     // A job that never succeeded has no last-success sample at all.
     assert!(!scrape.samples.iter().any(|s| {
         s.metric == "apisync_job_last_success_timestamp_seconds"
@@ -133,7 +147,10 @@ async fn the_metrics_file_holds_the_run_s_figures() {
         "apisync_job_last_success_timestamp_seconds",
         "apisync_job_status",
     ] {
-        assert!(scrape.docs.contains_key(name), "no HELP for {name}:\n{text}");
+        assert!(
+            scrape.docs.contains_key(name),
+            "no HELP for {name}:\n{text}"
+        );
         assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{text}");
     }
     let leftovers: Vec<_> = std::fs::read_dir(project.path().join("textfile"))
@@ -196,7 +213,9 @@ async fn record(
 async fn pushgateway() -> (String, Received) {
     let seen: Received = Arc::default();
     let app = Router::new().fallback(record).with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}/"), seen)
@@ -221,14 +240,30 @@ async fn every_job_is_pushed_to_its_own_pushgateway_group() {
     );
     let customers = &pushed[0];
     assert_eq!(customers.method, Method::PUT);
-    assert!(customers.content_type.starts_with("text/plain; version=0.0.4"), "{customers:?}");
+    assert!(
+        customers
+            .content_type
+            .starts_with("text/plain; version=0.0.4"),
+        "{customers:?}"
+    );
     let scrape = parse(&customers.body);
     assert_eq!(value(&scrape, "apisync_job_records", &[]), CUSTOMERS as f64);
-    assert_eq!(value(&scrape, "apisync_job_status", &[("status", "succeeded")]), 1.0);
+    assert_eq!(
+        value(&scrape, "apisync_job_status", &[("status", "succeeded")]),
+        1.0
+    );
     // The grouping key carries the job; the body must not repeat it.
-    assert!(scrape.samples.iter().all(|s| s.labels.get("apisync_job").is_none()));
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .all(|s| s.labels.get("apisync_job").is_none())
+    );
     let missing = parse(&pushed[1].body);
-    assert_eq!(value(&missing, "apisync_job_status", &[("status", "failed")]), 1.0);
+    assert_eq!(
+        value(&missing, "apisync_job_status", &[("status", "failed")]),
+        1.0
+    );
     server.shutdown().await;
 }
 

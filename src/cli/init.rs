@@ -21,14 +21,24 @@ pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
         Err(err) => {
             eprintln!("error: {err}");
             return match err {
-                InitError::Exists { .. } | InitError::BadName { .. } | InitError::UnknownAuth { .. } => Exit::Usage,
+                InitError::Exists { .. }
+                | InitError::BadName { .. }
+                | InitError::UnknownAuth { .. } => Exit::Usage,
                 _ => Exit::Failed,
             };
         }
     };
     let found = &written.detection;
-    let kind = found.pagination.value.as_ref().map_or("none", Pagination::type_name);
-    let records = found.records.value.as_ref().map_or("?", |r| r.pointer.as_str());
+    let kind = found
+        .pagination
+        .value
+        .as_ref()
+        .map_or("none", Pagination::type_name);
+    let records = found
+        .records
+        .value
+        .as_ref()
+        .map_or("?", |r| r.pointer.as_str());
     println!(
         "wrote {}: pagination {kind}, records at {records:?}, primary key {}",
         written.path.display(),
@@ -41,13 +51,18 @@ pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
     match commands::load(global) {
         Ok(_) => Exit::Ok,
         Err(exit) => {
-            eprintln!("error: the written file does not validate (edit it, or report this as a bug in init)");
+            eprintln!(
+                "error: the written file does not validate (edit it, or report this as a bug in init)"
+            );
             exit
         }
     }
 }
 
-async fn write(plan: &crate::plan::ProjectPlan, args: &InitArgs) -> Result<crate::init::Written, InitError> {
+async fn write(
+    plan: &crate::plan::ProjectPlan,
+    args: &InitArgs,
+) -> Result<crate::init::Written, InitError> {
     let setup = |message: String| InitError::Fetch {
         url: args.url.to_string(),
         message,
@@ -63,10 +78,9 @@ async fn write(plan: &crate::plan::ProjectPlan, args: &InitArgs) -> Result<crate
     let auth = match args.auth.as_deref() {
         None => None,
         Some(name) => {
-            let auth_plan = plan
-                .auths
-                .get(name)
-                .ok_or_else(|| InitError::UnknownAuth { name: name.to_string() })?;
+            let auth_plan = plan.auths.get(name).ok_or_else(|| InitError::UnknownAuth {
+                name: name.to_string(),
+            })?;
             // The run's token store: a rotated refresh token must be kept.
             let store: Arc<dyn TokenStore> = Arc::new(
                 SqliteTokenStore::open(&plan.settings.database).map_err(|e| InitError::Auth {
@@ -74,8 +88,19 @@ async fn write(plan: &crate::plan::ProjectPlan, args: &InitArgs) -> Result<crate
                     message: e.to_string(),
                 })?,
             );
-            Some(AuthUse { name, plan: auth_plan, store })
+            Some(AuthUse {
+                name,
+                plan: auth_plan,
+                store,
+            })
         }
     };
-    crate::init::init(&client, &plan.settings.jobs_dir, &args.name, &args.url, auth).await
+    crate::init::init(
+        &client,
+        &plan.settings.jobs_dir,
+        &args.name,
+        &args.url,
+        auth,
+    )
+    .await
 }

@@ -139,10 +139,13 @@ pub fn records_path(body: &Value) -> Finding<RecordsAt> {
             } else {
                 format!("; also saw {}", others.join(", "))
             };
-            let saw = format!("{pointer} holds {count} object(s), the largest array of objects{also}");
+            let saw =
+                format!("{pointer} holds {count} object(s), the largest array of objects{also}");
             Finding::found(RecordsAt { pointer, count }, saw)
         }
-        None => Finding::missing("no array of objects at the top level or under data/items/results"),
+        None => {
+            Finding::missing("no array of objects at the top level or under data/items/results")
+        }
     }
 }
 
@@ -179,7 +182,13 @@ fn fields<'a>(body: &'a Value, skip: &str) -> Vec<Field<'a>> {
     out
 }
 
-fn walk<'a>(object: &'a Map<String, Value>, prefix: &str, skip: &str, depth: usize, out: &mut Vec<Field<'a>>) {
+fn walk<'a>(
+    object: &'a Map<String, Value>,
+    prefix: &str,
+    skip: &str,
+    depth: usize,
+    out: &mut Vec<Field<'a>>,
+) {
     for (key, value) in object {
         let pointer = format!("{prefix}/{}", escape(key));
         if pointer == skip {
@@ -206,26 +215,60 @@ fn normalize(key: &str) -> String {
 }
 
 const NEXT_URL_KEYS: &[&str] = &[
-    "next", "nexturl", "nextlink", "nextpage", "nextpageurl", "nexthref", "odatanextlink",
+    "next",
+    "nexturl",
+    "nextlink",
+    "nextpage",
+    "nextpageurl",
+    "nexthref",
+    "odatanextlink",
 ];
 const CURSOR_KEYS: &[&str] = &[
-    "nextcursor", "cursor", "nextpagetoken", "pagetoken", "nexttoken", "endcursor", "after",
-    "continuationtoken", "next",
+    "nextcursor",
+    "cursor",
+    "nextpagetoken",
+    "pagetoken",
+    "nexttoken",
+    "endcursor",
+    "after",
+    "continuationtoken",
+    "next",
 ];
 const HAS_MORE_KEYS: &[&str] = &["hasmore", "hasnextpage", "hasnext", "more"];
 const TOTAL_PAGES_KEYS: &[&str] = &["totalpages", "pagecount", "lastpage", "numpages", "pages"];
 const TOTAL_KEYS: &[&str] = &[
-    "total", "totalcount", "count", "totalresults", "totalitems", "totalrecords", "numfound",
+    "total",
+    "totalcount",
+    "count",
+    "totalresults",
+    "totalitems",
+    "totalrecords",
+    "numfound",
 ];
 const OFFSET_PARAMS: &[&str] = &["offset", "skip", "start"];
-const LIMIT_PARAMS: &[&str] = &["limit", "per_page", "page_size", "pagesize", "pageSize", "size", "count"];
+const LIMIT_PARAMS: &[&str] = &[
+    "limit",
+    "per_page",
+    "page_size",
+    "pagesize",
+    "pageSize",
+    "size",
+    "count",
+];
 const PAGE_PARAMS: &[&str] = &["page", "page_number", "pageNumber", "p"];
 
 fn looks_like_url(text: &str) -> bool {
-    text.starts_with("http://") || text.starts_with("https://") || text.starts_with('/') || text.starts_with('?')
+    text.starts_with("http://")
+        || text.starts_with("https://")
+        || text.starts_with('/')
+        || text.starts_with('?')
 }
 
-fn find<'a, 'b>(fields: &'b [Field<'a>], keys: &[&str], pred: impl Fn(&Value) -> bool) -> Option<&'b Field<'a>> {
+fn find<'a, 'b>(
+    fields: &'b [Field<'a>],
+    keys: &[&str],
+    pred: impl Fn(&Value) -> bool,
+) -> Option<&'b Field<'a>> {
     keys.iter()
         .find_map(|key| fields.iter().find(|f| f.key == *key && pred(f.value)))
 }
@@ -242,11 +285,15 @@ fn query_param(url: &Url, names: &[&str]) -> Option<(String, String)> {
 /// The pagination type and the optional `has_more_path`, from the Link
 /// header (`link_next`: was there a rel="next"?), the body's fields outside
 /// the records, and the request URL's query.
-pub fn pagination(body: &Value, link_next: bool, url: &Url, records: &str) -> (Finding<Pagination>, Option<Finding<String>>) {
+pub fn pagination(
+    body: &Value,
+    link_next: bool,
+    url: &Url,
+    records: &str,
+) -> (Finding<Pagination>, Option<Finding<String>>) {
     let fields = fields(body, records);
-    let has_more = find(&fields, HAS_MORE_KEYS, Value::is_boolean).map(|f| {
-        Finding::found(f.pointer.clone(), format!("{} is {}", f.pointer, f.value))
-    });
+    let has_more = find(&fields, HAS_MORE_KEYS, Value::is_boolean)
+        .map(|f| Finding::found(f.pointer.clone(), format!("{} is {}", f.pointer, f.value)));
     (detect_type(&fields, link_next, url), has_more)
 }
 
@@ -257,16 +304,30 @@ fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<Pagi
     let is_url = |v: &Value| v.as_str().is_some_and(looks_like_url);
     if let Some(f) = find(fields, NEXT_URL_KEYS, is_url) {
         let saw = format!("{} holds a URL ({})", f.pointer, f.value);
-        return Finding::found(Pagination::NextUrl { path: f.pointer.clone() }, saw);
+        return Finding::found(
+            Pagination::NextUrl {
+                path: f.pointer.clone(),
+            },
+            saw,
+        );
     }
-    let is_token = |v: &Value| v.as_str().is_some_and(|s| !s.is_empty() && !looks_like_url(s));
+    let is_token = |v: &Value| {
+        v.as_str()
+            .is_some_and(|s| !s.is_empty() && !looks_like_url(s))
+    };
     if let Some(f) = find(fields, CURSOR_KEYS, is_token) {
         let param = cursor_param(f.raw);
         let saw = format!(
             "{} holds a token; the query parameter \"{param}\" is a guess (check the API's documentation)",
             f.pointer
         );
-        return Finding::found(Pagination::Cursor { path: f.pointer.clone(), param }, saw);
+        return Finding::found(
+            Pagination::Cursor {
+                path: f.pointer.clone(),
+                param,
+            },
+            saw,
+        );
     }
     let number = |v: &Value| v.is_u64();
     let total_pages = find(fields, TOTAL_PAGES_KEYS, number);
@@ -286,7 +347,11 @@ fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<Pagi
     )
 }
 
-fn page(total_pages: Option<&Field<'_>>, page: Option<(String, String)>, size: Option<(String, String)>) -> Finding<Pagination> {
+fn page(
+    total_pages: Option<&Field<'_>>,
+    page: Option<(String, String)>,
+    size: Option<(String, String)>,
+) -> Finding<Pagination> {
     let mut saw = Vec::new();
     if let Some(f) = total_pages {
         saw.push(format!("{} = {}", f.pointer, f.value));
@@ -307,14 +372,20 @@ fn page(total_pages: Option<&Field<'_>>, page: Option<(String, String)>, size: O
     )
 }
 
-fn offset(total: Option<&Field<'_>>, offset: Option<(String, String)>, limit: Option<(String, String)>) -> Finding<Pagination> {
+fn offset(
+    total: Option<&Field<'_>>,
+    offset: Option<(String, String)>,
+    limit: Option<(String, String)>,
+) -> Finding<Pagination> {
     let mut saw = Vec::new();
     if let Some(f) = total {
         saw.push(format!("{} = {}", f.pointer, f.value));
     }
     match &offset {
         Some((name, value)) => saw.push(format!("the URL's {name}={value}")),
-        None => saw.push("no offset parameter in the URL (\"offset\" and \"limit\" are guesses)".into()),
+        None => {
+            saw.push("no offset parameter in the URL (\"offset\" and \"limit\" are guesses)".into())
+        }
     }
     let limit_value = limit.as_ref().and_then(|(_, v)| v.parse().ok());
     Finding::found(

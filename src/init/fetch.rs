@@ -57,16 +57,27 @@ pub async fn first_page(
         .map_err(|e| fetch_error(crate::fetch::describe(e)))?;
     let status = response.status();
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| fetch_error(crate::fetch::describe(e)))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| fetch_error(crate::fetch::describe(e)))?
+    {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(InitError::TooLarge { url: shown, limit: MAX_BODY });
+            return Err(InitError::TooLarge {
+                url: shown,
+                limit: MAX_BODY,
+            });
         }
         body.extend_from_slice(&chunk);
     }
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
         let snippet: String = text.trim().chars().take(200).collect();
-        return Err(InitError::Status { url: shown, status: status.as_u16(), snippet });
+        return Err(InitError::Status {
+            url: shown,
+            status: status.as_u16(),
+            snippet,
+        });
     }
     let body = serde_json::from_slice(&body).map_err(|e| InitError::NotJson {
         url: shown.clone(),
@@ -90,7 +101,10 @@ async fn apply(
     };
     let credential = Credential::new(auth.name, auth.plan, client, auth.store.clone())
         .map_err(|e| failed(e.to_string()))?;
-    let applied = credential.current().await.map_err(|e| failed(e.to_string()))?;
+    let applied = credential
+        .current()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     match applied.placement {
         Placement::Header { name, value } => {
             let invalid = || failed("the credential is not a valid header value".into());
@@ -100,7 +114,10 @@ async fn apply(
             request.headers_mut().insert(name, value);
         }
         Placement::Query { name, value } => {
-            request.url_mut().query_pairs_mut().append_pair(&name, value.expose());
+            request
+                .url_mut()
+                .query_pairs_mut()
+                .append_pair(&name, value.expose());
         }
     }
     Ok(())

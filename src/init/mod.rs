@@ -31,9 +31,16 @@ pub struct Written {
 pub fn detect(page: &FirstPage, url: &Url) -> Detection {
     let records = records_path(&page.body);
     let pointer = records.value.as_ref().map_or("", |r| r.pointer.as_str());
-    let link_next = matches!(crate::fetch::next_link(&page.headers, &page.url), Ok(Some(_)));
+    let link_next = matches!(
+        crate::fetch::next_link(&page.headers, &page.url),
+        Ok(Some(_))
+    );
     let (pagination, has_more) = pagination(&page.body, link_next, url, pointer);
-    let items = match records.value.as_ref().and_then(|_| page.body.pointer(pointer)) {
+    let items = match records
+        .value
+        .as_ref()
+        .and_then(|_| page.body.pointer(pointer))
+    {
         Some(serde_json::Value::Array(items)) => items.as_slice(),
         _ => &[],
     };

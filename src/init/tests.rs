@@ -36,7 +36,10 @@ fn records_are_the_body_or_the_largest_array_of_objects() {
 #[test]
 fn a_link_header_wins() {
     let body = json!([{"id": 1}]);
-    assert_eq!(kind(body, true, "http://x/items"), Some(Pagination::LinkHeader));
+    assert_eq!(
+        kind(body, true, "http://x/items"),
+        Some(Pagination::LinkHeader)
+    );
 }
 
 #[test]
@@ -44,12 +47,16 @@ fn a_url_field_is_next_url() {
     let body = json!({"items": [{"id": 1}], "links": {"next": "http://x/items?page=2"}});
     assert_eq!(
         kind(body, false, "http://x/items"),
-        Some(Pagination::NextUrl { path: "/links/next".into() })
+        Some(Pagination::NextUrl {
+            path: "/links/next".into()
+        })
     );
     let odata = json!({"value": [{"id": 1}], "@odata.nextLink": "/items?$skip=1"});
     assert_eq!(
         kind(odata, false, "http://x/items"),
-        Some(Pagination::NextUrl { path: "/@odata.nextLink".into() })
+        Some(Pagination::NextUrl {
+            path: "/@odata.nextLink".into()
+        })
     );
 }
 
@@ -59,13 +66,19 @@ fn a_token_field_is_a_cursor_with_a_guessed_param() {
     let (found, has_more) = pagination(&body, false, &url("http://x/a"), "/data");
     assert_eq!(
         found.value,
-        Some(Pagination::Cursor { path: "/meta/next_cursor".into(), param: "cursor".into() })
+        Some(Pagination::Cursor {
+            path: "/meta/next_cursor".into(),
+            param: "cursor".into()
+        })
     );
     assert_eq!(has_more.unwrap().value.as_deref(), Some("/has_more"));
     let google = json!({"files": [{"id": 1}], "nextPageToken": "t1"});
     assert_eq!(
         kind(google, false, "http://x/a"),
-        Some(Pagination::Cursor { path: "/nextPageToken".into(), param: "pageToken".into() })
+        Some(Pagination::Cursor {
+            path: "/nextPageToken".into(),
+            param: "pageToken".into()
+        })
     );
 }
 
@@ -102,14 +115,21 @@ fn nothing_paginated_is_none_and_says_so() {
     let body = json!([{"id": 1}]);
     let (found, _) = pagination(&body, false, &url("http://x/a"), "");
     assert_eq!(found.value, Some(Pagination::None));
-    assert!(found.saw.contains("set [pagination] by hand"), "{}", found.saw);
+    assert!(
+        found.saw.contains("set [pagination] by hand"),
+        "{}",
+        found.saw
+    );
 }
 
 #[test]
 fn the_primary_key_is_a_distinct_id_like_field() {
     let ids = primary_key(&[json!({"id": 1, "n": "a"}), json!({"id": 2, "n": "a"})]);
     assert_eq!(ids.value.as_deref(), Some("/id"));
-    let repeated = [json!({"id": 1, "order_id": "x1"}), json!({"id": 1, "order_id": "x2"})];
+    let repeated = [
+        json!({"id": 1, "order_id": "x1"}),
+        json!({"id": 1, "order_id": "x2"}),
+    ];
     assert_eq!(primary_key(&repeated).value.as_deref(), Some("/order_id"));
     let none = primary_key(&[json!({"name": "a"}), json!({"name": "b"})]);
     assert!(none.value.is_none());

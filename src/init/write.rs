@@ -47,10 +47,20 @@ fn comment(text: &str) -> String {
 /// pagination adds itself are taken out of it.
 pub fn job_file(name: &str, url: &Url, auth: Option<&str>, found: &Detection) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# jobs/{name}.toml, written by `apisync init` from the first page of");
+    let _ = writeln!(
+        out,
+        "# jobs/{name}.toml, written by `apisync init` from the first page of"
+    );
     let _ = writeln!(out, "# {}", comment(url.as_str()));
-    let _ = writeln!(out, "# Each comment says what was seen. Check the guesses against the API's documentation.");
-    let _ = writeln!(out, "description = {}", quote(&format!("{name} (scaffolded by apisync init)")));
+    let _ = writeln!(
+        out,
+        "# Each comment says what was seen. Check the guesses against the API's documentation."
+    );
+    let _ = writeln!(
+        out,
+        "description = {}",
+        quote(&format!("{name} (scaffolded by apisync init)"))
+    );
     if let Some(auth) = auth {
         let _ = writeln!(out, "auth = {}", quote(auth));
     }
@@ -62,10 +72,16 @@ pub fn job_file(name: &str, url: &Url, auth: Option<&str>, found: &Detection) ->
     let _ = writeln!(out, "\n[output]");
     match found.primary_key.value {
         Some(_) => {
-            let _ = writeln!(out, "mode = \"merge\"  # upsert on primary_key: a rerun updates rows");
+            let _ = writeln!(
+                out,
+                "mode = \"merge\"  # upsert on primary_key: a rerun updates rows"
+            );
         }
         None => {
-            let _ = writeln!(out, "mode = \"append\"  # no primary key: every run appends (set primary_key and mode = \"merge\" to upsert)");
+            let _ = writeln!(
+                out,
+                "mode = \"append\"  # no primary key: every run appends (set primary_key and mode = \"merge\" to upsert)"
+            );
         }
     }
     out
@@ -88,7 +104,11 @@ fn start_url(url: &Url, pagination: &Pagination) -> Url {
     clean
 }
 
-fn write_pagination(out: &mut String, found: &Finding<Pagination>, has_more: Option<&Finding<String>>) {
+fn write_pagination(
+    out: &mut String,
+    found: &Finding<Pagination>,
+    has_more: Option<&Finding<String>>,
+) {
     let _ = writeln!(out, "\n[pagination]");
     let saw = comment(&found.saw);
     let Some(kind) = &found.value else {
@@ -103,9 +123,18 @@ fn write_pagination(out: &mut String, found: &Finding<Pagination>, has_more: Opt
         }
         Pagination::Cursor { path, param } => {
             let _ = writeln!(out, "cursor_path = {}", quote(path));
-            let _ = writeln!(out, "cursor_param = {}  # check: a guess from the field's name", quote(param));
+            let _ = writeln!(
+                out,
+                "cursor_param = {}  # check: a guess from the field's name",
+                quote(param)
+            );
         }
-        Pagination::Offset { offset_param, limit_param, limit, total_path } => {
+        Pagination::Offset {
+            offset_param,
+            limit_param,
+            limit,
+            total_path,
+        } => {
             let _ = writeln!(out, "offset_param = {}", quote(offset_param));
             let _ = writeln!(out, "limit_param = {}", quote(limit_param));
             if let Some(limit) = limit {
@@ -115,7 +144,12 @@ fn write_pagination(out: &mut String, found: &Finding<Pagination>, has_more: Opt
                 let _ = writeln!(out, "total_path = {}", quote(path));
             }
         }
-        Pagination::Page { page_param, size_param, size, total_pages_path } => {
+        Pagination::Page {
+            page_param,
+            size_param,
+            size,
+            total_pages_path,
+        } => {
             let _ = writeln!(out, "page_param = {}", quote(page_param));
             if let (Some(param), Some(size)) = (size_param, size) {
                 let _ = writeln!(out, "size_param = {}", quote(param));
@@ -126,10 +160,18 @@ fn write_pagination(out: &mut String, found: &Finding<Pagination>, has_more: Opt
             }
         }
     }
-    if let Some(Finding { value: Some(path), saw }) = has_more
+    if let Some(Finding {
+        value: Some(path),
+        saw,
+    }) = has_more
         && !matches!(kind, Pagination::None)
     {
-        let _ = writeln!(out, "has_more_path = {}  # saw: {}", quote(path), comment(saw));
+        let _ = writeln!(
+            out,
+            "has_more_path = {}  # saw: {}",
+            quote(path),
+            comment(saw)
+        );
     }
 }
 
@@ -137,19 +179,37 @@ fn write_records(out: &mut String, found: &Detection) {
     let _ = writeln!(out, "\n[records]");
     match &found.records.value {
         Some(at) => {
-            let _ = writeln!(out, "path = {}  # saw: {}", quote(&at.pointer), comment(&found.records.saw));
+            let _ = writeln!(
+                out,
+                "path = {}  # saw: {}",
+                quote(&at.pointer),
+                comment(&found.records.saw)
+            );
         }
         None => {
-            let _ = writeln!(out, "# path: not detected: {} (set the JSON pointer to the array of records)", comment(&found.records.saw));
+            let _ = writeln!(
+                out,
+                "# path: not detected: {} (set the JSON pointer to the array of records)",
+                comment(&found.records.saw)
+            );
             let _ = writeln!(out, "path = \"\"");
         }
     }
     match &found.primary_key.value {
         Some(key) => {
-            let _ = writeln!(out, "primary_key = [{}]  # saw: {}", quote(key), comment(&found.primary_key.saw));
+            let _ = writeln!(
+                out,
+                "primary_key = [{}]  # saw: {}",
+                quote(key),
+                comment(&found.primary_key.saw)
+            );
         }
         None => {
-            let _ = writeln!(out, "# primary_key: not detected: {}", comment(&found.primary_key.saw));
+            let _ = writeln!(
+                out,
+                "# primary_key: not detected: {}",
+                comment(&found.primary_key.saw)
+            );
         }
     }
 }

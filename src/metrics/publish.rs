@@ -50,7 +50,10 @@ pub async fn publish(
 }
 
 async fn push_groups(base: &Url, views: &[JobView<'_>]) {
-    let client = match reqwest::Client::builder().timeout(super::PUSH_TIMEOUT).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(super::PUSH_TIMEOUT)
+        .build()
+    {
         Ok(client) => client,
         Err(err) => {
             tracing::warn!(error = %err, "cannot build the Pushgateway client; metrics not pushed");
@@ -85,7 +88,10 @@ pub fn last_success_times(
             JobStatus::Succeeded => {
                 times.insert(job.job.clone(), now - job.seconds);
             }
-            _ => earlier.push((job.job.as_str(), tables.get(&job.job).map_or("", String::as_str))),
+            _ => earlier.push((
+                job.job.as_str(),
+                tables.get(&job.job).map_or("", String::as_str),
+            )),
         }
     }
     if earlier.is_empty() {
@@ -104,7 +110,9 @@ pub fn last_success_times(
                 }
             }
         }
-        Err(err) => tracing::warn!(error = %err, "cannot read the last successful runs for metrics"),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the last successful runs for metrics")
+        }
     }
     times
 }

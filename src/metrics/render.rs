@@ -120,7 +120,13 @@ pub fn render(jobs: &[JobView<'_>], label: JobLabel) -> String {
                 labels.push((JOB_LABEL, job.summary.job.clone()));
             }
             labels.extend(extra);
-            let _ = writeln!(out, "{}{} {}", family.name, label_set(&labels), number(value));
+            let _ = writeln!(
+                out,
+                "{}{} {}",
+                family.name,
+                label_set(&labels),
+                number(value)
+            );
         }
     }
     out
@@ -163,7 +169,11 @@ fn number(value: f64) -> String {
     if value.is_nan() {
         "NaN".into()
     } else if value.is_infinite() {
-        if value > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if value > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{value}")
     }
