@@ -294,7 +294,21 @@ pub fn pagination(
     let fields = fields(body, records);
     let has_more = find(&fields, HAS_MORE_KEYS, Value::is_boolean)
         .map(|f| Finding::found(f.pointer.clone(), format!("{} is {}", f.pointer, f.value)));
-    (detect_type(&fields, link_next, url), has_more)
+    let kind = match (detect_type(&fields, link_next, url), &has_more) {
+        // has_more alone says "there is more" but not how to ask for it.
+        (
+            Finding {
+                value: Some(Pagination::None),
+                ..
+            },
+            Some(more),
+        ) => Finding::missing(format!(
+            "{} says whether more pages follow, but no cursor, next link, total or page parameter says how to ask for them (set [pagination] by hand; for Stripe-style APIs: type = \"cursor\", cursor_from = \"last_record\")",
+            more.value.as_deref().unwrap_or_default()
+        )),
+        (kind, _) => kind,
+    };
+    (kind, has_more)
 }
 
 fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<Pagination> {
@@ -343,7 +357,7 @@ fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<Pagi
     }
     Finding::found(
         Pagination::None,
-        "no Link header, no next/cursor/has_more field, no total or page count and no page or offset parameter: one request is taken to return everything (set [pagination] by hand if not)",
+        "no Link header, no next or cursor field, no total or page count and no page or offset parameter: one request is taken to return everything (set [pagination] by hand if not)",
     )
 }
 

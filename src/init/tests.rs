@@ -123,6 +123,21 @@ fn nothing_paginated_is_none_and_says_so() {
 }
 
 #[test]
+fn has_more_alone_is_not_enough_and_says_why() {
+    let body = json!({"data": [{"id": "ch_1"}], "has_more": true});
+    let (found, has_more) = pagination(&body, false, &url("http://x/charges"), "/data");
+    assert_eq!(found.value, None);
+    assert!(
+        found
+            .saw
+            .contains("/has_more says whether more pages follow"),
+        "{}",
+        found.saw
+    );
+    assert!(has_more.is_some());
+}
+
+#[test]
 fn the_primary_key_is_a_distinct_id_like_field() {
     let ids = primary_key(&[json!({"id": 1, "n": "a"}), json!({"id": 2, "n": "a"})]);
     assert_eq!(ids.value.as_deref(), Some("/id"));
@@ -163,7 +178,8 @@ fn the_job_file_says_what_was_not_detected() {
     };
     let found = detect(&page, &page.url);
     let missing = found.missing();
-    assert_eq!(missing.len(), 2, "{missing:?}");
+    assert_eq!(missing.len(), 3, "{missing:?}");
+    assert!(missing[1].starts_with("pagination: "), "{missing:?}");
     let text = job_file("thing", &page.url, None, &found);
     assert!(text.contains("# path: not detected"), "{text}");
     assert!(text.contains("# primary_key: not detected"), "{text}");

@@ -23,7 +23,8 @@ impl Detection {
         if self.records.value.is_none() {
             out.push(format!("records path: {}", self.records.saw));
         }
-        if self.pagination.value.is_none() {
+        // "none" is a guess from the absence of any sign: say so too.
+        if matches!(self.pagination.value, None | Some(Pagination::None)) {
             out.push(format!("pagination: {}", self.pagination.saw));
         }
         if self.primary_key.value.is_none() {
