@@ -13,6 +13,10 @@
 //!   in one transaction), runs.
 //! - [`run`]: selection, ordering, concurrency, the single writer thread,
 //!   cancellation, the run summary.
+//! - [`metrics`]: Prometheus text of the run summary: the textfile
+//!   (atomic write) and the Pushgateway push.
+//! - [`init`]: `apisync init`: fetch a first page, detect records,
+//!   pagination and key, write a commented job file.
 //! - [`demo`]: the built-in local API behind `apisync demo`.
 //! - [`cli`]: clap commands, composition, exit codes.
 
@@ -21,6 +25,8 @@ pub mod cli;
 pub mod definition;
 pub mod demo;
 pub mod fetch;
+pub mod init;
+pub mod metrics;
 pub mod plan;
 pub mod run;
 pub mod secret;

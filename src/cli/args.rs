@@ -61,6 +61,8 @@ pub enum Command {
     Reset(ResetArgs),
     /// Run the bundled example jobs against a built-in local API.
     Demo(DemoArgs),
+    /// Fetch a first page and write jobs/NAME.toml with what was detected.
+    Init(InitArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
 }
@@ -81,6 +83,19 @@ pub struct RunArgs {
     /// Print the plan and send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Where the run's Prometheus metrics go (run and backfill).
+#[derive(Debug, Clone, Default, Args)]
+pub struct MetricsArgs {
+    /// Write Prometheus text metrics here at the end (atomically: for node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Push the same metrics to this Prometheus Pushgateway (a failed push is a warning).
+    #[arg(long, value_name = "URL", value_parser = url::Url::parse)]
+    pub pushgateway: Option<url::Url>,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +110,8 @@ pub struct BackfillArgs {
     /// Slice length.
     #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
     pub step: std::time::Duration,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +145,18 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The new job's name: jobs/NAME.toml (never overwritten).
+    pub name: String,
+    /// URL of the first page.
+    #[arg(long, value_parser = url::Url::parse)]
+    pub url: url::Url,
+    /// A named auth of apisync.toml to fetch with.
+    #[arg(long, value_name = "NAME")]
+    pub auth: Option<String>,
 }
 
 /// Environment variables the command line reads, so the settings layer does

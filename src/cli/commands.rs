@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::args::{BackfillArgs, Cli, Command, GlobalArgs, ResetArgs, RunArgs};
+use super::args::{BackfillArgs, Cli, Command, GlobalArgs, MetricsArgs, ResetArgs, RunArgs};
 use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
 use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
@@ -21,6 +21,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Status(args) => status::show(global, &args),
         Command::Reset(args) => reset(global, &args),
         Command::Demo(args) => super::demo::demo(global, &args).await,
+        Command::Init(args) => super::init::init(global, &args).await,
         Command::Completions(args) => super::completions::print(&args),
     }
 }
@@ -83,7 +84,7 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
     if args.dry_run {
         return print_dry_run(&plan, &jobs, &mode);
     }
-    execute(global, &plan, jobs, mode).await
+    execute(global, &plan, jobs, mode, &args.metrics).await
 }
 
 fn print_dry_run(plan: &ProjectPlan, jobs: &[crate::plan::JobPlan], mode: &JobMode) -> Exit {
@@ -123,7 +124,7 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
         full_refresh: false,
         backfill: Some(slices),
     };
-    execute(global, &plan, jobs, mode).await
+    execute(global, &plan, jobs, mode, &args.metrics).await
 }
 
 /// Run with signal handling, print the summary, pick the exit code.
@@ -132,6 +133,7 @@ pub(crate) async fn execute(
     plan: &ProjectPlan,
     jobs: Vec<crate::plan::JobPlan>,
     mode: JobMode,
+    metrics: &MetricsArgs,
 ) -> Exit {
     let cancel = CancellationToken::new();
     let stopped = signals::watch(cancel.clone());
@@ -145,7 +147,11 @@ pub(crate) async fn execute(
     match crate::run::execute(plan, jobs, mode, cancel, tokens).await {
         Ok(summary) => {
             print_summary(global, &summary);
-            exit_for(&summary, stopped.exit())
+            let written = super::metrics::publish(plan, &summary, metrics).await;
+            match exit_for(&summary, stopped.exit()) {
+                Exit::Ok if !written => Exit::Failed,
+                exit => exit,
+            }
         }
         Err(err) => {
             eprintln!("error: {err}");

@@ -65,7 +65,14 @@ async fn sync_demo(global: &GlobalArgs, port: u16) -> Exit {
         database.display()
     );
     let jobs = plan.jobs.clone();
-    let exit = super::commands::execute(global, &plan, jobs, crate::run::JobMode::default()).await;
+    let exit = super::commands::execute(
+        global,
+        &plan,
+        jobs,
+        crate::run::JobMode::default(),
+        &super::args::MetricsArgs::default(),
+    )
+    .await;
     if exit == Exit::Ok {
         println!(
             "\ntry: sqlite3 {} \"SELECT status, count(*), round(sum(total), 2) FROM demo_orders GROUP BY status\"",

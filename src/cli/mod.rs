@@ -8,7 +8,9 @@ mod completions;
 mod demo;
 mod env_file;
 mod exit;
+mod init;
 mod logging;
+mod metrics;
 mod signals;
 mod status;
 

@@ -1,0 +1,34 @@
+//! `--metrics-file` and `--pushgateway` at the end of `run` and `backfill`.
+
+use std::collections::HashMap;
+
+use super::args::MetricsArgs;
+use crate::metrics::{MetricsTargets, last_success_times};
+use crate::plan::ProjectPlan;
+use crate::run::RunSummary;
+
+/// Write and push the run's metrics. False when the metrics file could not
+/// be written (the run then exits 1); a failed push is only a WARN.
+pub async fn publish(plan: &ProjectPlan, summary: &RunSummary, args: &MetricsArgs) -> bool {
+    let targets = MetricsTargets {
+        file: args.metrics_file.clone(),
+        pushgateway: args.pushgateway.clone(),
+    };
+    if targets.is_empty() {
+        return true;
+    }
+    let tables: HashMap<String, String> = plan
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.output.table.clone()))
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let last = last_success_times(summary, &plan.settings.database, &tables, now);
+    match crate::metrics::publish(&targets, summary, &last).await {
+        Ok(()) => true,
+        Err(err) => {
+            eprintln!("error: {err}");
+            false
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The Prometheus text exposition format (version 0.0.4) of a run's
+//! figures. Every figure is a gauge: it describes the last run of a job, not
+//! a count that grows over the life of a process, which is what a textfile
+//! or a Pushgateway group holds for a batch job.
+//!
+//! The job's name goes in the `apisync_job` label, not `job`: `job` is the
+//! label Prometheus gives every scraped target, and the Pushgateway's
+//! grouping key, so a `job` label of ours would be renamed to `exported_job`
+//! or refused.
+
+use std::fmt::Write as _;
+
+use crate::run::{JobStatus, JobSummary};
+
+/// The label that carries the job's name.
+pub const JOB_LABEL: &str = "apisync_job";
+
+/// One job's figures as the renderer sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct JobView<'a> {
+    pub summary: &'a JobSummary,
+    /// Unix seconds when the last successful run of the job started; None
+    /// when it never succeeded (the sample is then left out).
+    pub last_success: Option<f64>,
+}
+
+/// Whether samples carry the job label: a file holds every job, so yes; a
+/// Pushgateway group per job gets it from the grouping key, so no (pushed
+/// metrics must not repeat a grouping label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobLabel {
+    Include,
+    Omit,
+}
+
+/// One sample of a job: an optional extra label (name, value) and the value.
+type Sample = (Option<(&'static str, String)>, f64);
+
+/// One metric family: name, HELP text and the samples of one job.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: fn(&JobView<'_>) -> Vec<Sample>,
+}
+
+fn one(value: impl Into<f64>) -> Vec<Sample> {
+    vec![(None, value.into())]
+}
+
+/// u64 counts as f64: exact below 2^53, far beyond any run's figures.
+fn count(value: u64) -> Vec<Sample> {
+    one(value as f64)
+}
+
+/// Every per-job figure. To add one (requests by status class, retries,
+/// token refreshes), add a line here.
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "apisync_job_records",
+        help: "Records received and committed by the job in the last run.",
+        samples: |j| count(j.summary.records),
+    },
+    Family {
+        name: "apisync_job_pages",
+        help: "Pages received and committed by the job in the last run.",
+        samples: |j| count(j.summary.pages),
+    },
+    Family {
+        name: "apisync_job_duration_seconds",
+        help: "Wall-clock duration of the job in the last run.",
+        samples: |j| one(j.summary.seconds),
+    },
+    Family {
+        name: "apisync_job_last_success_timestamp_seconds",
+        help: "Unix time when the last successful run of the job started (its data is at least that fresh).",
+        samples: |j| j.last_success.map(one).unwrap_or_default(),
+    },
+    Family {
+        name: "apisync_job_status",
+        help: "Outcome of the job's last run: 1 for its status, 0 for the others.",
+        samples: status_set,
+    },
+];
+
+/// The status as a state set: one sample per possible status, so an alert
+/// is `apisync_job_status{status="failed"} == 1` and a missing job is
+/// visible as absent, not as a magic number.
+fn status_set(j: &JobView<'_>) -> Vec<Sample> {
+    [
+        (JobStatus::Succeeded, "succeeded"),
+        (JobStatus::Failed, "failed"),
+        (JobStatus::Skipped, "skipped"),
+        (JobStatus::Interrupted, "interrupted"),
+    ]
+    .into_iter()
+    .map(|(status, name)| {
+        let value = if j.summary.status == status { 1.0 } else { 0.0 };
+        (Some(("status", name.to_string())), value)
+    })
+    .collect()
+}
+
+/// The exposition text of `jobs`: HELP and TYPE once per family, then its
+/// samples for every job (a family's samples must be contiguous).
+pub fn render(jobs: &[JobView<'_>], label: JobLabel) -> String {
+    let mut out = String::new();
+    for family in FAMILIES {
+        let samples: Vec<(&JobView<'_>, Sample)> = jobs
+            .iter()
+            .flat_map(|job| (family.samples)(job).into_iter().map(move |s| (job, s)))
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {} {}", family.name, escape_help(family.help));
+        let _ = writeln!(out, "# TYPE {} gauge", family.name);
+        for (job, (extra, value)) in samples {
+            let mut labels = Vec::new();
+            if label == JobLabel::Include {
+                labels.push((JOB_LABEL, job.summary.job.clone()));
+            }
+            labels.extend(extra);
+            let _ = writeln!(
+                out,
+                "{}{} {}",
+                family.name,
+                label_set(&labels),
+                number(value)
+            );
+        }
+    }
+    out
+}
+
+fn label_set(labels: &[(&str, String)]) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(name, value)| format!("{name}=\"{}\"", escape_label_value(value)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Label values escape backslash, double quote and line feed, as the text
+/// format requires (a job name is a file stem: it can hold any of them).
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// HELP text escapes only backslash and line feed.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Go's float syntax as Prometheus reads it: integers without a fraction,
+/// and the special values spelled its way.
+fn number(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(job: &str, status: JobStatus) -> JobSummary {
+        JobSummary {
+            job: job.into(),
+            status,
+            pages: 3,
+            records: 250,
+            seconds: 1.5,
+            error: None,
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn renders_every_family_with_help_and_type() {
+        let ok = summary("orders", JobStatus::Succeeded);
+        let failed = summary("users", JobStatus::Failed);
+        let jobs = [
+            JobView {
+                summary: &ok,
+                last_success: Some(1_700_000_000.0),
+            },
+            JobView {
+                summary: &failed,
+                last_success: None,
+            },
+        ];
+        insta::assert_snapshot!(render(&jobs, JobLabel::Include));
+    }
+
+    #[test]
+    fn pushed_bodies_leave_the_job_label_to_the_grouping_key() {
+        let ok = summary("orders", JobStatus::Succeeded);
+        let view = JobView {
+            summary: &ok,
+            last_success: None,
+        };
+        let text = render(&[view], JobLabel::Omit);
+        assert!(text.contains("apisync_job_records 250\n"), "{text}");
+        assert!(
+            text.contains("apisync_job_status{status=\"succeeded\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("apisync_job=\""), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("line\nbreak"), "line\\nbreak");
+        let odd = summary("we\"ird\\name", JobStatus::Succeeded);
+        let view = JobView {
+            summary: &odd,
+            last_success: None,
+        };
+        let text = render(&[view], JobLabel::Include);
+        assert!(
+            text.contains(r#"apisync_job_pages{apisync_job="we\"ird\\name"} 3"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn numbers_use_the_text_format_spelling() {
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(1.25), "1.25");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(f64::NAN), "NaN");
+    }
+}
