@@ -110,6 +110,12 @@ async fn the_metrics_file_holds_the_run_s_figures() {
     assert_eq!(synced, CUSTOMERS as f64);
     assert_eq!(value(&scrape, "apisync_job_records", &customers), synced);
     assert_eq!(value(&scrape, "apisync_job_pages", &customers), 3.0);
+    // Three pages, no failures: three 2xx requests and no retry.
+    let ok_requests = [("apisync_job", "customers"), ("class", "2xx")];
+    assert_eq!(value(&scrape, "apisync_job_requests", &ok_requests), 3.0);
+    let server_errors = [("apisync_job", "customers"), ("class", "5xx")];
+    assert_eq!(value(&scrape, "apisync_job_requests", &server_errors), 0.0);
+    assert_eq!(value(&scrape, "apisync_job_retries", &customers), 0.0);
     assert!(value(&scrape, "apisync_job_duration_seconds", &customers) >= 0.0);
     let last = value(
         &scrape,
@@ -143,6 +149,8 @@ async fn the_metrics_file_holds_the_run_s_figures() {
     for name in [
         "apisync_job_records",
         "apisync_job_pages",
+        "apisync_job_requests",
+        "apisync_job_retries",
         "apisync_job_duration_seconds",
         "apisync_job_last_success_timestamp_seconds",
         "apisync_job_status",

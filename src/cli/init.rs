@@ -70,6 +70,7 @@ async fn write(
     let http = HttpClient::new(&HttpOptions {
         concurrency: 1,
         user_agent: format!("apisync/{}", env!("CARGO_PKG_VERSION")),
+        hosts: plan.hosts.clone(),
     })
     .map_err(|e| setup(e.to_string()))?;
     let client = http.token_client();

@@ -52,8 +52,8 @@ fn count(value: u64) -> Vec<Sample> {
     one(value as f64)
 }
 
-/// Every per-job figure. To add one (requests by status class, retries,
-/// token refreshes), add a line here.
+/// Every per-job figure; to add one, add a line here. (Token refreshes are
+/// counted per credential, not per job, and are not here yet.)
 const FAMILIES: &[Family] = &[
     Family {
         name: "apisync_job_records",
@@ -64,6 +64,21 @@ const FAMILIES: &[Family] = &[
         name: "apisync_job_pages",
         help: "Pages received and committed by the job in the last run.",
         samples: |j| count(j.summary.pages),
+    },
+    Family {
+        name: "apisync_job_requests",
+        help: "HTTP requests the job sent in the last run (every attempt), by outcome: 2xx, 3xx, 4xx, 5xx or transport_error.",
+        samples: requests_by_class,
+    },
+    Family {
+        name: "apisync_job_retries",
+        help: "Requests of the last run that repeated a failed attempt after a backoff.",
+        samples: |j| count(j.summary.retries),
+    },
+    Family {
+        name: "apisync_job_response_bytes",
+        help: "Page body bytes the job read in the last run (after decompression).",
+        samples: |j| count(j.summary.http.bytes),
     },
     Family {
         name: "apisync_job_duration_seconds",
@@ -81,6 +96,22 @@ const FAMILIES: &[Family] = &[
         samples: status_set,
     },
 ];
+
+/// One sample per outcome class, zeros included, so a rate of errors is a
+/// plain division in PromQL.
+fn requests_by_class(j: &JobView<'_>) -> Vec<Sample> {
+    let http = &j.summary.http;
+    [
+        ("2xx", http.status_2xx),
+        ("3xx", http.status_3xx),
+        ("4xx", http.status_4xx),
+        ("5xx", http.status_5xx),
+        ("transport_error", http.transport_errors),
+    ]
+    .into_iter()
+    .map(|(class, n)| (Some(("class", class.to_string())), n as f64))
+    .collect()
+}
 
 /// The status as a state set: one sample per possible status, so an alert
 /// is `apisync_job_status{status="failed"} == 1` and a missing job is
@@ -189,9 +220,20 @@ mod tests {
             status,
             pages: 3,
             records: 250,
+            requests: 5,
+            retries: 2,
             seconds: 1.5,
             error: None,
             interrupted: false,
+            http: crate::fetch::StatsSnapshot {
+                requests: 5,
+                status_2xx: 3,
+                status_5xx: 1,
+                transport_errors: 1,
+                retries: 2,
+                bytes: 4096,
+                ..Default::default()
+            },
         }
     }
 

@@ -32,6 +32,10 @@ pub struct JobSummary {
     pub error: Option<String>,
     #[serde(skip)]
     pub interrupted: bool,
+    /// Every counter of the job's requests (by status class, bytes), for
+    /// the metrics; the summary line shows only requests and retries.
+    #[serde(skip)]
+    pub http: StatsSnapshot,
 }
 
 impl JobSummary {
@@ -46,6 +50,7 @@ impl JobSummary {
             seconds: 0.0,
             error: None,
             interrupted: false,
+            http: StatsSnapshot::default(),
         }
     }
 
@@ -53,6 +58,15 @@ impl JobSummary {
     pub(crate) fn add_requests(&mut self, stats: &StatsSnapshot) {
         self.requests += stats.requests;
         self.retries += stats.retries;
+        let http = &mut self.http;
+        http.requests += stats.requests;
+        http.status_2xx += stats.status_2xx;
+        http.status_3xx += stats.status_3xx;
+        http.status_4xx += stats.status_4xx;
+        http.status_5xx += stats.status_5xx;
+        http.transport_errors += stats.transport_errors;
+        http.retries += stats.retries;
+        http.bytes += stats.bytes;
     }
 
     pub(crate) fn failed(mut self, err: RunError, started: std::time::Instant) -> Self {
