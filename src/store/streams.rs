@@ -18,6 +18,14 @@ use super::tables::swap_in;
 use super::types::{RunId, StreamKey, TableSpec};
 use crate::plan::WriteMode;
 
+/// Stream keys of a backfill start with this, so a backfill's slices keep
+/// checkpoints and a finished set apart from the job's own pass.
+pub const BACKFILL_PREFIX: &str = "backfill:";
+
+/// The same, for range tests in SQL: every key with the prefix sorts at or
+/// after `BACKFILL_PREFIX` and before this (":" + 1 is ";").
+const BACKFILL_END: &str = "backfill;";
+
 impl Store {
     /// The saved position JSON of an unfinished stream.
     pub fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
@@ -109,9 +117,26 @@ impl Store {
         if table.mode == WriteMode::Replace {
             swap_in(&tx, &table.table)?;
         }
-        tx.execute("DELETE FROM finished_streams WHERE job = ?1", [job])
-            .map_err(err)?;
+        tx.execute(
+            "DELETE FROM finished_streams WHERE job = ?1
+             AND NOT (partition >= ?2 AND partition < ?3)",
+            (job, BACKFILL_PREFIX, BACKFILL_END),
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// Every slice of a backfill has finished: forget its finished set (and
+    /// only its own), so the same command later backfills again. The job's
+    /// own pass, its marks and its table are untouched.
+    pub fn complete_backfill(&mut self, job: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM finished_streams WHERE job = ?1 AND partition >= ?2 AND partition < ?3",
+                (job, BACKFILL_PREFIX, BACKFILL_END),
+            )
+            .map(drop)
+            .map_err(job_err(job, "complete the backfill"))
     }
 
     /// `apisync reset`: forget checkpoints, marks and finished partitions of
