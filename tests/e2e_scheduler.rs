@@ -123,11 +123,7 @@ async fn parents_page(State(api): State<Api>, headers: HeaderMap) -> Response {
     axum::Json(json!({ "data": data })).into_response()
 }
 
-async fn children(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn children(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if !api.arrive(format!("/children/{id}"), &headers).await {
         return unauthorized();
     }
@@ -161,11 +157,7 @@ async fn slow(State(api): State<Api>, headers: HeaderMap) -> Response {
     axum::Json(json!({ "data": [{ "id": 1 }] })).into_response()
 }
 
-async fn part(
-    State(api): State<Api>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn part(State(api): State<Api>, Path(name): Path<String>, headers: HeaderMap) -> Response {
     if !api.arrive(format!("/part/{name}"), &headers).await {
         return unauthorized();
     }
@@ -176,11 +168,7 @@ async fn part(
         .into_response()
 }
 
-async fn plain(
-    State(api): State<Api>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn plain(State(api): State<Api>, Path(name): Path<String>, headers: HeaderMap) -> Response {
     if !api.arrive(format!("/plain/{name}"), &headers).await {
         return unauthorized();
     }
@@ -258,7 +246,11 @@ async fn a_second_process_skips_a_job_the_first_one_is_running_and_wait_waits() 
         text.contains("another process is running it") && text.contains("--wait"),
         "{text}"
     );
-    assert_eq!(api.hits("/slow"), 1, "the second process sent nothing for slow");
+    assert_eq!(
+        api.hits("/slow"),
+        1,
+        "the second process sent nothing for slow"
+    );
     assert_eq!(project.rows("other").len(), 1);
 
     // With --wait the second process waits until the first is done.
@@ -281,7 +273,11 @@ async fn a_second_process_skips_a_job_the_first_one_is_running_and_wait_waits() 
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let status = waiting.wait().await.unwrap();
     assert!(status.success());
-    assert_eq!(api.hits("/slow"), 2, "the waiting process ran the job after");
+    assert_eq!(
+        api.hits("/slow"),
+        2,
+        "the waiting process ran the job after"
+    );
     assert_eq!(
         api.max_in_flight.load(Ordering::SeqCst),
         1,
@@ -390,7 +386,9 @@ async fn a_thousand_partitions_from_a_parent_table_survive_a_kill_and_rerun() {
     run_and_kill(&project, &api, &["run", "children"], 300).await;
     let done_before = api.hits_with_prefix("/children/").len();
     assert!(done_before < 1000, "killed before the end");
-    let rerun = project.run(&["run", "children", "--concurrency", "4"]).await;
+    let rerun = project
+        .run(&["run", "children", "--concurrency", "4"])
+        .await;
     assert!(rerun.status.success(), "{}", describe(&rerun));
 
     // Append mode: a partition written twice would show as duplicate rows.
@@ -415,7 +413,10 @@ async fn a_thousand_partitions_from_a_parent_table_survive_a_kill_and_rerun() {
     // The pass completed: the next run starts a new one over all parents.
     let again = project.run(&["run", "children"]).await;
     assert!(again.status.success(), "{}", describe(&again));
-    assert_eq!(api.hits_with_prefix("/children/").values().sum::<u64>(), 1000 + repeated + 1000);
+    assert_eq!(
+        api.hits_with_prefix("/children/").values().sum::<u64>(),
+        1000 + repeated + 1000
+    );
 }
 
 fn daily_job(base: &str) -> String {
@@ -460,7 +461,14 @@ async fn a_backfill_of_thirty_daily_slices_resumes_after_a_kill_and_keeps_the_ma
     assert_eq!(marks_before.len(), 2, "one mark per regular partition");
 
     let backfill = [
-        "backfill", "daily", "--from", "2024-02-01", "--to", "2024-03-02", "--concurrency", "2",
+        "backfill",
+        "daily",
+        "--from",
+        "2024-02-01",
+        "--to",
+        "2024-03-02",
+        "--concurrency",
+        "2",
     ];
     run_and_kill(&project, &api, &backfill, 10).await;
     let finished_at_kill: i64 = project
@@ -478,7 +486,11 @@ async fn a_backfill_of_thirty_daily_slices_resumes_after_a_kill_and_keeps_the_ma
     let slices = api.hits_with_prefix("/daily?2024-02");
     let slices_march = api.hits_with_prefix("/daily?2024-03");
     assert_eq!(slices.len() + slices_march.len(), 30, "{slices:?}");
-    let repeated: u64 = slices.values().chain(slices_march.values()).map(|n| n - 1).sum();
+    let repeated: u64 = slices
+        .values()
+        .chain(slices_march.values())
+        .map(|n| n - 1)
+        .sum();
     assert!(
         repeated <= 2,
         "only the slices in flight at the kill are asked again ({repeated})"
@@ -491,8 +503,16 @@ async fn a_backfill_of_thirty_daily_slices_resumes_after_a_kill_and_keeps_the_ma
         .iter()
         .map(|r| r["id"].as_str().unwrap()[..10].to_string())
         .collect();
-    assert_eq!(days.len(), 2 + 30, "the regular days and every backfilled day");
-    assert_eq!(marks(&project), marks_before, "a backfill never moves the mark");
+    assert_eq!(
+        days.len(),
+        2 + 30,
+        "the regular days and every backfilled day"
+    );
+    assert_eq!(
+        marks(&project),
+        marks_before,
+        "a backfill never moves the mark"
+    );
     let left: i64 = project
         .open()
         .query_row(
@@ -510,7 +530,10 @@ async fn due_selects_exactly_the_jobs_due_at_the_given_clock() {
     let project = Project::new();
     let job = |name: &str, schedule: &str| simple_job(&format!("{base}/plain/{name}"), schedule);
     project
-        .job("quarterly", &job("quarterly", "schedule = \"*/15 * * * *\""))
+        .job(
+            "quarterly",
+            &job("quarterly", "schedule = \"*/15 * * * *\""),
+        )
         .job("nightly", &job("nightly", "schedule = \"0 3 * * *\""))
         .job("fresh", &job("fresh", "schedule = \"0 3 * * *\""))
         .job("always", &job("always", ""));
@@ -541,7 +564,10 @@ async fn due_selects_exactly_the_jobs_due_at_the_given_clock() {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(names(&early), BTreeSet::from(["fresh".into(), "always".into()]));
+    assert_eq!(
+        names(&early),
+        BTreeSet::from(["fresh".into(), "always".into()])
+    );
 
     let later = project
         .command(&["run", "--due"])
@@ -555,7 +581,11 @@ async fn due_selects_exactly_the_jobs_due_at_the_given_clock() {
         BTreeSet::from(["quarterly".into(), "always".into()]),
         "fresh succeeded at real time, after its 03:00 slot of the fake clock"
     );
-    assert_eq!(api.hits("/plain/nightly"), 0, "not due until 03:00 tomorrow");
+    assert_eq!(
+        api.hits("/plain/nightly"),
+        0,
+        "not due until 03:00 tomorrow"
+    );
     assert_eq!(api.hits("/plain/quarterly"), 1);
     assert_eq!(api.hits("/plain/fresh"), 1);
     assert_eq!(api.hits("/plain/always"), 2);
@@ -575,7 +605,11 @@ async fn due_selects_exactly_the_jobs_due_at_the_given_clock() {
             .map(|line| line["next_due"].clone())
     };
     assert_eq!(next_due("nightly"), Some(json!("2026-01-02T03:00:00Z")));
-    assert_eq!(next_due("always"), Some(Value::Null), "no schedule: every run");
+    assert_eq!(
+        next_due("always"),
+        Some(Value::Null),
+        "no schedule: every run"
+    );
 
     let bad_clock = project
         .command(&["run", "--due"])
@@ -611,7 +645,11 @@ max_backoff = "2ms"
     );
     let failed = project.run(&["run"]).await;
     assert_eq!(failed.status.code(), Some(1), "{}", describe(&failed));
-    assert!(describe(&failed).contains("/part/bad"), "{}", describe(&failed));
+    assert!(
+        describe(&failed).contains("/part/bad"),
+        "{}",
+        describe(&failed)
+    );
     let ids: BTreeSet<String> = project
         .rows("regions")
         .iter()
@@ -623,7 +661,11 @@ max_backoff = "2ms"
     );
 
     api.fail.store(false, Ordering::SeqCst);
-    let (us, eu, bad) = (api.hits("/part/us"), api.hits("/part/eu"), api.hits("/part/bad"));
+    let (us, eu, bad) = (
+        api.hits("/part/us"),
+        api.hits("/part/eu"),
+        api.hits("/part/bad"),
+    );
     let rerun = project.run(&["run"]).await;
     assert!(rerun.status.success(), "{}", describe(&rerun));
     assert_eq!(api.hits("/part/us"), us, "finished partitions are skipped");

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::args::{BackfillArgs, Cli, Command, GlobalArgs, ResetArgs, RunArgs};
 use super::args::NOW_ENV;
+use super::args::{BackfillArgs, Cli, Command, GlobalArgs, ResetArgs, RunArgs};
 use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
 use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
@@ -197,16 +197,20 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
 /// partitions that are not dates (their `{partition}` would be undefined).
 fn backfillable(job: &crate::plan::JobPlan) -> Result<(), String> {
     if job.output.mode == crate::plan::WriteMode::Replace {
-        return Err("it writes in replace mode, so a backfill would replace the whole table \
+        return Err(
+            "it writes in replace mode, so a backfill would replace the whole table \
                     with only the range (hint: backfill jobs whose output.mode is merge or append)"
-            .into());
+                .into(),
+        );
     }
     match &job.partitions {
         None | Some(crate::plan::PartitionsPlan::Dates { .. }) => Ok(()),
-        Some(_) => Err("its partitions are values or come from another job, so date slices \
+        Some(_) => Err(
+            "its partitions are values or come from another job, so date slices \
                         cannot stand in for them (hint: backfill a job without partitions or \
                         with dates partitions; use {partition.start} and {partition.end})"
-            .into()),
+                .into(),
+        ),
     }
 }
 

@@ -159,7 +159,9 @@ fn start_heartbeat(env: &RunEnv, job: &str) -> Lease {
                     lost.cancel();
                     return true;
                 }
-                Ok(Err(err)) => tracing::warn!(job = %name, error = %err, "could not renew the lease"),
+                Ok(Err(err)) => {
+                    tracing::warn!(job = %name, error = %err, "could not renew the lease")
+                }
                 Err(err) => tracing::warn!(job = %name, error = %err, "could not renew the lease"),
             }
         }
@@ -205,7 +207,10 @@ mod tests {
         // Above the largest pid Linux hands out (pid_max is at most 2^22).
         let gone = format!("{host}:999999999:abcd");
         assert!(holder_is_dead(&gone, &me));
-        assert!(!holder_is_dead(&format!("{host}:1:abcd"), &me), "pid 1 lives");
+        assert!(
+            !holder_is_dead(&format!("{host}:1:abcd"), &me),
+            "pid 1 lives"
+        );
         assert!(!holder_is_dead("elsewhere:999999999:abcd", &me));
         assert!(!holder_is_dead(&me, &me));
         assert!(!holder_is_dead("garbage", &me));

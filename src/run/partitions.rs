@@ -37,9 +37,13 @@ pub(crate) fn unfinished_partitions(
                 .into_iter(),
         ),
         (None, None) => Source::List(vec![Partition::whole()].into_iter()),
-        (None, Some(PartitionsPlan::Values(values))) => {
-            Source::List(values.iter().map(|v| value_partition(v)).collect::<Vec<_>>().into_iter())
-        }
+        (None, Some(PartitionsPlan::Values(values))) => Source::List(
+            values
+                .iter()
+                .map(|v| value_partition(v))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
         (None, Some(PartitionsPlan::Dates { from, to, step })) => Source::List(
             date_slices(from, to, *step, Utc::now())
                 .map_err(|message| RunError::Partitions {
@@ -152,7 +156,6 @@ impl Batches {
                 .collect(),
         ))
     }
-
 }
 
 /// Reads on the shared read-only connection.
@@ -170,7 +173,9 @@ impl Reads {
         let reader = self.reader.clone();
         let job = self.job.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let reader = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let reader = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             work(&reader)
         })
         .await;

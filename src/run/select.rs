@@ -148,7 +148,9 @@ mod tests {
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].0.name, "daily");
         assert_eq!(
-            later[0].1.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            later[0]
+                .1
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "2026-01-02T03:00:00Z"
         );
         // Five minutes earlier the quarter-hour job is not due yet.

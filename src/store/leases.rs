@@ -65,9 +65,7 @@ impl Store {
         let replaced = match current {
             None => None,
             Some((other, _)) if other == holder => None,
-            Some((other, heartbeat_at)) if heartbeat_at < cutoff || is_dead(&other) => {
-                Some(other)
-            }
+            Some((other, heartbeat_at)) if heartbeat_at < cutoff || is_dead(&other) => Some(other),
             Some((holder, heartbeat_at)) => {
                 return Ok(LeaseOutcome::HeldBy {
                     holder,
@@ -155,27 +153,38 @@ mod tests {
     #[test]
     fn a_live_lease_is_refused_to_another_holder_and_released_by_its_own() {
         let (_dir, mut store) = store();
-        let first = store.try_acquire_lease("orders", "a", MINUTE, alive).unwrap();
+        let first = store
+            .try_acquire_lease("orders", "a", MINUTE, alive)
+            .unwrap();
         assert_eq!(first, LeaseOutcome::Acquired { replaced: None });
-        match store.try_acquire_lease("orders", "b", MINUTE, alive).unwrap() {
+        match store
+            .try_acquire_lease("orders", "b", MINUTE, alive)
+            .unwrap()
+        {
             LeaseOutcome::HeldBy { holder, .. } => assert_eq!(holder, "a"),
             other => panic!("{other:?}"),
         }
         // Other jobs are independent.
         assert!(matches!(
-            store.try_acquire_lease("customers", "b", MINUTE, alive).unwrap(),
+            store
+                .try_acquire_lease("customers", "b", MINUTE, alive)
+                .unwrap(),
             LeaseOutcome::Acquired { .. }
         ));
         assert!(store.renew_lease("orders", "a").unwrap());
         assert!(!store.renew_lease("orders", "b").unwrap());
         store.release_lease("orders", "b").unwrap();
         assert!(matches!(
-            store.try_acquire_lease("orders", "b", MINUTE, alive).unwrap(),
+            store
+                .try_acquire_lease("orders", "b", MINUTE, alive)
+                .unwrap(),
             LeaseOutcome::HeldBy { .. }
         ));
         store.release_lease("orders", "a").unwrap();
         assert_eq!(
-            store.try_acquire_lease("orders", "b", MINUTE, alive).unwrap(),
+            store
+                .try_acquire_lease("orders", "b", MINUTE, alive)
+                .unwrap(),
             LeaseOutcome::Acquired { replaced: None }
         );
     }
@@ -192,7 +201,9 @@ mod tests {
                  INSERT INTO runs (job, started_at, status) VALUES ('other', '2020-01-01T00:00:00.000Z', 'running');",
             )
             .unwrap();
-        let outcome = store.try_acquire_lease("orders", "me", MINUTE, alive).unwrap();
+        let outcome = store
+            .try_acquire_lease("orders", "me", MINUTE, alive)
+            .unwrap();
         assert_eq!(
             outcome,
             LeaseOutcome::Acquired {
@@ -219,7 +230,9 @@ mod tests {
 
         // A fresh lease whose holder is known dead is taken at once.
         let dead = |holder: &str| holder == "me";
-        let outcome = store.try_acquire_lease("orders", "next", MINUTE, dead).unwrap();
+        let outcome = store
+            .try_acquire_lease("orders", "next", MINUTE, dead)
+            .unwrap();
         assert_eq!(
             outcome,
             LeaseOutcome::Acquired {

@@ -31,11 +31,10 @@ impl StoreReader {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source: Box::new(source),
-            })?;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
         conn.busy_timeout(Duration::from_secs(90))
             .map_err(|source| StoreError::Pragma {
                 path: path.to_path_buf(),

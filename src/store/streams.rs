@@ -78,23 +78,7 @@ impl Store {
         // backend that keeps staging per table may need it.
         let err = stream_err(stream, "record the end of the stream");
         let tx = self.conn.transaction().map_err(err)?;
-        delete_stream_row(&tx, "checkpoints", stream).map_err(err)?;
-        let at = now();
-        if let Some(value) = mark {
-            tx.execute(
-                "INSERT INTO marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (job, partition) DO UPDATE
-                 SET value = excluded.value, updated_at = excluded.updated_at",
-                (&stream.job, &stream.partition, value, &at),
-            )
-            .map_err(err)?;
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO finished_streams (job, partition, run_id, finished_at)
-             VALUES (?1, ?2, ?3, ?4)",
-            (&stream.job, &stream.partition, run_id.0, &at),
-        )
-        .map_err(err)?;
+        end_stream(&tx, stream, run_id, mark)?;
         tx.commit().map_err(err)
     }
 
@@ -156,6 +140,35 @@ impl Store {
         tx.execute_batch(&drop_staging).map_err(err)?;
         tx.commit().map_err(err)
     }
+}
+
+/// Clear the stream's checkpoint, store its mark and record it finished,
+/// inside the caller's transaction.
+pub(crate) fn end_stream(
+    conn: &Connection,
+    stream: &StreamKey,
+    run_id: RunId,
+    mark: Option<&str>,
+) -> Result<(), StoreError> {
+    let err = stream_err(stream, "record the end of the stream");
+    delete_stream_row(conn, "checkpoints", stream).map_err(err)?;
+    let at = now();
+    if let Some(value) = mark {
+        conn.execute(
+            "INSERT INTO marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (job, partition) DO UPDATE
+             SET value = excluded.value, updated_at = excluded.updated_at",
+            (&stream.job, &stream.partition, value, &at),
+        )
+        .map_err(err)?;
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO finished_streams (job, partition, run_id, finished_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        (&stream.job, &stream.partition, run_id.0, &at),
+    )
+    .map_err(err)?;
+    Ok(())
 }
 
 pub(crate) fn finished_partitions(conn: &Connection, job: &str) -> rusqlite::Result<Vec<String>> {
