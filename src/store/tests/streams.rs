@@ -113,7 +113,7 @@ fn a_backfill_and_the_job_pass_keep_separate_finished_sets() {
             .unwrap();
     }
     store.complete_job_pass("j", &table).unwrap();
-    assert_eq!(store.finished_partitions("j").unwrap(), [slice.clone()]);
+    assert_eq!(store.finished_partitions("j").unwrap(), [slice]);
     store
         .finish_stream(&stream("j", "us"), &table, run, None)
         .unwrap();
