@@ -70,6 +70,7 @@ fn client(concurrency: usize) -> HttpClient {
     HttpClient::new(&HttpOptions {
         concurrency,
         user_agent: "apisync-test".into(),
+        hosts: Default::default(),
     })
     .unwrap()
 }

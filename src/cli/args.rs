@@ -61,6 +61,8 @@ pub enum Command {
     Reset(ResetArgs),
     /// Run the bundled example jobs against a built-in local API.
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +127,13 @@ pub struct DemoArgs {
     /// Milliseconds added to every response (to watch a kill and resume).
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub delay_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Environment variables the command line reads, so the settings layer does

@@ -22,6 +22,7 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Status(args) => status::show(global, &args),
         Command::Reset(args) => reset(global, &args),
         Command::Demo(args) => super::demo::demo(global, &args).await,
+        Command::Completions(args) => super::completions::print(&args),
     }
 }
 

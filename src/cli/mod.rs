@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod completions;
 mod demo;
 mod env_file;
 mod exit;

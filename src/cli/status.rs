@@ -11,7 +11,7 @@ use super::args::{GlobalArgs, StatusArgs};
 use super::{Exit, commands};
 use crate::fetch::{NextRequest, StreamPosition};
 use crate::run::{next_due, select_jobs};
-use crate::store::{JobStatus, Store};
+use crate::store::{JobStatus, RunStatus, Store};
 
 #[derive(Debug, Serialize)]
 struct StatusLine {
@@ -67,7 +67,10 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
         })
         .collect();
     if args.json {
-        match serde_json::to_string_pretty(&lines) {
+        match serde_json::to_value(&lines)
+            .map(parse_stored_json)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+        {
             Ok(text) => println!("{text}"),
             Err(err) => {
                 eprintln!("error: {err}");
@@ -78,6 +81,25 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
         println!("{}", render(&lines));
     }
     Exit::Ok
+}
+
+/// Marks and checkpoints are stored as JSON text; scripts get them as JSON
+/// values rather than strings to parse again.
+fn parse_stored_json(mut lines: serde_json::Value) -> serde_json::Value {
+    for line in lines.as_array_mut().into_iter().flatten() {
+        for key in ["marks", "checkpoints"] {
+            for value in line[key]
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                if let Some(parsed) = value.as_str().and_then(|t| serde_json::from_str(t).ok()) {
+                    *value = parsed;
+                }
+            }
+        }
+    }
+    lines
 }
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -93,6 +115,7 @@ fn render(lines: &[StatusLine]) -> String {
         "last run",
         "started",
         "seconds",
+        "records",
         "rows",
         "resume",
         "high-water mark",
@@ -108,6 +131,7 @@ fn render(lines: &[StatusLine]) -> String {
             run.map(|r| r.started_at.clone()).unwrap_or_default(),
             run.and_then(|r| seconds(&r.started_at, r.finished_at.as_deref()))
                 .unwrap_or_default(),
+            run.map(|r| r.records.to_string()).unwrap_or_default(),
             s.rows.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             resume_point(s),
             marks(s),
@@ -133,13 +157,25 @@ fn resume_point(status: &JobStatus) -> String {
                 NextRequest::Offset { offset } => format!("offset {offset}"),
                 NextRequest::Page { page } => format!("page {page}"),
             };
-            format!("{next} (after {} pages)", position.pages)
+            let plural = if position.pages == 1 { "" } else { "s" };
+            format!("{next} (after {} page{plural})", position.pages)
         }
         Err(_) => "unreadable checkpoint".to_string(),
     };
     match status.checkpoints.len() {
-        0 if status.finished_partitions.is_empty() => "complete".into(),
-        0 => format!("{} partitions done", status.finished_partitions.len()),
+        0 if status.last_run.is_none() => "-".into(),
+        0 if !status.finished_partitions.is_empty() => {
+            format!("{} partitions done", status.finished_partitions.len())
+        }
+        // Stopped before its first page was committed: the next run starts over.
+        0 if status
+            .last_run
+            .as_ref()
+            .is_some_and(|r| r.status != RunStatus::Succeeded) =>
+        {
+            "start".into()
+        }
+        0 => "complete".into(),
         1 => status
             .checkpoints
             .iter()

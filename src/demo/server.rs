@@ -152,7 +152,7 @@ pub fn order(id: u64) -> Value {
 pub fn event(id: u64) -> Value {
     json!({
         "id": id,
-        "type": if id % 2 == 0 { "login" } else { "logout" },
+        "type": if id.is_multiple_of(2) { "login" } else { "logout" },
         "at": timestamp(id),
     })
 }
@@ -190,25 +190,32 @@ async fn admit(state: &DemoState, headers: &HeaderMap) -> Result<(), Response> {
     Err(response)
 }
 
-fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, Response> {
+/// A 400 answer naming the parameter the client got wrong.
+struct BadRequest(String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.0 });
+        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+    }
+}
+
+fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, BadRequest> {
     match params.get(name) {
         None => Ok(default),
-        Some(text) => text.parse().map_err(|_| {
-            let body = json!({ "error": format!("{name} must be a whole number") });
-            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-        }),
+        Some(text) => text
+            .parse()
+            .map_err(|_| BadRequest(format!("{name} must be a whole number"))),
     }
 }
 
 /// First id (1-based) whose timestamp is at or after `updated_since`.
-fn first_id_since(params: &HashMap<String, String>) -> Result<u64, Response> {
+fn first_id_since(params: &HashMap<String, String>) -> Result<u64, BadRequest> {
     let Some(since) = params.get("updated_since") else {
         return Ok(1);
     };
-    let since = chrono::DateTime::parse_from_rfc3339(since).map_err(|_| {
-        let body = json!({ "error": "updated_since must be an RFC 3339 timestamp" });
-        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-    })?;
+    let since = chrono::DateTime::parse_from_rfc3339(since)
+        .map_err(|_| BadRequest("updated_since must be an RFC 3339 timestamp".into()))?;
     let base = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap_or(since);
     let minutes = (since - base).num_seconds().div_euclid(60).max(0) as u64;
     let exact = (since - base).num_seconds().rem_euclid(60) == 0;
@@ -229,10 +236,7 @@ async fn customers(
             Some(cursor) => cursor
                 .strip_prefix("c_")
                 .and_then(|id| id.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    let body = json!({ "error": "unknown cursor" });
-                    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-                })?,
+                .ok_or_else(|| BadRequest("unknown cursor".into()))?,
             None => first_id_since(&params)?.saturating_sub(1),
         };
         let last = (after + limit).min(state.config.customers);
@@ -244,7 +248,7 @@ async fn customers(
         )
         .into_response())
     })();
-    result.unwrap_or_else(|refused: Response| refused)
+    result.unwrap_or_else(|refused: BadRequest| refused.into_response())
 }
 
 async fn orders(
@@ -278,7 +282,7 @@ async fn orders(
         }
         Ok(response)
     })();
-    result.unwrap_or_else(|refused: Response| refused)
+    result.unwrap_or_else(|refused: BadRequest| refused.into_response())
 }
 
 async fn events(
@@ -297,5 +301,5 @@ async fn events(
         let data: Vec<Value> = (offset + 1..=end).map(event).collect();
         Ok(axum::Json(json!({ "events": data, "total": total })).into_response())
     })();
-    result.unwrap_or_else(|refused: Response| refused)
+    result.unwrap_or_else(|refused: BadRequest| refused.into_response())
 }

@@ -7,19 +7,22 @@
 //! so only a loop around the whole unit can retry them. The auth middleware
 //! sits inside that loop, so each attempt asks the credential afresh.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Certificate, NoProxy, Proxy};
 use reqwest_middleware::ClientWithMiddleware;
-use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::authorize::AuthMiddleware;
 pub use super::context::RequestContext;
 use super::error::{FetchError, FetchErrorKind};
-use super::retry::Backoff;
+use super::limits::{Limits, Slot};
+use super::retry::{Backoff, host_pause};
 use super::send::{Failure, exchange};
+use super::stats::RequestStats;
 use super::{DecodeError, PageRequest, PageResponse};
+use crate::plan::HostLimits;
 
 /// How long a TCP + TLS connect may take, whatever the job's timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +32,9 @@ pub struct HttpOptions {
     /// Most requests in flight at once, all jobs together.
     pub concurrency: usize,
     pub user_agent: String,
+    /// `[hosts."name"]`: per-host concurrency and rate limits, shared by
+    /// every job (see `limits` for how a URL finds its entry).
+    pub hosts: BTreeMap<String, HostLimits>,
 }
 
 /// The process's HTTP client; clones share the pool and the limits.
@@ -50,24 +56,6 @@ impl std::fmt::Debug for HttpClient {
         f.debug_struct("HttpClient")
             .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
-    }
-}
-
-/// Request slots. A permit is held per ATTEMPT (send + body read), never
-/// across a backoff sleep. Per-host limits (`[hosts."name"]`) join here.
-#[derive(Debug)]
-struct Limits {
-    global: Semaphore,
-}
-
-impl Limits {
-    async fn acquire(&self, _url: &url::Url) -> Result<SemaphorePermit<'_>, Failure> {
-        self.global.acquire().await.map_err(|_| {
-            Failure::fatal(FetchErrorKind::Transport {
-                attempts: 1,
-                message: "the request limiter was shut down".into(),
-            })
-        })
     }
 }
 
@@ -100,9 +88,7 @@ impl HttpClient {
         let client = reqwest_middleware::ClientBuilder::new(plain.clone())
             .with(AuthMiddleware)
             .build();
-        let limits = Limits {
-            global: Semaphore::new(opts.concurrency.max(1)),
-        };
+        let limits = Limits::new(opts.concurrency, &opts.hosts);
         Ok(HttpClient {
             inner: Arc::new(Inner {
                 client,
@@ -134,7 +120,7 @@ impl HttpClient {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let failure = match self.attempt(ctx, req, &decode).await {
+            let failure = match self.attempt(ctx, req, &decode, attempts).await {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
@@ -153,6 +139,7 @@ impl HttpClient {
                 delay_ms = delay.as_millis() as u64,
                 "retrying request"
             );
+            ctx.count(RequestStats::retry);
             tokio::time::sleep(delay).await;
         }
     }
@@ -164,17 +151,40 @@ impl HttpClient {
         ctx: &RequestContext,
         req: &PageRequest,
         decode: &impl Fn(&PageResponse) -> Result<T, DecodeError>,
+        attempts: u32,
     ) -> Result<T, Failure> {
         let response = {
-            let _permit = self.inner.limits.acquire(&req.url).await?;
+            let slot = self.inner.limits.acquire(&req.url).await?;
             let sent = tokio::time::timeout(ctx.timeout, exchange(&self.inner.client, ctx, req));
-            sent.await
-                .map_err(|_| Failure::transient(FetchErrorKind::Timeout { attempts: 1 }))??
+            let sent = sent.await.unwrap_or_else(|_| {
+                ctx.count(RequestStats::transport_error);
+                Err(Failure::transient(FetchErrorKind::Timeout { attempts: 1 }))
+            });
+            if let Err(failure) = &sent {
+                self.slow_down(ctx, &slot, failure, attempts);
+            }
+            sent?
         };
         decode(&response).map_err(|error| match error.retryable {
             true => Failure::transient(FetchErrorKind::Decode(error)),
             false => Failure::fatal(FetchErrorKind::Decode(error)),
         })
+    }
+
+    /// A 429 pauses its host for every job, set while this attempt still
+    /// holds its slot: a request that takes the slot next already sees it.
+    fn slow_down(&self, ctx: &RequestContext, slot: &Slot<'_>, failure: &Failure, attempts: u32) {
+        if !matches!(failure.kind, FetchErrorKind::Status { status: 429, .. }) {
+            return;
+        }
+        let pause = host_pause(&ctx.retry, attempts, failure.retry_after);
+        tracing::warn!(
+            job = %ctx.job,
+            host = %slot.host(),
+            pause_ms = pause.as_millis() as u64,
+            "the host answered 429; pausing every request to it"
+        );
+        self.inner.limits.pause(slot.host(), pause);
     }
 }
 
@@ -276,6 +286,7 @@ mod tests {
         let opts = HttpOptions {
             concurrency: 2,
             user_agent: "apisync-test".into(),
+            hosts: BTreeMap::new(),
         };
         assert!(build(&opts, &[], Some(roots)).is_ok());
     }
@@ -311,6 +322,7 @@ mod tests {
         let opts = HttpOptions {
             concurrency: 2,
             user_agent: "apisync-test".into(),
+            hosts: BTreeMap::new(),
         };
         let http = HttpClient::with_env(&opts, &env).unwrap();
         let direct = fetch_text(&http, &format!("{}/x", target.uri())).await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use url::{Host, Origin, Url};
 
 use super::error::{FetchError, FetchErrorKind};
+use super::stats::RequestStats;
 use crate::auth::Credential;
 use crate::plan::{HttpMethod, JobPlan, RetryPlan};
 use crate::secret::REDACTED;
@@ -28,6 +29,8 @@ pub struct RequestContext {
     /// The api_key query parameter, redacted in printed URLs and stripped
     /// from stored ones.
     secret_param: Option<String>,
+    /// The job's request counters, when the caller wants them.
+    stats: Option<Arc<RequestStats>>,
 }
 
 impl RequestContext {
@@ -46,6 +49,21 @@ impl RequestContext {
             retry: job.retry.clone(),
             max_page_bytes: job.records.max_page_bytes,
             secret_param,
+            stats: None,
+        }
+    }
+
+    /// Count this stream's requests in `stats` (one per job, shared by its
+    /// partitions, read for the run summary).
+    pub fn with_stats(mut self, stats: Arc<RequestStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Update the counters, if any are attached.
+    pub(crate) fn count(&self, update: impl FnOnce(&RequestStats)) {
+        if let Some(stats) = &self.stats {
+            update(stats);
         }
     }
 

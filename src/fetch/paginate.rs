@@ -199,7 +199,10 @@ impl Paginator {
                 let Some(url) = &page.next_url else {
                     return Ok(None);
                 };
-                ctx.check_target(url)?;
+                // The error names the page that carried the link (the URL
+                // the user can open to see why); the target is in the kind.
+                ctx.target_allowed(url)
+                    .map_err(|kind| ctx.error(&ctx.redact(&request.url), kind))?;
                 let stored = ctx.strip_secret_params(url);
                 if stored == ctx.strip_secret_params(&request.url) {
                     return Err(looped(format!(

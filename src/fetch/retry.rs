@@ -39,6 +39,20 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// How long a 429 pauses its host for every job: the server's
+/// `Retry-After`, else this attempt's backoff without jitter (so the pause
+/// is as long as the longest wait a retry of it could choose), both capped
+/// by `max_backoff` like the retry's own wait.
+pub(crate) fn host_pause(
+    plan: &RetryPlan,
+    attempts: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(31);
+    let backoff = plan.initial_backoff.saturating_mul(1 << doublings);
+    retry_after.unwrap_or(backoff).min(plan.max_backoff)
+}
+
 /// The retry budget of one `fetch` call.
 #[derive(Debug)]
 pub(crate) struct Backoff {
@@ -154,6 +168,23 @@ mod tests {
         };
         let delay = Backoff::new(&odd).delay(1, None, Duration::ZERO);
         assert!(delay.is_some_and(|d| d <= Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_host_pause_follows_retry_after_else_the_backoff() {
+        let plan = plan(6);
+        let pause = |attempts, after| host_pause(&plan, attempts, after);
+        assert_eq!(
+            pause(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            pause(1, Some(Duration::from_secs(600))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(pause(1, None), Duration::from_millis(100));
+        assert_eq!(pause(3, None), Duration::from_millis(400));
+        assert_eq!(pause(40, None), Duration::from_secs(5));
     }
 
     #[test]

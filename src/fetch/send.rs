@@ -16,6 +16,7 @@ use super::challenge;
 use super::context::{RequestContext, is_loopback};
 use super::error::FetchErrorKind;
 use super::retry::{is_retryable_status, is_transient, parse_retry_after};
+use super::stats::RequestStats;
 use super::{PageRequest, PageResponse};
 use crate::auth::AuthError;
 use crate::plan::HttpMethod;
@@ -61,10 +62,25 @@ pub(crate) async fn exchange(
     let (mut response, url, note) = send_following(client, ctx, req).await?;
     let status = response.status();
     if !status.is_success() {
-        return Err(status_failure(response, note).await);
+        let failure = status_failure(response, note).await;
+        ctx.count(|stats| stats.answered(status.as_u16()));
+        return Err(failure);
     }
     let headers = response.headers().clone();
-    let body = read_limited(&mut response, ctx.max_page_bytes).await?;
+    let body = read_limited(&mut response, ctx.max_page_bytes).await;
+    ctx.count(|stats| match &body {
+        Ok(body) => {
+            stats.answered(status.as_u16());
+            stats.read(body.len());
+        }
+        // Refused by us, but the server did answer.
+        Err(Failure {
+            kind: FetchErrorKind::TooLarge { .. },
+            ..
+        }) => stats.answered(status.as_u16()),
+        Err(_) => stats.transport_error(),
+    });
+    let body = body?;
     Ok(PageResponse {
         url,
         status: status.as_u16(),
@@ -88,6 +104,7 @@ async fn send_following(
         let Some(next) = redirect_target(&response, &url) else {
             return Ok((response, url, note));
         };
+        ctx.count(|stats| stats.answered(response.status().as_u16()));
         ctx.target_allowed(&next).map_err(Failure::fatal)?;
         // 303 means "see the result with GET"; 301/302/307/308 keep the
         // method and body (RFC 9110 allows it, and a POST search API would
@@ -164,10 +181,14 @@ async fn send_one(
     if let Some(credential) = credential {
         extensions.insert(Attach(credential.clone()));
     }
+    ctx.count(RequestStats::sent);
     let response = client
         .execute_with_extensions(request, &mut extensions)
         .await
-        .map_err(send_failure)?;
+        .map_err(|error| {
+            ctx.count(RequestStats::transport_error);
+            send_failure(error)
+        })?;
     Ok((response, extensions.remove::<AuthNote>()))
 }
 

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use super::{FetchError, HttpClient, Page, Paginator, RequestContext, StreamPosition};
+use super::{
+    FetchError, HttpClient, Page, Paginator, RequestContext, RequestStats, StreamPosition,
+};
 use crate::auth::Credential;
 use crate::plan::{JobPlan, Partition};
 
@@ -34,6 +36,12 @@ impl StreamFetcher {
             ctx,
             paginator,
         })
+    }
+
+    /// Count this stream's requests in `stats` (see `RequestContext::with_stats`).
+    pub fn with_stats(mut self, stats: Arc<RequestStats>) -> Self {
+        self.ctx = self.ctx.with_stats(stats);
+        self
     }
 
     /// The next page; None after the last one.

@@ -18,6 +18,7 @@ pub fn dry_run(plan: &ProjectPlan, jobs: &[JobPlan], mode: &JobMode) -> Result<S
     let http = HttpClient::new(&HttpOptions {
         concurrency: 1,
         user_agent: String::new(),
+        hosts: plan.hosts.clone(),
     })?;
     let mut out = String::new();
     for (index, job) in execution_order(jobs).into_iter().enumerate() {

@@ -8,12 +8,14 @@ use std::time::Instant;
 
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::lease::{self, Acquired};
 use super::partitions::unfinished_partitions;
 use super::stream::{StreamEnv, StreamOutcome, run_stream};
 use super::summary::{JobStatus, JobSummary};
 use super::{RunEnv, RunError};
+use crate::fetch::RequestStats;
 use crate::plan::{JobPlan, Partition};
 use crate::store::{RunOutcome, RunStatus, TableSpec};
 
@@ -76,7 +78,12 @@ async fn run_leased(
         Ok(Err(err)) => return summary.failed(RunError::Store(err), started),
         Err(err) => return summary.failed(err, started),
     };
-    let result = run_partitions(env, job, mode, cancel, run_id, &mut summary).await;
+    // Every line logged for this job carries its name and run id (JSON logs).
+    // ERROR level so that the span is enabled whatever the filter lets through.
+    let span = tracing::error_span!("job", job = %job.name, run_id = run_id.0);
+    let result = run_partitions(env, job, mode, cancel, run_id, &mut summary)
+        .instrument(span.clone())
+        .await;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.status = match (&result, summary.interrupted) {
         (Err(_), _) => JobStatus::Failed,
@@ -84,7 +91,7 @@ async fn run_leased(
         (Ok(()), false) => JobStatus::Succeeded,
     };
     if let Err(err) = result {
-        tracing::error!(job = %job.name, error = %err, "job failed");
+        span.in_scope(|| tracing::error!(job = %job.name, error = %err, "job failed"));
         summary.error.get_or_insert_with(|| err.to_string());
     }
     record_outcome(env, run_id, &summary).await;
@@ -145,10 +152,12 @@ async fn run_partitions(
             });
         }
     };
+    let stats = Arc::new(RequestStats::new());
     let stream_env = StreamEnv {
         writer: env.writer.clone(),
         http: env.http.clone(),
         credential,
+        stats: stats.clone(),
         cancel: cancel.clone(),
         table: table.clone(),
         run_id,
@@ -168,6 +177,13 @@ async fn run_partitions(
         })
         .map(|partition| {
             let (stream_env, job) = (&stream_env, job.clone());
+            // The whole-job stream has no partition key, and logs none.
+            let span = tracing::error_span!("stream", partition = tracing::field::Empty);
+            if let Ok(partition) = &partition
+                && !partition.key.is_empty()
+            {
+                span.record("partition", partition.key.as_str());
+            }
             async move {
                 let partition = match partition {
                     Ok(partition) => partition,
@@ -178,6 +194,7 @@ async fn run_partitions(
                 let result = run_stream(stream_env, job, partition, &mut counts).await;
                 (label, counts, result)
             }
+            .instrument(span)
         })
         .buffer_unordered(env.stream_width.max(1))
         .boxed();
@@ -193,6 +210,7 @@ async fn run_partitions(
     }
     drop(results);
     summary.interrupted |= stopped_early.load(Ordering::Relaxed);
+    summary.add_requests(&stats.snapshot());
     if let Some(err) = first_error {
         return Err(err);
     }

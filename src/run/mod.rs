@@ -83,6 +83,7 @@ async fn execute_with(
     let http = HttpClient::new(&HttpOptions {
         concurrency: plan.settings.concurrency,
         user_agent: format!("apisync/{}", env!("CARGO_PKG_VERSION")),
+        hosts: plan.hosts.clone(),
     })?;
     let credentials = build_credentials(plan, &jobs, &http, token_store);
     let env = RunEnv {

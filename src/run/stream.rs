@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::incremental;
 use super::{RunError, Writer};
 use crate::auth::Credential;
-use crate::fetch::{HttpClient, NextRequest, Page, StreamFetcher, StreamPosition};
+use crate::fetch::{HttpClient, NextRequest, Page, RequestStats, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition};
 use crate::store::{RunId, StoreError, StreamKey, TableSpec};
 
@@ -20,6 +20,8 @@ pub(crate) struct StreamEnv {
     pub writer: Writer,
     pub http: HttpClient,
     pub credential: Option<Arc<Credential>>,
+    /// The job's request counters, shared by its partitions.
+    pub stats: Arc<RequestStats>,
     pub cancel: CancellationToken,
     pub table: Arc<TableSpec>,
     pub run_id: RunId,
@@ -109,7 +111,8 @@ async fn fetch_and_write(
         partition.clone(),
         env.credential.clone(),
         position,
-    )?;
+    )?
+    .with_stats(env.stats.clone());
     let mut pending: Option<PendingCommit> = None;
     loop {
         let next = tokio::select! {

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::RunError;
+use crate::fetch::StatsSnapshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -25,6 +26,10 @@ pub struct JobSummary {
     pub status: JobStatus,
     pub pages: u64,
     pub records: u64,
+    /// HTTP requests sent: every attempt and redirect hop, all partitions.
+    pub requests: u64,
+    /// Attempts that repeated a failed one (after a backoff).
+    pub retries: u64,
     pub seconds: f64,
     /// The first error, secrets already redacted.
     pub error: Option<String>,
@@ -39,10 +44,18 @@ impl JobSummary {
             status: JobStatus::Succeeded,
             pages: 0,
             records: 0,
+            requests: 0,
+            retries: 0,
             seconds: 0.0,
             error: None,
             interrupted: false,
         }
+    }
+
+    /// Add what the job's `RequestStats` counted.
+    pub(crate) fn add_requests(&mut self, stats: &StatsSnapshot) {
+        self.requests += stats.requests;
+        self.retries += stats.retries;
     }
 
     pub(crate) fn failed(mut self, err: RunError, started: std::time::Instant) -> Self {
@@ -89,14 +102,14 @@ impl RunSummary {
     /// A plain table for terminals and logs.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "{:<24} {:<12} {:>8} {:>10} {:>9}\n",
-            "job", "status", "pages", "records", "seconds"
+            "{:<24} {:<12} {:>8} {:>10} {:>9} {:>8} {:>9}\n",
+            "job", "status", "pages", "records", "requests", "retries", "seconds"
         );
         for job in &self.jobs {
             let status = format!("{:?}", job.status).to_lowercase();
             out.push_str(&format!(
-                "{:<24} {:<12} {:>8} {:>10} {:>9.2}\n",
-                job.job, status, job.pages, job.records, job.seconds
+                "{:<24} {:<12} {:>8} {:>10} {:>9} {:>8} {:>9.2}\n",
+                job.job, status, job.pages, job.records, job.requests, job.retries, job.seconds
             ));
         }
         for job in self.jobs.iter().filter(|j| j.error.is_some()) {
@@ -106,5 +119,47 @@ impl RunSummary {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RunSummary {
+        let mut orders = JobSummary::new("orders");
+        orders.pages = 12;
+        orders.records = 1_200;
+        orders.add_requests(&StatsSnapshot {
+            requests: 15,
+            retries: 3,
+            ..StatsSnapshot::default()
+        });
+        orders.seconds = 4.5;
+        let mut refunds = JobSummary::new("refunds");
+        refunds.status = JobStatus::Failed;
+        refunds.requests = 6;
+        refunds.retries = 5;
+        refunds.error = Some(
+            "job \"refunds\": GET https://api.example.com/refunds returned 503 after 6 attempts"
+                .into(),
+        );
+        RunSummary {
+            jobs: vec![orders, refunds],
+        }
+    }
+
+    #[test]
+    fn the_table_shows_requests_and_retries() {
+        insta::assert_snapshot!(sample().render());
+    }
+
+    #[test]
+    fn the_json_summary_has_requests_and_retries() {
+        let json = serde_json::to_value(sample()).expect("a summary serializes");
+        assert_eq!(json["jobs"][0]["requests"], 15);
+        assert_eq!(json["jobs"][0]["retries"], 3);
+        assert_eq!(json["jobs"][1]["retries"], 5);
+        insta::assert_json_snapshot!(json);
     }
 }

@@ -89,3 +89,5 @@ pub fn describe(output: &Output) -> String {
 /// A bearer auth table reading the test token from the environment.
 pub const BEARER: &str = r#"auth = { type = "bearer", token = { env = "TEST_TOKEN" } }"#;
 pub mod faults;
+pub mod oauth_server;
+pub mod paged;

@@ -342,6 +342,9 @@ fn cross_origin_next_url_is_refused_before_it_becomes_a_position() {
         "{err}"
     );
     assert_eq!(p.position().pages, 0);
+    // The error names the page that carried the link, the link in its text.
+    assert_eq!(err.url, url_of(&p));
+    assert!(err.to_string().contains("http://127.0.0.2:9/x"), "{err}");
 
     let mut plan = job(PaginationKind::LinkHeader);
     plan.pagination.allow_cross_origin = true;
