@@ -83,6 +83,9 @@ pub struct RunArgs {
     /// Print the plan and send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Wait for jobs another process is running instead of skipping them.
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -110,6 +113,9 @@ pub struct BackfillArgs {
     /// Slice length.
     #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
     pub step: std::time::Duration,
+    /// Wait if another process is running the job instead of skipping it.
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -161,4 +167,14 @@ pub struct InitArgs {
 
 /// Environment variables the command line reads, so the settings layer does
 /// not warn about them as unknown.
-pub const CLI_ENV: &[&str] = &["APISYNC_CONFIG", "APISYNC_ENV_FILE", "APISYNC_LOG_FORMAT"];
+pub const CLI_ENV: &[&str] = &[
+    "APISYNC_CONFIG",
+    "APISYNC_ENV_FILE",
+    "APISYNC_LOG_FORMAT",
+    NOW_ENV,
+];
+
+/// For tests only: the current time (RFC 3339) that `run --due` and
+/// `status` use instead of the system clock, so due times can be checked
+/// without waiting for real time.
+pub const NOW_ENV: &str = "APISYNC_NOW";

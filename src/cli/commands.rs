@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::args::NOW_ENV;
 use super::args::{BackfillArgs, Cli, Command, GlobalArgs, MetricsArgs, ResetArgs, RunArgs};
 use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
 use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
-use crate::run::{JobMode, RunSummary, date_slices, select_jobs};
+use crate::run::{JobMode, RunSummary, date_slices, select_due, select_jobs};
 use crate::store::{SqliteTokenStore, Store};
 
 pub async fn dispatch(cli: Cli) -> Exit {
@@ -77,14 +78,73 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    let jobs = if args.due {
+        match due_jobs(&plan, jobs) {
+            Ok(jobs) => jobs,
+            Err(exit) => return exit,
+        }
+    } else {
+        jobs
+    };
+    if jobs.is_empty() && args.due {
+        println!("no job is due");
+        return Exit::Ok;
+    }
     let mode = JobMode {
         full_refresh: args.full_refresh,
         backfill: None,
+        wait_for_lease: args.wait,
     };
     if args.dry_run {
         return print_dry_run(&plan, &jobs, &mode);
     }
     execute(global, &plan, jobs, mode, &args.metrics).await
+}
+
+/// `run --due`: keep the jobs whose schedule says they are due now.
+fn due_jobs(
+    plan: &ProjectPlan,
+    jobs: Vec<crate::plan::JobPlan>,
+) -> Result<Vec<crate::plan::JobPlan>, Exit> {
+    let now = match clock() {
+        Ok(now) => now,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Err(Exit::Usage);
+        }
+    };
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    let starts = match Store::open(&plan.settings.database)
+        .and_then(|store| store.last_success_starts(&names))
+    {
+        Ok(starts) => starts,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Err(Exit::Failed);
+        }
+    };
+    let (due, later) = select_due(jobs, &starts, now);
+    for (job, at) in later {
+        tracing::info!(
+            job = %job.name,
+            next_due = %at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "not due yet"
+        );
+    }
+    Ok(due)
+}
+
+/// The current time: the system clock, or `APISYNC_NOW` (RFC 3339), which
+/// exists so tests can check due times without waiting for real time.
+pub(crate) fn clock() -> Result<chrono::DateTime<chrono::Utc>, String> {
+    match std::env::var(NOW_ENV) {
+        Err(_) => Ok(chrono::Utc::now()),
+        Ok(text) => chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|err| {
+                format!("{NOW_ENV}={text:?} is not an RFC 3339 time ({err}) (hint: unset it; it is meant for tests)")
+            }),
+    }
 }
 
 fn print_dry_run(plan: &ProjectPlan, jobs: &[crate::plan::JobPlan], mode: &JobMode) -> Exit {
@@ -113,6 +173,12 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    if let Some(job) = jobs.first()
+        && let Err(message) = backfillable(job)
+    {
+        eprintln!("error: job \"{}\": {message}", job.name);
+        return Exit::Usage;
+    }
     let slices = match date_slices(&args.from, &args.to, args.step, chrono::Utc::now()) {
         Ok(slices) => slices,
         Err(message) => {
@@ -123,8 +189,31 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
     let mode = JobMode {
         full_refresh: false,
         backfill: Some(slices),
+        wait_for_lease: args.wait,
     };
     execute(global, &plan, jobs, mode, &args.metrics).await
+}
+
+/// A backfill fills a date range into the job's table. It cannot replace
+/// the table (that would keep only the range), and it cannot stand in for
+/// partitions that are not dates (their `{partition}` would be undefined).
+fn backfillable(job: &crate::plan::JobPlan) -> Result<(), String> {
+    if job.output.mode == crate::plan::WriteMode::Replace {
+        return Err(
+            "it writes in replace mode, so a backfill would replace the whole table \
+                    with only the range (hint: backfill jobs whose output.mode is merge or append)"
+                .into(),
+        );
+    }
+    match &job.partitions {
+        None | Some(crate::plan::PartitionsPlan::Dates { .. }) => Ok(()),
+        Some(_) => Err(
+            "its partitions are values or come from another job, so date slices \
+                        cannot stand in for them (hint: backfill a job without partitions or \
+                        with dates partitions; use {partition.start} and {partition.end})"
+                .into(),
+        ),
+    }
 }
 
 /// Run with signal handling, print the summary, pick the exit code.

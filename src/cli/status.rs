@@ -43,7 +43,13 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    let now = Utc::now();
+    let now = match commands::clock() {
+        Ok(now) => now,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
     let lines: Vec<StatusLine> = stored
         .into_iter()
         .zip(&jobs)

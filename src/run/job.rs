@@ -1,15 +1,17 @@
-//! One job: its run record, its partitions (each a stream with its own
-//! checkpoint, run in parallel), and the end of a pass (replace swap, the
-//! finished-partition list cleared).
+//! One job: its lease, its run record, its partitions (each a stream with
+//! its own checkpoint, run in parallel and read in batches), and the end of
+//! a pass (replace swap, the finished-partition list cleared).
 
-use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::partitions::partitions_of;
+use super::lease::{self, Acquired};
+use super::partitions::unfinished_partitions;
 use super::stream::{StreamEnv, StreamOutcome, run_stream};
 use super::summary::{JobStatus, JobSummary};
 use super::{RunEnv, RunError};
@@ -24,11 +26,46 @@ pub struct JobMode {
     pub full_refresh: bool,
     /// Backfill slices instead of the job's own partitions; never moves the mark.
     pub backfill: Option<Vec<Partition>>,
+    /// `--wait`: wait for a job another process runs instead of skipping it.
+    pub wait_for_lease: bool,
 }
 
 pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> JobSummary {
     let started = Instant::now();
-    let mut summary = JobSummary::new(&job.name);
+    let summary = JobSummary::new(&job.name);
+    let lease = match lease::acquire(env, &job.name, mode.wait_for_lease).await {
+        Ok(Acquired::Lease(lease)) => lease,
+        Ok(Acquired::Busy(message)) => return JobSummary::held(&job.name, message),
+        Ok(Acquired::Cancelled) => {
+            let mut summary = summary;
+            summary.status = JobStatus::Interrupted;
+            return summary;
+        }
+        Err(err) => return summary.failed(err, started),
+    };
+    let mut summary = run_leased(env, &job, mode, &lease.cancel, summary, started).await;
+    if lease.release(env).await {
+        summary.status = JobStatus::Failed;
+        summary.error.get_or_insert_with(|| {
+            format!(
+                "job \"{}\": stopped because another process took its lease over \
+                 (this one did not renew it in time; is the database on a slow or shared disk?)",
+                job.name
+            )
+        });
+    }
+    summary
+}
+
+/// The job once this process holds its lease.
+async fn run_leased(
+    env: &RunEnv,
+    job: &Arc<JobPlan>,
+    mode: &JobMode,
+    cancel: &CancellationToken,
+    mut summary: JobSummary,
+    started: Instant,
+) -> JobSummary {
     let run_id = match env
         .writer
         .call({
@@ -44,7 +81,7 @@ pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> 
     // Every line logged for this job carries its name and run id (JSON logs).
     // ERROR level so that the span is enabled whatever the filter lets through.
     let span = tracing::error_span!("job", job = %job.name, run_id = run_id.0);
-    let result = run_partitions(env, &job, mode, run_id, &mut summary)
+    let result = run_partitions(env, job, mode, cancel, run_id, &mut summary)
         .instrument(span.clone())
         .await;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -66,6 +103,7 @@ async fn record_outcome(env: &RunEnv, run_id: crate::store::RunId, summary: &Job
         status: match summary.status {
             JobStatus::Succeeded => RunStatus::Succeeded,
             JobStatus::Interrupted => RunStatus::Interrupted,
+            JobStatus::Held => RunStatus::Skipped,
             JobStatus::Failed | JobStatus::Skipped => RunStatus::Failed,
         },
         pages: summary.pages,
@@ -85,6 +123,7 @@ async fn run_partitions(
     env: &RunEnv,
     job: &Arc<JobPlan>,
     mode: &JobMode,
+    cancel: &CancellationToken,
     run_id: crate::store::RunId,
     summary: &mut JobSummary,
 ) -> Result<(), RunError> {
@@ -96,18 +135,6 @@ async fn run_partitions(
     env.writer
         .call(move |store| store.prepare_table(&prepared))
         .await??;
-    let partitions = match &mode.backfill {
-        Some(slices) => slices.clone(),
-        None => partitions_of(env, job).await?,
-    };
-    let finished: HashSet<String> = {
-        let name = job.name.clone();
-        env.writer
-            .call(move |store| store.finished_partitions(&name))
-            .await??
-            .into_iter()
-            .collect()
-    };
     let credential = match job.auth.as_deref().map(|name| env.credentials.get(name)) {
         None => None,
         Some(Some(Ok(credential))) => Some(credential.clone()),
@@ -131,25 +158,37 @@ async fn run_partitions(
         http: env.http.clone(),
         credential,
         stats: stats.clone(),
-        cancel: env.cancel.clone(),
+        cancel: cancel.clone(),
         table: table.clone(),
         run_id,
         ignore_mark: mode.full_refresh || mode.backfill.is_some(),
         keep_mark: mode.backfill.is_none(),
     };
-    let todo: Vec<Partition> = partitions
-        .into_iter()
-        .filter(|p| !finished.contains(&p.key))
-        .collect();
-    let mut results = futures::stream::iter(todo)
+    // Partitions arrive in batches, finished ones already left out; no new
+    // one starts once the job is cancelled.
+    let stopped_early = AtomicBool::new(false);
+    let mut results = unfinished_partitions(env, job, mode)?
+        .take_while(|_| {
+            let go_on = !cancel.is_cancelled();
+            if !go_on {
+                stopped_early.store(true, Ordering::Relaxed);
+            }
+            futures::future::ready(go_on)
+        })
         .map(|partition| {
             let (stream_env, job) = (&stream_env, job.clone());
             // The whole-job stream has no partition key, and logs none.
             let span = tracing::error_span!("stream", partition = tracing::field::Empty);
-            if !partition.key.is_empty() {
+            if let Ok(partition) = &partition
+                && !partition.key.is_empty()
+            {
                 span.record("partition", partition.key.as_str());
             }
             async move {
+                let partition = match partition {
+                    Ok(partition) => partition,
+                    Err(err) => return (String::new(), StreamOutcome::default(), Err(err)),
+                };
                 let label = partition.key.clone();
                 let mut counts = StreamOutcome::default();
                 let result = run_stream(stream_env, job, partition, &mut counts).await;
@@ -157,36 +196,48 @@ async fn run_partitions(
             }
             .instrument(span)
         })
-        .buffer_unordered(env.stream_width.max(1));
+        .buffer_unordered(env.stream_width.max(1))
+        .boxed();
     let mut first_error: Option<RunError> = None;
-    let mut any_failed = false;
     while let Some((partition, counts, result)) = results.next().await {
         summary.pages += counts.pages;
         summary.records += counts.records;
         summary.interrupted |= counts.interrupted;
         if let Err(err) = result {
-            any_failed = true;
             tracing::error!(job = %job.name, partition = %partition, error = %err, "stream failed");
             first_error.get_or_insert(err);
         }
     }
+    drop(results);
+    summary.interrupted |= stopped_early.load(Ordering::Relaxed);
     summary.add_requests(&stats.snapshot());
     if let Some(err) = first_error {
         return Err(err);
     }
-    if !any_failed && !summary.interrupted && !env.cancel.is_cancelled() {
-        complete_pass(env, job, table).await?;
+    if !summary.interrupted && !cancel.is_cancelled() {
+        complete_pass(env, job, mode, table).await?;
     }
     Ok(())
 }
 
-/// Every stream of the job finished: swap a replace table in and start the
-/// next run from scratch.
-async fn complete_pass(env: &RunEnv, job: &JobPlan, table: Arc<TableSpec>) -> Result<(), RunError> {
+/// Every stream of the pass finished: swap a replace table in and start the
+/// next run from scratch. A backfill only forgets its own finished slices.
+async fn complete_pass(
+    env: &RunEnv,
+    job: &JobPlan,
+    mode: &JobMode,
+    table: Arc<TableSpec>,
+) -> Result<(), RunError> {
     // One transaction: the replace swap and the end of the pass.
     let name = job.name.clone();
-    env.writer
-        .call(move |store| store.complete_job_pass(&name, &table))
-        .await??;
+    if mode.backfill.is_some() {
+        env.writer
+            .call(move |store| store.complete_backfill(&name))
+            .await??;
+    } else {
+        env.writer
+            .call(move |store| store.complete_job_pass(&name, &table))
+            .await??;
+    }
     Ok(())
 }

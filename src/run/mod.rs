@@ -7,6 +7,7 @@ mod due;
 mod error;
 mod incremental;
 mod job;
+mod lease;
 mod partitions;
 mod scheduler;
 mod select;
@@ -26,7 +27,7 @@ pub use due::{is_due, next_due};
 pub use error::RunError;
 pub use job::JobMode;
 pub use partitions::date_slices;
-pub use select::{SelectError, select_jobs};
+pub use select::{SelectError, select_due, select_jobs};
 pub use summary::{JobStatus, JobSummary, RunSummary};
 pub use writer::{Writer, WriterThread};
 
@@ -48,6 +49,10 @@ pub(crate) struct RunEnv {
     pub stream_width: usize,
     /// Job name -> its table, for `partitions.from_job`.
     pub parent_tables: HashMap<String, String>,
+    /// The database file, for read-only connections beside the writer's.
+    pub database: std::path::PathBuf,
+    /// This process's job-lease holder id (`hostname:pid:random`).
+    pub holder: String,
 }
 
 /// Run `jobs` of `plan` against the database in the plan's settings.
@@ -93,6 +98,8 @@ async fn execute_with(
             .iter()
             .map(|j| (j.name.clone(), j.output.table.clone()))
             .collect(),
+        database: plan.settings.database.clone(),
+        holder: lease::holder_id(),
     };
     let jobs = jobs.into_iter().map(Arc::new).collect();
     let jobs = scheduler::run_jobs(&env, jobs, &mode).await;

@@ -1,37 +1,191 @@
 //! The streams of a job: one for an unpartitioned job, else one per
 //! partition value, per row value of a parent job's table, or per date slice.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::{Stream, TryStreamExt as _, stream};
 
+use super::job::JobMode;
 use super::{RunEnv, RunError};
 use crate::plan::{JobPlan, Partition, PartitionsPlan};
+use crate::store::{BACKFILL_PREFIX, StoreReader};
 
-pub(crate) async fn partitions_of(env: &RunEnv, job: &JobPlan) -> Result<Vec<Partition>, RunError> {
-    match &job.partitions {
-        None => Ok(vec![Partition::whole()]),
-        Some(PartitionsPlan::Values(values)) => {
-            Ok(values.iter().map(|v| value_partition(v)).collect())
-        }
-        Some(PartitionsPlan::FromJob { job: parent, field }) => {
-            let table = env
+/// Partitions read (and checked against the finished set) at a time: with
+/// the streams in flight, all of a job's partitions that are in memory.
+const BATCH: usize = 500;
+
+/// The partitions of this pass of `job` that have not finished yet, as a
+/// stream read one batch at a time: a `from_job` parent table with 100,000
+/// rows never sits in memory, nor does the set of finished partitions.
+/// Reads go through their own read-only connection, not the writer thread.
+pub(crate) fn unfinished_partitions(
+    env: &RunEnv,
+    job: &JobPlan,
+    mode: &JobMode,
+) -> Result<impl Stream<Item = Result<Partition, RunError>> + Send + 'static, RunError> {
+    let source = match (&mode.backfill, &job.partitions) {
+        (Some(slices), _) => Source::List(
+            slices
+                .iter()
+                .map(|slice| Partition {
+                    key: format!("{BACKFILL_PREFIX}{}", slice.key),
+                    vars: slice.vars.clone(),
+                })
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
+        (None, None) => Source::List(vec![Partition::whole()].into_iter()),
+        (None, Some(PartitionsPlan::Values(values))) => Source::List(
+            values
+                .iter()
+                .map(|v| value_partition(v))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
+        (None, Some(PartitionsPlan::Dates { from, to, step })) => Source::List(
+            date_slices(from, to, *step, Utc::now())
+                .map_err(|message| RunError::Partitions {
+                    job: job.name.clone(),
+                    message,
+                })?
+                .into_iter(),
+        ),
+        (None, Some(PartitionsPlan::FromJob { job: parent, field })) => Source::Table {
+            parent: parent.clone(),
+            table: env
                 .parent_tables
                 .get(parent)
                 .cloned()
-                .unwrap_or_else(|| parent.clone());
-            let field = field.clone();
-            let values = env
-                .writer
-                .call(move |store| store.distinct_values(&table, &field))
-                .await??;
-            Ok(values.iter().map(|v| value_partition(v)).collect())
+                .unwrap_or_else(|| parent.clone()),
+            field: field.clone(),
+            after: None,
+            checked: false,
+        },
+    };
+    let reader = StoreReader::open(&env.database)?;
+    let batches = Batches {
+        reader: Arc::new(Mutex::new(reader)),
+        job: job.name.clone(),
+        source,
+    };
+    let batches = stream::try_unfold(batches, |mut batches| async move {
+        let batch = batches.next().await?;
+        Ok::<_, RunError>(batch.map(|batch| (batch, batches)))
+    });
+    Ok(batches
+        .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
+        .try_flatten())
+}
+
+enum Source {
+    List(std::vec::IntoIter<Partition>),
+    Table {
+        parent: String,
+        table: String,
+        field: String,
+        /// The last value of the previous page (keyset pagination).
+        after: Option<String>,
+        /// Whether the table was found to exist.
+        checked: bool,
+    },
+}
+
+struct Batches {
+    reader: Arc<Mutex<StoreReader>>,
+    job: String,
+    source: Source,
+}
+
+impl Batches {
+    /// The next batch without its finished partitions (possibly empty),
+    /// or None at the end.
+    async fn next(&mut self) -> Result<Option<Vec<Partition>>, RunError> {
+        let job = self.job.clone();
+        let read = Reads {
+            reader: self.reader.clone(),
+            job: job.clone(),
+        };
+        let batch: Vec<Partition> = match &mut self.source {
+            Source::List(list) => list.by_ref().take(BATCH).collect(),
+            Source::Table {
+                parent,
+                table,
+                field,
+                after,
+                checked,
+            } => {
+                if !*checked {
+                    let name = table.clone();
+                    if !read.run(move |r| r.has_table(&name)).await? {
+                        return Err(RunError::Partitions {
+                            job,
+                            message: format!(
+                                "partitions.from_job: job \"{parent}\" has no table \"{table}\" yet \
+                                 (hint: run it first, or add depends_on = [\"{parent}\"])"
+                            ),
+                        });
+                    }
+                    *checked = true;
+                }
+                let (name, pointer, from) = (table.clone(), field.clone(), after.clone());
+                let values = read
+                    .run(move |r| r.distinct_values_page(&name, &pointer, from.as_deref(), BATCH))
+                    .await?;
+                if let Some(last) = values.last() {
+                    *after = Some(last.clone());
+                }
+                values.iter().map(|v| value_partition(v)).collect()
+            }
+        };
+        if batch.is_empty() {
+            return Ok(None);
         }
-        Some(PartitionsPlan::Dates { from, to, step }) => date_slices(from, to, *step, Utc::now())
-            .map_err(|message| RunError::Partitions {
-                job: job.name.clone(),
-                message,
+        let keys: Vec<String> = batch.iter().map(|p| p.key.clone()).collect();
+        let finished = read
+            .run(move |r| {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                r.finished_among(&job, &keys)
+            })
+            .await?;
+        Ok(Some(
+            batch
+                .into_iter()
+                .filter(|p| !finished.contains(&p.key))
+                .collect(),
+        ))
+    }
+}
+
+/// Reads on the shared read-only connection.
+struct Reads {
+    reader: Arc<Mutex<StoreReader>>,
+    job: String,
+}
+
+impl Reads {
+    /// Run a read on a blocking thread: SQLite calls block.
+    async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&StoreReader) -> Result<R, crate::store::StoreError> + Send + 'static,
+    ) -> Result<R, RunError> {
+        let reader = self.reader.clone();
+        let job = self.job.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let reader = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&reader)
+        })
+        .await;
+        match joined {
+            Ok(result) => Ok(result?),
+            Err(err) => Err(RunError::Partitions {
+                job,
+                message: format!("reading partitions stopped: {err}"),
             }),
+        }
     }
 }
 

@@ -28,6 +28,15 @@ pub(crate) async fn run_jobs(
                 break;
             };
             let job = waiting.remove(index);
+            if let Some(dependency) = held_dependency(&job, &done) {
+                let message = format!(
+                    "job \"{}\": skipped: job \"{dependency}\", which it depends on, is being run by another process",
+                    job.name
+                );
+                tracing::warn!("{message}");
+                done.insert(job.name.clone(), JobSummary::held(&job.name, message));
+                continue;
+            }
             if let Some(dependency) = failed_dependency(&job, &done) {
                 let err = RunError::DependencyFailed {
                     job: job.name.clone(),
@@ -73,5 +82,14 @@ fn failed_dependency(job: &JobPlan, done: &BTreeMap<String, JobSummary>) -> Opti
             done.get(*dep)
                 .is_some_and(|s| s.status != JobStatus::Succeeded)
         })
+        .cloned()
+}
+
+/// A dependency another process is running: the job is left to that
+/// process's next pass too, and it is not a failure.
+fn held_dependency(job: &JobPlan, done: &BTreeMap<String, JobSummary>) -> Option<String> {
+    job.depends_on
+        .iter()
+        .find(|dep| done.get(*dep).is_some_and(|s| s.status == JobStatus::Held))
         .cloned()
 }

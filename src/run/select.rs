@@ -1,5 +1,10 @@
 //! Which jobs a command runs: by name, by tag, or all.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::due::{is_due, next_due};
 use crate::plan::{JobPlan, ProjectPlan};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -47,6 +52,29 @@ pub fn select_jobs(
     Ok(chosen)
 }
 
+/// Split `jobs` into those due at `now` and those not due (with their next
+/// due time), given when each job's last successful run started (RFC 3339;
+/// absent: it never succeeded, so it is due). See [`super::is_due`].
+pub fn select_due(
+    jobs: Vec<JobPlan>,
+    last_success_starts: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> (Vec<JobPlan>, Vec<(JobPlan, DateTime<Utc>)>) {
+    let mut due = Vec::new();
+    let mut later = Vec::new();
+    for job in jobs {
+        let last = last_success_starts
+            .get(&job.name)
+            .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+            .map(|t| t.with_timezone(&Utc));
+        match next_due(job.schedule.as_deref(), last, now) {
+            Some(at) if !is_due(job.schedule.as_deref(), last, now) => later.push((job, at)),
+            _ => due.push(job),
+        }
+    }
+    (due, later)
+}
+
 /// The candidate closest to `name` by edit distance, if it is close.
 fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
@@ -87,6 +115,48 @@ mod tests {
             err.to_string(),
             "no job named \"ordrs\"; did you mean \"orders\"? (hint: `apisync status` lists the jobs)"
         );
+    }
+
+    #[test]
+    fn due_selection_follows_each_schedule_at_the_given_clock() {
+        use crate::run::test_support::job;
+        let scheduled = |name: &str, schedule: &str| {
+            let mut j = job(name);
+            j.schedule = Some(schedule.into());
+            j
+        };
+        let jobs = vec![
+            scheduled("quarterly", "*/15 * * * *"),
+            scheduled("daily", "0 3 * * *"),
+            scheduled("never_ran", "0 3 * * *"),
+            job("unscheduled"),
+        ];
+        let last: BTreeMap<String, String> = [
+            ("quarterly", "2026-01-01T10:00:00.000Z"),
+            ("daily", "2026-01-01T03:00:05.000Z"),
+            ("unscheduled", "2026-01-01T10:19:00.000Z"),
+        ]
+        .into_iter()
+        .map(|(j, t)| (j.to_string(), t.to_string()))
+        .collect();
+        let now = DateTime::parse_from_rfc3339("2026-01-01T10:20:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let (due, later) = select_due(jobs.clone(), &last, now);
+        let names = |jobs: &[JobPlan]| jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&due), ["quarterly", "never_ran", "unscheduled"]);
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].0.name, "daily");
+        assert_eq!(
+            later[0]
+                .1
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "2026-01-02T03:00:00Z"
+        );
+        // Five minutes earlier the quarter-hour job is not due yet.
+        let earlier = now - chrono::Duration::minutes(6);
+        let (due, _) = select_due(jobs, &last, earlier);
+        assert_eq!(names(&due), ["never_ran", "unscheduled"]);
     }
 
     #[test]

@@ -132,12 +132,12 @@ async fn fetch_and_write(
         let Some(page) = page else { break };
         counts.pages += 1;
         counts.records += page.records.len() as u64;
-        let last = page.last;
+        if page.last {
+            // The last page and the end of the stream commit together.
+            return finish_with(env, job, key, page).await;
+        }
         last_position = page.position.clone();
         pending = Some(submit_page(env, key, page).await?);
-        if last {
-            break;
-        }
     }
     await_commit(pending.take()).await?;
     finish(env, job, key, last_position).await
@@ -164,6 +164,28 @@ async fn submit_page(
     env.writer
         .submit(move |store| store.apply_page(&key, &table, run_id, &page.records, &position))
         .await
+}
+
+/// The last page: its rows, the cleared cursor and the new high-water mark
+/// in one transaction.
+async fn finish_with(
+    env: &StreamEnv,
+    job: &JobPlan,
+    key: &StreamKey,
+    page: Page,
+) -> Result<(), RunError> {
+    let mark = if env.keep_mark {
+        incremental::next_mark(job, page.position.max_seen.as_ref())
+    } else {
+        None
+    };
+    let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
+    env.writer
+        .call(move |store| {
+            store.apply_last_page(&key, &table, run_id, &page.records, mark.as_deref())
+        })
+        .await??;
+    Ok(())
 }
 
 /// The stream is complete: clear its cursor and keep its high-water mark.

@@ -15,6 +15,9 @@ pub enum JobStatus {
     Skipped,
     /// Stopped by SIGINT/SIGTERM after committing what was complete.
     Interrupted,
+    /// Not run because another live process holds its lease (or one of its
+    /// dependencies). Not a failure: that process does the work.
+    Held,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +77,15 @@ impl JobSummary {
         self.error = Some(err.to_string());
         self.seconds = started.elapsed().as_secs_f64();
         self
+    }
+
+    /// Skipped because another process runs it; `message` says which.
+    pub(crate) fn held(job: &str, message: String) -> Self {
+        JobSummary {
+            status: JobStatus::Held,
+            error: Some(message),
+            ..JobSummary::new(job)
+        }
     }
 
     pub(crate) fn skipped(job: &str, err: RunError) -> Self {

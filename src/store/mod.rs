@@ -6,8 +6,10 @@
 //! offer the same surface.
 
 mod error;
+mod leases;
 mod open;
 mod read;
+mod reader;
 mod runs;
 mod sql;
 mod streams;
@@ -20,6 +22,9 @@ mod write;
 mod tests;
 
 pub use error::StoreError;
+pub use leases::LeaseOutcome;
 pub use open::Store;
+pub use reader::StoreReader;
+pub use streams::BACKFILL_PREFIX;
 pub use tokens::{SqliteTokenStore, TokensError};
 pub use types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec};

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::error::StoreError;
 
@@ -12,7 +12,11 @@ use super::error::StoreError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_refresh_tokens.sql")),
+    (3, include_str!("../../migrations/0003_leases.sql")),
 ];
+
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Statements prepared once and reused: two insert shapes per table and mode,
 /// plus the checkpoint upsert, for a handful of tables.
@@ -77,13 +81,15 @@ impl Store {
                  )",
             )
             .map_err(db)?;
-        let current: i64 = self
-            .conn
-            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
-            .optional()
-            .map_err(db)?
-            .flatten()
-            .unwrap_or(0);
+        let applied: Vec<i64> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT version FROM schema_version ORDER BY version")
+                .map_err(db)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        };
+        let current = applied.last().copied().unwrap_or(0);
         let supported = latest_version();
         if current > supported {
             return Err(StoreError::NewerSchema {
@@ -92,7 +98,9 @@ impl Store {
                 supported,
             });
         }
-        for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        // Every version not applied yet, in order (not only those above the
+        // highest applied one, so a gap left by an old build is filled too).
+        for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
             self.apply_migration(version, sql)
                 .map_err(|source| StoreError::Migration {
                     version,
@@ -139,7 +147,9 @@ fn set_pragmas(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         .map_err(fail("synchronous"))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(fail("foreign_keys"))?;
-    conn.busy_timeout(Duration::from_secs(5))
+    // Long enough to outlast another process's short write transactions
+    // (an OAuth refresh holds BEGIN IMMEDIATE across its token request).
+    conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(fail("busy_timeout"))
 }
 
@@ -204,6 +214,30 @@ mod tests {
             .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(runs, 1);
+    }
+
+    #[test]
+    fn every_missing_version_is_applied_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let store = Store::open(&path).unwrap();
+        // A database left at version 1 by an old apisync.
+        store
+            .conn
+            .execute_batch(
+                "DELETE FROM schema_version WHERE version > 1;
+                 DROP TABLE _apisync_refresh_tokens;
+                 DROP TABLE job_leases;",
+            )
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(applied(&store), (1..=latest_version()).collect::<Vec<_>>());
+        let leases: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM job_leases", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(leases, 0);
     }
 
     #[test]

@@ -7,8 +7,9 @@ use super::sql::{pointer_to_path, quote_ident, value_to_text};
 
 impl Store {
     /// Distinct non-null values at `pointer` in the records of `table`, in
-    /// order of first appearance: the partitions of a `from_job` job.
-    /// Collected into a Vec (not streamed): partition sources are small.
+    /// order of first appearance, all in memory. Only for small previews
+    /// (`--dry-run`); a run reads them in pages with
+    /// [`super::StoreReader::distinct_values_page`].
     pub fn distinct_values(&self, table: &str, pointer: &str) -> Result<Vec<String>, StoreError> {
         let path = pointer_to_path(pointer)?;
         let sql = format!(

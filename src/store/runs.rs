@@ -57,6 +57,31 @@ impl Store {
         Ok(())
     }
 
+    /// Per job: when its last successful run started (RFC 3339, UTC), the
+    /// base of its cron due time. Jobs that never succeeded are absent.
+    pub fn last_success_starts(
+        &self,
+        jobs: &[&str],
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut starts = BTreeMap::new();
+        for &job in jobs {
+            let started: Option<String> = self
+                .conn
+                .prepare_cached(
+                    "SELECT started_at FROM runs WHERE job = ?1 AND status = 'succeeded'
+                     ORDER BY id DESC LIMIT 1",
+                )
+                .and_then(|mut stmt| stmt.query_row([job], |r| r.get(0)).optional())
+                .map_err(|source| StoreError::Job {
+                    job: job.to_string(),
+                    action: "read its last successful run",
+                    source: Box::new(source),
+                })?;
+            starts.extend(started.map(|at| (job.to_string(), at)));
+        }
+        Ok(starts)
+    }
+
     /// Per job, given as (job, table): its last run, last success, rows in
     /// its table, saved checkpoints and marks, finished partitions.
     pub fn status(&self, jobs: &[(&str, &str)]) -> Result<Vec<JobStatus>, StoreError> {

@@ -18,6 +18,14 @@ use super::tables::swap_in;
 use super::types::{RunId, StreamKey, TableSpec};
 use crate::plan::WriteMode;
 
+/// Stream keys of a backfill start with this, so a backfill's slices keep
+/// checkpoints and a finished set apart from the job's own pass.
+pub const BACKFILL_PREFIX: &str = "backfill:";
+
+/// The same, for range tests in SQL: every key with the prefix sorts at or
+/// after `BACKFILL_PREFIX` and before this (":" + 1 is ";").
+const BACKFILL_END: &str = "backfill;";
+
 impl Store {
     /// The saved position JSON of an unfinished stream.
     pub fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
@@ -70,23 +78,7 @@ impl Store {
         // backend that keeps staging per table may need it.
         let err = stream_err(stream, "record the end of the stream");
         let tx = self.conn.transaction().map_err(err)?;
-        delete_stream_row(&tx, "checkpoints", stream).map_err(err)?;
-        let at = now();
-        if let Some(value) = mark {
-            tx.execute(
-                "INSERT INTO marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (job, partition) DO UPDATE
-                 SET value = excluded.value, updated_at = excluded.updated_at",
-                (&stream.job, &stream.partition, value, &at),
-            )
-            .map_err(err)?;
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO finished_streams (job, partition, run_id, finished_at)
-             VALUES (?1, ?2, ?3, ?4)",
-            (&stream.job, &stream.partition, run_id.0, &at),
-        )
-        .map_err(err)?;
+        end_stream(&tx, stream, run_id, mark)?;
         tx.commit().map_err(err)
     }
 
@@ -109,9 +101,26 @@ impl Store {
         if table.mode == WriteMode::Replace {
             swap_in(&tx, &table.table)?;
         }
-        tx.execute("DELETE FROM finished_streams WHERE job = ?1", [job])
-            .map_err(err)?;
+        tx.execute(
+            "DELETE FROM finished_streams WHERE job = ?1
+             AND NOT (partition >= ?2 AND partition < ?3)",
+            (job, BACKFILL_PREFIX, BACKFILL_END),
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// Every slice of a backfill has finished: forget its finished set (and
+    /// only its own), so the same command later backfills again. The job's
+    /// own pass, its marks and its table are untouched.
+    pub fn complete_backfill(&mut self, job: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM finished_streams WHERE job = ?1 AND partition >= ?2 AND partition < ?3",
+                (job, BACKFILL_PREFIX, BACKFILL_END),
+            )
+            .map(drop)
+            .map_err(job_err(job, "complete the backfill"))
     }
 
     /// `apisync reset`: forget checkpoints, marks and finished partitions of
@@ -131,6 +140,35 @@ impl Store {
         tx.execute_batch(&drop_staging).map_err(err)?;
         tx.commit().map_err(err)
     }
+}
+
+/// Clear the stream's checkpoint, store its mark and record it finished,
+/// inside the caller's transaction.
+pub(crate) fn end_stream(
+    conn: &Connection,
+    stream: &StreamKey,
+    run_id: RunId,
+    mark: Option<&str>,
+) -> Result<(), StoreError> {
+    let err = stream_err(stream, "record the end of the stream");
+    delete_stream_row(conn, "checkpoints", stream).map_err(err)?;
+    let at = now();
+    if let Some(value) = mark {
+        conn.execute(
+            "INSERT INTO marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (job, partition) DO UPDATE
+             SET value = excluded.value, updated_at = excluded.updated_at",
+            (&stream.job, &stream.partition, value, &at),
+        )
+        .map_err(err)?;
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO finished_streams (job, partition, run_id, finished_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        (&stream.job, &stream.partition, run_id.0, &at),
+    )
+    .map_err(err)?;
+    Ok(())
 }
 
 pub(crate) fn finished_partitions(conn: &Connection, job: &str) -> rusqlite::Result<Vec<String>> {

@@ -10,6 +10,7 @@ use rusqlite::{CachedStatement, Connection};
 use super::error::StoreError;
 use super::open::{Store, now};
 use super::sql::{json_to_sql, quote_ident};
+use super::streams::end_stream;
 use super::tables::{FIXED_COLUMNS, write_target};
 use super::types::{RunId, StreamKey, TableSpec};
 use crate::fetch::Record;
@@ -48,6 +49,35 @@ impl Store {
             .write_all(&tx, records, &now(), run_id)
             .map_err(row_err)?;
         save_checkpoint(&tx, stream, position)?;
+        tx.commit().map_err(row_err)
+    }
+}
+
+impl Store {
+    /// The stream's last page: its rows and the end of the stream (cleared
+    /// checkpoint, new mark, partition finished) in one transaction. Written
+    /// apart, a crash between the two would leave a checkpoint that asks for
+    /// the last page again, and append mode would write it twice.
+    pub fn apply_last_page(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        mark: Option<&str>,
+    ) -> Result<(), StoreError> {
+        check_columns(table, records)?;
+        let target = write_target(table);
+        let row_err = |source| StoreError::Table {
+            table: target.clone(),
+            action: "write a page",
+            source: Box::new(source),
+        };
+        let tx = self.conn.transaction().map_err(row_err)?;
+        InsertShape::new(&target, table)
+            .write_all(&tx, records, &now(), run_id)
+            .map_err(row_err)?;
+        end_stream(&tx, stream, run_id, mark)?;
         tx.commit().map_err(row_err)
     }
 }

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::support::{keyed, spec, store_with_run, stream, unkeyed};
 use crate::plan::WriteMode;
+use crate::store::BACKFILL_PREFIX;
 
 #[test]
 fn finishing_a_stream_clears_its_checkpoint_and_stores_its_mark() {
@@ -98,6 +99,26 @@ fn a_pass_remembers_finished_partitions_until_it_completes() {
     store.complete_job_pass("j", &table).unwrap();
     assert!(store.finished_partitions("j").unwrap().is_empty());
     assert_eq!(store.finished_partitions("other").unwrap(), ["x"]);
+}
+
+#[test]
+fn a_backfill_and_the_job_pass_keep_separate_finished_sets() {
+    let (mut store, run) = store_with_run("j");
+    let table = spec("j", WriteMode::Merge, &[], false);
+    store.prepare_table(&table).unwrap();
+    let slice = format!("{BACKFILL_PREFIX}2024-01-01..2024-01-02");
+    for partition in ["us", slice.as_str()] {
+        store
+            .finish_stream(&stream("j", partition), &table, run, None)
+            .unwrap();
+    }
+    store.complete_job_pass("j", &table).unwrap();
+    assert_eq!(store.finished_partitions("j").unwrap(), [slice]);
+    store
+        .finish_stream(&stream("j", "us"), &table, run, None)
+        .unwrap();
+    store.complete_backfill("j").unwrap();
+    assert_eq!(store.finished_partitions("j").unwrap(), ["us"]);
 }
 
 #[test]

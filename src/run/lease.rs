@@ -1,0 +1,218 @@
+//! The job lease from the runner's side: who this process is, taking the
+//! lease before a job runs (or waiting for it with `--wait`), renewing it
+//! through the writer thread while the job runs, and giving it back at the
+//! end, whatever the outcome.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{RunEnv, RunError};
+use crate::store::LeaseOutcome;
+
+/// How often a running job renews its lease.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// A heartbeat older than this means the holder is gone. Far above the
+/// heartbeat period: the writer may wait up to its busy timeout for another
+/// process's write lock before it can renew.
+const STALE_AFTER: Duration = Duration::from_secs(180);
+
+/// `--wait` polls the lease with this backoff, doubling up to the cap.
+const WAIT_FIRST: Duration = Duration::from_millis(250);
+const WAIT_CAP: Duration = Duration::from_secs(10);
+
+/// This process's holder id: `hostname:pid:random`. The random part tells
+/// apart two processes that reused a pid.
+pub(crate) fn holder_id() -> String {
+    format!(
+        "{}:{}:{:08x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+fn hostname() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().replace(':', "_"))
+        .unwrap_or_default();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// A holder on this host whose process no longer exists is dead for sure:
+/// its lease is taken at once instead of after [`STALE_AFTER`]. Holders on
+/// other hosts, or when liveness cannot be told (no /proc), are judged by
+/// their heartbeat only.
+fn holder_is_dead(holder: &str, this_holder: &str) -> bool {
+    let host_and_pid = |id: &str| {
+        let mut parts = id.rsplitn(3, ':');
+        let _random = parts.next();
+        let pid = parts.next()?.parse::<u32>().ok()?;
+        Some((parts.next()?.to_string(), pid))
+    };
+    let (Some((host, pid)), Some((my_host, my_pid))) =
+        (host_and_pid(holder), host_and_pid(this_holder))
+    else {
+        return false;
+    };
+    if host != my_host || pid == my_pid || !std::path::Path::new("/proc/self").exists() {
+        return false;
+    }
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The outcome of [`acquire`].
+pub(crate) enum Acquired {
+    Lease(Lease),
+    /// Another live process runs the job; the text says who, for the summary.
+    Busy(String),
+    /// Cancelled while waiting.
+    Cancelled,
+}
+
+/// A held lease: its heartbeat task and the job's own cancellation token,
+/// which fires on SIGINT/SIGTERM and when the lease is lost.
+pub(crate) struct Lease {
+    job: String,
+    pub cancel: CancellationToken,
+    stop: CancellationToken,
+    heartbeat: JoinHandle<bool>,
+}
+
+/// Take the lease on `job`; with `wait`, poll until it is free (or the run
+/// is cancelled) instead of giving up.
+pub(crate) async fn acquire(env: &RunEnv, job: &str, wait: bool) -> Result<Acquired, RunError> {
+    let mut delay = WAIT_FIRST;
+    let mut announced = false;
+    loop {
+        let (name, holder) = (job.to_string(), env.holder.clone());
+        let outcome = env
+            .writer
+            .call(move |store| {
+                let me = holder.clone();
+                store.try_acquire_lease(&name, &holder, STALE_AFTER, |other| {
+                    holder_is_dead(other, &me)
+                })
+            })
+            .await??;
+        match outcome {
+            LeaseOutcome::Acquired { replaced } => {
+                if let Some(old) = replaced {
+                    tracing::warn!(job, previous_holder = %old,
+                        "took over the lease of a process that stopped without releasing it; its unfinished run is marked interrupted");
+                }
+                return Ok(Acquired::Lease(start_heartbeat(env, job)));
+            }
+            LeaseOutcome::HeldBy {
+                holder,
+                heartbeat_at,
+            } => {
+                let message = format!(
+                    "job \"{job}\": skipped: another process is running it \
+                     (holder {holder}, last heartbeat {heartbeat_at}) \
+                     (hint: `apisync run --wait` waits for it instead)"
+                );
+                if !wait {
+                    tracing::warn!("{message}");
+                    return Ok(Acquired::Busy(message));
+                }
+                if !announced {
+                    tracing::info!(job, %holder, "waiting for another process to finish the job");
+                    announced = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = env.cancel.cancelled() => return Ok(Acquired::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(WAIT_CAP);
+    }
+}
+
+fn start_heartbeat(env: &RunEnv, job: &str) -> Lease {
+    let cancel = env.cancel.child_token();
+    let stop = CancellationToken::new();
+    let (writer, name, holder) = (env.writer.clone(), job.to_string(), env.holder.clone());
+    let (lost, stopped) = (cancel.clone(), stop.clone());
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.cancelled() => return false,
+                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            }
+            let (job, me) = (name.clone(), holder.clone());
+            match writer.call(move |store| store.renew_lease(&job, &me)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    tracing::error!(job = %name,
+                        "another process took this job's lease over (this one looked dead); stopping the job");
+                    lost.cancel();
+                    return true;
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(job = %name, error = %err, "could not renew the lease")
+                }
+                Err(err) => tracing::warn!(job = %name, error = %err, "could not renew the lease"),
+            }
+        }
+    });
+    Lease {
+        job: job.to_string(),
+        cancel,
+        stop,
+        heartbeat,
+    }
+}
+
+impl Lease {
+    /// Stop the heartbeat and delete the lease. True when the lease had
+    /// been lost to another process while the job ran.
+    pub(crate) async fn release(self, env: &RunEnv) -> bool {
+        self.stop.cancel();
+        // The task holds a Writer handle: it must end before the writer can.
+        let lost = self.heartbeat.await.unwrap_or(false);
+        if !lost {
+            let (job, holder) = (self.job.clone(), env.holder.clone());
+            let released = env
+                .writer
+                .call(move |store| store.release_lease(&job, &holder))
+                .await;
+            if !matches!(released, Ok(Ok(()))) {
+                tracing::warn!(job = %self.job,
+                    "could not release the lease; another process takes it over once its heartbeat is stale");
+            }
+        }
+        lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_vanished_process_on_this_host_is_known_dead() {
+        let me = holder_id();
+        let host = hostname();
+        // Above the largest pid Linux hands out (pid_max is at most 2^22).
+        let gone = format!("{host}:999999999:abcd");
+        assert!(holder_is_dead(&gone, &me));
+        assert!(
+            !holder_is_dead(&format!("{host}:1:abcd"), &me),
+            "pid 1 lives"
+        );
+        assert!(!holder_is_dead("elsewhere:999999999:abcd", &me));
+        assert!(!holder_is_dead(&me, &me));
+        assert!(!holder_is_dead("garbage", &me));
+    }
+}

@@ -1,0 +1,243 @@
+//! Job leases: two processes never run the same job at once. The holder
+//! renews its heartbeat while the job runs and deletes the lease at the end;
+//! a lease whose heartbeat is older than `stale_after`, or whose holder the
+//! caller knows to be dead, is taken over.
+//!
+//! Acquiring happens in one `BEGIN IMMEDIATE` transaction, so two processes
+//! racing for the same job cannot both win. Runs that a dead holder left
+//! `running` are marked `interrupted` in that same transaction: once this
+//! process holds the lease, no live process can be running the job.
+
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, TransactionBehavior};
+
+use super::error::StoreError;
+use super::open::{Store, now};
+
+/// The answer to [`Store::try_acquire_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// This holder has the lease now. `replaced` names the dead or stale
+    /// holder it was taken from, if any (for the log).
+    Acquired { replaced: Option<String> },
+    /// Another live holder runs the job.
+    HeldBy {
+        holder: String,
+        /// RFC 3339, UTC: the holder's last sign of life.
+        heartbeat_at: String,
+    },
+}
+
+/// What an interrupted orphan run is told in its `error` column.
+const ORPHANED: &str = "the process running it stopped (killed or crashed) before it finished";
+
+impl Store {
+    /// Take the lease on `job` for `holder` unless another holder has it
+    /// with a heartbeat newer than `stale_after` and `is_dead(holder)` says
+    /// it is not known to be dead. On success, runs of `job` still marked
+    /// `running` are marked `interrupted` (their process is gone).
+    pub fn try_acquire_lease(
+        &mut self,
+        job: &str,
+        holder: &str,
+        stale_after: Duration,
+        is_dead: impl Fn(&str) -> bool,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let err = |source| StoreError::Job {
+            job: job.to_string(),
+            action: "take its lease",
+            source: Box::new(source),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let current: Option<(String, String)> = tx
+            .query_row(
+                "SELECT holder, heartbeat_at FROM job_leases WHERE job = ?1",
+                [job],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let cutoff = stale_cutoff(stale_after);
+        let replaced = match current {
+            None => None,
+            Some((other, _)) if other == holder => None,
+            Some((other, heartbeat_at)) if heartbeat_at < cutoff || is_dead(&other) => Some(other),
+            Some((holder, heartbeat_at)) => {
+                return Ok(LeaseOutcome::HeldBy {
+                    holder,
+                    heartbeat_at,
+                });
+            }
+        };
+        let at = now();
+        tx.execute(
+            "INSERT INTO job_leases (job, holder, acquired_at, heartbeat_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (job) DO UPDATE SET holder = excluded.holder,
+                 acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
+            (job, holder, &at),
+        )
+        .map_err(err)?;
+        tx.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?2,
+                 error = coalesce(error, ?3)
+             WHERE job = ?1 AND status = 'running'",
+            (job, &at, ORPHANED),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(LeaseOutcome::Acquired { replaced })
+    }
+
+    /// Refresh the heartbeat. False when `holder` no longer has the lease
+    /// (another process took it over after this one looked dead).
+    pub fn renew_lease(&mut self, job: &str, holder: &str) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE job_leases SET heartbeat_at = ?3 WHERE job = ?1 AND holder = ?2",
+                (job, holder, now()),
+            )
+            .map(|changed| changed == 1)
+            .map_err(|source| StoreError::Job {
+                job: job.to_string(),
+                action: "renew its lease",
+                source: Box::new(source),
+            })
+    }
+
+    /// Give the lease up; a lease taken over by someone else is left alone.
+    pub fn release_lease(&mut self, job: &str, holder: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM job_leases WHERE job = ?1 AND holder = ?2",
+                (job, holder),
+            )
+            .map(drop)
+            .map_err(|source| StoreError::Job {
+                job: job.to_string(),
+                action: "release its lease",
+                source: Box::new(source),
+            })
+    }
+}
+
+/// Heartbeats older than this (same RFC 3339 shape as [`now`], so text
+/// order is time order) are stale.
+fn stale_cutoff(stale_after: Duration) -> String {
+    let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
+    let cutoff = chrono::Utc::now()
+        .checked_sub_signed(stale_after)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn alive(_: &str) -> bool {
+        false
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("l.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_live_lease_is_refused_to_another_holder_and_released_by_its_own() {
+        let (_dir, mut store) = store();
+        let first = store
+            .try_acquire_lease("orders", "a", MINUTE, alive)
+            .unwrap();
+        assert_eq!(first, LeaseOutcome::Acquired { replaced: None });
+        match store
+            .try_acquire_lease("orders", "b", MINUTE, alive)
+            .unwrap()
+        {
+            LeaseOutcome::HeldBy { holder, .. } => assert_eq!(holder, "a"),
+            other => panic!("{other:?}"),
+        }
+        // Other jobs are independent.
+        assert!(matches!(
+            store
+                .try_acquire_lease("customers", "b", MINUTE, alive)
+                .unwrap(),
+            LeaseOutcome::Acquired { .. }
+        ));
+        assert!(store.renew_lease("orders", "a").unwrap());
+        assert!(!store.renew_lease("orders", "b").unwrap());
+        store.release_lease("orders", "b").unwrap();
+        assert!(matches!(
+            store
+                .try_acquire_lease("orders", "b", MINUTE, alive)
+                .unwrap(),
+            LeaseOutcome::HeldBy { .. }
+        ));
+        store.release_lease("orders", "a").unwrap();
+        assert_eq!(
+            store
+                .try_acquire_lease("orders", "b", MINUTE, alive)
+                .unwrap(),
+            LeaseOutcome::Acquired { replaced: None }
+        );
+    }
+
+    #[test]
+    fn a_stale_or_dead_holder_is_replaced_and_its_running_run_interrupted() {
+        let (_dir, mut store) = store();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO job_leases VALUES ('orders', 'h:1:x', '2020-01-01T00:00:00.000Z',
+                                                '2020-01-01T00:00:00.000Z');
+                 INSERT INTO runs (job, started_at, status) VALUES ('orders', '2020-01-01T00:00:00.000Z', 'running');
+                 INSERT INTO runs (job, started_at, status) VALUES ('other', '2020-01-01T00:00:00.000Z', 'running');",
+            )
+            .unwrap();
+        let outcome = store
+            .try_acquire_lease("orders", "me", MINUTE, alive)
+            .unwrap();
+        assert_eq!(
+            outcome,
+            LeaseOutcome::Acquired {
+                replaced: Some("h:1:x".into())
+            }
+        );
+        let statuses: Vec<(String, String)> = store
+            .conn
+            .prepare("SELECT job, status FROM runs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            statuses,
+            [
+                ("orders".to_string(), "interrupted".to_string()),
+                ("other".to_string(), "running".to_string())
+            ]
+        );
+        // The old holder learns it lost the lease.
+        assert!(!store.renew_lease("orders", "h:1:x").unwrap());
+
+        // A fresh lease whose holder is known dead is taken at once.
+        let dead = |holder: &str| holder == "me";
+        let outcome = store
+            .try_acquire_lease("orders", "next", MINUTE, dead)
+            .unwrap();
+        assert_eq!(
+            outcome,
+            LeaseOutcome::Acquired {
+                replaced: Some("me".into())
+            }
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! A second, read-only connection for reads that can be large: partition
+//! values of a `from_job` job, read in pages while the writer thread keeps
+//! writing pages (WAL lets both proceed).
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::error::StoreError;
+use super::sql::{pointer_to_path, quote_ident};
+use super::tables::table_exists;
+
+/// Read-only access to the database the [`super::Store`] writes.
+pub struct StoreReader {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreReader")
+            .field("path", &self.conn.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreReader {
+    /// Open `path` read-only. The schema must exist already (a [`super::Store`]
+    /// opened it first).
+    pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        conn.busy_timeout(Duration::from_secs(90))
+            .map_err(|source| StoreError::Pragma {
+                path: path.to_path_buf(),
+                pragma: "busy_timeout",
+                source: Box::new(source),
+            })?;
+        Ok(StoreReader { conn })
+    }
+
+    /// Whether `table` exists (a parent job that never ran has no table).
+    pub fn has_table(&self, table: &str) -> Result<bool, StoreError> {
+        table_exists(&self.conn, table).map_err(|source| StoreError::Table {
+            table: table.to_string(),
+            action: "look it up",
+            source: Box::new(source),
+        })
+    }
+
+    /// Up to `limit` distinct non-null values at `pointer` in `table`, as
+    /// text, in text order, after `after` (keyset pagination: pass the last
+    /// value of the previous page). Numbers read as their decimal text.
+    pub fn distinct_values_page(
+        &self,
+        table: &str,
+        pointer: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let path = pointer_to_path(pointer)?;
+        let sql = format!(
+            "SELECT DISTINCT v FROM (SELECT CAST(json_extract(\"_data\", ?1) AS TEXT) AS v FROM {})
+             WHERE v IS NOT NULL AND (?2 IS NULL OR v > ?2) ORDER BY v LIMIT ?3",
+            quote_ident(table)
+        );
+        let err = |source| StoreError::Table {
+            table: table.to_string(),
+            action: "read partition values",
+            source: Box::new(source),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map((path, after, limit), |r| r.get::<_, String>(0))
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// Which of `partitions` of `job` have finished in its current pass: the
+    /// finished set is checked one batch at a time, never loaded whole.
+    pub fn finished_among(
+        &self,
+        job: &str,
+        partitions: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        let err = |source| StoreError::Job {
+            job: job.to_string(),
+            action: "read its finished partitions",
+            source: Box::new(source),
+        };
+        let list = serde_json::to_string(partitions).unwrap_or_else(|_| "[]".into());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT partition FROM finished_streams
+                 WHERE job = ?1 AND partition IN (SELECT value FROM json_each(?2))",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map((job, list), |r| r.get::<_, String>(0))
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StreamKey, TableSpec};
+
+    #[test]
+    fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "CREATE TABLE parents (_data TEXT);
+                 INSERT INTO parents VALUES ('{\"id\": 3}'), ('{\"id\": 1}'), ('{\"id\": 2}'),
+                     ('{\"id\": 1}'), ('{\"id\": null}'), ('{}'), ('{\"id\": \"x\"}');",
+            )
+            .unwrap();
+        let reader = StoreReader::open(&path).unwrap();
+        assert!(reader.has_table("parents").unwrap());
+        assert!(!reader.has_table("missing").unwrap());
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = reader
+                .distinct_values_page("parents", "/id", after.as_deref(), 2)
+                .unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            all.extend(page);
+            after = Some(last);
+        }
+        assert_eq!(all, ["1", "2", "3", "x"]);
+
+        let table = TableSpec {
+            table: "children".into(),
+            mode: crate::plan::WriteMode::Merge,
+            columns: Vec::new(),
+            has_primary_key: true,
+        };
+        let run = store.begin_run("child").unwrap();
+        store
+            .finish_stream(&StreamKey::new("child", "2"), &table, run, None)
+            .unwrap();
+        assert_eq!(
+            reader.finished_among("child", &["1", "2", "3"]).unwrap(),
+            ["2"]
+        );
+        assert!(reader.finished_among("other", &["2"]).unwrap().is_empty());
+    }
+}
