@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Print the plan and send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Fail a stream that completes no page for this long (retries and slow
+    /// bodies included); it keeps its checkpoint and other jobs go on.
+    #[arg(long, default_value = "10m", value_name = "DURATION", env = "APISYNC_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub stall_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -123,4 +127,9 @@ pub struct DemoArgs {
 
 /// Environment variables the command line reads, so the settings layer does
 /// not warn about them as unknown.
-pub const CLI_ENV: &[&str] = &["APISYNC_CONFIG", "APISYNC_ENV_FILE", "APISYNC_LOG_FORMAT"];
+pub const CLI_ENV: &[&str] = &[
+    "APISYNC_CONFIG",
+    "APISYNC_ENV_FILE",
+    "APISYNC_LOG_FORMAT",
+    "APISYNC_STALL_TIMEOUT",
+];

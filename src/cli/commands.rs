@@ -78,6 +78,7 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
     let mode = JobMode {
         full_refresh: args.full_refresh,
         backfill: None,
+        stall_timeout: Some(args.stall_timeout),
     };
     if args.dry_run {
         return print_dry_run(&plan, &jobs, &mode);
@@ -121,6 +122,7 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
     let mode = JobMode {
         full_refresh: false,
         backfill: Some(slices),
+        stall_timeout: None,
     };
     execute(global, &plan, jobs, mode).await
 }

@@ -22,6 +22,9 @@ pub struct JobMode {
     pub full_refresh: bool,
     /// Backfill slices instead of the job's own partitions; never moves the mark.
     pub backfill: Option<Vec<Partition>>,
+    /// A stream with no completed page for this long fails (`--stall-timeout`;
+    /// None: the 10 minute default).
+    pub stall_timeout: Option<std::time::Duration>,
 }
 
 pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> JobSummary {
@@ -127,6 +130,7 @@ async fn run_partitions(
         run_id,
         ignore_mark: mode.full_refresh || mode.backfill.is_some(),
         keep_mark: mode.backfill.is_none(),
+        stall_timeout: mode.stall_timeout.unwrap_or(super::stream::DEFAULT_STALL_TIMEOUT),
     };
     let todo: Vec<Partition> = partitions
         .into_iter()

@@ -1,8 +1,13 @@
 //! One stream: a job, or one partition of it, from its checkpoint to its
 //! last page. Fetching the next page overlaps with writing the current one;
 //! every page commits with the position that follows it.
+//!
+//! A stall watchdog bounds the wait for each page: retries, slow bodies and
+//! a server that accepts the connection and says nothing all count, so a
+//! stuck stream fails (keeping its checkpoint) instead of holding the run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +18,17 @@ use crate::auth::Credential;
 use crate::fetch::{HttpClient, NextRequest, Page, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition};
 use crate::store::{RunId, StoreError, StreamKey, TableSpec};
+
+/// `--stall-timeout` when not given: far above any sane page time, so it
+/// only ends streams that are really stuck.
+pub(crate) const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A key added to the checkpoint JSON of a stream's last page. Between that
+/// commit and `finish_stream` a crash leaves a position that would fetch the
+/// last page again (the position after a last page is that page's own
+/// request), which appends it twice in append mode; with the marker the
+/// rerun only finishes the stream. `StreamPosition` ignores unknown keys.
+const LAST_PAGE_KEY: &str = "last_page_committed";
 
 /// Everything a stream needs that outlives it.
 #[derive(Clone)]
@@ -27,6 +43,8 @@ pub(crate) struct StreamEnv {
     pub ignore_mark: bool,
     /// Store the new high-water mark when the stream finishes (not for backfills).
     pub keep_mark: bool,
+    /// Longest wait for one page (zero: no limit).
+    pub stall_timeout: Duration,
 }
 
 /// How a stream ended.
@@ -51,7 +69,12 @@ pub(crate) async fn run_stream(
         job: job.name.clone(),
         partition: partition.key.clone(),
     };
-    let position = starting_position(env, &job, &key).await?;
+    let (position, last_page_committed) = starting_position(env, &job, &key).await?;
+    if last_page_committed {
+        tracing::info!(job = %job.name, partition = %partition.key,
+            "the last page was committed before a crash; finishing the stream");
+        return finish(env, &job, &key, position).await;
+    }
     let resumed = position.next != NextRequest::Start;
     let result = fetch_and_write(env, &job, &partition, &key, position.clone(), counts).await;
     match result {
@@ -68,12 +91,13 @@ pub(crate) async fn run_stream(
     }
 }
 
-/// The saved checkpoint, or a fresh start from the high-water mark.
+/// The saved checkpoint, or a fresh start from the high-water mark; true
+/// when the checkpoint is that of the stream's last page.
 async fn starting_position(
     env: &StreamEnv,
     job: &JobPlan,
     key: &StreamKey,
-) -> Result<StreamPosition, RunError> {
+) -> Result<(StreamPosition, bool), RunError> {
     let lookup = key.clone();
     let (checkpoint, mark) = env
         .writer
@@ -82,14 +106,30 @@ async fn starting_position(
         })
         .await??;
     if let Some(text) = checkpoint {
-        return serde_json::from_str(&text).map_err(|err| RunError::BadCheckpoint {
+        return read_checkpoint(&text).map_err(|err| RunError::BadCheckpoint {
             job: job.name.clone(),
             message: err.to_string(),
         });
     }
     let mark = if env.ignore_mark { None } else { mark };
     let since = incremental::since(job, mark.as_deref());
-    Ok(StreamPosition::start(since))
+    Ok((StreamPosition::start(since), false))
+}
+
+/// A saved checkpoint: the position, and whether it follows the last page.
+fn read_checkpoint(text: &str) -> Result<(StreamPosition, bool), serde_json::Error> {
+    let value: serde_json::Value = serde_json::from_str(text)?;
+    let last = value.get(LAST_PAGE_KEY) == Some(&serde_json::Value::Bool(true));
+    Ok((serde_json::from_value(value)?, last))
+}
+
+/// The checkpoint text saved with `page`.
+fn checkpoint_text(page: &Page) -> Result<String, serde_json::Error> {
+    let mut value = serde_json::to_value(&page.position)?;
+    if let (true, Some(map)) = (page.last, value.as_object_mut()) {
+        map.insert(LAST_PAGE_KEY.into(), serde_json::Value::Bool(true));
+    }
+    serde_json::to_string(&value)
 }
 
 async fn fetch_and_write(
@@ -112,10 +152,11 @@ async fn fetch_and_write(
     )?;
     let mut pending: Option<PendingCommit> = None;
     loop {
+        let waiting_on = fetcher.first_request_url();
         let next = tokio::select! {
             biased;
             _ = env.cancel.cancelled() => None,
-            page = fetcher.next_page() => Some(page),
+            page = watched(env.stall_timeout, fetcher.next_page()) => Some(page),
         };
         // Whatever happens next, the page already handed over must commit.
         await_commit(pending.take()).await?;
@@ -124,7 +165,17 @@ async fn fetch_and_write(
                 counts.interrupted = true;
                 return Ok(());
             }
-            Some(page) => page?,
+            Some(Ok(page)) => page?,
+            Some(Err(Stalled)) => {
+                tracing::error!(job = %job.name, partition = %partition.key, url = %waiting_on,
+                    "stream stalled");
+                return Err(RunError::Stalled {
+                    job: job.name.clone(),
+                    partition: partition.key.clone(),
+                    url: waiting_on,
+                    after: env.stall_timeout,
+                });
+            }
         };
         let Some(page) = page else { break };
         counts.pages += 1;
@@ -140,6 +191,17 @@ async fn fetch_and_write(
     finish(env, job, key, last_position).await
 }
 
+/// The stall watchdog fired.
+struct Stalled;
+
+/// `fetch`, unless it takes longer than `limit` (zero: no limit).
+async fn watched<T>(limit: Duration, fetch: impl Future<Output = T>) -> Result<T, Stalled> {
+    if limit.is_zero() {
+        return Ok(fetch.await);
+    }
+    tokio::time::timeout(limit, fetch).await.map_err(|_| Stalled)
+}
+
 async fn await_commit(pending: Option<PendingCommit>) -> Result<(), RunError> {
     match pending {
         None => Ok(()),
@@ -152,11 +214,10 @@ async fn submit_page(
     key: &StreamKey,
     page: Page,
 ) -> Result<PendingCommit, RunError> {
-    let position =
-        serde_json::to_string(&page.position).map_err(|err| RunError::BadCheckpoint {
-            job: key.job.clone(),
-            message: err.to_string(),
-        })?;
+    let position = checkpoint_text(&page).map_err(|err| RunError::BadCheckpoint {
+        job: key.job.clone(),
+        message: err.to_string(),
+    })?;
     let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
     env.writer
         .submit(move |store| store.apply_page(&key, &table, run_id, &page.records, &position))
