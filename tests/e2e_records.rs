@@ -44,7 +44,11 @@ async fn answer(
 ) -> Response {
     s.total.fetch_add(1, Ordering::SeqCst);
     let bearer = format!("Bearer {TOKEN}");
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(&bearer) {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(&bearer)
+    {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
@@ -75,7 +79,9 @@ async fn serve(pages: impl Fn(u64, usize) -> Value + Send + Sync + 'static) -> (
 /// Five records per page for pages 1..=3, then an empty page.
 fn good_page(page: u64) -> Value {
     let data: Vec<Value> = match page {
-        1..=3 => (1..=5).map(|i| json!({ "id": (page - 1) * 5 + i })).collect(),
+        1..=3 => (1..=5)
+            .map(|i| json!({ "id": (page - 1) * 5 + i }))
+            .collect(),
         _ => Vec::new(),
     };
     json!({ "data": data, "error": null })
@@ -122,10 +128,7 @@ fn ids(project: &Project, table: &str) -> Vec<u64> {
 }
 
 fn stored(project: &Project, sql: &str, job: &str) -> Option<String> {
-    project
-        .open()
-        .query_row(sql, [job], |row| row.get(0))
-        .ok()
+    project.open().query_row(sql, [job], |row| row.get(0)).ok()
 }
 
 fn error_line<'a>(text: &'a str, job: &str) -> &'a str {
@@ -157,11 +160,21 @@ async fn an_error_inside_a_200_fails_the_run_is_never_written_and_keeps_the_mark
     let text = describe(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     let line = error_line(&text, "items");
-    for piece in [&format!("{base}/items?"), "page=2", "/error", "busy", "error_retry"] {
+    for piece in [
+        &format!("{base}/items?"),
+        "page=2",
+        "/error",
+        "busy",
+        "error_retry",
+    ] {
         assert!(line.contains(piece), "{piece:?} missing from: {line}");
     }
     assert_eq!(server.hits(2) - before, 1, "error_retry = false: no retry");
-    assert_eq!(ids(&project, "items"), (1..=15).collect::<Vec<_>>(), "999 never written");
+    assert_eq!(
+        ids(&project, "items"),
+        (1..=15).collect::<Vec<_>>(),
+        "999 never written"
+    );
     assert_eq!(
         stored(&project, mark, "items").as_deref(),
         Some("15"),
@@ -253,10 +266,20 @@ async fn a_record_without_its_primary_key_names_its_index_and_the_url() {
     let text = describe(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     let line = error_line(&text, "items");
-    for piece in ["record 2", "/id", &format!("{base}/items?"), "page=2", "primary_key"] {
+    for piece in [
+        "record 2",
+        "/id",
+        &format!("{base}/items?"),
+        "page=2",
+        "primary_key",
+    ] {
         assert!(line.contains(piece), "{piece:?} missing from: {line}");
     }
-    assert_eq!(ids(&project, "items"), (1..=5).collect::<Vec<_>>(), "page 2 not written");
+    assert_eq!(
+        ids(&project, "items"),
+        (1..=5).collect::<Vec<_>>(),
+        "page 2 not written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,11 +287,17 @@ async fn hostile_names_are_refused_before_anything_is_sent() {
     let (base, server) = serve(|page, _| good_page(page)).await;
     let project = Project::new();
     let hostile = [
-        ("quote", r#"[output]
-table = 'x"; DROP TABLE runs; --'"#),
+        (
+            "quote",
+            r#"[output]
+table = 'x"; DROP TABLE runs; --'"#,
+        ),
         ("semicolon", "[output]\ntable = \"a;b\""),
         ("comment", "[output]\ntable = \"t -- c\""),
-        ("column", "[output]\ncolumns = { 'c\" TEXT); DROP TABLE checkpoints; --' = \"/id\" }"),
+        (
+            "column",
+            "[output]\ncolumns = { 'c\" TEXT); DROP TABLE checkpoints; --' = \"/id\" }",
+        ),
     ];
     for (name, output_table) in hostile {
         project.job(name, &job(&base, &format!("\n{output_table}")));
@@ -285,7 +314,10 @@ table = 'x"; DROP TABLE runs; --'"#),
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }
     for name in ["quote", "semicolon", "comment", "column"] {
-        assert!(text.contains(&format!("{name}.toml:")), "{name}.toml named:\n{text}");
+        assert!(
+            text.contains(&format!("{name}.toml:")),
+            "{name}.toml named:\n{text}"
+        );
     }
     let output = project.run(&["run"]).await;
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
@@ -296,13 +328,18 @@ table = 'x"; DROP TABLE runs; --'"#),
 async fn names_that_are_sql_keywords_work_because_identifiers_are_quoted() {
     let (base, _) = serve(|page, _| good_page(page)).await;
     let project = Project::new();
-    let output_table = "[output]\ntable = \"order\"\ncolumns = { group = \"/id\", select = \"/id\" }";
+    let output_table =
+        "[output]\ntable = \"order\"\ncolumns = { group = \"/id\", select = \"/id\" }";
     project.job("items", &job(&base, &format!("\n{output_table}")));
     let output = project.run(&["run"]).await;
     assert!(output.status.success(), "{}", describe(&output));
     let total: i64 = project
         .open()
-        .query_row(r#"SELECT sum("group") + sum("select") FROM "order""#, [], |r| r.get(0))
+        .query_row(
+            r#"SELECT sum("group") + sum("select") FROM "order""#,
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(total, 2 * (1..=15).sum::<i64>());
 }

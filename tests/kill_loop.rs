@@ -37,7 +37,9 @@ fn job_text(job: &Job) -> String {
     let output = match job.append {
         // Incremental on the id: a finished stream asks only for newer
         // records, so a rerun after it appends nothing twice.
-        true => "[incremental]\ncursor_field = \"/id\"\ncursor_type = \"integer\"\nparam = \"since\"\n[output]\nmode = \"append\"\n",
+        true => {
+            "[incremental]\ncursor_field = \"/id\"\ncursor_type = \"integer\"\nparam = \"since\"\n[output]\nmode = \"append\"\n"
+        }
         false => "[output]\nmode = \"merge\"\n",
     };
     let key = match job.append {
@@ -134,8 +136,13 @@ fn next_position(style: Style, next: &Value) -> u64 {
     found.unwrap_or_else(|| panic!("{style:?}: cannot read the checkpoint's next {next}"))
 }
 
-/// Every checkpoint follows exactly the pages committed before it.
-fn assert_checkpoints_follow_committed_pages(project: &Project, jobs: &[Job], context: &str) {
+/// Every checkpoint follows exactly the pages committed before it; returns
+/// how many were checked.
+fn assert_checkpoints_follow_committed_pages(
+    project: &Project,
+    jobs: &[Job],
+    context: &str,
+) -> usize {
     let saved = checkpoints(project);
     for job in jobs {
         let Some(position) = saved.get(job.name) else {
@@ -177,6 +184,7 @@ fn assert_checkpoints_follow_committed_pages(project: &Project, jobs: &[Job], co
             );
         }
     }
+    saved.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +204,7 @@ async fn random_sigkills_then_reruns_end_with_exactly_the_server_data() {
         project.job(job.name, &job_text(job));
     }
     let log = project.path().join("run.log");
-    let (mut killed, mut finished) = (0, 0);
+    let (mut killed, mut finished, mut checked) = (0, 0, 0);
     for round in 1..=loops {
         let context = format!("seed {seed}, round {round}");
         let after = rng.random_range(1..=40);
@@ -225,12 +233,22 @@ async fn random_sigkills_then_reruns_end_with_exactly_the_server_data() {
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert_no_secret(&text, &[TOKEN]);
-        assert_checkpoints_follow_committed_pages(&project, &jobs, &context);
+        checked += assert_checkpoints_follow_committed_pages(&project, &jobs, &context);
     }
-    println!("kill loop: {killed} killed, {finished} finished by themselves");
+    println!(
+        "kill loop: {killed} killed, {finished} finished by themselves, {checked} checkpoints checked"
+    );
+    assert!(
+        killed > 0 && checked > 0,
+        "the kills left checkpoints to check"
+    );
 
     let output = project.run(&["run"]).await;
-    assert!(output.status.success(), "seed {seed}: {}", describe(&output));
+    assert!(
+        output.status.success(),
+        "seed {seed}: {}",
+        describe(&output)
+    );
     assert!(checkpoints(&project).is_empty(), "every stream finished");
     for job in &jobs {
         let expected: Vec<u64> = (1..=RECORDS).collect();

@@ -90,7 +90,11 @@ async fn oversize_deep_and_stalled_pages_fail_their_job_and_leave_others_running
     assert_error_line(
         &text,
         "huge",
-        &["larger than 100000 bytes", &format!("{}/items?", huge.base), "after=10"],
+        &[
+            "larger than 100000 bytes",
+            &format!("{}/items?", huge.base),
+            "after=10",
+        ],
     );
     assert!(
         huge.oversize_sent() < 16 << 20,
@@ -100,7 +104,11 @@ async fn oversize_deep_and_stalled_pages_fail_their_job_and_leave_others_running
     assert_error_line(
         &text,
         "deep",
-        &["deeper than 100 levels", &format!("{}/items?", deep.base), "offset=10"],
+        &[
+            "deeper than 100 levels",
+            &format!("{}/items?", deep.base),
+            "offset=10",
+        ],
     );
     assert_error_line(
         &text,
@@ -115,13 +123,19 @@ async fn oversize_deep_and_stalled_pages_fail_their_job_and_leave_others_running
 
     assert_eq!(project.rows("fine"), fine.data(), "the other job completed");
     for (job, next) in [
-        ("huge", serde_json::json!({"type": "cursor", "cursor": "10"})),
+        (
+            "huge",
+            serde_json::json!({"type": "cursor", "cursor": "10"}),
+        ),
         ("deep", serde_json::json!({"type": "offset", "offset": 10})),
         ("stalled", serde_json::json!({"type": "page", "page": 2})),
     ] {
         assert_eq!(project.rows(job).len(), 10, "{job}: page 1 stays committed");
         let saved = checkpoint(&project, job).unwrap_or_else(|| panic!("{job} kept a checkpoint"));
-        assert_eq!(saved["next"], next, "{job}: the checkpoint is the failed page");
+        assert_eq!(
+            saved["next"], next,
+            "{job}: the checkpoint is the failed page"
+        );
     }
 
     // The scripted faults were for the second request only: a rerun resumes.

@@ -481,7 +481,11 @@ pub(crate) mod tests {
 
     #[test]
     fn brackets_inside_strings_do_not_count_as_nesting() {
-        let text = format!(r#"{{"a":"{}\"{}","b":[1]}}"#, "[".repeat(500), "{".repeat(500));
+        let text = format!(
+            r#"{{"a":"{}\"{}","b":[1]}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
         assert_eq!(too_deep(text.as_bytes(), 2), None);
         assert_eq!(too_deep(b"[[[1]]]", 2), Some(2));
         assert_eq!(too_deep(br#"["\\", [[1]]]"#, 2), Some(8));

@@ -130,7 +130,9 @@ async fn run_partitions(
         run_id,
         ignore_mark: mode.full_refresh || mode.backfill.is_some(),
         keep_mark: mode.backfill.is_none(),
-        stall_timeout: mode.stall_timeout.unwrap_or(super::stream::DEFAULT_STALL_TIMEOUT),
+        stall_timeout: mode
+            .stall_timeout
+            .unwrap_or(super::stream::DEFAULT_STALL_TIMEOUT),
     };
     let todo: Vec<Partition> = partitions
         .into_iter()

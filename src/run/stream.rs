@@ -199,7 +199,9 @@ async fn watched<T>(limit: Duration, fetch: impl Future<Output = T>) -> Result<T
     if limit.is_zero() {
         return Ok(fetch.await);
     }
-    tokio::time::timeout(limit, fetch).await.map_err(|_| Stalled)
+    tokio::time::timeout(limit, fetch)
+        .await
+        .map_err(|_| Stalled)
 }
 
 async fn await_commit(pending: Option<PendingCommit>) -> Result<(), RunError> {
@@ -241,4 +243,106 @@ async fn finish(
         .call(move |store| store.finish_stream(&key, &table, run_id, mark.as_deref()))
         .await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::HttpOptions;
+    use crate::store::Store;
+
+    fn last_page(position: StreamPosition) -> Page {
+        Page {
+            url: "http://127.0.0.1:9/items?page=3".into(),
+            records: Vec::new(),
+            position,
+            last: true,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_last_page_is_marked_and_the_mark_reads_back() {
+        let position = StreamPosition {
+            next: NextRequest::Page { page: 3 },
+            pages: 3,
+            since: Some("5".into()),
+            max_seen: Some(serde_json::json!(42)),
+        };
+        let mut page = last_page(position.clone());
+        let text = checkpoint_text(&page).unwrap();
+        assert_eq!(read_checkpoint(&text).unwrap(), (position.clone(), true));
+        page.last = false;
+        let text = checkpoint_text(&page).unwrap();
+        assert!(!text.contains(LAST_PAGE_KEY), "{text}");
+        assert_eq!(read_checkpoint(&text).unwrap(), (position, false));
+    }
+
+    /// A crash between the last page's commit and the end of the stream:
+    /// the rerun finishes the stream (mark stored, checkpoint cleared)
+    /// without fetching, so an append table never gets that page twice.
+    #[tokio::test]
+    async fn a_checkpoint_after_the_last_page_finishes_without_fetching() {
+        let mut job = crate::run::test_support::job("items");
+        // Its URL is port 9 (discard), which refuses connections: any fetch
+        // would fail the stream.
+        job.retry.max_attempts = 1;
+        job.incremental = Some(crate::plan::IncrementalPlan {
+            cursor_field: "/id".into(),
+            cursor_type: crate::plan::CursorType::Integer,
+            param: "since".into(),
+            param_in: crate::plan::ParamLocation::Query,
+            initial: None,
+            lookback: None,
+            on_missing_cursor: crate::plan::OnMissingCursor::Error,
+        });
+        let table = TableSpec::new(&job.output, true);
+        let key = StreamKey::new("items", "");
+        let mut store = Store::open_in_memory().unwrap();
+        store.prepare_table(&table).unwrap();
+        let run_id = store.begin_run("items").unwrap();
+        let position = StreamPosition {
+            next: NextRequest::Start,
+            pages: 1,
+            since: None,
+            max_seen: Some(serde_json::json!(7)),
+        };
+        let text = checkpoint_text(&last_page(position)).unwrap();
+        store.apply_page(&key, &table, run_id, &[], &text).unwrap();
+        let (writer, thread) = super::super::Writer::spawn(store).unwrap();
+        let env = StreamEnv {
+            writer: writer.clone(),
+            http: HttpClient::new(&HttpOptions {
+                concurrency: 1,
+                user_agent: "apisync-test".into(),
+            })
+            .unwrap(),
+            credential: None,
+            cancel: CancellationToken::new(),
+            table: Arc::new(table),
+            run_id,
+            ignore_mark: false,
+            keep_mark: true,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+        };
+        let mut counts = StreamOutcome::default();
+        run_stream(&env, Arc::new(job), Partition::whole(), &mut counts)
+            .await
+            .unwrap();
+        assert_eq!(counts, StreamOutcome::default(), "nothing was fetched");
+        let lookup = key.clone();
+        let (checkpoint, mark) = writer
+            .call(move |store| {
+                (
+                    store.load_checkpoint(&lookup).unwrap(),
+                    store.load_mark(&lookup).unwrap(),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(checkpoint, None, "the stream finished");
+        assert_eq!(mark.as_deref(), Some("7"), "with the mark of its pages");
+        drop((env, writer));
+        thread.join();
+    }
 }

@@ -282,7 +282,10 @@ async fn items(
         tokio::time::sleep(shared.config.delay).await;
     }
     let (start, page) = position(&shared.config, &q);
-    let since = q.get("since").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let since = q
+        .get("since")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let window = Window {
         since,
         count: shared.config.records.saturating_sub(since),
@@ -294,7 +297,9 @@ async fn items(
         fault == Some(Fault::RepeatCursor),
     );
     match fault {
-        None | Some(Fault::RepeatCursor) => json_response(&shared.config, window, start, page, body),
+        None | Some(Fault::RepeatCursor) => {
+            json_response(&shared.config, window, start, page, body)
+        }
         Some(Fault::Oversize) => oversize(shared.clone()),
         Some(fault) => faulty(&shared.config, fault, body),
     }
@@ -319,7 +324,10 @@ fn oversize(shared: Arc<Shared>) -> Response {
             };
             let size = text.len().max(CHUNK);
             shared.oversize_sent.fetch_add(text.len(), Ordering::SeqCst);
-            Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(text)), sent + size))
+            Some((
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(text)),
+                sent + size,
+            ))
         }
     });
     let mut response = Response::new(Body::from_stream(chunks));
@@ -362,7 +370,9 @@ impl Window {
 
 fn page_body(config: &FaultConfig, window: Window, start: u64, repeat: bool) -> Value {
     let end = (start + config.page_size).min(window.count);
-    let data: Vec<Value> = (start + 1..=end).map(|i| record(window.since + i)).collect();
+    let data: Vec<Value> = (start + 1..=end)
+        .map(|i| record(window.since + i))
+        .collect();
     let more = end < window.count;
     // A repeated cursor: the next position is the one just asked for.
     let next = if repeat { start } else { end };
