@@ -167,8 +167,6 @@ async fn fetch_and_write(
             }
             Some(Ok(page)) => page?,
             Some(Err(Stalled)) => {
-                tracing::error!(job = %job.name, partition = %partition.key, url = %waiting_on,
-                    "stream stalled");
                 return Err(RunError::Stalled {
                     job: job.name.clone(),
                     partition: partition.key.clone(),
@@ -344,5 +342,19 @@ mod tests {
         assert_eq!(mark.as_deref(), Some("7"), "with the mark of its pages");
         drop((env, writer));
         thread.join();
+    }
+
+    #[test]
+    fn the_stall_error_names_job_partition_url_and_the_flag() {
+        let stalled = |partition: &str| {
+            RunError::Stalled {
+                job: "orders".into(),
+                partition: partition.into(),
+                url: "https://api.example.com/v1/orders?page=3&api_key=[redacted]".into(),
+                after: Duration::from_secs(90),
+            }
+            .to_string()
+        };
+        insta::assert_snapshot!([stalled(""), stalled("eu")].join("\n"));
     }
 }
