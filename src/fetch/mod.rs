@@ -21,6 +21,8 @@ pub use context::RequestContext;
 pub use error::{FetchError, FetchErrorKind};
 pub use link::{Link, LinkError, next_link, parse_links};
 pub use paginate::{DecodedPage, Paginator};
-pub use pointer::{PointerError, raw_at, tokens};
+pub use pointer::PointerError;
 pub use stream::StreamFetcher;
 pub use types::*;
+/// For the fuzz targets in fuzz/ (pointer extraction over raw JSON).
+pub use pointer::{raw_at, tokens};
