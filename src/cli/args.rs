@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Only jobs whose schedule says they are due.
     #[arg(long)]
     pub due: bool,
+    /// Fail a stream that completes no page for this long (retries and slow
+    /// bodies included); it keeps its checkpoint and other jobs go on.
+    #[arg(long, default_value = "10m", value_name = "DURATION", env = "APISYNC_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub stall_timeout: std::time::Duration,
     /// Only jobs with this tag (repeatable).
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
@@ -79,10 +83,6 @@ pub struct RunArgs {
     /// Print the plan and send nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Fail a stream that completes no page for this long (retries and slow
-    /// bodies included); it keeps its checkpoint and other jobs go on.
-    #[arg(long, default_value = "10m", value_name = "DURATION", env = "APISYNC_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub stall_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

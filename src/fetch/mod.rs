@@ -24,5 +24,6 @@ pub use paginate::{DecodedPage, Paginator};
 pub use pointer::PointerError;
 pub use stream::StreamFetcher;
 pub use types::*;
+
 /// For the fuzz targets in fuzz/ (pointer extraction over raw JSON).
 pub use pointer::{raw_at, tokens};
