@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::faults::{Fault, FaultConfig, FaultServer, Style, assert_no_secret};
+use common::faults::{Extras, Fault, FaultConfig, FaultServer, Style, assert_no_secret};
 use common::{BEARER, Project, TOKEN, describe};
 
 /// How long the process may take to exit after the signal (issue 6).
@@ -22,19 +22,25 @@ fn job_text(server: &FaultServer) -> String {
 async fn signal_then_rerun(signal: &str, code: i32) {
     // The fourth request hangs (body never ends), so the run is mid-page
     // when the signal arrives.
-    let hanging = FaultServer::start(FaultConfig {
+    let hanging = FaultConfig {
         style: Style::Cursor,
-        script: vec![(4, Fault::Stall)],
         stall: Duration::from_secs(3600),
         ..FaultConfig::default()
-    })
-    .await;
-    let other = FaultServer::start(FaultConfig {
+    };
+    let script = Extras {
+        script: vec![(4, Fault::Stall)],
+        ..Extras::default()
+    };
+    let hanging = FaultServer::start_with(hanging, script).await;
+    let other = FaultConfig {
         style: Style::LinkHeader,
-        delay: Duration::from_millis(50),
         ..FaultConfig::default()
-    })
-    .await;
+    };
+    let slow = Extras {
+        delay: Duration::from_millis(50),
+        ..Extras::default()
+    };
+    let other = FaultServer::start_with(other, slow).await;
     let project = Project::new();
     project.job("hanging", &job_text(&hanging));
     project.job("other", &job_text(&other));
@@ -46,7 +52,7 @@ async fn signal_then_rerun(signal: &str, code: i32) {
         .spawn()
         .expect("spawn apisync");
     let pid = child.id().expect("a running child");
-    hanging.config_hits().wait_for(4).await;
+    hanging.hits().wait_for(4).await;
     let sent = std::process::Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status()

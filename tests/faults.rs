@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::faults::{
-    ALL, API_KEY, Fault, FaultConfig, FaultServer, Style, TRANSIENT, assert_no_secret,
+    ALL, API_KEY, Extras, Fault, FaultConfig, FaultServer, Style, TRANSIENT, assert_no_secret,
 };
 use common::{BEARER, Project, TOKEN, describe};
 
@@ -59,7 +59,7 @@ async fn jobs(project: &Project, faults: &'static [Fault], seed: u64) -> Vec<Fau
     let mut servers = Vec::new();
     for (index, style) in STYLES.into_iter().enumerate() {
         let mut config = config(style, faults, seed + index as u64);
-        config.script = faults
+        let script = faults
             .iter()
             .skip(index)
             .step_by(STYLES.len())
@@ -73,7 +73,11 @@ async fn jobs(project: &Project, faults: &'static [Fault], seed: u64) -> Vec<Fau
                 QUERY_KEY
             }
         };
-        let server = FaultServer::start(config).await;
+        let extras = Extras {
+            script,
+            ..Extras::default()
+        };
+        let server = FaultServer::start_with(config, extras).await;
         project.job(&format!("job_{index}"), &job_text(&server, auth));
         servers.push(server);
     }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::faults::{FaultConfig, FaultServer, Hits, Style, assert_no_secret};
+use common::faults::{Extras, FaultConfig, FaultServer, Hits, Style, assert_no_secret};
 use common::{BEARER, Project, TOKEN, describe};
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::Value;
@@ -62,15 +62,18 @@ async fn jobs(hits: &Hits) -> Vec<Job> {
     ];
     let mut jobs = Vec::new();
     for (name, style, append) in specs {
-        let server = FaultServer::start(FaultConfig {
+        let config = FaultConfig {
             style,
             records: RECORDS,
             page_size: PAGE,
+            ..FaultConfig::default()
+        };
+        let extras = Extras {
             delay: Duration::from_millis(2),
             hits: hits.clone(),
-            ..FaultConfig::default()
-        })
-        .await;
+            ..Extras::default()
+        };
+        let server = FaultServer::start_with(config, extras).await;
         jobs.push(Job {
             name,
             style,

@@ -9,22 +9,25 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::faults::{API_KEY, Fault, FaultConfig, FaultServer, Style, assert_no_secret};
+use common::faults::{API_KEY, Extras, Fault, FaultConfig, FaultServer, Style, assert_no_secret};
 use common::{BEARER, Project, TOKEN, describe};
 
 /// Bytes the oversize page would have in full.
 const OVERSIZE: usize = 64 << 20;
 
 async fn server(style: Style, script: Vec<(usize, Fault)>) -> FaultServer {
-    FaultServer::start(FaultConfig {
+    let config = FaultConfig {
         style,
-        script,
         oversize_bytes: OVERSIZE,
         // Far past any timeout of the test: only the watchdog ends it.
         stall: Duration::from_secs(3600),
         ..FaultConfig::default()
-    })
-    .await
+    };
+    let extras = Extras {
+        script,
+        ..Extras::default()
+    };
+    FaultServer::start_with(config, extras).await
 }
 
 /// The job for `server`, with a request timeout far above the stall timeout.

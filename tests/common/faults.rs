@@ -101,6 +101,12 @@ pub struct FaultConfig {
     pub oversize_bytes: usize,
     /// Accepted as `Authorization: Bearer <token>` or as `?api_key=<token>`.
     pub token: String,
+}
+
+/// Options beyond the fault mix, kept apart so that `FaultConfig` literals
+/// written before them still compile.
+#[derive(Clone, Default)]
+pub struct Extras {
     /// Added to every answer, so a sync takes long enough to interrupt.
     pub delay: Duration,
     /// (request number counted from 1, fault): that request gets that fault,
@@ -122,9 +128,6 @@ impl Default for FaultConfig {
             stall: Duration::from_secs(3),
             oversize_bytes: 300_000,
             token: super::TOKEN.to_string(),
-            delay: Duration::ZERO,
-            script: Vec::new(),
-            hits: Hits::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ impl Hits {
 
 struct Shared {
     config: FaultConfig,
+    extras: Extras,
     rng: Mutex<rand::rngs::StdRng>,
     log: Mutex<Vec<(String, Option<Fault>)>>,
     /// Bytes of oversize bodies the server has produced so far.
@@ -175,7 +179,12 @@ pub struct FaultServer {
 
 impl FaultServer {
     pub async fn start(config: FaultConfig) -> Self {
+        Self::start_with(config, Extras::default()).await
+    }
+
+    pub async fn start_with(config: FaultConfig, extras: Extras) -> Self {
         let shared = Arc::new(Shared {
+            extras,
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed)),
             config,
             log: Mutex::new(Vec::new()),
@@ -204,9 +213,9 @@ impl FaultServer {
         self.shared.log.lock().unwrap().len()
     }
 
-    /// The request counter of this server's config.
-    pub fn config_hits(&self) -> &Hits {
-        &self.shared.config.hits
+    /// The request counter this server counts into.
+    pub fn hits(&self) -> &Hits {
+        &self.shared.extras.hits
     }
 
     /// Bytes of oversize bodies handed to the connection so far: far below
@@ -251,7 +260,7 @@ pub fn record(id: u64) -> Value {
 fn draw(shared: &Shared, number: usize) -> Option<Fault> {
     let config = &shared.config;
     let mut rng = shared.rng.lock().unwrap();
-    if let Some((_, fault)) = config.script.iter().find(|(n, _)| *n == number) {
+    if let Some((_, fault)) = shared.extras.script.iter().find(|(n, _)| *n == number) {
         return Some(*fault);
     }
     if config.faults.is_empty() || !rng.random_bool(config.share.clamp(0.0, 1.0)) {
@@ -265,7 +274,7 @@ async fn items(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    shared.config.hits.add();
+    shared.extras.hits.add();
     let fault = {
         let mut log = shared.log.lock().unwrap();
         let fault = draw(&shared, log.len() + 1);
@@ -278,8 +287,8 @@ async fn items(
     if !bearer && q.get("api_key") != Some(&shared.config.token) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    if !shared.config.delay.is_zero() {
-        tokio::time::sleep(shared.config.delay).await;
+    if !shared.extras.delay.is_zero() {
+        tokio::time::sleep(shared.extras.delay).await;
     }
     let (start, page) = position(&shared.config, &q);
     let since = q
