@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Only jobs whose schedule says they are due.
     #[arg(long)]
     pub due: bool,
+    /// Fail a stream that completes no page for this long (retries and slow
+    /// bodies included); it keeps its checkpoint and other jobs go on.
+    #[arg(long, default_value = "10m", value_name = "DURATION", env = "APISYNC_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub stall_timeout: std::time::Duration,
     /// Only jobs with this tag (repeatable).
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
@@ -171,6 +175,7 @@ pub const CLI_ENV: &[&str] = &[
     "APISYNC_CONFIG",
     "APISYNC_ENV_FILE",
     "APISYNC_LOG_FORMAT",
+    "APISYNC_STALL_TIMEOUT",
     NOW_ENV,
 ];
 

@@ -94,6 +94,7 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         full_refresh: args.full_refresh,
         backfill: None,
         wait_for_lease: args.wait,
+        stall_timeout: Some(args.stall_timeout),
     };
     if args.dry_run {
         return print_dry_run(&plan, &jobs, &mode);
@@ -190,6 +191,7 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
         full_refresh: false,
         backfill: Some(slices),
         wait_for_lease: args.wait,
+        stall_timeout: None,
     };
     execute(global, &plan, jobs, mode, &args.metrics).await
 }

@@ -29,3 +29,6 @@ pub(crate) use send::describe;
 pub use stats::{RequestStats, StatsSnapshot};
 pub use stream::StreamFetcher;
 pub use types::*;
+
+/// For the fuzz targets in fuzz/ (pointer extraction over raw JSON).
+pub use pointer::{raw_at, tokens};

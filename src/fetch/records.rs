@@ -18,6 +18,12 @@ use crate::plan::{CursorType, IncrementalPlan, JobPlan, OnMissingCursor};
 /// How many characters of an unexpected body an error quotes.
 const QUOTE_CHARS: usize = 60;
 
+/// Most levels of arrays and objects a page may nest. Real APIs stay far
+/// below; a server that sends thousands of `[` is broken or hostile, and
+/// serde_json would refuse it anyway at 128 with a vaguer message. Checked
+/// before parsing, so the error says what happened.
+pub const MAX_NESTING: usize = 100;
+
 /// The records of one page, and what pagination and incremental need of them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PageRecords {
@@ -42,11 +48,46 @@ fn fatal(message: String) -> DecodeError {
 /// truncated read (retryable); an HTML page at 200 is a wrong URL or a
 /// login page, which fetching again will not fix.
 pub fn parse_body(resp: &PageResponse) -> Result<&RawValue, DecodeError> {
+    if let Some(at) = too_deep(&resp.body, MAX_NESTING) {
+        return Err(fatal(format!(
+            "the body nests arrays or objects deeper than {MAX_NESTING} levels (at byte {at}); apisync refuses such pages (hint: check what the server sends; no job setting raises this limit)"
+        )));
+    }
     let text = std::str::from_utf8(&resp.body);
     let parsed = text
         .map_err(|e| e.to_string())
         .and_then(|text| serde_json::from_str::<&RawValue>(text).map_err(|e| e.to_string()));
     parsed.map_err(|reason| not_json(resp, &reason))
+}
+
+/// The byte offset where `body` first opens a level deeper than `limit`,
+/// counting `[` and `{` outside strings. Cheap next to parsing, and it works
+/// on bodies that are not valid JSON (those fail later, more precisely).
+pub fn too_deep(body: &[u8], limit: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, byte) in body.iter().enumerate() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(at);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn not_json(resp: &PageResponse, reason: &str) -> DecodeError {
@@ -413,6 +454,41 @@ pub(crate) mod tests {
             "{}",
             html.message
         );
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_fails_without_retry() {
+        let plan = job(PaginationKind::None);
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"data":[{{"id":1,"x":{}{}}}]}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // The body, the record and the data array take three levels.
+        assert!(decode(&plan, &nested(MAX_NESTING - 3)).is_ok());
+        let err = decode(&plan, &nested(MAX_NESTING - 2)).unwrap_err();
+        assert!(!err.retryable);
+        assert!(
+            err.message.contains("deeper than 100 levels"),
+            "{}",
+            err.message
+        );
+        let err = decode(&plan, &nested(100_000)).unwrap_err();
+        assert!(err.message.contains("deeper than"), "{}", err.message);
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let text = format!(
+            r#"{{"a":"{}\"{}","b":[1]}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert_eq!(too_deep(text.as_bytes(), 2), None);
+        assert_eq!(too_deep(b"[[[1]]]", 2), Some(2));
+        assert_eq!(too_deep(br#"["\\", [[1]]]"#, 2), Some(8));
     }
 
     #[test]

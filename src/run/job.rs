@@ -28,6 +28,9 @@ pub struct JobMode {
     pub backfill: Option<Vec<Partition>>,
     /// `--wait`: wait for a job another process runs instead of skipping it.
     pub wait_for_lease: bool,
+    /// A stream with no completed page for this long fails (`--stall-timeout`;
+    /// None: the 10 minute default).
+    pub stall_timeout: Option<std::time::Duration>,
 }
 
 pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> JobSummary {
@@ -163,6 +166,9 @@ async fn run_partitions(
         run_id,
         ignore_mark: mode.full_refresh || mode.backfill.is_some(),
         keep_mark: mode.backfill.is_none(),
+        stall_timeout: mode
+            .stall_timeout
+            .unwrap_or(super::stream::DEFAULT_STALL_TIMEOUT),
     };
     // Partitions arrive in batches, finished ones already left out; no new
     // one starts once the job is cancelled.

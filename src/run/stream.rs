@@ -1,8 +1,13 @@
 //! One stream: a job, or one partition of it, from its checkpoint to its
 //! last page. Fetching the next page overlaps with writing the current one;
 //! every page commits with the position that follows it.
+//!
+//! A stall watchdog bounds the wait for each page: retries, slow bodies and
+//! a server that accepts the connection and says nothing all count, so a
+//! stuck stream fails (keeping its checkpoint) instead of holding the run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +18,10 @@ use crate::auth::Credential;
 use crate::fetch::{HttpClient, NextRequest, Page, RequestStats, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition};
 use crate::store::{RunId, StoreError, StreamKey, TableSpec};
+
+/// `--stall-timeout` when not given: far above any sane page time, so it
+/// only ends streams that are really stuck.
+pub(crate) const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Everything a stream needs that outlives it.
 #[derive(Clone)]
@@ -29,6 +38,8 @@ pub(crate) struct StreamEnv {
     pub ignore_mark: bool,
     /// Store the new high-water mark when the stream finishes (not for backfills).
     pub keep_mark: bool,
+    /// Longest wait for one page (zero: no limit).
+    pub stall_timeout: Duration,
 }
 
 /// How a stream ended.
@@ -102,8 +113,6 @@ async fn fetch_and_write(
     position: StreamPosition,
     counts: &mut StreamOutcome,
 ) -> Result<(), RunError> {
-    // A stream resumed after its last page committed (but before it was
-    // finished) fetches nothing; its saved position still holds the mark.
     let mut last_position = position.clone();
     let mut fetcher = StreamFetcher::new(
         env.http.clone(),
@@ -115,10 +124,11 @@ async fn fetch_and_write(
     .with_stats(env.stats.clone());
     let mut pending: Option<PendingCommit> = None;
     loop {
+        let waiting_on = fetcher.first_request_url();
         let next = tokio::select! {
             biased;
             _ = env.cancel.cancelled() => None,
-            page = fetcher.next_page() => Some(page),
+            page = watched(env.stall_timeout, fetcher.next_page()) => Some(page),
         };
         // Whatever happens next, the page already handed over must commit.
         await_commit(pending.take()).await?;
@@ -127,7 +137,15 @@ async fn fetch_and_write(
                 counts.interrupted = true;
                 return Ok(());
             }
-            Some(page) => page?,
+            Some(Ok(page)) => page?,
+            Some(Err(Stalled)) => {
+                return Err(RunError::Stalled {
+                    job: job.name.clone(),
+                    partition: partition.key.clone(),
+                    url: waiting_on,
+                    after: env.stall_timeout,
+                });
+            }
         };
         let Some(page) = page else { break };
         counts.pages += 1;
@@ -141,6 +159,19 @@ async fn fetch_and_write(
     }
     await_commit(pending.take()).await?;
     finish(env, job, key, last_position).await
+}
+
+/// The stall watchdog fired.
+struct Stalled;
+
+/// `fetch`, unless it takes longer than `limit` (zero: no limit).
+async fn watched<T>(limit: Duration, fetch: impl Future<Output = T>) -> Result<T, Stalled> {
+    if limit.is_zero() {
+        return Ok(fetch.await);
+    }
+    tokio::time::timeout(limit, fetch)
+        .await
+        .map_err(|_| Stalled)
 }
 
 async fn await_commit(pending: Option<PendingCommit>) -> Result<(), RunError> {
@@ -205,4 +236,23 @@ async fn finish(
         .call(move |store| store.finish_stream(&key, &table, run_id, mark.as_deref()))
         .await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stall_error_names_job_partition_url_and_the_flag() {
+        let stalled = |partition: &str| {
+            RunError::Stalled {
+                job: "orders".into(),
+                partition: partition.into(),
+                url: "https://api.example.com/v1/orders?page=3&api_key=[redacted]".into(),
+                after: Duration::from_secs(90),
+            }
+            .to_string()
+        };
+        insta::assert_snapshot!([stalled(""), stalled("eu")].join("\n"));
+    }
 }
