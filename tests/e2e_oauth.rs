@@ -50,8 +50,18 @@ async fn sixty_four_streams_holding_an_expired_token_cause_exactly_one_token_req
     })
     .await;
     let project = project(&server, "concurrency = 64", CC, Some(64));
-    let output = server.run(&project, &["run"]).await;
+    let output = server
+        .run(&project, &["run", "--metrics-file", "run.prom"])
+        .await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    // The metrics count the job's token requests too.
+    let metrics = std::fs::read_to_string(project.path().join("run.prom")).expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"apisync_job_token_requests{apisync_job="items"} 2"#),
+        "{metrics}"
+    );
 
     let tokens = server.access_tokens();
     let requests = server.api_requests();

@@ -53,7 +53,7 @@ fn count(value: u64) -> Vec<Sample> {
 }
 
 /// Every per-job figure; to add one, add a line here. (Token refreshes are
-/// counted per credential, not per job, and are not here yet.)
+/// counted per credential and attributed to the jobs that ran meanwhile.)
 const FAMILIES: &[Family] = &[
     Family {
         name: "apisync_job_records",
@@ -74,6 +74,11 @@ const FAMILIES: &[Family] = &[
         name: "apisync_job_retries",
         help: "Requests of the last run that repeated a failed attempt after a backoff.",
         samples: |j| count(j.summary.retries),
+    },
+    Family {
+        name: "apisync_job_token_requests",
+        help: "Token requests (OAuth2 grants and refreshes) of the job's credential while the job ran; jobs sharing a credential at the same time count the same ones.",
+        samples: |j| count(j.summary.token_requests),
     },
     Family {
         name: "apisync_job_response_bytes",
@@ -122,6 +127,7 @@ fn status_set(j: &JobView<'_>) -> Vec<Sample> {
         (JobStatus::Failed, "failed"),
         (JobStatus::Skipped, "skipped"),
         (JobStatus::Interrupted, "interrupted"),
+        (JobStatus::Held, "held"),
     ]
     .into_iter()
     .map(|(status, name)| {
@@ -222,6 +228,7 @@ mod tests {
             records: 250,
             requests: 5,
             retries: 2,
+            token_requests: 1,
             seconds: 1.5,
             error: None,
             interrupted: false,

@@ -84,9 +84,11 @@ async fn run_leased(
     // Every line logged for this job carries its name and run id (JSON logs).
     // ERROR level so that the span is enabled whatever the filter lets through.
     let span = tracing::error_span!("job", job = %job.name, run_id = run_id.0);
+    let token_requests_before = token_requests(env, job);
     let result = run_partitions(env, job, mode, cancel, run_id, &mut summary)
         .instrument(span.clone())
         .await;
+    summary.token_requests = token_requests(env, job).saturating_sub(token_requests_before);
     summary.seconds = started.elapsed().as_secs_f64();
     summary.status = match (&result, summary.interrupted) {
         (Err(_), _) => JobStatus::Failed,
@@ -99,6 +101,17 @@ async fn run_leased(
     }
     record_outcome(env, run_id, &summary).await;
     summary
+}
+
+/// Token requests made so far by the job's credential (0 without OAuth2).
+/// The credential is shared, so jobs running at the same time on one auth
+/// each count the refreshes made while they ran.
+fn token_requests(env: &RunEnv, job: &JobPlan) -> u64 {
+    job.auth
+        .as_deref()
+        .and_then(|name| env.credentials.get(name))
+        .and_then(|built| built.as_ref().ok())
+        .map_or(0, |credential| credential.token_requests())
 }
 
 async fn record_outcome(env: &RunEnv, run_id: crate::store::RunId, summary: &JobSummary) {

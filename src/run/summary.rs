@@ -35,6 +35,9 @@ pub struct JobSummary {
     pub error: Option<String>,
     #[serde(skip)]
     pub interrupted: bool,
+    /// Token requests of the job's OAuth2 credential while the job ran.
+    #[serde(skip)]
+    pub token_requests: u64,
     /// Every counter of the job's requests (by status class, bytes), for
     /// the metrics; the summary line shows only requests and retries.
     #[serde(skip)]
@@ -53,6 +56,7 @@ impl JobSummary {
             seconds: 0.0,
             error: None,
             interrupted: false,
+            token_requests: 0,
             http: StatsSnapshot::default(),
         }
     }
