@@ -64,9 +64,7 @@ async fn serve(bad: &'static str) -> (String, Arc<AtomicU32>) {
         bad,
         hits: hits.clone(),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = common::serve(app).await;
     (base, hits)
 }
 

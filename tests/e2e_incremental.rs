@@ -98,9 +98,7 @@ async fn serve(data: Data) -> (String, Api) {
     let app = Router::new()
         .route("/items", get(items))
         .with_state(api.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = common::serve(app).await;
     (base, api)
 }
 

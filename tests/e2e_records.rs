@@ -70,9 +70,7 @@ async fn serve(pages: impl Fn(u64, usize) -> Value + Send + Sync + 'static) -> (
     let app = Router::new()
         .route("/items", get(answer))
         .with_state(scripted.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = common::serve(app).await;
     (base, scripted)
 }
 

@@ -56,9 +56,7 @@ impl Api {
             .route("/part/{name}", get(part))
             .route("/plain/{name}", get(plain))
             .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let base = common::serve(app).await;
         (api, base)
     }
 

@@ -95,13 +95,7 @@ impl Server {
         let app = Router::new()
             .route("/items", get(items))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let base = common::serve(app).await;
         Server { base, shared }
     }
 

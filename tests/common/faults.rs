@@ -193,13 +193,7 @@ impl FaultServer {
         let app = Router::new()
             .route("/items", get(items))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let base = super::serve(app).await;
         FaultServer { base, shared }
     }
 

@@ -88,6 +88,18 @@ pub fn describe(output: &Output) -> String {
 
 /// A bearer auth table reading the test token from the environment.
 pub const BEARER: &str = r#"auth = { type = "bearer", token = { env = "TEST_TOKEN" } }"#;
+/// Serve `app` on 127.0.0.1 on a free port, in the background; its base URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
 pub mod faults;
 pub mod oauth_server;
 pub mod paged;
