@@ -4,11 +4,15 @@
 //! it with hand-made responses.
 //!
 //! Every type stops on an empty page, a missing/null/empty next token or
-//! URL, `has_more` false and `max_pages`; a page that repeats the cursor or
-//! URL that fetched it is an error, never a hang.
+//! URL, `has_more` false and `max_pages`; a cursor or URL seen among the
+//! stream's last `LOOP_WINDOW` pages, or (offset and page types) a page
+//! whose body repeats the previous one, is an error, never a hang.
 
 mod facts;
 mod request;
+
+use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::Value;
 use url::Url;
@@ -36,7 +40,15 @@ pub struct DecodedPage {
     /// Total records (offset) or total pages (page), when the job points at it.
     pub total: Option<u64>,
     pub bytes: u64,
+    /// A hash of the body (offset and page types only): a server that
+    /// ignores its paging parameters answers every page alike.
+    pub body_hash: Option<u64>,
 }
+
+/// How many recent cursors or next URLs a stream remembers to tell a loop
+/// (A -> B -> A) from progress. Bounded, so memory does not grow with the
+/// stream; a longer cycle ends at `max_pages`.
+const LOOP_WINDOW: usize = 64;
 
 /// The pagination state of one stream.
 #[derive(Debug, Clone)]
@@ -46,6 +58,16 @@ pub struct Paginator {
     position: StreamPosition,
     /// The request for `position`; None once the last page was advanced past.
     request: Option<PageRequest>,
+    /// Hashes of the last `LOOP_WINDOW` cursors / next URLs, newest last.
+    recent: VecDeque<u64>,
+    /// The previous page's `body_hash` (offset and page types).
+    previous_body: Option<u64>,
+}
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Paginator {
@@ -78,11 +100,18 @@ impl Paginator {
             return Err(fail(mismatch(&job.pagination.kind, &position.next)));
         }
         let request = base.build(job, &position).map_err(fail)?;
+        let recent = match &position.next {
+            NextRequest::Cursor { cursor } => VecDeque::from([hash_of(cursor)]),
+            NextRequest::Url { url } => VecDeque::from([hash_of(url)]),
+            _ => VecDeque::new(),
+        };
         Ok(Paginator {
             job: job.clone(),
             base,
             position,
             request: Some(request),
+            recent,
+            previous_body: None,
         })
     }
 
@@ -117,6 +146,14 @@ impl Paginator {
             next_url: facts.next_url,
             has_more: facts.has_more,
             total: facts.total,
+            body_hash: match self.job.pagination.kind {
+                PaginationKind::Offset { .. } | PaginationKind::Page { .. }
+                    if page.received > 0 =>
+                {
+                    Some(hash_of(&resp.body[..]))
+                }
+                _ => None,
+            },
             bytes: resp.body.len() as u64,
         })
     }
@@ -162,6 +199,17 @@ impl Paginator {
             last: next_request.is_none(),
             bytes: page.bytes,
         };
+        if let Some(next) = match &position.next {
+            NextRequest::Cursor { cursor } => Some(hash_of(cursor)),
+            NextRequest::Url { url } => Some(hash_of(url)),
+            _ => None,
+        } {
+            if self.recent.len() == LOOP_WINDOW {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(next);
+        }
+        self.previous_body = page.body_hash;
         self.position = position;
         self.request = next_request;
         Ok(out)
@@ -204,9 +252,11 @@ impl Paginator {
                 ctx.target_allowed(url)
                     .map_err(|kind| ctx.error(&ctx.redact(&request.url), kind))?;
                 let stored = ctx.strip_secret_params(url);
-                if stored == ctx.strip_secret_params(&request.url) {
+                if stored == ctx.strip_secret_params(&request.url)
+                    || self.recent.contains(&hash_of(stored.as_str()))
+                {
                     return Err(looped(format!(
-                        "the server returned the same next URL twice ({}) (hint: the API may ignore its own paging parameters; set pagination.max_pages as a safety stop)",
+                        "the server returned a next URL this stream already followed ({}) (hint: the API may ignore its own paging parameters; set pagination.max_pages as a safety stop)",
                         ctx.redact(url)
                     )));
                 }
@@ -218,15 +268,22 @@ impl Paginator {
                 let Some(cursor) = &page.next_cursor else {
                     return Ok(None);
                 };
-                if matches!(&self.position.next, NextRequest::Cursor { cursor: old } if old == cursor)
-                {
+                let repeated = matches!(&self.position.next, NextRequest::Cursor { cursor: old } if old == cursor);
+                if repeated || self.recent.contains(&hash_of(cursor)) {
                     return Err(looped(format!(
-                        "the server returned the same cursor twice ({cursor:?}) (hint: check pagination.cursor_path and pagination.cursor_param; the API may ignore the cursor)"
+                        "the server returned a cursor this stream already used ({cursor:?}) (hint: check pagination.cursor_path and pagination.cursor_param; the API may ignore the cursor)"
                     )));
                 }
                 Some(NextRequest::Cursor {
                     cursor: cursor.clone(),
                 })
+            }
+            PaginationKind::Offset { .. } | PaginationKind::Page { .. }
+                if page.body_hash.is_some() && page.body_hash == self.previous_body =>
+            {
+                return Err(looped(
+                    "the server answered two pages in a row with the same body (hint: the API may ignore the offset or page parameter; check pagination.offset_param / page_param)".into(),
+                ));
             }
             PaginationKind::Offset { .. } => {
                 let offset = match self.position.next {

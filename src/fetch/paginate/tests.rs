@@ -234,11 +234,78 @@ fn repeated_cursor_is_an_error_even_after_resume() {
     let text = err.to_string();
     assert!(matches!(err.kind, FetchErrorKind::Pagination { .. }));
     assert!(
-        text.contains("the server returned the same cursor twice") && text.contains("hint:"),
+        text.contains("the server returned a cursor this stream already used")
+            && text.contains("hint:"),
         "{text}"
     );
     // Unchanged on error: the same request is still next.
     assert_eq!(url_of(&p), format!("{BASE}?Limit=2&cursor=abc"));
+}
+
+#[test]
+fn a_cursor_cycle_is_an_error_not_a_hang() {
+    let (mut p, ctx) = start(&job(cursor_kind(ParamLocation::Query, false)));
+    let page = |next: &str| resp(json!({"meta": {"next": next}, "data": records(0..1)}));
+    step(&mut p, &ctx, page("a")).unwrap();
+    step(&mut p, &ctx, page("b")).unwrap();
+    step(&mut p, &ctx, page("c")).unwrap();
+    // a -> b -> c -> a: not the previous cursor, but one already used.
+    let err = step(&mut p, &ctx, page("a")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a cursor this stream already used"),
+        "{err}"
+    );
+    assert_eq!(url_of(&p), format!("{BASE}?Limit=2&cursor=c"));
+}
+
+#[test]
+fn a_next_url_cycle_is_an_error_not_a_hang() {
+    let plan = job(PaginationKind::NextUrl {
+        next_url_path: "/next".into(),
+    });
+    let (mut p, ctx) = start(&plan);
+    let page =
+        |next: &str| resp(json!({"next": format!("{BASE}?p={next}"), "data": records(0..1)}));
+    step(&mut p, &ctx, page("1")).unwrap();
+    step(&mut p, &ctx, page("2")).unwrap();
+    let err = step(&mut p, &ctx, page("1")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a next URL this stream already followed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn offset_and_page_fail_when_the_server_ignores_the_paging_parameter() {
+    let page_kind = PaginationKind::Page {
+        page_param: "page".into(),
+        start: 1,
+        size_param: None,
+        size: None,
+        total_pages_path: None,
+    };
+    for kind in [offset_kind(None), page_kind] {
+        let (mut p, ctx) = start(&job(kind));
+        let same = || resp(json!({"data": records(0..2)}));
+        step(&mut p, &ctx, same()).unwrap();
+        let err = step(&mut p, &ctx, same()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("two pages in a row with the same body"),
+            "{err}"
+        );
+    }
+    // Different pages go on, and equal empty pages simply stop.
+    let (mut p, ctx) = start(&job(offset_kind(None)));
+    step(&mut p, &ctx, resp(json!({"data": records(0..2)}))).unwrap();
+    assert!(
+        !step(&mut p, &ctx, resp(json!({"data": records(2..4)})))
+            .unwrap()
+            .last
+    );
+    assert!(step(&mut p, &ctx, resp(json!({"data": []}))).unwrap().last);
 }
 
 #[test]
@@ -322,7 +389,11 @@ fn link_header_resolves_against_the_response_url() {
         &[("link", r#"<?p=2>; rel=next"#)],
     );
     let err = step(&mut p, &ctx, same).unwrap_err();
-    assert!(err.to_string().contains("the same next URL twice"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("a next URL this stream already followed"),
+        "{err}"
+    );
     let none = resp_at(expected, json!({"data": records(1..2)}), &[]);
     assert!(step(&mut p, &ctx, none).unwrap().last);
 }
