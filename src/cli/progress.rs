@@ -125,7 +125,7 @@ impl TerminalProgress {
     /// for tests).
     fn new(multi: MultiProgress, tick: Option<Duration>) -> Arc<Self> {
         let total = multi.add(ProgressBar::new_spinner());
-        total.set_style(style("{msg}"));
+        total.set_style(style("{wide_msg}"));
         let shared = Arc::new(Shared {
             multi,
             total,
@@ -192,7 +192,7 @@ impl Progress for TerminalProgress {
             let bar = shared
                 .multi
                 .insert_before(&shared.total, ProgressBar::new_spinner());
-            bar.set_style(style("{spinner} {msg}"));
+            bar.set_style(style("{spinner} {wide_msg}"));
             bar
         });
         let line = Arc::new(StreamLine {
@@ -204,10 +204,9 @@ impl Progress for TerminalProgress {
             stats: stats.clone(),
             bar,
         });
-        if let Some(bar) = &line.bar {
-            bar.set_message(line.text(Instant::now()));
-        }
         running.push(line.clone());
+        drop(running);
+        shared.refresh(Instant::now());
         Arc::new(StreamHandle {
             line,
             shared: shared.clone(),
@@ -236,6 +235,7 @@ impl Drop for StreamHandle {
             bar.finish_and_clear();
             shared.multi.remove(bar);
         }
+        shared.refresh(Instant::now());
     }
 }
 
@@ -293,7 +293,7 @@ struct Figures {
     elapsed: Duration,
 }
 
-/// `orders [eu]: 3 pages, 1200 records, 240 records/s, 1 retry`
+/// `orders [eu]: 3 pages, 1200 records (240/s), 1 retry`
 fn stream_text(job: &str, partition: &str, figures: &Figures) -> String {
     let name = if partition.is_empty() {
         job.to_string()
@@ -303,12 +303,12 @@ fn stream_text(job: &str, partition: &str, figures: &Figures) -> String {
     format!("{name}: {}", figures_text(figures))
 }
 
-/// `total: 2 streams running, 5 ended: 17 pages, ..., 12s`
+/// `total: 2 running, 5 done: 17 pages, 4000 records (800/s), 3 retries, 12s`
+/// (short enough for an 80-column terminal; longer lines are cut, not wrapped).
 fn total_text(running: usize, ended: u64, figures: &Figures) -> String {
     let seconds = Duration::from_secs(figures.elapsed.as_secs());
     format!(
-        "total: {}, {ended} ended: {}, {}",
-        count(running as u64, "stream running", "streams running"),
+        "total: {running} running, {ended} done: {}, {}",
         figures_text(figures),
         humantime::format_duration(seconds)
     )
@@ -318,7 +318,7 @@ fn figures_text(figures: &Figures) -> String {
     // Over at least a second, so the first draw does not show a wild rate.
     let rate = figures.records as f64 / figures.elapsed.as_secs_f64().max(1.0);
     format!(
-        "{}, {}, {rate:.0} records/s, {}",
+        "{}, {} ({rate:.0}/s), {}",
         count(figures.pages, "page", "pages"),
         count(figures.records, "record", "records"),
         count(figures.retries, "retry", "retries"),
@@ -377,26 +377,23 @@ mod tests {
         whole.page(1, 1);
         let started = display.shared.started;
         let lines = messages(&display, started + Duration::from_secs(5));
-        let rate = |line: &str| line.split(", ").nth(2).map(str::to_string);
-        assert_eq!(
-            lines[0].split(", ").take(2).collect::<Vec<_>>(),
-            ["orders [eu]: 3 pages", "1200 records"]
+        assert!(
+            lines[0].starts_with("orders [eu]: 3 pages, 1200 records ("),
+            "{}",
+            lines[0]
         );
         assert!(lines[0].ends_with(", 1 retry"), "{}", lines[0]);
         // The stream started a moment after the display: a little over 240/s.
-        let eu_rate: f64 = rate(&lines[0])
-            .and_then(|r| r.trim_end_matches(" records/s").parse().ok())
+        let eu_rate: f64 = lines[0]
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once("/s)"))
+            .and_then(|(rate, _)| rate.parse().ok())
             .expect("a rate");
         assert!((240.0..=245.0).contains(&eu_rate), "{}", lines[0]);
-        assert!(
-            lines[1].starts_with("customers: 1 page, 1 record, "),
-            "{}",
-            lines[1]
-        );
-        assert!(lines[1].ends_with(", 0 retries"), "{}", lines[1]);
+        assert_eq!(lines[1], "customers: 1 page, 1 record (0/s), 0 retries");
         assert_eq!(
             lines[2],
-            "total: 2 streams running, 0 ended: 4 pages, 1201 records, 240 records/s, 1 retry, 5s"
+            "total: 2 running, 0 done: 4 pages, 1201 records (240/s), 1 retry, 5s"
         );
     }
 
@@ -420,7 +417,7 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "total: 1 stream running, 1 ended: 3 pages, 60 records, 30 records/s, 2 retries, 2s"
+            "total: 1 running, 1 done: 3 pages, 60 records (30/s), 2 retries, 2s"
         );
     }
 
@@ -434,10 +431,7 @@ mod tests {
         let lines = messages(&display, Instant::now());
         assert_eq!(lines.len(), MAX_STREAM_LINES + 1);
         let total = lines.last().expect("a total line");
-        assert!(
-            total.starts_with("total: 15 streams running, 0 ended"),
-            "{total}"
-        );
+        assert!(total.starts_with("total: 15 running, 0 done"), "{total}");
         drop(handles);
         display.finish();
         assert!(lock(&display.shared.running).is_empty());
