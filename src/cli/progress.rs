@@ -303,12 +303,12 @@ fn stream_text(job: &str, partition: &str, figures: &Figures) -> String {
     format!("{name}: {}", figures_text(figures))
 }
 
-/// `total: 2 running, 5 done: 17 pages, 4000 records (800/s), 3 retries, 12s`
+/// `total: 2 running, 5 ended: 17 pages, 4000 records (800/s), 3 retries, 12s`
 /// (short enough for an 80-column terminal; longer lines are cut, not wrapped).
 fn total_text(running: usize, ended: u64, figures: &Figures) -> String {
     let seconds = Duration::from_secs(figures.elapsed.as_secs());
     format!(
-        "total: {running} running, {ended} done: {}, {}",
+        "total: {running} running, {ended} ended: {}, {}",
         figures_text(figures),
         humantime::format_duration(seconds)
     )
@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(lines[1], "customers: 1 page, 1 record (0/s), 0 retries");
         assert_eq!(
             lines[2],
-            "total: 2 running, 0 done: 4 pages, 1201 records (240/s), 1 retry, 5s"
+            "total: 2 running, 0 ended: 4 pages, 1201 records (240/s), 1 retry, 5s"
         );
     }
 
@@ -417,7 +417,7 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "total: 1 running, 1 done: 3 pages, 60 records (30/s), 2 retries, 2s"
+            "total: 1 running, 1 ended: 3 pages, 60 records (30/s), 2 retries, 2s"
         );
     }
 
@@ -431,7 +431,7 @@ mod tests {
         let lines = messages(&display, Instant::now());
         assert_eq!(lines.len(), MAX_STREAM_LINES + 1);
         let total = lines.last().expect("a total line");
-        assert!(total.starts_with("total: 15 running, 0 done"), "{total}");
+        assert!(total.starts_with("total: 15 running, 0 ended"), "{total}");
         drop(handles);
         display.finish();
         assert!(lock(&display.shared.running).is_empty());
