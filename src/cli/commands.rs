@@ -235,7 +235,17 @@ pub(crate) async fn execute(
             return Exit::Failed;
         }
     };
-    match crate::run::execute(plan, jobs, mode, cancel, tokens).await {
+    let display = super::progress::start();
+    let progress: Arc<dyn crate::run::Progress> = match &display {
+        Some(display) => display.clone(),
+        None => Arc::new(crate::run::NoProgress),
+    };
+    let result = crate::run::execute_observed(plan, jobs, mode, cancel, tokens, progress).await;
+    // The bars leave the terminal before the summary is printed.
+    if let Some(display) = display {
+        display.finish();
+    }
+    match result {
         Ok(summary) => {
             print_summary(global, &summary);
             let written = super::metrics::publish(plan, &summary, metrics).await;

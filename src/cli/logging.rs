@@ -1,4 +1,5 @@
-//! Logs go to stderr (stdout is for results). Levels follow the house
+//! Logs go to stderr (stdout is for results), above the live progress
+//! display when there is one. Levels follow the house
 //! style: WARN is a retry, ERROR a failed job. HTTP library internals are
 //! kept at WARN unless asked for, and even then headers are marked
 //! sensitive where credentials travel.
@@ -27,9 +28,14 @@ pub fn init(global: &GlobalArgs) {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let terminal = std::io::stderr().is_terminal();
     let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // The live display is for a person at a terminal: never with -q, and
+    // never beside JSON lines meant for a machine.
+    if terminal && !global.quiet && global.log_format != LogFormat::Json {
+        super::progress::enable();
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(super::progress::LogWriter)
         .with_target(false);
     let installed = match global.log_format {
         LogFormat::Json => builder

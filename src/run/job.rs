@@ -14,8 +14,8 @@ use super::lease::{self, Acquired};
 use super::partitions::unfinished_partitions;
 use super::stream::{StreamEnv, StreamOutcome, run_stream};
 use super::summary::{JobStatus, JobSummary};
-use super::{RunEnv, RunError};
-use crate::fetch::RequestStats;
+use super::{NoProgress, RunEnv, RunError};
+use crate::fetch::{RequestStats, StatsSnapshot};
 use crate::plan::{JobPlan, Partition};
 use crate::store::{RunOutcome, RunStatus, TableSpec};
 
@@ -168,12 +168,13 @@ async fn run_partitions(
             });
         }
     };
-    let stats = Arc::new(RequestStats::new());
+    // Each stream gets its own counters and observer below.
     let stream_env = StreamEnv {
         writer: env.writer.clone(),
         http: env.http.clone(),
         credential,
-        stats: stats.clone(),
+        stats: Arc::new(RequestStats::new()),
+        progress: Arc::new(NoProgress),
         cancel: cancel.clone(),
         table: table.clone(),
         run_id,
@@ -206,19 +207,32 @@ async fn run_partitions(
             async move {
                 let partition = match partition {
                     Ok(partition) => partition,
-                    Err(err) => return (String::new(), StreamOutcome::default(), Err(err)),
+                    Err(err) => {
+                        let nothing = (StreamOutcome::default(), StatsSnapshot::default());
+                        return (String::new(), nothing, Err(err));
+                    }
                 };
                 let label = partition.key.clone();
+                // Per-stream counters, so a live display can show each
+                // stream's retries; the job adds them up below.
+                let stats = Arc::new(RequestStats::new());
+                let progress = env.progress.stream_started(&job.name, &label, &stats);
+                let stream_env = StreamEnv {
+                    stats: stats.clone(),
+                    progress,
+                    ..stream_env.clone()
+                };
                 let mut counts = StreamOutcome::default();
-                let result = run_stream(stream_env, job, partition, &mut counts).await;
-                (label, counts, result)
+                let result = run_stream(&stream_env, job, partition, &mut counts).await;
+                (label, (counts, stats.snapshot()), result)
             }
             .instrument(span)
         })
         .buffer_unordered(env.stream_width.max(1))
         .boxed();
     let mut first_error: Option<RunError> = None;
-    while let Some((partition, counts, result)) = results.next().await {
+    while let Some((partition, (counts, requests), result)) = results.next().await {
+        summary.add_requests(&requests);
         summary.pages += counts.pages;
         summary.records += counts.records;
         summary.interrupted |= counts.interrupted;
@@ -229,7 +243,6 @@ async fn run_partitions(
     }
     drop(results);
     summary.interrupted |= stopped_early.load(Ordering::Relaxed);
-    summary.add_requests(&stats.snapshot());
     if let Some(err) = first_error {
         return Err(err);
     }

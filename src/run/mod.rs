@@ -9,6 +9,7 @@ mod incremental;
 mod job;
 mod lease;
 mod partitions;
+mod progress;
 mod scheduler;
 mod select;
 mod stream;
@@ -27,6 +28,7 @@ pub use due::{is_due, next_due};
 pub use error::RunError;
 pub use job::JobMode;
 pub use partitions::date_slices;
+pub use progress::{NoProgress, Progress, StreamProgress};
 pub use select::{SelectError, select_due, select_jobs};
 pub use summary::{JobStatus, JobSummary, RunSummary};
 pub use writer::{Writer, WriterThread};
@@ -53,6 +55,8 @@ pub(crate) struct RunEnv {
     pub database: std::path::PathBuf,
     /// This process's job-lease holder id (`hostname:pid:random`).
     pub holder: String,
+    /// Told about every stream (a live display on a terminal, else nothing).
+    pub progress: Arc<dyn Progress>,
 }
 
 /// Run `jobs` of `plan` against the database in the plan's settings.
@@ -64,9 +68,21 @@ pub async fn execute(
     cancel: CancellationToken,
     token_store: Arc<dyn TokenStore>,
 ) -> Result<RunSummary, RunError> {
+    execute_observed(plan, jobs, mode, cancel, token_store, Arc::new(NoProgress)).await
+}
+
+/// `execute`, reporting every stream's start, pages and end to `progress`.
+pub async fn execute_observed(
+    plan: &ProjectPlan,
+    jobs: Vec<JobPlan>,
+    mode: JobMode,
+    cancel: CancellationToken,
+    token_store: Arc<dyn TokenStore>,
+    progress: Arc<dyn Progress>,
+) -> Result<RunSummary, RunError> {
     let store = Store::open(&plan.settings.database)?;
     let (writer, thread) = Writer::spawn(store)?;
-    let summary = execute_with(plan, jobs, mode, cancel, token_store, writer).await;
+    let summary = execute_with(plan, jobs, mode, cancel, token_store, writer, progress).await;
     // Every Writer handle is gone now: the thread drains its queue and ends.
     thread.join();
     summary
@@ -79,6 +95,7 @@ async fn execute_with(
     cancel: CancellationToken,
     token_store: Arc<dyn TokenStore>,
     writer: Writer,
+    progress: Arc<dyn Progress>,
 ) -> Result<RunSummary, RunError> {
     let http = HttpClient::new(&HttpOptions {
         concurrency: plan.settings.concurrency,
@@ -100,6 +117,7 @@ async fn execute_with(
             .collect(),
         database: plan.settings.database.clone(),
         holder: lease::holder_id(),
+        progress,
     };
     let jobs = jobs.into_iter().map(Arc::new).collect();
     let jobs = scheduler::run_jobs(&env, jobs, &mode).await;

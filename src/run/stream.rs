@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::incremental;
-use super::{RunError, Writer};
+use super::{RunError, StreamProgress, Writer};
 use crate::auth::Credential;
 use crate::fetch::{HttpClient, NextRequest, Page, RequestStats, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition};
@@ -29,8 +29,10 @@ pub(crate) struct StreamEnv {
     pub writer: Writer,
     pub http: HttpClient,
     pub credential: Option<Arc<Credential>>,
-    /// The job's request counters, shared by its partitions.
+    /// This stream's request counters (the job adds them up at its end).
     pub stats: Arc<RequestStats>,
+    /// Hears about this stream's pages (a live display, or nothing).
+    pub progress: Arc<dyn StreamProgress>,
     pub cancel: CancellationToken,
     pub table: Arc<TableSpec>,
     pub run_id: RunId,
@@ -150,6 +152,7 @@ async fn fetch_and_write(
         let Some(page) = page else { break };
         counts.pages += 1;
         counts.records += page.records.len() as u64;
+        env.progress.page(counts.pages, counts.records);
         if page.last {
             // The last page and the end of the stream commit together.
             return finish_with(env, job, key, page).await;
