@@ -390,33 +390,35 @@ async fn parallel_pages(base: &str, options: &Options, report: &mut Report) -> R
     Ok(())
 }
 
-/// Scenario 5: 64 streams sharing one OAuth2 client-credentials source whose
-/// tokens live one second (so several refreshes fall inside the run), against
-/// the same streams with a static bearer token.
+/// Scenario 5: 64 streams sharing one OAuth2 client-credentials source,
+/// against the same streams with a static bearer token: once with tokens
+/// that outlive the run (the cost of the first token alone), once with
+/// tokens living one second (refreshed at half life, so several refreshes
+/// fall inside the run).
 async fn oauth(server: &BenchServer, options: &Options, report: &mut Report) -> Result<(), String> {
     let base = server.base();
     let (streams, pages, size, delay) = (64u64, if options.quick { 10 } else { 40 }, 50u64, 20);
     report.line(format!(
         "5. {streams} streams x {pages} pages of {size}, {delay} ms per request, one auth, concurrency {streams}; \
-         OAuth2 tokens live {} s and take {} ms to issue",
-        server::TOKEN_LIFETIME,
+         token requests take {} ms",
         TOKEN_DELAY.as_millis()
     ));
     let url = format!("{base}/next/bearer/{{partition}}/{delay}/{size}/{pages}/0");
     let expected = streams * pages * size;
-    let oauth_config = format!(
-        "[auth.bench]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token\"\n\
-         client_id = {{ env = \"BENCH_CLIENT_ID\" }}\nclient_secret = {{ env = \"BENCH_CLIENT_SECRET\" }}\n"
-    );
+    let oauth_config = |lifetime: u64| {
+        format!(
+            "[auth.bench]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"{base}/oauth/token/{lifetime}\"\n\
+             client_id = {{ env = \"BENCH_CLIENT_ID\" }}\nclient_secret = {{ env = \"BENCH_CLIENT_SECRET\" }}\n"
+        )
+    };
+    let named = "auth = \"bench\"\n".to_string();
     let cases = [
         ("static bearer token", String::new(), format!("{BEARER}\n")),
-        (
-            "OAuth2 client credentials",
-            oauth_config,
-            "auth = \"bench\"\n".to_string(),
-        ),
+        ("OAuth2, 1 h tokens", oauth_config(3600), named.clone()),
+        ("OAuth2, 1 s tokens", oauth_config(1), named),
     ];
     let mut walls = Vec::new();
+    let mut refreshes = Vec::new();
     for (label, config, auth) in cases {
         let job = format!(
             "{auth}{}\n{}",
@@ -425,6 +427,7 @@ async fn oauth(server: &BenchServer, options: &Options, report: &mut Report) -> 
         );
         let tokens_before = server.token_requests();
         let requests_before = server.requests();
+        let during_before = server.requests_during_refresh();
         let m = sync(
             &project(&config, &job),
             Some(streams as usize),
@@ -433,26 +436,44 @@ async fn oauth(server: &BenchServer, options: &Options, report: &mut Report) -> 
         )
         .await?;
         let requests = server.requests() - requests_before;
+        let tokens = server.token_requests() - tokens_before;
+        let during = server.requests_during_refresh() - during_before;
         report.line(format!(
-            "{}  {:>6.0} requests/s, {} token requests",
+            "{}  {:>5.0} requests/s, {tokens} token requests, {during} data requests served during them",
             describe(label, &m),
             requests as f64 / m.usage.wall.as_secs_f64(),
-            server.token_requests() - tokens_before
         ));
-        walls.push((m.usage.wall.as_secs_f64(), requests));
+        walls.push(m.usage.wall.as_secs_f64());
+        refreshes.push((tokens.saturating_sub(1), during));
     }
-    let (bearer, oauth) = (walls[0], walls[1]);
-    let overhead_ms = (oauth.0 - bearer.0) * 1000.0 / pages as f64;
-    report.line(format!(
-        "  OAuth2 / static wall time: {:.3}; {overhead_ms:+.2} ms per request of a stream",
-        oauth.0 / bearer.0
-    ));
+    let (bearer, long, short) = (walls[0], walls[1], walls[2]);
+    let token_delay = TOKEN_DELAY.as_secs_f64();
+    for (label, wall) in [("1 h", long), ("1 s", short)] {
+        // The first token is a wait no design avoids: take it out.
+        let overhead = (wall - bearer - token_delay) * 1000.0 / pages as f64;
+        report.line(format!(
+            "  OAuth2 ({label} tokens) / static wall time: {:.3}; {overhead:+.2} ms per request of a stream beyond the first token",
+            wall / bearer
+        ));
+    }
+    let long_overhead = (long - token_delay) / bearer - 1.0;
     report.target(
         format!(
-            "64 streams on one OAuth2 source within 5% of a static token: {:+.1}%",
-            (oauth.0 / bearer.0 - 1.0) * 100.0
+            "64 streams on one OAuth2 source within 5% of a static token, first token aside: {:+.1}%",
+            long_overhead * 100.0
         ),
-        oauth.0 <= bearer.0 * 1.05,
+        long_overhead <= 0.05,
+    );
+    // While a refresh is in flight, the other 63 streams should go on: at
+    // 20 ms per request and 100 ms per token, a few hundred requests each
+    // time. Readers that waited for the refresh would send none.
+    let (refreshed, during) = refreshes[2];
+    let expected = refreshed * (streams / 2);
+    report.target(
+        format!(
+            "streams keep fetching while a token refresh is in flight: {during} requests during {refreshed} refreshes (want >= {expected})"
+        ),
+        refreshed > 0 && during >= expected,
     );
     Ok(())
 }

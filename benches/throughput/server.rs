@@ -8,8 +8,8 @@
 //!   or [`STATIC_TOKEN`]).
 //! - `/offset/{delay_ms}/{total}?offset=&limit=`: offset pagination with the
 //!   total in the body (`/total`).
-//! - `POST /oauth/token`: client credentials; tokens live [`TOKEN_LIFETIME`]
-//!   seconds and each answer takes `token_delay`.
+//! - `POST /oauth/token/{lifetime}`: client credentials; tokens live
+//!   `lifetime` seconds and each answer takes `token_delay`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -32,8 +32,6 @@ pub const PAGE_SIZE: u64 = 1_000;
 /// A static bearer token the data routes always accept (the tests' token,
 /// which `Project` puts in `TEST_TOKEN`).
 pub const STATIC_TOKEN: &str = TOKEN;
-/// Seconds an issued OAuth2 token is valid: short, so a run refreshes often.
-pub const TOKEN_LIFETIME: u64 = 1;
 
 struct Shared {
     /// Page `n` of the static stream: its records array's JSON text.
@@ -42,6 +40,11 @@ struct Shared {
     issued: Mutex<HashSet<String>>,
     token_requests: AtomicU64,
     requests: AtomicU64,
+    /// Token requests being answered right now.
+    tokens_in_flight: AtomicU64,
+    /// Data requests that arrived while a token request was being answered:
+    /// if reading the token waited for a refresh, there would be none.
+    requests_during_refresh: AtomicU64,
 }
 
 pub struct BenchServer {
@@ -62,6 +65,8 @@ impl BenchServer {
             issued: Mutex::new(HashSet::new()),
             token_requests: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            tokens_in_flight: AtomicU64::new(0),
+            requests_during_refresh: AtomicU64::new(0),
         });
         let app = Router::new()
             .route(
@@ -69,7 +74,7 @@ impl BenchServer {
                 get(next_page),
             )
             .route("/offset/{delay}/{total}", get(offset_page))
-            .route("/oauth/token", post(token))
+            .route("/oauth/token/{lifetime}", post(token))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -93,6 +98,11 @@ impl BenchServer {
     /// Data requests answered so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Data requests that arrived while a token request was in flight.
+    pub fn requests_during_refresh(&self) -> u64 {
+        self.shared.requests_during_refresh.load(Ordering::Relaxed)
     }
 }
 
@@ -159,6 +169,11 @@ async fn next_page(
     headers: HeaderMap,
 ) -> Response {
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    if shared.tokens_in_flight.load(Ordering::Relaxed) > 0 {
+        shared
+            .requests_during_refresh
+            .fetch_add(1, Ordering::Relaxed);
+    }
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
@@ -210,15 +225,17 @@ async fn offset_page(
     json(body.into_bytes())
 }
 
-async fn token(State(shared): State<Arc<Shared>>) -> Response {
+async fn token(State(shared): State<Arc<Shared>>, Path(lifetime): Path<u64>) -> Response {
     let n = shared.token_requests.fetch_add(1, Ordering::Relaxed) + 1;
+    shared.tokens_in_flight.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(shared.token_delay).await;
+    shared.tokens_in_flight.fetch_sub(1, Ordering::Relaxed);
     let token = format!("bench-oauth-{n}");
     if let Ok(mut issued) = shared.issued.lock() {
         issued.insert(token.clone());
     }
     let body = format!(
-        "{{\"access_token\":\"{token}\",\"token_type\":\"Bearer\",\"expires_in\":{TOKEN_LIFETIME}}}"
+        "{{\"access_token\":\"{token}\",\"token_type\":\"Bearer\",\"expires_in\":{lifetime}}}"
     );
     json(body.into_bytes())
 }
