@@ -506,7 +506,10 @@ async fn a_repeated_next_url_or_link_fails_with_the_page_url() {
             text.contains(&format!("{}/items?from=10", api.base)),
             "{kind}: the error names the page URL: {text}"
         );
-        assert!(text.contains("a next URL this stream already followed"), "{kind}: {text}");
+        assert!(
+            text.contains("a next URL this stream already followed"),
+            "{kind}: {text}"
+        );
         assert_eq!(api.lines().len(), 3, "{kind}: no request after the repeat");
         assert_eq!(project.rows("items"), window(&api.data(), 0, 10), "{kind}");
     }
@@ -528,7 +531,8 @@ async fn a_server_that_ignores_a_last_record_cursor_fails_instead_of_looping() {
     let text = describe(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
-        text.contains(&format!("{}/items?since_id=5", api.base)) && text.contains("a cursor this stream already used"),
+        text.contains(&format!("{}/items?since_id=5", api.base))
+            && text.contains("a cursor this stream already used"),
         "{text}"
     );
     assert_eq!(params(&api, "since_id"), [None, Some("5".to_string())]);

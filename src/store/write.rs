@@ -3,9 +3,17 @@
 //! Speed comes from multi-row INSERT statements (up to [`ROWS_PER_STATEMENT`]
 //! rows each) prepared once and cached, binding each record's JSON text as
 //! received. A page's remainder goes through the one-row form of the same
-//! statement, so each table needs only two cached statements.
+//! statement, so each table needs only two cached statements. `_synced_at`
+//! and `_run_id` are the same for every row of a page: they are bound once
+//! per statement (`?1`, `?2`) rather than once per row.
+//!
+//! The WAL is copied into the database by a second connection
+//! ([`Store::wal_checkpointer`]) on a thread beside the writer, so the
+//! writer does not stop every few pages to do it inline.
 
-use rusqlite::{CachedStatement, Connection};
+use std::time::Duration;
+
+use rusqlite::{CachedStatement, Connection, OpenFlags};
 
 use super::error::StoreError;
 use super::open::{Store, now};
@@ -21,6 +29,13 @@ const ROWS_PER_STATEMENT: usize = 50;
 
 /// SQLite's bound on `?` parameters in one statement (bundled build).
 const MAX_PARAMS: usize = 32_766;
+
+/// Parameters shared by every row of a statement: `?1` is `_synced_at`,
+/// `?2` is `_run_id`.
+const SHARED_PARAMS: usize = 2;
+
+/// Columns bound per row: `_pk`, `_data`, then the declared columns.
+const ROW_FIXED: usize = 2;
 
 impl Store {
     /// Write one page's records and the stream's next position together:
@@ -79,6 +94,61 @@ impl Store {
             .map_err(row_err)?;
         end_stream(&tx, stream, run_id, mark)?;
         tx.commit().map_err(row_err)
+    }
+
+    /// A second connection to this database that copies the WAL into it
+    /// (`wal_checkpoint(PASSIVE)`), for a thread beside the writer. Taking it
+    /// turns off SQLite's automatic checkpoint on the writer's connection,
+    /// which otherwise stops the writer every thousand WAL pages to do the
+    /// same work inline; whoever takes it must call it regularly, or the WAL
+    /// grows. None for an in-memory database or one not in WAL mode.
+    pub fn wal_checkpointer(
+        &self,
+    ) -> Result<Option<impl FnMut() -> Result<(), StoreError> + Send + 'static>, StoreError> {
+        let db = |action| {
+            move |source| StoreError::Database {
+                action,
+                source: Box::new(source),
+            }
+        };
+        let path = match self.conn.path() {
+            Some(path) if !path.is_empty() => path.to_string(),
+            _ => return Ok(None),
+        };
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(db("read the journal mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok(None);
+        }
+        let other = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db("open a second connection for WAL checkpoints"))?;
+        other
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(db("set the checkpoint connection's busy timeout"))?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db("turn off the automatic WAL checkpoint"))?;
+        Ok(Some(move || {
+            other
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(db("checkpoint the WAL"))
+        }))
+    }
+
+    /// Undo [`Store::wal_checkpointer`]'s switch-off, when the checkpoints
+    /// it was taken for cannot run after all.
+    pub fn restore_wal_autocheckpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 1000)
+            .map_err(|source| StoreError::Database {
+                action: "turn the automatic WAL checkpoint back on",
+                source: Box::new(source),
+            })
     }
 }
 
@@ -139,12 +209,13 @@ impl<'a> InsertShape<'a> {
         }
     }
 
+    /// Parameters bound per row (the shared ones are bound once).
     fn width(&self) -> usize {
-        FIXED_COLUMNS.len() + self.table.columns.len()
+        ROW_FIXED + self.table.columns.len()
     }
 
     fn rows_per_statement(&self) -> usize {
-        (MAX_PARAMS / self.width()).clamp(1, ROWS_PER_STATEMENT)
+        ((MAX_PARAMS - SHARED_PARAMS) / self.width()).clamp(1, ROWS_PER_STATEMENT)
     }
 
     fn column_names(&self) -> impl Iterator<Item = &str> {
@@ -154,14 +225,25 @@ impl<'a> InsertShape<'a> {
             .chain(self.table.columns.iter().map(String::as_str))
     }
 
+    /// Row `i` reads `(?pk, ?data, ?1, ?2, ?col...)` with its own numbers
+    /// for `_pk`, `_data` and the declared columns.
     fn sql(&self, rows: usize) -> String {
         let names: Vec<String> = self.column_names().map(quote_ident).collect();
-        let row = format!("({})", vec!["?"; names.len()].join(","));
+        let width = self.width();
+        let values: Vec<String> = (0..rows)
+            .map(|i| {
+                let base = SHARED_PARAMS + i * width;
+                let own = |k: usize| format!("?{}", base + k + 1);
+                let mut row = vec![own(0), own(1), "?1".to_string(), "?2".to_string()];
+                row.extend((ROW_FIXED..width).map(own));
+                format!("({})", row.join(","))
+            })
+            .collect();
         let mut sql = format!(
             "INSERT INTO {} ({}) VALUES {}",
             quote_ident(self.target),
             names.join(","),
-            vec![row; rows].join(",")
+            values.join(",")
         );
         if self.upsert {
             let set: Vec<String> = names[1..]
@@ -211,16 +293,101 @@ impl<'a> InsertShape<'a> {
         run_id: RunId,
     ) -> rusqlite::Result<()> {
         let width = self.width();
+        stmt.raw_bind_parameter(1, synced_at)?;
+        stmt.raw_bind_parameter(2, run_id.0)?;
         for (i, record) in records.iter().enumerate() {
-            let base = i * width;
+            let base = SHARED_PARAMS + i * width;
             stmt.raw_bind_parameter(base + 1, record.pk.as_deref())?;
             stmt.raw_bind_parameter(base + 2, record.json.as_str())?;
-            stmt.raw_bind_parameter(base + 3, synced_at)?;
-            stmt.raw_bind_parameter(base + 4, run_id.0)?;
             for (j, value) in record.columns.iter().enumerate() {
-                stmt.raw_bind_parameter(base + FIXED_COLUMNS.len() + 1 + j, json_to_sql(value))?;
+                stmt.raw_bind_parameter(base + ROW_FIXED + 1 + j, json_to_sql(value))?;
             }
         }
         stmt.raw_execute().map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StreamKey;
+
+    fn record(i: usize) -> Record {
+        Record {
+            json: format!("{{\"id\":{i}}}"),
+            pk: Some(format!("[{i}]")),
+            columns: vec![serde_json::json!(i), serde_json::json!(format!("s{i}"))],
+        }
+    }
+
+    /// `_synced_at` and `_run_id` are bound once per statement; every row,
+    /// in full statements and in the remainder, must still get them, and
+    /// its own pk, data and columns must not shift.
+    #[test]
+    fn shared_parameters_reach_every_row_and_own_ones_stay_in_place() {
+        let mut store = Store::open_in_memory().unwrap();
+        let run = store.begin_run("t").unwrap();
+        let table = TableSpec {
+            table: "t".into(),
+            mode: WriteMode::Merge,
+            columns: vec!["n".into(), "s".into()],
+            has_primary_key: true,
+        };
+        store.prepare_table(&table).unwrap();
+        // Two full statements of 50 rows and a remainder of 23.
+        let page: Vec<Record> = (0..123).map(record).collect();
+        store
+            .apply_page(&StreamKey::new("t", ""), &table, run, &page, "{}")
+            .unwrap();
+        let mut stmt = store
+            .conn
+            .prepare("SELECT _pk, _data, _synced_at, _run_id, n, s FROM t ORDER BY rowid")
+            .unwrap();
+        let rows: Vec<(String, String, String, i64, i64, String)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 123);
+        let synced_at = rows[0].2.clone();
+        assert!(synced_at.ends_with('Z'), "{synced_at}");
+        for (i, (pk, data, at, run_id, n, s)) in rows.into_iter().enumerate() {
+            assert_eq!(pk, format!("[{i}]"));
+            assert_eq!(data, format!("{{\"id\":{i}}}"));
+            assert_eq!(at, synced_at, "row {i}");
+            assert_eq!(run_id, run.0, "row {i}");
+            assert_eq!(n, i as i64);
+            assert_eq!(s, format!("s{i}"));
+        }
+    }
+
+    #[test]
+    fn the_statement_numbers_own_parameters_after_the_shared_ones() {
+        let table = TableSpec {
+            table: "t".into(),
+            mode: WriteMode::Append,
+            columns: vec!["n".into()],
+            has_primary_key: false,
+        };
+        let sql = InsertShape::new("t", &table).sql(2);
+        assert!(
+            sql.ends_with("VALUES (?3,?4,?1,?2,?5),(?6,?7,?1,?2,?8)"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn no_checkpointer_for_an_in_memory_database() {
+        let store = Store::open_in_memory().unwrap();
+        assert!(store.wal_checkpointer().unwrap().is_none());
     }
 }
