@@ -5,8 +5,9 @@
 //! pointer is read as a map or list of `RawValue`s (borrowed slices of the
 //! body) and only the step taken is looked at further.
 
-use std::collections::HashMap;
+use std::fmt;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// A pointer that is not RFC 6901 syntax. Plan validates pointers, so this
@@ -75,14 +76,66 @@ pub fn raw_at<'a>(raw: &'a RawValue, tokens: &[String]) -> Option<&'a RawValue> 
 fn step<'a>(raw: &'a RawValue, token: &str) -> Option<&'a RawValue> {
     match first_byte(raw) {
         b'{' => {
-            let mut map: HashMap<String, &'a RawValue> = serde_json::from_str(raw.get()).ok()?;
-            map.remove(token)
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            de.deserialize_map(MemberOf { token }).ok()?
         }
         b'[' => {
             let list: Vec<&'a RawValue> = serde_json::from_str(raw.get()).ok()?;
             list.get(index(token)?).copied()
         }
         _ => None,
+    }
+}
+
+/// One pass over an object's members that keeps only the value of the
+/// member named `token` (the last one when a key repeats, as a parsed
+/// `Value` would). Unlike a map of every member, it allocates nothing for
+/// the other members: this runs once per record for its primary key.
+struct MemberOf<'t> {
+    token: &'t str,
+}
+
+impl<'de> Visitor<'de> for MemberOf<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(matches) = map.next_key_seed(KeyIs(self.token))? {
+            match matches {
+                true => found = Some(map.next_value::<&'de RawValue>()?),
+                false => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Whether an object key (unescaped) equals the token.
+struct KeyIs<'t>(&'t str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
     }
 }
 
@@ -145,6 +198,17 @@ mod tests {
         assert_eq!(at(body, "/a~1b/m~0n/2"), None);
         assert_eq!(at(body, "/missing"), None);
         assert_eq!(at(body, "/a~1b/m~0n/0/deeper"), None);
+    }
+
+    #[test]
+    fn repeated_and_escaped_keys_match_a_parsed_value() {
+        let body = r#"{"id": 1, "x": {"id": 0}, "\u0069d": [2, "\u00e9"], "k\"q": true}"#;
+        let value: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(at(body, "/id").as_deref(), Some(r#"[2, "\u00e9"]"#));
+        for pointer in ["/id", "/id/1", "/x/id", "/k\"q", "/k", "/id/0/x"] {
+            let ours = at(body, pointer).map(|raw| serde_json::from_str::<Value>(&raw).unwrap());
+            assert_eq!(ours.as_ref(), value.pointer(pointer), "{pointer}");
+        }
     }
 
     #[test]

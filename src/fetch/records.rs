@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::pointer::{describe, raw_at, raw_elements, tokens};
 use super::{DecodeError, PageResponse, Record};
-use crate::plan::{CursorType, IncrementalPlan, JobPlan, OnMissingCursor};
+use crate::plan::{CursorType, IncrementalPlan, JobPlan, OnMissingCursor, PaginationKind};
 
 /// How many characters of an unexpected body an error quotes.
 const QUOTE_CHARS: usize = 60;
@@ -31,7 +31,8 @@ pub struct PageRecords {
     /// Records in the array, including ones skipped for a missing cursor:
     /// offsets advance by what the server sent.
     pub received: u64,
-    /// The last record of the array, parsed (for `cursor_from = "last_record"`).
+    /// The last record of the array, parsed (for `cursor_from = "last_record"`;
+    /// None when the job takes its cursor from elsewhere and needs no parse).
     pub last: Option<Value>,
     /// The largest incremental cursor value of this page.
     pub max_seen: Option<Value>,
@@ -162,7 +163,65 @@ pub fn records_array<'a>(
 }
 
 /// Build the page's records: text as received, pk, columns, cursor max.
+///
+/// A record is parsed into a `Value` only when something reads more of it
+/// than its key: declared columns, an incremental cursor, or a next cursor
+/// taken from the last record. Otherwise (the common case, and the bound of
+/// a sequential sync) the key values are found in the raw text and only
+/// they are parsed; the stored text and the `_pk` text are the same either
+/// way.
 pub fn build_records(items: &[&RawValue], job: &JobPlan) -> Result<PageRecords, DecodeError> {
+    match raw_key_pointers(job) {
+        Some(pointers) => build_from_raw(items, &pointers),
+        None => build_parsed(items, job),
+    }
+}
+
+/// The primary key pointers as tokens when the job needs nothing but the
+/// key from a record; None when records must be parsed (or a pointer does
+/// not parse: the slow path then reports it as it always has).
+fn raw_key_pointers(job: &JobPlan) -> Option<Vec<(&str, Vec<String>)>> {
+    let last_record = matches!(
+        job.pagination.kind,
+        PaginationKind::Cursor {
+            from_last_record: true,
+            ..
+        }
+    );
+    if !job.output.columns.is_empty() || job.incremental.is_some() || last_record {
+        return None;
+    }
+    job.records
+        .primary_key
+        .iter()
+        .map(|p| tokens(p).ok().map(|t| (p.as_str(), t)))
+        .collect()
+}
+
+/// The fast path: no `Value` of the record, only of its key values.
+fn build_from_raw(
+    items: &[&RawValue],
+    pointers: &[(&str, Vec<String>)],
+) -> Result<PageRecords, DecodeError> {
+    let mut records = Vec::with_capacity(items.len());
+    for (index, raw) in items.iter().enumerate() {
+        records.push(Record {
+            json: raw.get().to_string(),
+            pk: raw_primary_key(pointers, raw, index)?,
+            columns: Vec::new(),
+        });
+    }
+    Ok(PageRecords {
+        records,
+        received: items.len() as u64,
+        // Nothing reads the last record when the cursor is not taken from it.
+        last: None,
+        max_seen: None,
+    })
+}
+
+/// The slow path: each record parsed once into a `Value`.
+fn build_parsed(items: &[&RawValue], job: &JobPlan) -> Result<PageRecords, DecodeError> {
     let mut page = PageRecords {
         received: items.len() as u64,
         ..PageRecords::default()
@@ -193,6 +252,12 @@ pub fn build_records(items: &[&RawValue], job: &JobPlan) -> Result<PageRecords, 
     Ok(page)
 }
 
+fn missing_key(index: usize, pointer: &str) -> DecodeError {
+    fatal(format!(
+        "record {index} of the page has no primary key value at {pointer} (hint: check records.primary_key)"
+    ))
+}
+
 /// The canonical JSON array of the key values: `[1]` and `["1"]` differ.
 fn primary_key(
     pointers: &[String],
@@ -206,14 +271,56 @@ fn primary_key(
     for pointer in pointers {
         match value.pointer(pointer) {
             Some(part) if !part.is_null() => parts.push(part.clone()),
-            _ => {
-                return Err(fatal(format!(
-                    "record {index} of the page has no primary key value at {pointer} (hint: check records.primary_key)"
-                )));
-            }
+            _ => return Err(missing_key(index, pointer)),
         }
     }
     Ok(Some(Value::Array(parts).to_string()))
+}
+
+/// [`primary_key`] over the raw record: the same text, byte for byte.
+fn raw_primary_key(
+    pointers: &[(&str, Vec<String>)],
+    raw: &RawValue,
+    index: usize,
+) -> Result<Option<String>, DecodeError> {
+    if pointers.is_empty() {
+        return Ok(None);
+    }
+    let mut out = String::from("[");
+    for (n, (pointer, tokens)) in pointers.iter().enumerate() {
+        let part = raw_at(raw, tokens)
+            .map(RawValue::get)
+            .filter(|text| *text != "null")
+            .ok_or_else(|| missing_key(index, pointer))?;
+        if n > 0 {
+            out.push(',');
+        }
+        canonical_into(&mut out, part, index)?;
+    }
+    out.push(']');
+    Ok(Some(out))
+}
+
+/// Append the compact serialization of the JSON `text` (as `Value`'s
+/// `to_string` writes it). Plain strings (no escapes) and small unsigned
+/// integers are already in that form and are copied; anything else (escapes,
+/// signs, fractions, exponents, big numbers, arrays, objects) is parsed and
+/// written back.
+fn canonical_into(out: &mut String, text: &str, index: usize) -> Result<(), DecodeError> {
+    let bytes = text.as_bytes();
+    let plain_string = bytes.len() >= 2 && bytes[0] == b'"' && !bytes.contains(&b'\\');
+    // u64::MAX has 20 digits: 19 always fit, and JSON forbids leading zeros
+    // (except "0" itself, which is canonical too).
+    let small_integer =
+        !bytes.is_empty() && bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit);
+    if plain_string || small_integer {
+        out.push_str(text);
+        return Ok(());
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| fatal(format!("record {index} of the page is not valid JSON: {e}")))?;
+    out.push_str(&value.to_string());
+    Ok(())
 }
 
 /// Fold the record's cursor into `max`; false when the record is skipped
@@ -389,6 +496,217 @@ pub(crate) mod tests {
         assert_eq!(page.records[1].columns, [Value::Null]);
         assert_eq!(page.received, 2);
         assert_eq!(page.last, Some(json!({"id":"1","x":[1,2]})));
+    }
+
+    /// The pk (or the error message) of each record, by the raw path and by
+    /// the parsed path.
+    type Keys = Vec<Result<Option<String>, String>>;
+
+    fn both_paths(items: &[&str], pointers: &[&str]) -> (Keys, Keys) {
+        let mut plan = job(PaginationKind::None);
+        plan.output.columns.clear();
+        plan.records.primary_key = pointers.iter().map(|p| p.to_string()).collect();
+        let tokens = raw_key_pointers(&plan).expect("the job takes the raw path");
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let raw: &RawValue = serde_json::from_str(item).unwrap();
+            fast.push(raw_primary_key(&tokens, raw, index).map_err(|e| e.message));
+            let value: Value = serde_json::from_str(item).unwrap();
+            slow.push(primary_key(&plan.records.primary_key, &value, index).map_err(|e| e.message));
+        }
+        (fast, slow)
+    }
+
+    #[test]
+    fn raw_and_parsed_primary_keys_are_byte_identical() {
+        let records = [
+            r#"{"id": 1}"#,
+            r#"{"id": "1"}"#,
+            r#"{"id": 0}"#,
+            r#"{"id": -0}"#,
+            r#"{"id": -5}"#,
+            r#"{"id": 9999999999999999999}"#,
+            r#"{"id": 18446744073709551615}"#,
+            r#"{"id": 18446744073709551616}"#,
+            r#"{"id": 123456789012345678901234567890}"#,
+            r#"{"id": 1.50}"#,
+            r#"{"id": 1e3}"#,
+            r#"{"id": 1E+2}"#,
+            r#"{"id": -1.0e-2}"#,
+            r#"{"id": 0.1}"#,
+            r#"{"id": "a\"b\\c\/d"}"#,
+            r#"{"id": "tab\tnew\nline\u0001"}"#,
+            r#"{"id": "\u00e9t\u00E9"}"#,
+            "{\"id\": \"été 日本 😀 \u{7f}\"}",
+            r#"{"id": "\ud83d\ude00"}"#,
+            r#"{"id": "\u007f"}"#,
+            r#"{"id": ""}"#,
+            r#"{"id": true}"#,
+            r#"{"id": false}"#,
+            r#"{"id": null}"#,
+            r#"{"x": 1}"#,
+            r#"{"id": [1, "1", {"b": 2, "a": [null, 1.0]}]}"#,
+            r#"{"id": {"z": 1, "a": {"k": "v"}, "m": []}}"#,
+            r#"{ "id" : 7 , "id": 8 }"#,
+            r#"{"\u0069d": "escaped key"}"#,
+            r#"{"id": {}}"#,
+        ];
+        let (fast, slow) = both_paths(&records, &["/id"]);
+        assert_eq!(fast, slow);
+        // The cases that say what the comparison is about.
+        let pk = |n: usize| fast[n].clone().unwrap().unwrap();
+        assert_eq!(pk(0), "[1]");
+        assert_eq!(pk(1), r#"["1"]"#);
+        assert_eq!(pk(9), "[1.5]");
+        assert_eq!(pk(14), r#"["a\"b\\c/d"]"#);
+        assert_eq!(pk(16), r#"["été"]"#);
+        assert_eq!(pk(27), "[8]");
+        assert_eq!(pk(28), r#"["escaped key"]"#);
+        let err = |n: usize| fast[n].clone().unwrap_err();
+        assert!(err(23).contains("record 23 of the page has no primary key value at /id"));
+        assert!(err(24).contains("record 24"));
+
+        let composite = [
+            r#"{"a": "x", "b": {"c": 2}}"#,
+            r#"{"a": "x\u0041", "b": {"c": [2.50, "y"]}}"#,
+            r#"{"a": "x", "b": {"c": null}}"#,
+            r#"{"a": "x", "b": [1]}"#,
+            r#"{"a": 1, "b": {"c": "1"}, "a~/b": {"": 3}}"#,
+        ];
+        let (fast, slow) = both_paths(&composite, &["/a", "/b/c", "/a~0~1b/"]);
+        assert_eq!(fast, slow);
+        assert_eq!(fast[4].clone().unwrap().unwrap(), r#"[1,"1",3]"#);
+        let (fast, slow) = both_paths(&composite, &["/a", "/b/c"]);
+        assert_eq!(fast, slow);
+        assert_eq!(fast[1].clone().unwrap().unwrap(), r#"["xA",[2.5,"y"]]"#);
+        assert!(fast[2].clone().unwrap_err().contains("record 2"));
+        let (fast, slow) = both_paths(&composite, &[]);
+        assert_eq!(fast, vec![Ok(None); 5]);
+        assert_eq!(fast, slow);
+    }
+
+    /// Every character written as a \u escape (surrogate pairs above the
+    /// BMP): text that is valid JSON but far from canonical.
+    fn escaped(text: &str) -> String {
+        let mut out = String::from("\"");
+        for unit in text.encode_utf16() {
+            out.push_str(&format!("\\u{unit:04x}"));
+        }
+        out.push('"');
+        out
+    }
+
+    /// Generated key values: any string (plain and fully escaped), any
+    /// integer, any finite float, nested.
+    mod generated {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn raw_primary_keys_match_parsed_ones(
+                text in "\\PC{0,8}|[\"\\\\/\u{0}-\u{1f}a1]{0,6}",
+                int in any::<i64>(),
+                big in any::<u64>(),
+                float in any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            ) {
+                let plain = serde_json::to_string(&text).unwrap();
+                let records = [
+                    format!(r#"{{"id": {plain}}}"#),
+                    format!(r#"{{"id": {}}}"#, escaped(&text)),
+                    format!(r#"{{"id": {int}, "n": {{"id": {big}}}}}"#),
+                    format!(r#"{{"id": {big}}}"#),
+                    format!(r#"{{"id": {float:e}}}"#),
+                    format!(r#"{{"id": [{float}, {plain}, {{"k": {int}}}]}}"#),
+                ];
+                let items: Vec<&str> = records.iter().map(String::as_str).collect();
+                let (fast, slow) = both_paths(&items, &["/id"]);
+                prop_assert_eq!(fast, slow);
+                let (fast, slow) = both_paths(&items, &["/id", "/n/id"]);
+                prop_assert_eq!(fast, slow);
+            }
+        }
+    }
+
+    #[test]
+    fn only_jobs_that_read_nothing_but_the_key_skip_the_parse() {
+        let mut plan = job(PaginationKind::None);
+        let body = r#"{"data":[{"id":1,"amount":{"total":2}},{"id":"1"}]}"#;
+        // Declared columns need the parsed record.
+        assert!(raw_key_pointers(&plan).is_none());
+        let parsed = decode(&plan, body).unwrap();
+        assert_eq!(parsed.last, Some(json!({"id": "1"})));
+        plan.output.columns.clear();
+        assert!(raw_key_pointers(&plan).is_some());
+        let raw = decode(&plan, body).unwrap();
+        assert_eq!(raw.last, None);
+        assert_eq!(raw.received, 2);
+        for (a, b) in raw.records.iter().zip(&parsed.records) {
+            assert_eq!((&a.json, &a.pk), (&b.json, &b.pk));
+            assert!(a.columns.is_empty());
+        }
+        assert_eq!(raw.records[0].json, r#"{"id":1,"amount":{"total":2}}"#);
+        // An incremental cursor or a cursor from the last record needs it too.
+        plan.incremental = Some(incremental(CursorType::Integer));
+        assert!(raw_key_pointers(&plan).is_none());
+        plan.incremental = None;
+        let cursor = |from_last_record| PaginationKind::Cursor {
+            cursor_path: "/id".into(),
+            cursor_param: "cursor".into(),
+            cursor_in: ParamLocation::Query,
+            from_last_record,
+        };
+        plan.pagination.kind = cursor(true);
+        assert!(raw_key_pointers(&plan).is_none());
+        assert_eq!(decode(&plan, body).unwrap().last, Some(json!({"id": "1"})));
+        plan.pagination.kind = cursor(false);
+        assert!(raw_key_pointers(&plan).is_some());
+        // A pointer that is not RFC 6901 keeps the parsed path and its error.
+        plan.records.primary_key = vec!["id".into()];
+        assert!(raw_key_pointers(&plan).is_none());
+        let err = decode(&plan, body).unwrap_err();
+        assert!(
+            err.message.contains("record 0") && err.message.contains("at id"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn raw_path_keeps_missing_key_nesting_and_error_path_errors() {
+        let mut plan = job(PaginationKind::None);
+        plan.output.columns.clear();
+        let err = decode(&plan, r#"{"data":[{"id":1},{"id":2},{"id":null}]}"#).unwrap_err();
+        assert!(!err.retryable);
+        assert_eq!(
+            err.message,
+            "record 2 of the page has no primary key value at /id (hint: check records.primary_key)"
+        );
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"data":[{{"id":{}1{}}}]}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        let err = decode(&plan, &nested(MAX_NESTING - 2)).unwrap_err();
+        assert!(
+            err.message.contains("deeper than 100 levels"),
+            "{}",
+            err.message
+        );
+        let page = decode(&plan, &nested(MAX_NESTING - 3)).unwrap();
+        let levels = MAX_NESTING - 3;
+        let expected = format!("[{}1{}]", "[".repeat(levels), "]".repeat(levels));
+        assert_eq!(page.records[0].pk.as_deref(), Some(expected.as_str()));
+        plan.records.error_path = Some("/error".into());
+        let err = decode(&plan, r#"{"error":"busy","data":[{"id":1}]}"#).unwrap_err();
+        assert!(
+            err.message.contains("reports an error at /error"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
