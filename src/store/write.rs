@@ -52,6 +52,20 @@ impl Store {
         records: &[Record],
         position: &str,
     ) -> Result<(), StoreError> {
+        self.write_rows_then(table, run_id, records, |tx| {
+            save_checkpoint(tx, stream, position)
+        })
+    }
+
+    /// A page's rows, then `after` (the checkpoint, or the end of the
+    /// stream), in one transaction.
+    fn write_rows_then(
+        &mut self,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        after: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         check_columns(table, records)?;
         let target = write_target(table);
         let row_err = |source| StoreError::Table {
@@ -63,7 +77,7 @@ impl Store {
         InsertShape::new(&target, table)
             .write_all(&tx, records, &now(), run_id)
             .map_err(row_err)?;
-        save_checkpoint(&tx, stream, position)?;
+        after(&tx)?;
         tx.commit().map_err(row_err)
     }
 }
@@ -81,19 +95,9 @@ impl Store {
         records: &[Record],
         mark: Option<&str>,
     ) -> Result<(), StoreError> {
-        check_columns(table, records)?;
-        let target = write_target(table);
-        let row_err = |source| StoreError::Table {
-            table: target.clone(),
-            action: "write a page",
-            source: Box::new(source),
-        };
-        let tx = self.conn.transaction().map_err(row_err)?;
-        InsertShape::new(&target, table)
-            .write_all(&tx, records, &now(), run_id)
-            .map_err(row_err)?;
-        end_stream(&tx, stream, run_id, mark)?;
-        tx.commit().map_err(row_err)
+        self.write_rows_then(table, run_id, records, |tx| {
+            end_stream(tx, stream, run_id, mark)
+        })
     }
 
     /// A second connection to this database that copies the WAL into it
