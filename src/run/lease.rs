@@ -198,7 +198,77 @@ impl Lease {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
     use super::*;
+    use crate::fetch::{HttpClient, HttpOptions};
+    use crate::run::Writer;
+    use crate::run::progress::NoProgress;
+    use crate::store::Store;
+
+    fn env(writer: Writer, holder: &str) -> RunEnv {
+        RunEnv {
+            writer,
+            http: HttpClient::new(&HttpOptions {
+                concurrency: 1,
+                user_agent: "apisync-test".into(),
+                hosts: Default::default(),
+            })
+            .expect("client"),
+            credentials: HashMap::new(),
+            cancel: CancellationToken::new(),
+            job_concurrency: 1,
+            stream_width: 1,
+            parent_tables: HashMap::new(),
+            database: "unused.db".into(),
+            holder: holder.into(),
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// The heartbeat renews the lease while the job runs; once another
+    /// process has taken the lease over, the next heartbeat stops the job
+    /// (its cancel token fires) and release leaves the new holder's lease.
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_lease_stops_the_job_and_is_not_released() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("lease.db")).expect("store");
+        let (writer, thread) = Writer::spawn(store).expect("writer");
+        let env = env(writer.clone(), "here:1:a");
+        let Ok(Acquired::Lease(lease)) = acquire(&env, "orders", false).await else {
+            panic!("the free lease was not acquired");
+        };
+        // Another process decides this one is dead and takes the lease.
+        let taken = writer
+            .call(|store| store.try_acquire_lease("orders", "there:2:b", STALE_AFTER, |_| true))
+            .await
+            .expect("writer")
+            .expect("store");
+        assert_eq!(
+            taken,
+            LeaseOutcome::Acquired {
+                replaced: Some("here:1:a".into())
+            }
+        );
+        // Paused time jumps to the next heartbeat, which finds the lease
+        // gone; six heartbeats of virtual time is a bound, not a wait.
+        tokio::time::timeout(6 * HEARTBEAT_EVERY, lease.cancel.cancelled())
+            .await
+            .expect("the heartbeat stopped the job");
+        assert!(lease.release(&env).await, "reported as lost");
+        let holder = writer
+            .call(|store| store.try_acquire_lease("orders", "third:3:c", STALE_AFTER, |_| false))
+            .await
+            .expect("writer")
+            .expect("store");
+        assert!(
+            matches!(&holder, LeaseOutcome::HeldBy { holder, .. } if holder == "there:2:b"),
+            "the new holder keeps its lease: {holder:?}"
+        );
+        drop((env, writer));
+        thread.join();
+    }
 
     #[test]
     fn only_a_vanished_process_on_this_host_is_known_dead() {
