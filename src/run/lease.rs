@@ -110,7 +110,7 @@ pub(crate) async fn acquire(env: &RunEnv, job: &str, wait: bool) -> Result<Acqui
                     tracing::warn!(job, previous_holder = %old,
                         "took over the lease of a process that stopped without releasing it; its unfinished run is marked interrupted");
                 }
-                return Ok(Acquired::Lease(start_heartbeat(env, job)));
+                return Ok(Acquired::Lease(start_heartbeat(env, job, HEARTBEAT_EVERY)));
             }
             LeaseOutcome::HeldBy {
                 holder,
@@ -139,7 +139,9 @@ pub(crate) async fn acquire(env: &RunEnv, job: &str, wait: bool) -> Result<Acqui
     }
 }
 
-fn start_heartbeat(env: &RunEnv, job: &str) -> Lease {
+/// Renew the lease every `every` until released; cancel the job if the
+/// lease turns out to be someone else's.
+fn start_heartbeat(env: &RunEnv, job: &str, every: Duration) -> Lease {
     let cancel = env.cancel.child_token();
     let stop = CancellationToken::new();
     let (writer, name, holder) = (env.writer.clone(), job.to_string(), env.holder.clone());
@@ -148,7 +150,7 @@ fn start_heartbeat(env: &RunEnv, job: &str) -> Lease {
         loop {
             tokio::select! {
                 _ = stopped.cancelled() => return false,
-                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                _ = tokio::time::sleep(every) => {}
             }
             let (job, me) = (name.clone(), holder.clone());
             match writer.call(move |store| store.renew_lease(&job, &me)).await {
@@ -230,15 +232,19 @@ mod tests {
     /// The heartbeat renews the lease while the job runs; once another
     /// process has taken the lease over, the next heartbeat stops the job
     /// (its cancel token fires) and release leaves the new holder's lease.
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_lost_lease_stops_the_job_and_is_not_released() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(&dir.path().join("lease.db")).expect("store");
         let (writer, thread) = Writer::spawn(store).expect("writer");
         let env = env(writer.clone(), "here:1:a");
-        let Ok(Acquired::Lease(lease)) = acquire(&env, "orders", false).await else {
-            panic!("the free lease was not acquired");
-        };
+        let acquired = writer
+            .call(|store| store.try_acquire_lease("orders", "here:1:a", STALE_AFTER, |_| false))
+            .await
+            .expect("writer")
+            .expect("store");
+        assert_eq!(acquired, LeaseOutcome::Acquired { replaced: None });
+        let lease = start_heartbeat(&env, "orders", Duration::from_millis(20));
         // Another process decides this one is dead and takes the lease.
         let taken = writer
             .call(|store| store.try_acquire_lease("orders", "there:2:b", STALE_AFTER, |_| true))
@@ -251,9 +257,9 @@ mod tests {
                 replaced: Some("here:1:a".into())
             }
         );
-        // Paused time jumps to the next heartbeat, which finds the lease
-        // gone; six heartbeats of virtual time is a bound, not a wait.
-        tokio::time::timeout(6 * HEARTBEAT_EVERY, lease.cancel.cancelled())
+        // The next heartbeat finds the lease gone. The timeout only turns a
+        // broken heartbeat into a failure instead of a hang.
+        tokio::time::timeout(Duration::from_secs(60), lease.cancel.cancelled())
             .await
             .expect("the heartbeat stopped the job");
         assert!(lease.release(&env).await, "reported as lost");
