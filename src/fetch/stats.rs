@@ -42,6 +42,20 @@ pub struct StatsSnapshot {
     pub bytes: u64,
 }
 
+/// Counters of several streams or jobs add up field by field.
+impl std::ops::AddAssign<&StatsSnapshot> for StatsSnapshot {
+    fn add_assign(&mut self, other: &StatsSnapshot) {
+        self.requests += other.requests;
+        self.status_2xx += other.status_2xx;
+        self.status_3xx += other.status_3xx;
+        self.status_4xx += other.status_4xx;
+        self.status_5xx += other.status_5xx;
+        self.transport_errors += other.transport_errors;
+        self.retries += other.retries;
+        self.bytes += other.bytes;
+    }
+}
+
 impl RequestStats {
     pub fn new() -> Self {
         Self::default()

@@ -73,7 +73,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "apisync_job_retries",
         help: "Requests of the last run that repeated a failed attempt after a backoff.",
-        samples: |j| count(j.summary.retries),
+        samples: |j| count(j.summary.http.retries),
     },
     Family {
         name: "apisync_job_token_requests",
@@ -226,8 +226,6 @@ mod tests {
             status,
             pages: 3,
             records: 250,
-            requests: 5,
-            retries: 2,
             token_requests: 1,
             seconds: 1.5,
             error: None,

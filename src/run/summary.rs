@@ -20,28 +20,53 @@ pub enum JobStatus {
     Held,
 }
 
+/// Serialised as [`JobLine`]: the request counts come from `http`, so
+/// they cannot disagree with the metrics.
 #[derive(Debug, Clone, Serialize)]
+#[serde(into = "JobLine")]
 pub struct JobSummary {
     pub job: String,
     pub status: JobStatus,
     pub pages: u64,
     pub records: u64,
-    /// HTTP requests sent: every attempt and redirect hop, all partitions.
-    pub requests: u64,
-    /// Attempts that repeated a failed one (after a backoff).
-    pub retries: u64,
     pub seconds: f64,
     /// The first error, secrets already redacted.
     pub error: Option<String>,
-    #[serde(skip)]
     pub interrupted: bool,
     /// Token requests of the job's OAuth2 credential while the job ran.
-    #[serde(skip)]
     pub token_requests: u64,
-    /// Every counter of the job's requests (by status class, bytes), for
-    /// the metrics; the summary line shows only requests and retries.
-    #[serde(skip)]
+    /// Every counter of the job's requests, all partitions: `requests` is
+    /// every attempt and redirect hop, `retries` the attempts after a
+    /// backoff; by status class and bytes for the metrics.
     pub http: StatsSnapshot,
+}
+
+/// One job in the JSON summary.
+#[derive(Serialize)]
+struct JobLine {
+    job: String,
+    status: JobStatus,
+    pages: u64,
+    records: u64,
+    requests: u64,
+    retries: u64,
+    seconds: f64,
+    error: Option<String>,
+}
+
+impl From<JobSummary> for JobLine {
+    fn from(job: JobSummary) -> Self {
+        JobLine {
+            requests: job.http.requests,
+            retries: job.http.retries,
+            job: job.job,
+            status: job.status,
+            pages: job.pages,
+            records: job.records,
+            seconds: job.seconds,
+            error: job.error,
+        }
+    }
 }
 
 impl JobSummary {
@@ -51,8 +76,6 @@ impl JobSummary {
             status: JobStatus::Succeeded,
             pages: 0,
             records: 0,
-            requests: 0,
-            retries: 0,
             seconds: 0.0,
             error: None,
             interrupted: false,
@@ -63,17 +86,7 @@ impl JobSummary {
 
     /// Add what the job's `RequestStats` counted.
     pub(crate) fn add_requests(&mut self, stats: &StatsSnapshot) {
-        self.requests += stats.requests;
-        self.retries += stats.retries;
-        let http = &mut self.http;
-        http.requests += stats.requests;
-        http.status_2xx += stats.status_2xx;
-        http.status_3xx += stats.status_3xx;
-        http.status_4xx += stats.status_4xx;
-        http.status_5xx += stats.status_5xx;
-        http.transport_errors += stats.transport_errors;
-        http.retries += stats.retries;
-        http.bytes += stats.bytes;
+        self.http += stats;
     }
 
     pub(crate) fn failed(mut self, err: RunError, started: std::time::Instant) -> Self {
@@ -127,7 +140,13 @@ impl RunSummary {
             let status = format!("{:?}", job.status).to_lowercase();
             out.push_str(&format!(
                 "{:<24} {:<12} {:>8} {:>10} {:>9} {:>8} {:>9.2}\n",
-                job.job, status, job.pages, job.records, job.requests, job.retries, job.seconds
+                job.job,
+                status,
+                job.pages,
+                job.records,
+                job.http.requests,
+                job.http.retries,
+                job.seconds
             ));
         }
         for job in self.jobs.iter().filter(|j| j.error.is_some()) {
@@ -156,8 +175,8 @@ mod tests {
         orders.seconds = 4.5;
         let mut refunds = JobSummary::new("refunds");
         refunds.status = JobStatus::Failed;
-        refunds.requests = 6;
-        refunds.retries = 5;
+        refunds.http.requests = 6;
+        refunds.http.retries = 5;
         refunds.error = Some(
             "job \"refunds\": GET https://api.example.com/refunds returned 503 after 6 attempts"
                 .into(),
