@@ -58,7 +58,7 @@ impl StreamFetcher {
     }
 
     /// The URL the stream asks for next (its first, before any page),
-    /// secrets redacted, for `--dry-run`.
+    /// secrets redacted, for `--dry-run` and the stall error.
     pub fn first_request_url(&self) -> String {
         match self.paginator.next_request() {
             Some(request) => self.ctx.redact(&request.url),

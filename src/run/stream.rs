@@ -126,7 +126,6 @@ async fn fetch_and_write(
     .with_stats(env.stats.clone());
     let mut pending: Option<PendingCommit> = None;
     loop {
-        let waiting_on = fetcher.first_request_url();
         let next = tokio::select! {
             biased;
             _ = env.cancel.cancelled() => None,
@@ -141,10 +140,12 @@ async fn fetch_and_write(
             }
             Some(Ok(page)) => page?,
             Some(Err(Stalled)) => {
+                // `next_page` is cancel-safe: the dropped fetch left the
+                // fetcher on the request it was waiting for.
                 return Err(RunError::Stalled {
                     job: job.name.clone(),
                     partition: partition.key.clone(),
-                    url: waiting_on,
+                    url: fetcher.first_request_url(),
                     after: env.stall_timeout,
                 });
             }
