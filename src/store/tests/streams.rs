@@ -34,6 +34,50 @@ fn finishing_a_stream_clears_its_checkpoint_and_stores_its_mark() {
     );
 }
 
+/// semantics.md: a page's rows and what follows them commit together. For
+/// the last page that is the end of the stream: if ending it fails, the rows
+/// must not stay behind without it (a rerun would fetch and append them
+/// again).
+#[test]
+fn the_last_page_and_the_end_of_its_stream_commit_together() {
+    let (mut store, run) = store_with_run("j");
+    let table = spec("j", WriteMode::Append, &[], false);
+    store.prepare_table(&table).unwrap();
+    let s = stream("j", "p1");
+    store
+        .apply_page(&s, &table, run, &[unkeyed(r#"{"n":1}"#)], "{\"pages\":1}")
+        .unwrap();
+    store
+        .apply_last_page(&s, &table, run, &[unkeyed(r#"{"n":2}"#)], Some("2"))
+        .unwrap();
+    assert_eq!(store.count_rows("j").unwrap(), 2);
+    assert_eq!(store.load_checkpoint(&s).unwrap(), None);
+    assert_eq!(store.load_mark(&s).unwrap().as_deref(), Some("2"));
+    assert_eq!(store.finished_partitions("j").unwrap(), ["p1"]);
+
+    // Ending the next stream fails: its last page's rows roll back with it.
+    let t = stream("j", "p2");
+    store
+        .apply_page(&t, &table, run, &[unkeyed(r#"{"n":3}"#)], "{\"pages\":1}")
+        .unwrap();
+    store.conn.execute_batch("DROP TABLE marks").unwrap();
+    assert!(
+        store
+            .apply_last_page(&t, &table, run, &[unkeyed(r#"{"n":4}"#)], Some("4"))
+            .is_err()
+    );
+    assert_eq!(
+        store.count_rows("j").unwrap(),
+        3,
+        "page 2 of p2 rolled back"
+    );
+    assert_eq!(
+        store.load_checkpoint(&t).unwrap().as_deref(),
+        Some("{\"pages\":1}"),
+        "p2 resumes after its first page"
+    );
+}
+
 #[test]
 fn checkpoints_and_marks_are_per_partition() {
     let (mut store, run) = store_with_run("j");
