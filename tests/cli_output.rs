@@ -37,15 +37,7 @@ async fn half_broken_api() -> String {
             Some(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         }
     }
-    let app = axum::Router::new().route("/items", axum::routing::get(page));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    base
+    common::serve(axum::Router::new().route("/items", axum::routing::get(page))).await
 }
 
 const DEMO_AUTH: &str = r#"auth = { type = "bearer", token = { env = "DEMO_API_TOKEN" } }"#;
