@@ -40,9 +40,9 @@ pub struct DecodedPage {
     /// Total records (offset) or total pages (page), when the job points at it.
     pub total: Option<u64>,
     pub bytes: u64,
-    /// A hash of the body (offset and page types only): a server that
-    /// ignores its paging parameters answers every page alike.
-    pub body_hash: Option<u64>,
+    /// The body (offset and page types only; a cheap shared handle): a
+    /// server that ignores its paging parameters answers every page alike.
+    pub body: Option<bytes::Bytes>,
 }
 
 /// How many recent cursors or next URLs a stream remembers to tell a loop
@@ -60,8 +60,9 @@ pub struct Paginator {
     request: Option<PageRequest>,
     /// Hashes of the last `LOOP_WINDOW` cursors / next URLs, newest last.
     recent: VecDeque<u64>,
-    /// The previous page's `body_hash` (offset and page types).
-    previous_body: Option<u64>,
+    /// The previous page's `body` (offset and page types): compared, not
+    /// hashed, so a page costs nothing unless its length matches.
+    previous_body: Option<bytes::Bytes>,
 }
 
 fn hash_of(value: impl Hash) -> u64 {
@@ -146,11 +147,11 @@ impl Paginator {
             next_url: facts.next_url,
             has_more: facts.has_more,
             total: facts.total,
-            body_hash: match self.job.pagination.kind {
+            body: match self.job.pagination.kind {
                 PaginationKind::Offset { .. } | PaginationKind::Page { .. }
                     if page.received > 0 =>
                 {
-                    Some(hash_of(&resp.body[..]))
+                    Some(resp.body.clone())
                 }
                 _ => None,
             },
@@ -209,7 +210,7 @@ impl Paginator {
             }
             self.recent.push_back(next);
         }
-        self.previous_body = page.body_hash;
+        self.previous_body = page.body;
         self.position = position;
         self.request = next_request;
         Ok(out)
@@ -279,7 +280,7 @@ impl Paginator {
                 })
             }
             PaginationKind::Offset { .. } | PaginationKind::Page { .. }
-                if page.body_hash.is_some() && page.body_hash == self.previous_body =>
+                if page.body.is_some() && page.body == self.previous_body =>
             {
                 return Err(looped(
                     "the server answered two pages in a row with the same body (hint: the API may ignore the offset or page parameter; check pagination.offset_param / page_param)".into(),
