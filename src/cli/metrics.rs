@@ -1,7 +1,5 @@
 //! `--metrics-file` and `--pushgateway` at the end of `run` and `backfill`.
 
-use std::collections::HashMap;
-
 use super::args::MetricsArgs;
 use crate::metrics::{MetricsTargets, last_success_times};
 use crate::plan::ProjectPlan;
@@ -17,13 +15,7 @@ pub async fn publish(plan: &ProjectPlan, summary: &RunSummary, args: &MetricsArg
     if targets.is_empty() {
         return true;
     }
-    let tables: HashMap<String, String> = plan
-        .jobs
-        .iter()
-        .map(|j| (j.name.clone(), j.output.table.clone()))
-        .collect();
-    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-    let last = last_success_times(summary, &plan.settings.database, &tables, now);
+    let last = last_success_times(summary, &plan.settings.database);
     match crate::metrics::publish(&targets, summary, &last).await {
         Ok(()) => true,
         Err(err) => {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use super::{JobLabel, JobView, MetricsError, group_url, push, render, write_atomically};
-use crate::run::{JobStatus, RunSummary};
+use crate::run::RunSummary;
 use crate::store::Store;
 
 /// Where the metrics of a run go (`--metrics-file`, `--pushgateway`).
@@ -72,47 +72,22 @@ async fn push_groups(base: &Url, views: &[JobView<'_>]) {
     }
 }
 
-/// Unix seconds when each job's last successful run started: this run's
-/// start for a job that just succeeded, else the runs table (read only for
-/// those jobs; a read error leaves the figure out, with a WARN).
-pub fn last_success_times(
-    summary: &RunSummary,
-    database: &Path,
-    tables: &HashMap<String, String>,
-    now: f64,
-) -> HashMap<String, f64> {
-    let mut times = HashMap::new();
-    let mut earlier = Vec::new();
-    for job in &summary.jobs {
-        match job.status {
-            JobStatus::Succeeded => {
-                times.insert(job.job.clone(), now - job.seconds);
-            }
-            _ => earlier.push((
-                job.job.as_str(),
-                tables.get(&job.job).map_or("", String::as_str),
-            )),
-        }
-    }
-    if earlier.is_empty() {
-        return times;
-    }
-    match Store::open(database).and_then(|store| store.status(&earlier)) {
-        Ok(stored) => {
-            for status in stored {
-                let parsed = status
-                    .last_success_started_at
-                    .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-                if let Some(time) = parsed {
-                    let seconds = time.timestamp_millis() as f64 / 1000.0;
-                    times.insert(status.job, seconds);
-                }
-            }
-        }
+/// Unix seconds when each job's last successful run started, from the
+/// runs table (this run's included: it is recorded before metrics are
+/// written). A read error leaves the figures out, with a WARN.
+pub fn last_success_times(summary: &RunSummary, database: &Path) -> HashMap<String, f64> {
+    let jobs: Vec<&str> = summary.jobs.iter().map(|j| j.job.as_str()).collect();
+    match Store::open(database).and_then(|store| store.last_success_starts(&jobs)) {
+        Ok(starts) => starts
+            .into_iter()
+            .filter_map(|(job, at)| {
+                let at = chrono::DateTime::parse_from_rfc3339(&at).ok()?;
+                Some((job, at.timestamp_millis() as f64 / 1000.0))
+            })
+            .collect(),
         Err(err) => {
-            tracing::warn!(error = %err, "cannot read the last successful runs for metrics")
+            tracing::warn!(error = %err, "cannot read the last successful runs for metrics");
+            HashMap::new()
         }
     }
-    times
 }
