@@ -65,13 +65,7 @@ async fn sixty_four_streams_holding_an_expired_token_cause_exactly_one_token_req
 
     let tokens = server.access_tokens();
     let requests = server.api_requests();
-    let carried = |page: u64| -> Vec<Option<String>> {
-        requests
-            .iter()
-            .filter(|r| r.page == page)
-            .map(|r| r.token.clone())
-            .collect()
-    };
+    let carried = |page: u64| server.tokens_on_page(page);
     // 64 tasks asked for a first token at once: one request; then 64 tasks
     // found it expired at once: one more.
     assert_eq!(server.token_requests().len(), 2, "{tokens:?}");
@@ -186,12 +180,7 @@ async fn a_second_401_fails_the_stream_naming_the_job_and_the_page() {
     assert!(shown.contains("refused again with a new token"), "{shown}");
     // One refresh, one replay, then the stream stops: no refresh loop.
     assert_eq!(server.token_requests().len(), 2);
-    let page_3: Vec<_> = server
-        .api_requests()
-        .into_iter()
-        .filter(|r| r.page == 3)
-        .map(|r| r.token)
-        .collect();
+    let page_3 = server.tokens_on_page(3);
     let tokens = server.access_tokens();
     assert_eq!(
         page_3,
@@ -224,11 +213,7 @@ async fn a_403_is_a_permission_error_naming_the_scope_and_is_never_refreshed() {
     );
     assert!(shown.contains("lacks scope \"items:admin\""), "{shown}");
     assert_eq!(server.token_requests().len(), 1, "403 is not refreshed");
-    let page_2 = server
-        .api_requests()
-        .into_iter()
-        .filter(|r| r.page == 2)
-        .count();
+    let page_2 = server.tokens_on_page(2).len();
     assert_eq!(page_2, 1, "403 is not retried");
 }
 

@@ -186,6 +186,16 @@ impl OAuthServer {
         self.state().api_requests.clone()
     }
 
+    /// The token each request for `page` carried, in arrival order.
+    pub fn tokens_on_page(&self, page: u64) -> Vec<Option<String>> {
+        self.state()
+            .api_requests
+            .iter()
+            .filter(|r| r.page == page)
+            .map(|r| r.token.clone())
+            .collect()
+    }
+
     /// Every access token issued, in order.
     pub fn access_tokens(&self) -> Vec<String> {
         self.state().issued_order.clone()
