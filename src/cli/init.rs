@@ -9,7 +9,7 @@ use super::{Exit, commands};
 use crate::auth::TokenStore;
 use crate::fetch::{HttpClient, HttpOptions};
 use crate::init::{AuthUse, InitError, Pagination};
-use crate::store::SqliteTokenStore;
+use crate::store::DbTokenStore;
 
 pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
     let plan = match commands::load(global) {
@@ -84,7 +84,7 @@ async fn write(
             })?;
             // The run's token store: a rotated refresh token must be kept.
             let store: Arc<dyn TokenStore> = Arc::new(
-                SqliteTokenStore::open(&plan.settings.database).map_err(|e| InitError::Auth {
+                DbTokenStore::open(&plan.settings.database).map_err(|e| InitError::Auth {
                     name: name.to_string(),
                     message: e.to_string(),
                 })?,

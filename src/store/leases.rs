@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, TransactionBehavior};
 
 use super::error::StoreError;
-use super::open::{Store, now};
+use super::open::{SqliteStore, now};
 
 /// The answer to [`Store::try_acquire_lease`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +30,9 @@ pub enum LeaseOutcome {
 }
 
 /// What an interrupted orphan run is told in its `error` column.
-const ORPHANED: &str = "the process running it stopped (killed or crashed) before it finished";
+pub(crate) const ORPHANED: &str = "the process running it stopped (killed or crashed) before it finished";
 
-impl Store {
+impl SqliteStore {
     /// Take the lease on `job` for `holder` unless another holder has it
     /// with a heartbeat newer than `stale_after` and `is_dead(holder)` says
     /// it is not known to be dead. On success, runs of `job` still marked
@@ -126,7 +126,7 @@ impl Store {
 
 /// Heartbeats older than this (same RFC 3339 shape as [`now`], so text
 /// order is time order) are stale.
-fn stale_cutoff(stale_after: Duration) -> String {
+pub(crate) fn stale_cutoff(stale_after: Duration) -> String {
     let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
     let cutoff = chrono::Utc::now()
         .checked_sub_signed(stale_after)

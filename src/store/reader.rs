@@ -12,22 +12,22 @@ use super::sql::{pointer_to_path, quote_ident};
 use super::tables::table_exists;
 
 /// Read-only access to the database the [`super::Store`] writes.
-pub struct StoreReader {
+pub(crate) struct SqliteReader {
     conn: Connection,
 }
 
-impl std::fmt::Debug for StoreReader {
+impl std::fmt::Debug for SqliteReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreReader")
+        f.debug_struct("SqliteReader")
             .field("path", &self.conn.path())
             .finish_non_exhaustive()
     }
 }
 
-impl StoreReader {
+impl SqliteReader {
     /// Open `path` read-only. The schema must exist already (a [`super::Store`]
     /// opened it first).
-    pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
@@ -41,7 +41,7 @@ impl StoreReader {
                 pragma: "busy_timeout",
                 source: Box::new(source),
             })?;
-        Ok(StoreReader { conn })
+        Ok(SqliteReader { conn })
     }
 
     /// Whether `table` exists (a parent job that never ran has no table).

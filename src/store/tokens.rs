@@ -13,6 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::database::Database;
+use super::postgres::tokens::PgTokenStore;
 use crate::auth::oauth::{RefreshGuard, StoreFailure, TokenStore};
 use crate::secret::Secret;
 
@@ -38,8 +40,56 @@ pub enum TokensError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("refresh token table: {source}")]
+    Database {
+        #[source]
+        source: Box<super::error::DbError>,
+    },
+    #[error(transparent)]
+    Store(#[from] super::StoreError),
     #[error("the refresh token store task stopped unexpectedly")]
     Task,
+}
+
+/// Rotated refresh tokens in the project's database, whichever it is.
+#[derive(Debug, Clone)]
+pub struct DbTokenStore {
+    backend: TokenBackend,
+}
+
+#[derive(Debug, Clone)]
+enum TokenBackend {
+    Sqlite(SqliteTokenStore),
+    Postgres(PgTokenStore),
+}
+
+impl DbTokenStore {
+    /// Create the token table if needed. Blocking: call before the runtime
+    /// is busy (or from `spawn_blocking`).
+    pub fn open(database: &Database) -> Result<DbTokenStore, TokensError> {
+        let backend = match database {
+            Database::Sqlite(path) => TokenBackend::Sqlite(SqliteTokenStore::open(path)?),
+            Database::Postgres(url) => TokenBackend::Postgres(PgTokenStore::open(url)?),
+        };
+        Ok(DbTokenStore { backend })
+    }
+}
+
+#[async_trait]
+impl TokenStore for DbTokenStore {
+    async fn load(&self, auth: &str) -> Result<Option<Secret>, StoreFailure> {
+        match &self.backend {
+            TokenBackend::Sqlite(store) => store.load(auth).await,
+            TokenBackend::Postgres(store) => store.load(auth).await,
+        }
+    }
+
+    async fn begin_refresh(&self, auth: &str) -> Result<Box<dyn RefreshGuard>, StoreFailure> {
+        match &self.backend {
+            TokenBackend::Sqlite(store) => store.begin_refresh(auth).await,
+            TokenBackend::Postgres(store) => store.begin_refresh(auth).await,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for TokensError {
@@ -90,8 +140,8 @@ fn read(conn: &Connection, auth: &str) -> rusqlite::Result<Option<Secret>> {
     .map(|token| token.map(Secret::new))
 }
 
-/// Run blocking SQLite work off the async workers.
-async fn blocking<T: Send + 'static>(
+/// Run blocking database work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, TokensError> + Send + 'static,
 ) -> Result<T, StoreFailure> {
     match tokio::task::spawn_blocking(work).await {
