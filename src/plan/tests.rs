@@ -139,7 +139,10 @@ fn defaults_fill_the_plan() {
     let (dir, result) = load(None, &[("orders", job)], &[], &SettingsOverrides::default());
     let loaded = result.unwrap();
     let plan = &loaded.plan;
-    assert_eq!(plan.settings.database, dir.path().join("apisync.db"));
+    assert_eq!(
+        plan.settings.database,
+        crate::store::Database::sqlite(dir.path().join("apisync.db"))
+    );
     assert_eq!(
         (plan.settings.concurrency, plan.settings.job_concurrency),
         (8, 4)
@@ -185,7 +188,10 @@ fn settings_layer_file_then_env_then_flags_and_warn_strays() {
     let (dir, result) = load(Some(config), &[], &env, &flags);
     let loaded = result.unwrap();
     let settings = &loaded.plan.settings;
-    assert_eq!(settings.database, dir.path().join("data/file.db"));
+    assert_eq!(
+        settings.database,
+        crate::store::Database::sqlite(dir.path().join("data/file.db"))
+    );
     assert_eq!(settings.concurrency, 5, "env beats file");
     assert_eq!(settings.job_concurrency, 7, "flag beats env");
     assert_eq!(
