@@ -212,6 +212,31 @@ fn settings_layer_file_then_env_then_flags_and_warn_strays() {
 }
 
 #[test]
+fn a_postgres_url_in_the_file_or_environment_selects_postgres_and_stays_redacted() {
+    let config = "database = \"postgres://app:file-pw@db:5432/sync\"\n";
+    let (_dir, result) = load(Some(config), &[], &[], &SettingsOverrides::default());
+    let database = result.unwrap().plan.settings.database;
+    assert!(matches!(database, crate::store::Database::Postgres(_)));
+    assert_eq!(database.to_string(), "postgres://app:***@db:5432/sync");
+    assert!(!format!("{database:?}").contains("file-pw"));
+
+    let env = [("APISYNC_DATABASE", "postgresql://app:env-pw@db/other")];
+    let (_dir, result) = load(Some(config), &[], &env, &SettingsOverrides::default());
+    let database = result.unwrap().plan.settings.database;
+    assert_eq!(database.to_string(), "postgresql://app:***@db/other");
+
+    let bad = "database = \"postgres://app:bad-pw@db/x?sslmode=verify-full\"\n";
+    let (_dir, result) = load(Some(bad), &[], &[], &SettingsOverrides::default());
+    let diags = result.unwrap_err();
+    let text = format!("{:?}", diags.0);
+    assert!(
+        diags.0[0].message.contains("sslmode \"verify-full\" is not supported"),
+        "{text}"
+    );
+    assert!(!text.contains("bad-pw"), "{text}");
+}
+
+#[test]
 fn secrets_resolve_to_sources_and_plain_ones_are_warned_without_value() {
     let config = "[auth.a]\ntype = \"basic\"\nusername = { file = \"secrets/user\" }\npassword = \"hunter2\"\n";
     let job = format!("auth = \"a\"\n{OK_REQUEST}");

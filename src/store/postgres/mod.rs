@@ -163,3 +163,173 @@ mod tests {
         assert_eq!(versions.first(), Some(&1));
     }
 }
+
+#[cfg(test)]
+mod backend_tests {
+    use serde_json::json;
+
+    use crate::fetch::Record;
+    use crate::plan::WriteMode;
+    use crate::store::test_db::TestDb;
+    use crate::store::{Database, Store, StoreError, StoreReader, StreamKey, TableSpec};
+
+    fn url(db: &TestDb) -> super::PostgresUrl {
+        match &db.database {
+            Database::Postgres(url) => url.clone(),
+            Database::Sqlite(_) => unreachable!("a PostgreSQL test database"),
+        }
+    }
+
+    /// The sync client would panic ("Cannot start a runtime from within a
+    /// runtime") if it ran on a runtime thread: every call goes through the
+    /// connection's own thread, so async code may call the store directly.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_store_can_be_called_from_async_code() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = Store::open(&db.database).unwrap();
+        let run = store.begin_run("orders").unwrap();
+        let table = TableSpec {
+            table: "orders".into(),
+            mode: WriteMode::Merge,
+            columns: vec![],
+            has_primary_key: true,
+        };
+        store.prepare_table(&table).unwrap();
+        let record = Record {
+            json: r#"{"id": 1}"#.into(),
+            pk: Some("[1]".into()),
+            columns: vec![],
+        };
+        store
+            .apply_page(&StreamKey::new("orders", ""), &table, run, &[record], "{}")
+            .unwrap();
+        let reader = StoreReader::open(&db.database).unwrap();
+        assert_eq!(
+            reader
+                .distinct_values_page("orders", "/id", None, 10)
+                .unwrap(),
+            ["1"]
+        );
+        // And from a task on another worker, with the store moved there.
+        let rows = tokio::spawn(async move { store.status(&[("orders", "orders")]).unwrap() })
+            .await
+            .unwrap();
+        assert_eq!(rows[0].rows, Some(1));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_store_can_be_called_from_a_current_thread_runtime() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let store = Store::open(&db.database).unwrap();
+        assert!(store.finished_partitions("j").unwrap().is_empty());
+        store.checkpoint_wal().unwrap();
+        assert!(store.wal_checkpointer().unwrap().is_none());
+        store.restore_wal_autocheckpoint().unwrap();
+    }
+
+    /// Pods starting together all migrate the same fresh database.
+    #[test]
+    fn processes_opening_a_fresh_database_at_once_migrate_it_once() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        std::thread::scope(|scope| {
+            let opened: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| Store::open(&db.database).map(drop)))
+                .collect();
+            for open in opened {
+                open.join().unwrap().unwrap();
+            }
+        });
+        let mut store = db.store();
+        assert_eq!(
+            store.query_text("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"),
+            [[Some("1,2,3".to_string())]]
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_the_error_hides_the_password() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = db.store();
+        store.exec_sql("INSERT INTO schema_version VALUES (999, 'later')");
+        drop(store);
+        let err = Store::open(&db.database).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 999, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(url(&db).redacted()), "{err}");
+    }
+
+    #[test]
+    fn a_connection_error_names_the_database_without_its_password() {
+        let db = Database::from_setting(
+            "postgres://app:pw-0f-mine@127.0.0.1:1/sync?sslmode=disable",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let err = Store::open(&db).unwrap_err();
+        let mut text = format!("{err} {err:?}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            text.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        assert!(matches!(err, StoreError::Connect { .. }), "{text}");
+        assert!(!text.contains("pw-0f-mine"), "{text}");
+        assert!(
+            text.contains("postgres://app:***@127.0.0.1:1/sync"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn records_land_as_jsonb_and_a_repeated_key_in_one_page_is_upserted_once() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = db.store();
+        let run = store.begin_run("j").unwrap();
+        let table = TableSpec {
+            table: "j".into(),
+            mode: WriteMode::Merge,
+            columns: vec!["total".into()],
+            has_primary_key: true,
+        };
+        store.prepare_table(&table).unwrap();
+        let record = |v: i64| Record {
+            json: format!(r#"{{"id":1,  "v":{v}}}"#),
+            pk: Some("[1]".into()),
+            columns: vec![json!(v)],
+        };
+        store
+            .apply_page(
+                &StreamKey::new("j", ""),
+                &table,
+                run,
+                &[record(1), record(2)],
+                "{}",
+            )
+            .unwrap();
+        assert_eq!(
+            store.query_text(
+                "SELECT pg_typeof(_data)::text, _data->>'v', (total)::text, _run_id::text,
+                        pg_typeof(_synced_at)::text FROM j"
+            ),
+            [[
+                Some("jsonb".to_string()),
+                Some("2".to_string()),
+                Some("2".to_string()),
+                Some(run.0.to_string()),
+                Some("timestamp with time zone".to_string())
+            ]]
+        );
+    }
+}
