@@ -227,7 +227,10 @@ async fn a_run_into_postgres_resumes_from_its_checkpoint_and_never_shows_the_pas
     let statuses = db.query("SELECT status FROM runs ORDER BY id");
     assert_eq!(
         statuses,
-        [[Some("failed".to_string())], [Some("succeeded".to_string())]]
+        [
+            [Some("failed".to_string())],
+            [Some("succeeded".to_string())]
+        ]
     );
 
     let status = project.run(&["status"]).await;
@@ -247,7 +250,10 @@ async fn a_run_into_postgres_resumes_from_its_checkpoint_and_never_shows_the_pas
 
     // An unreachable server: the error names the database, password hidden.
     let unreachable = db.url.replace(
-        &format!("127.0.0.1:{}", url::Url::parse(&db.url).unwrap().port().unwrap()),
+        &format!(
+            "127.0.0.1:{}",
+            url::Url::parse(&db.url).unwrap().port().unwrap()
+        ),
         "127.0.0.1:1",
     );
     let failed = project

@@ -83,12 +83,13 @@ async fn write(
                 name: name.to_string(),
             })?;
             // The run's token store: a rotated refresh token must be kept.
-            let store: Arc<dyn TokenStore> = Arc::new(
-                DbTokenStore::open(&plan.settings.database).map_err(|e| InitError::Auth {
-                    name: name.to_string(),
-                    message: e.to_string(),
-                })?,
-            );
+            let store: Arc<dyn TokenStore> =
+                Arc::new(DbTokenStore::open(&plan.settings.database).map_err(|e| {
+                    InitError::Auth {
+                        name: name.to_string(),
+                        message: e.to_string(),
+                    }
+                })?);
             Some(AuthUse {
                 name,
                 plan: auth_plan,

@@ -230,7 +230,9 @@ fn a_postgres_url_in_the_file_or_environment_selects_postgres_and_stays_redacted
     let diags = result.unwrap_err();
     let text = format!("{:?}", diags.0);
     assert!(
-        diags.0[0].message.contains("sslmode \"verify-full\" is not supported"),
+        diags.0[0]
+            .message
+            .contains("sslmode \"verify-full\" is not supported"),
         "{text}"
     );
     assert!(!text.contains("bad-pw"), "{text}");

@@ -235,7 +235,8 @@ mod tests {
     #[tokio::test]
     async fn a_lost_lease_stops_the_job_and_is_not_released() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&crate::store::Database::sqlite(dir.path().join("lease.db"))).expect("store");
+        let store = Store::open(&crate::store::Database::sqlite(dir.path().join("lease.db")))
+            .expect("store");
         let (writer, thread) = Writer::spawn(store).expect("writer");
         let env = env(writer.clone(), "here:1:a");
         let acquired = writer

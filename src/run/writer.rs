@@ -198,7 +198,8 @@ mod tests {
     async fn the_checkpoint_thread_keeps_the_wal_small() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let (writer, thread) = Writer::spawn(Store::open(&crate::store::Database::sqlite(&path)).unwrap()).unwrap();
+        let (writer, thread) =
+            Writer::spawn(Store::open(&crate::store::Database::sqlite(&path)).unwrap()).unwrap();
         let table = Arc::new(TableSpec {
             table: "t".into(),
             mode: WriteMode::Merge,

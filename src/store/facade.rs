@@ -21,6 +21,10 @@ use super::reader::SqliteReader;
 use super::types::{JobStatus, RunId, RunOutcome, StreamKey, TableSpec};
 use crate::fetch::Record;
 
+/// Copies SQLite's WAL into the database when called (see
+/// [`Store::wal_checkpointer`]).
+pub type WalCheckpointer = Box<dyn FnMut() -> Result<(), StoreError> + Send + 'static>;
+
 /// The store: one per thread that writes (the writer), plus short-lived
 /// ones for status, leases and metrics. `Send`, not `Sync`.
 #[derive(Debug)]
@@ -79,14 +83,11 @@ impl Store {
 
     /// See [`SqliteStore::wal_checkpointer`]; None on PostgreSQL (no WAL to
     /// copy by hand).
-    pub fn wal_checkpointer(
-        &self,
-    ) -> Result<Option<Box<dyn FnMut() -> Result<(), StoreError> + Send + 'static>>, StoreError>
-    {
+    pub fn wal_checkpointer(&self) -> Result<Option<WalCheckpointer>, StoreError> {
         match &self.backend {
             Backend::Sqlite(db) => Ok(db
                 .wal_checkpointer()?
-                .map(|c| Box::new(c) as Box<dyn FnMut() -> Result<(), StoreError> + Send>)),
+                .map(|c| Box::new(c) as WalCheckpointer)),
             Backend::Postgres(_) => Ok(None),
         }
     }

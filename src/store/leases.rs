@@ -30,7 +30,8 @@ pub enum LeaseOutcome {
 }
 
 /// What an interrupted orphan run is told in its `error` column.
-pub(crate) const ORPHANED: &str = "the process running it stopped (killed or crashed) before it finished";
+pub(crate) const ORPHANED: &str =
+    "the process running it stopped (killed or crashed) before it finished";
 
 impl SqliteStore {
     /// Take the lease on `job` for `holder` unless another holder has it
@@ -144,7 +145,6 @@ mod tests {
     fn alive(_: &str) -> bool {
         false
     }
-
 
     backend_test! {
     fn a_live_lease_is_refused_to_another_holder_and_released_by_its_own(db) {

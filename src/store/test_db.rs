@@ -29,9 +29,7 @@ impl TestDb {
 
     /// None (after printing why) when no server is configured and CI is not set.
     pub(crate) fn postgres() -> Option<TestDb> {
-        let Some(server) = server_url() else {
-            return None;
-        };
+        let server = server_url()?;
         let name = format!("apisync_test_{:016x}", rand::random::<u64>());
         admin(&server, format!("CREATE DATABASE {name}"));
         let mut url = url::Url::parse(server.expose()).expect("server URL");
@@ -56,7 +54,10 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((server, name)) = self.created.take() {
-            admin(&server, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            admin(
+                &server,
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
         }
     }
 }

@@ -34,12 +34,18 @@ pub(crate) use read::PgReader;
 
 /// Embedded migrations, in order; as on SQLite, an applied one is never edited.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../../migrations/postgres/0001_init.sql")),
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
     (
         2,
         include_str!("../../../migrations/postgres/0002_refresh_tokens.sql"),
     ),
-    (3, include_str!("../../../migrations/postgres/0003_leases.sql")),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_leases.sql"),
+    ),
 ];
 
 /// First key of every advisory lock apisync takes ("APSY"); the second is
@@ -247,7 +253,9 @@ mod backend_tests {
         });
         let mut store = db.store();
         assert_eq!(
-            store.query_text("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"),
+            store.query_text(
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
+            ),
             [[Some("1,2,3".to_string())]]
         );
     }

@@ -11,7 +11,9 @@ use super::super::leases::{LeaseOutcome, ORPHANED, stale_cutoff};
 use super::super::open::now;
 use super::super::sql::{quote_ident, staging_name};
 use super::super::streams::BACKFILL_PREFIX;
-use super::super::types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec};
+use super::super::types::{
+    JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec,
+};
 use super::write::{swap_in, table_exists};
 use super::{PgStore, xact_lock};
 use crate::plan::WriteMode;
@@ -87,14 +89,13 @@ pub(crate) fn end_stream(
 }
 
 fn finished_partitions(c: &mut impl GenericClient, job: &str) -> PgResult<Vec<String>> {
-    Ok(c
-        .query(
-            "SELECT partition FROM finished_streams WHERE job = $1 ORDER BY partition",
-            &[&job],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+    Ok(c.query(
+        "SELECT partition FROM finished_streams WHERE job = $1 ORDER BY partition",
+        &[&job],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
 }
 
 impl PgStore {
@@ -213,7 +214,10 @@ impl PgStore {
             ] {
                 tx.execute(sql, &[&job]).map_err(&err)?;
             }
-            let drop_staging = format!("DROP TABLE IF EXISTS {}", quote_ident(&staging_name(&table)));
+            let drop_staging = format!(
+                "DROP TABLE IF EXISTS {}",
+                quote_ident(&staging_name(&table))
+            );
             tx.batch_execute(&drop_staging).map_err(&err)?;
             tx.commit().map_err(&err)
         })?

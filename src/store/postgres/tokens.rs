@@ -32,10 +32,7 @@ impl PgTokenStore {
     }
 }
 
-fn read(
-    client: &mut postgres::Client,
-    auth: &str,
-) -> Result<Option<Secret>, postgres::Error> {
+fn read(client: &mut postgres::Client, auth: &str) -> Result<Option<Secret>, postgres::Error> {
     client
         .query_opt(
             "SELECT refresh_token FROM _apisync_refresh_tokens WHERE auth = $1",
@@ -70,9 +67,8 @@ impl TokenStore for PgTokenStore {
             // Read under the lock: another process may have rotated it.
             let stored = conn
                 .run(move |s| {
-                    s.client.batch_execute(&format!(
-                        "SET lock_timeout = '{LOCK_TIMEOUT}'; BEGIN"
-                    ))?;
+                    s.client
+                        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'; BEGIN"))?;
                     xact_lock(&mut s.client, &format!("refresh:{name}"))?;
                     read(&mut s.client, &name)
                 })?

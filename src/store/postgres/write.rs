@@ -360,7 +360,12 @@ mod tests {
         assert_eq!(merged.data, ["a2", "b1", "n1", "n2"]);
         assert_eq!(
             merged.declared[0],
-            [Some("\"a2\"".into()), Some("\"b1\"".into()), Some("\"n1\"".into()), Some("\"n2\"".into())]
+            [
+                Some("\"a2\"".into()),
+                Some("\"b1\"".into()),
+                Some("\"n1\"".into()),
+                Some("\"n2\"".into())
+            ]
         );
         let appended = Columns::new(&page, 1, false);
         assert_eq!(appended.data, ["a1", "b1", "n1", "a2", "n2"]);
