@@ -62,6 +62,14 @@ impl Drop for TestDb {
     }
 }
 
+/// A fresh database on each backend available (SQLite always), for tests
+/// that cannot use [`backend_test`] (async ones).
+pub(crate) fn backends() -> Vec<TestDb> {
+    std::iter::once(TestDb::sqlite())
+        .chain(TestDb::postgres())
+        .collect()
+}
+
 /// The server for PostgreSQL tests, or None (skip) outside CI.
 pub(crate) fn server_url() -> Option<PostgresUrl> {
     match std::env::var(ENV) {

@@ -226,41 +226,43 @@ impl Drop for SqliteGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_db::backends;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn finish_commits_and_drop_rolls_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteTokenStore::open(&dir.path().join("db.sqlite")).unwrap();
-        assert!(store.load("crm").await.unwrap().is_none());
+        for db in backends() {
+            let store = DbTokenStore::open(&db.database).unwrap();
+            assert!(store.load("crm").await.unwrap().is_none());
 
-        let guard = store.begin_refresh("crm").await.unwrap();
-        assert!(guard.stored().is_none());
-        guard.finish(Some(Secret::new("rt-2"))).await.unwrap();
-        assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
+            let guard = store.begin_refresh("crm").await.unwrap();
+            assert!(guard.stored().is_none());
+            guard.finish(Some(Secret::new("rt-2"))).await.unwrap();
+            assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
 
-        let guard = store.begin_refresh("crm").await.unwrap();
-        assert_eq!(guard.stored().unwrap().expose(), "rt-2");
-        drop(guard);
-        let guard = store.begin_refresh("crm").await.unwrap();
-        guard.finish(None).await.unwrap();
-        assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
-        assert!(store.load("other").await.unwrap().is_none());
+            let guard = store.begin_refresh("crm").await.unwrap();
+            assert_eq!(guard.stored().unwrap().expose(), "rt-2");
+            drop(guard);
+            let guard = store.begin_refresh("crm").await.unwrap();
+            guard.finish(None).await.unwrap();
+            assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
+            assert!(store.load("other").await.unwrap().is_none());
+        }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn second_lock_waits_for_the_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let first = SqliteTokenStore::open(&path).unwrap();
-        let second = SqliteTokenStore::open(&path).unwrap();
-        let held = first.begin_refresh("crm").await.unwrap();
-        let waiting = tokio::spawn(async move {
-            let guard = second.begin_refresh("crm").await.unwrap();
-            guard.stored().map(|s| s.expose().to_string())
-        });
-        // Whenever the waiter got there, it reads under the lock, which it
-        // gets only after this commit: it must see the rotation.
-        held.finish(Some(Secret::new("rt-9"))).await.unwrap();
-        assert_eq!(waiting.await.unwrap().as_deref(), Some("rt-9"));
+        for db in backends() {
+            let first = DbTokenStore::open(&db.database).unwrap();
+            let second = DbTokenStore::open(&db.database).unwrap();
+            let held = first.begin_refresh("crm").await.unwrap();
+            let waiting = tokio::spawn(async move {
+                let guard = second.begin_refresh("crm").await.unwrap();
+                guard.stored().map(|s| s.expose().to_string())
+            });
+            // Whenever the waiter got there, it reads under the lock, which it
+            // gets only after this commit: it must see the rotation.
+            held.finish(Some(Secret::new("rt-9"))).await.unwrap();
+            assert_eq!(waiting.await.unwrap().as_deref(), Some("rt-9"));
+        }
     }
 }

@@ -170,7 +170,7 @@ fn connect_client(
 /// rustls with an explicit crypto provider (so the process-wide default
 /// never matters) and the webpki roots built into the binary: certificates
 /// and host names are verified whenever TLS is used.
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
+pub(crate) fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

@@ -298,6 +298,28 @@ mod backend_tests {
         );
     }
 
+    /// `sslmode=require` against a server without TLS: no plain fallback.
+    /// (The other tests connect with the default `prefer`, so they go
+    /// through the TLS offer and fall back to plain TCP.)
+    #[test]
+    fn sslmode_require_refuses_a_server_without_tls() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut url = url::Url::parse(url(&db).expose()).unwrap();
+        url.set_query(Some("sslmode=require"));
+        let required = Database::from_setting(url.as_str(), std::path::Path::new(".")).unwrap();
+        let err = Store::open(&required).unwrap_err();
+        assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+    }
+
+    /// The TLS config names its crypto provider: building it never needs
+    /// (or panics for lack of) a process-wide default.
+    #[test]
+    fn the_tls_connector_builds_without_a_default_crypto_provider() {
+        assert!(super::conn::tls().is_ok());
+    }
+
     #[test]
     fn records_land_as_jsonb_and_a_repeated_key_in_one_page_is_upserted_once() {
         let Some(db) = TestDb::postgres() else {
