@@ -89,13 +89,17 @@ pub(crate) fn migrate(conn: &PgConn) -> Result<(), StoreError> {
         };
         let mut tx = session.client.transaction().map_err(db)?;
         xact_lock(&mut tx, "migrate").map_err(db)?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (
-                 version bigint PRIMARY KEY,
-                 applied_at text NOT NULL
-             )",
-        )
-        .map_err(db)?;
+        // Created only when missing: CREATE ... IF NOT EXISTS would still
+        // need the CREATE privilege on the schema.
+        if !write::table_exists(&mut tx, "schema_version").map_err(db)? {
+            tx.batch_execute(
+                "CREATE TABLE schema_version (
+                     version bigint PRIMARY KEY,
+                     applied_at text NOT NULL
+                 )",
+            )
+            .map_err(db)?;
+        }
         let applied: Vec<i64> = tx
             .query("SELECT version FROM schema_version ORDER BY version", &[])
             .map_err(db)?

@@ -205,8 +205,12 @@ impl PgStore {
             let mut tx = session.client.transaction().map_err(err("create it"))?;
             // Two processes creating one table at once would collide.
             xact_lock(&mut tx, &format!("table:{target}")).map_err(err("create it"))?;
-            tx.batch_execute(&create_sql(&target, &table))
-                .map_err(err("create it"))?;
+            // Only when missing: CREATE ... IF NOT EXISTS would still need
+            // the CREATE privilege on the schema.
+            if !table_exists(&mut tx, &target).map_err(err("look it up"))? {
+                tx.batch_execute(&create_sql(&target, &table))
+                    .map_err(err("create it"))?;
+            }
             let existing = table_columns(&mut tx, &target).map_err(err("read its columns"))?;
             for column in table.columns.iter().filter(|c| !existing.contains(c)) {
                 let sql = format!(
