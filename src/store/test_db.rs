@@ -91,7 +91,7 @@ pub(crate) fn server_url() -> Option<PostgresUrl> {
 
 /// One statement on the server's maintenance database, on a connection
 /// thread (safe inside async tests).
-fn admin(server: &PostgresUrl, sql: String) {
+pub(crate) fn admin(server: &PostgresUrl, sql: String) {
     let conn = PgConn::connect(server).expect("connect to APISYNC_TEST_POSTGRES");
     conn.run(move |s| s.client.batch_execute(&sql))
         .expect("connection")

@@ -324,6 +324,54 @@ mod backend_tests {
         assert!(super::conn::tls().is_ok());
     }
 
+    /// docs/postgres.md: once migrated, merge jobs run as a user without
+    /// CREATE on the schema (tables that exist are not created again).
+    #[test]
+    fn a_migrated_database_runs_merge_jobs_without_the_create_privilege() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let table = TableSpec {
+            table: "orders".into(),
+            mode: WriteMode::Merge,
+            columns: vec!["status".into()],
+            has_primary_key: true,
+        };
+        let mut owner = db.store();
+        owner.prepare_table(&table).unwrap();
+        let role = format!("apisync_limited_{:08x}", rand::random::<u32>());
+        owner.exec_sql(&format!(
+            "CREATE ROLE {role} LOGIN;
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+        ));
+        drop(owner);
+        let mut url = url::Url::parse(url(&db).expose()).unwrap();
+        url.set_username(&role).unwrap();
+        let limited = Database::from_setting(url.as_str(), std::path::Path::new(".")).unwrap();
+        let outcome = (|| -> Result<(), StoreError> {
+            let mut store = Store::open(&limited)?;
+            let run = store.begin_run("orders")?;
+            store.prepare_table(&table)?;
+            let record = Record {
+                json: r#"{"id": 1}"#.into(),
+                pk: Some("[1]".into()),
+                columns: vec![json!("paid")],
+            };
+            let stream = StreamKey::new("orders", "");
+            store.apply_last_page(&stream, &table, run, &[record], Some("1"))?;
+            store.try_acquire_lease("orders", "me", std::time::Duration::from_secs(60), |_| {
+                false
+            })?;
+            assert_eq!(store.status(&[("orders", "orders")])?[0].rows, Some(1));
+            Ok(())
+        })();
+        let server = crate::store::test_db::server_url().unwrap();
+        drop(db);
+        crate::store::test_db::admin(&server, format!("DROP ROLE {role}"));
+        outcome.unwrap();
+    }
+
     #[test]
     fn records_land_as_jsonb_and_a_repeated_key_in_one_page_is_upserted_once() {
         let Some(db) = TestDb::postgres() else {
