@@ -9,7 +9,7 @@ use super::error::StoreError;
 
 /// Embedded migrations, in order. Adding one is one line here plus its file;
 /// an applied migration is never edited.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_refresh_tokens.sql")),
     (3, include_str!("../../migrations/0003_leases.sql")),

@@ -166,11 +166,18 @@ impl PgStore {
 mod tests {
     use super::*;
 
+    /// Every SQLite migration has its PostgreSQL twin: adding
+    /// `migrations/000N_*.sql` without `migrations/postgres/000N_*.sql`
+    /// fails here.
     #[test]
     fn migrations_are_strictly_ascending_and_match_sqlite_versions() {
         let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
         assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
-        assert_eq!(versions.first(), Some(&1));
+        let sqlite: Vec<i64> = crate::store::open::MIGRATIONS
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
+        assert_eq!(versions, sqlite, "PostgreSQL migrations mirror SQLite's");
     }
 }
 
@@ -322,6 +329,33 @@ mod backend_tests {
     #[test]
     fn the_tls_connector_builds_without_a_default_crypto_provider() {
         assert!(super::conn::tls().is_ok());
+    }
+
+    /// apisync's own tables have the same columns on both backends (a
+    /// PostgreSQL migration that drifts from its SQLite twin fails here).
+    #[test]
+    fn both_backends_create_the_same_tables_and_columns() {
+        let Some(pg) = TestDb::postgres() else {
+            return;
+        };
+        let sqlite = TestDb::sqlite();
+        let columns = |db: &TestDb, sql: &str| {
+            let mut rows = db.store().query_text(sql);
+            rows.sort();
+            rows
+        };
+        let on_sqlite = columns(
+            &sqlite,
+            "SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        );
+        let on_postgres = columns(
+            &pg,
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema()",
+        );
+        assert!(on_sqlite.len() > 20, "{on_sqlite:?}");
+        assert_eq!(on_postgres, on_sqlite);
     }
 
     /// docs/postgres.md: once migrated, merge jobs run as a user without
