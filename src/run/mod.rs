@@ -51,7 +51,7 @@ pub(crate) struct RunEnv {
     pub stream_width: usize,
     /// Job name -> its table, for `partitions.from_job`.
     pub parent_tables: HashMap<String, String>,
-    /// The database file, for read-only connections beside the writer's.
+    /// The database, for read-only connections beside the writer's.
     pub database: crate::store::Database,
     /// This process's job-lease holder id (`hostname:pid:random`).
     pub holder: String,

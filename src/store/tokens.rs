@@ -1,7 +1,9 @@
 //! Rotated OAuth2 refresh tokens in the database, and the lock that keeps
 //! two processes sharing the database from spending one refresh token twice.
+//! [`DbTokenStore`] is what the runner holds: it forwards to the SQLite store
+//! here or to the PostgreSQL one (`postgres/tokens.rs`, an advisory lock).
 //!
-//! The lock is a `BEGIN IMMEDIATE` transaction on a connection of its own,
+//! On SQLite the lock is a `BEGIN IMMEDIATE` transaction on a connection of its own,
 //! held while the token request is in flight: a crashed process releases it
 //! with its file handles, so no stale lease is ever left behind. It has its
 //! own connection and creates its own table, so it does not depend on the
