@@ -138,6 +138,29 @@ async fn items(
     axum::Json(json!({ "data": data })).into_response()
 }
 
+/// `/children/{id}`: one record per parent.
+async fn children(axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    axum::Json(json!({ "data": [{ "id": format!("c-{id}"), "parent": id }] })).into_response()
+}
+
+/// One partition per distinct `/id` of the items table, read from
+/// PostgreSQL in pages while the writer writes.
+fn children_job(base: &str) -> String {
+    format!(
+        r#"{BEARER}
+[request]
+url = "{base}/children/{{partition}}"
+[partitions]
+from_job = "items"
+field = "/id"
+[records]
+path = "/data"
+[output]
+mode = "append"
+"#
+    )
+}
+
 fn items_job(base: &str) -> String {
     format!(
         r#"{BEARER}
@@ -169,6 +192,7 @@ async fn a_run_into_postgres_resumes_from_its_checkpoint_and_never_shows_the_pas
     let base = common::serve(
         axum::Router::new()
             .route("/items", axum::routing::get(items))
+            .route("/children/{id}", axum::routing::get(children))
             .with_state(api.clone()),
     )
     .await;
@@ -239,6 +263,19 @@ async fn a_run_into_postgres_resumes_from_its_checkpoint_and_never_shows_the_pas
     let report = String::from_utf8_lossy(&status.stdout);
     assert!(report.contains("items"), "{report}");
     assert!(report.contains("succeeded"), "{report}");
+
+    project.job("children", &children_job(&base));
+    let children = project.run(&["run", "children"]).await;
+    shown.push_str(&text(&children));
+    assert_eq!(children.status.code(), Some(0), "{}", describe(&children));
+    assert_eq!(
+        db.query("SELECT count(DISTINCT _data->>'parent'), count(*) FROM children"),
+        [[
+            Some((PAGES * PAGE_SIZE).to_string()),
+            Some((PAGES * PAGE_SIZE).to_string())
+        ]],
+        "one partition per parent row, each synced once"
+    );
 
     let validate = project.run(&["validate"]).await;
     shown.push_str(&text(&validate));
