@@ -19,7 +19,7 @@ pub struct GlobalArgs {
     /// The project file (default: ./apisync.toml if present).
     #[arg(long, global = true, value_name = "PATH", env = "APISYNC_CONFIG")]
     pub config: Option<PathBuf>,
-    /// SQLite database file (overrides `database` and APISYNC_DATABASE).
+    /// SQLite database file or postgres:// URL (overrides `database` and APISYNC_DATABASE).
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Most HTTP requests in flight at once, all jobs together.

@@ -11,7 +11,7 @@ use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
 use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
 use crate::run::{JobMode, RunSummary, date_slices, select_due, select_jobs};
-use crate::store::{SqliteTokenStore, Store};
+use crate::store::{DbTokenStore, Store};
 
 pub async fn dispatch(cli: Cli) -> Exit {
     let global = &cli.global;
@@ -58,7 +58,7 @@ fn validate(global: &GlobalArgs) -> Exit {
                 "ok: {} job(s), {} auth(s), database {}",
                 plan.jobs.len(),
                 plan.auths.keys().filter(|k| !k.starts_with("job:")).count(),
-                plan.settings.database.display()
+                plan.settings.database
             );
             Exit::Ok
         }
@@ -228,7 +228,7 @@ pub(crate) async fn execute(
 ) -> Exit {
     let cancel = CancellationToken::new();
     let stopped = signals::watch(cancel.clone());
-    let tokens: Arc<dyn TokenStore> = match SqliteTokenStore::open(&plan.settings.database) {
+    let tokens: Arc<dyn TokenStore> = match DbTokenStore::open(&plan.settings.database) {
         Ok(store) => Arc::new(store),
         Err(err) => {
             eprintln!("error: {err}");

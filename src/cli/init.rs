@@ -9,7 +9,7 @@ use super::{Exit, commands};
 use crate::auth::TokenStore;
 use crate::fetch::{HttpClient, HttpOptions};
 use crate::init::{AuthUse, InitError, Pagination};
-use crate::store::SqliteTokenStore;
+use crate::store::DbTokenStore;
 
 pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
     let plan = match commands::load(global) {
@@ -83,12 +83,13 @@ async fn write(
                 name: name.to_string(),
             })?;
             // The run's token store: a rotated refresh token must be kept.
-            let store: Arc<dyn TokenStore> = Arc::new(
-                SqliteTokenStore::open(&plan.settings.database).map_err(|e| InitError::Auth {
-                    name: name.to_string(),
-                    message: e.to_string(),
-                })?,
-            );
+            let store: Arc<dyn TokenStore> =
+                Arc::new(DbTokenStore::open(&plan.settings.database).map_err(|e| {
+                    InitError::Auth {
+                        name: name.to_string(),
+                        message: e.to_string(),
+                    }
+                })?);
             Some(AuthUse {
                 name,
                 plan: auth_plan,

@@ -4,7 +4,7 @@
 //! is synced, and a monitoring outage must not fail a sync job.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use url::Url;
 
@@ -75,7 +75,10 @@ async fn push_groups(base: &Url, views: &[JobView<'_>]) {
 /// Unix seconds when each job's last successful run started, from the
 /// runs table (this run's included: it is recorded before metrics are
 /// written). A read error leaves the figures out, with a WARN.
-pub fn last_success_times(summary: &RunSummary, database: &Path) -> HashMap<String, f64> {
+pub fn last_success_times(
+    summary: &RunSummary,
+    database: &crate::store::Database,
+) -> HashMap<String, f64> {
     let jobs: Vec<&str> = summary.jobs.iter().map(|j| j.job.as_str()).collect();
     match Store::open(database).and_then(|store| store.last_success_starts(&jobs)) {
         Ok(starts) => starts

@@ -11,6 +11,7 @@ use super::diagnostics::Diagnostic;
 use crate::definition::ProjectDef;
 use crate::definition::suggest::closest;
 use crate::plan::Settings;
+use crate::store::Database;
 
 const SETTING_KEYS: &[&str] = &["database", "jobs_dir", "concurrency", "job_concurrency"];
 
@@ -36,8 +37,13 @@ pub(crate) fn layer(
     let file_path = |value: Option<&toml::Spanned<String>>, default: &str| {
         root.join(value.map_or(default, |v| v.get_ref().as_str()))
     };
+    let database = file.and_then(|f| f.database.as_ref());
     let mut settings = Settings {
-        database: file_path(file.and_then(|f| f.database.as_ref()), "apisync.db"),
+        database: database_setting(
+            database.map_or("apisync.db", |v| v.get_ref().as_str()),
+            root,
+            out,
+        ),
         jobs_dir: file_path(file.and_then(|f| f.jobs_dir.as_ref()), "jobs"),
         concurrency: file
             .and_then(|f| f.concurrency.as_ref())
@@ -49,7 +55,8 @@ pub(crate) fn layer(
     warn_unknown(env, known_env, warnings);
     apply_env(&mut settings, env, out);
     if let Some(v) = &overrides.database {
-        settings.database = v.clone();
+        // As given on the command line: relative to the working directory.
+        settings.database = database_setting(&v.to_string_lossy(), Path::new(""), out);
     }
     if let Some(v) = &overrides.jobs_dir {
         settings.jobs_dir = v.clone();
@@ -71,6 +78,16 @@ pub(crate) fn layer(
         }
     }
     settings
+}
+
+/// A `database` value: a `postgres://` URL, or a SQLite path joined to
+/// `base`. A bad URL is reported (password hidden) and the default file kept,
+/// so validation goes on to report everything else too.
+fn database_setting(value: &str, base: &Path, out: &mut Vec<Diagnostic>) -> Database {
+    Database::from_setting(value, base).unwrap_or_else(|err| {
+        out.push(setting_error("database", err.to_string(), None));
+        Database::sqlite(base.join("apisync.db"))
+    })
 }
 
 fn setting_error(name: &str, message: String, hint: Option<String>) -> Diagnostic {
@@ -108,7 +125,7 @@ fn apply_env(settings: &mut Settings, env: &[(String, String)], out: &mut Vec<Di
         }
     };
     if let Ok(v) = layer.get_string("database") {
-        settings.database = PathBuf::from(v);
+        settings.database = database_setting(&v, Path::new(""), out);
     }
     if let Ok(v) = layer.get_string("jobs_dir") {
         settings.jobs_dir = PathBuf::from(v);

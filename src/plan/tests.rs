@@ -139,7 +139,10 @@ fn defaults_fill_the_plan() {
     let (dir, result) = load(None, &[("orders", job)], &[], &SettingsOverrides::default());
     let loaded = result.unwrap();
     let plan = &loaded.plan;
-    assert_eq!(plan.settings.database, dir.path().join("apisync.db"));
+    assert_eq!(
+        plan.settings.database,
+        crate::store::Database::sqlite(dir.path().join("apisync.db"))
+    );
     assert_eq!(
         (plan.settings.concurrency, plan.settings.job_concurrency),
         (8, 4)
@@ -185,7 +188,10 @@ fn settings_layer_file_then_env_then_flags_and_warn_strays() {
     let (dir, result) = load(Some(config), &[], &env, &flags);
     let loaded = result.unwrap();
     let settings = &loaded.plan.settings;
-    assert_eq!(settings.database, dir.path().join("data/file.db"));
+    assert_eq!(
+        settings.database,
+        crate::store::Database::sqlite(dir.path().join("data/file.db"))
+    );
     assert_eq!(settings.concurrency, 5, "env beats file");
     assert_eq!(settings.job_concurrency, 7, "flag beats env");
     assert_eq!(
@@ -203,6 +209,33 @@ fn settings_layer_file_then_env_then_flags_and_warn_strays() {
         diags.0[0].message,
         "`APISYNC_CONCURRENCY` \"many\" is not a number"
     );
+}
+
+#[test]
+fn a_postgres_url_in_the_file_or_environment_selects_postgres_and_stays_redacted() {
+    let config = "database = \"postgres://app:file-pw@db:5432/sync\"\n";
+    let (_dir, result) = load(Some(config), &[], &[], &SettingsOverrides::default());
+    let database = result.unwrap().plan.settings.database;
+    assert!(matches!(database, crate::store::Database::Postgres(_)));
+    assert_eq!(database.to_string(), "postgres://app:***@db:5432/sync");
+    assert!(!format!("{database:?}").contains("file-pw"));
+
+    let env = [("APISYNC_DATABASE", "postgresql://app:env-pw@db/other")];
+    let (_dir, result) = load(Some(config), &[], &env, &SettingsOverrides::default());
+    let database = result.unwrap().plan.settings.database;
+    assert_eq!(database.to_string(), "postgresql://app:***@db/other");
+
+    let bad = "database = \"postgres://app:bad-pw@db/x?sslmode=verify-full\"\n";
+    let (_dir, result) = load(Some(bad), &[], &[], &SettingsOverrides::default());
+    let diags = result.unwrap_err();
+    let text = format!("{:?}", diags.0);
+    assert!(
+        diags.0[0]
+            .message
+            .contains("sslmode \"verify-full\" is not supported"),
+        "{text}"
+    );
+    assert!(!text.contains("bad-pw"), "{text}");
 }
 
 #[test]

@@ -28,8 +28,9 @@ pub struct ProjectPlan {
 /// Runtime settings after layering: file, then `APISYNC_*`, then flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// SQLite file; relative paths already resolved against apisync.toml's folder.
-    pub database: PathBuf,
+    /// The SQLite file (relative paths already resolved against apisync.toml's
+    /// folder) or the PostgreSQL URL (its password hidden from Display/Debug).
+    pub database: crate::store::Database,
     pub jobs_dir: PathBuf,
     /// Most HTTP requests in flight at once, all jobs together. Default 8.
     pub concurrency: usize,

@@ -223,7 +223,7 @@ mod tests {
             job_concurrency: 1,
             stream_width: 1,
             parent_tables: HashMap::new(),
-            database: "unused.db".into(),
+            database: crate::store::Database::sqlite("unused.db"),
             holder: holder.into(),
             progress: Arc::new(NoProgress),
         }
@@ -235,7 +235,8 @@ mod tests {
     #[tokio::test]
     async fn a_lost_lease_stops_the_job_and_is_not_released() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("lease.db")).expect("store");
+        let store = Store::open(&crate::store::Database::sqlite(dir.path().join("lease.db")))
+            .expect("store");
         let (writer, thread) = Writer::spawn(store).expect("writer");
         let env = env(writer.clone(), "here:1:a");
         let acquired = writer

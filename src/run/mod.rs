@@ -51,8 +51,8 @@ pub(crate) struct RunEnv {
     pub stream_width: usize,
     /// Job name -> its table, for `partitions.from_job`.
     pub parent_tables: HashMap<String, String>,
-    /// The database file, for read-only connections beside the writer's.
-    pub database: std::path::PathBuf,
+    /// The database, for read-only connections beside the writer's.
+    pub database: crate::store::Database,
     /// This process's job-lease holder id (`hostname:pid:random`).
     pub holder: String,
     /// Told about every stream (a live display on a terminal, else nothing).

@@ -198,7 +198,8 @@ mod tests {
     async fn the_checkpoint_thread_keeps_the_wal_small() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let (writer, thread) = Writer::spawn(Store::open(&path).unwrap()).unwrap();
+        let (writer, thread) =
+            Writer::spawn(Store::open(&crate::store::Database::sqlite(&path)).unwrap()).unwrap();
         let table = Arc::new(TableSpec {
             table: "t".into(),
             mode: WriteMode::Merge,
@@ -244,7 +245,7 @@ mod tests {
         assert!(wal < db / 4, "WAL {wal} bytes against database {db} bytes");
         drop(writer);
         thread.join();
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&crate::store::Database::sqlite(&path)).unwrap();
         assert_eq!(store.count_rows("t").unwrap(), 40_000);
     }
 }

@@ -1,10 +1,12 @@
 //! Errors of the store. Each names the database object it was working on;
-//! the SQLite cause is chained as the source.
+//! the SQLite or PostgreSQL cause is chained as the source.
 
 use std::path::PathBuf;
 
-/// The cause type, named once so a second store backend changes one line.
-pub(crate) type DbError = rusqlite::Error;
+/// The cause: a `rusqlite::Error` or a `postgres::Error`, boxed as a trait
+/// object so each backend's code writes `source: Box::new(its_error)`.
+/// Neither type leaks out of the store through it.
+pub(crate) type DbError = dyn std::error::Error + Send + Sync + 'static;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,12 +26,29 @@ pub enum StoreError {
     },
 
     #[error(
-        "database {}: schema version {found} was written by a newer apisync (this one knows up to {supported}) \
-         (hint: upgrade apisync, or point --db at another file)",
-        path.display()
+        "database {database}: cannot connect \
+         (hint: check the host, port, user, password and sslmode in the URL, and that the server is running)"
+    )]
+    Connect {
+        /// The URL with its password hidden.
+        database: String,
+        #[source]
+        source: Box<DbError>,
+    },
+
+    #[error(
+        "database {database}: the connection stopped unexpectedly \
+         (hint: see the error logged before this; rerun to resume from the last checkpoint)"
+    )]
+    ConnectionLost { database: String },
+
+    #[error(
+        "database {database}: schema version {found} was written by a newer apisync (this one knows up to {supported}) \
+         (hint: upgrade apisync, or point --db at another file)"
     )]
     NewerSchema {
-        path: PathBuf,
+        /// The path, or the URL with its password hidden.
+        database: String,
         found: i64,
         supported: i64,
     },
@@ -64,6 +83,12 @@ pub enum StoreError {
          (hint: drop the table or choose another output.table)"
     )]
     NotUnique { table: String, mode: &'static str },
+
+    #[error(
+        "table \"{table}\": the name (or its staging table's, \"_apisync_staging_{table}\") is longer \
+         than PostgreSQL's 63 bytes (hint: choose a shorter output.table)"
+    )]
+    NameTooLong { table: String },
 
     #[error("table \"{table}\": no staging table to swap in (hint: rerun the job)")]
     NoStaging { table: String },

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, TransactionBehavior};
 
 use super::error::StoreError;
-use super::open::{Store, now};
+use super::open::{SqliteStore, now};
 
 /// The answer to [`Store::try_acquire_lease`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +30,10 @@ pub enum LeaseOutcome {
 }
 
 /// What an interrupted orphan run is told in its `error` column.
-const ORPHANED: &str = "the process running it stopped (killed or crashed) before it finished";
+pub(crate) const ORPHANED: &str =
+    "the process running it stopped (killed or crashed) before it finished";
 
-impl Store {
+impl SqliteStore {
     /// Take the lease on `job` for `holder` unless another holder has it
     /// with a heartbeat newer than `stale_after` and `is_dead(holder)` says
     /// it is not known to be dead. On success, runs of `job` still marked
@@ -126,7 +127,7 @@ impl Store {
 
 /// Heartbeats older than this (same RFC 3339 shape as [`now`], so text
 /// order is time order) are stale.
-fn stale_cutoff(stale_after: Duration) -> String {
+pub(crate) fn stale_cutoff(stale_after: Duration) -> String {
     let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
     let cutoff = chrono::Utc::now()
         .checked_sub_signed(stale_after)
@@ -137,6 +138,7 @@ fn stale_cutoff(stale_after: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_db::backend_test;
 
     const MINUTE: Duration = Duration::from_secs(60);
 
@@ -144,15 +146,9 @@ mod tests {
         false
     }
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("l.db")).unwrap();
-        (dir, store)
-    }
-
-    #[test]
-    fn a_live_lease_is_refused_to_another_holder_and_released_by_its_own() {
-        let (_dir, mut store) = store();
+    backend_test! {
+    fn a_live_lease_is_refused_to_another_holder_and_released_by_its_own(db) {
+        let mut store = db.store();
         let first = store
             .try_acquire_lease("orders", "a", MINUTE, alive)
             .unwrap();
@@ -188,19 +184,17 @@ mod tests {
             LeaseOutcome::Acquired { replaced: None }
         );
     }
+    }
 
-    #[test]
-    fn a_stale_or_dead_holder_is_replaced_and_its_running_run_interrupted() {
-        let (_dir, mut store) = store();
-        store
-            .conn
-            .execute_batch(
+    backend_test! {
+    fn a_stale_or_dead_holder_is_replaced_and_its_running_run_interrupted(db) {
+        let mut store = db.store();
+        store.exec_sql(
                 "INSERT INTO job_leases VALUES ('orders', 'h:1:x', '2020-01-01T00:00:00.000Z',
                                                 '2020-01-01T00:00:00.000Z');
                  INSERT INTO runs (job, started_at, status) VALUES ('orders', '2020-01-01T00:00:00.000Z', 'running');
                  INSERT INTO runs (job, started_at, status) VALUES ('other', '2020-01-01T00:00:00.000Z', 'running');",
-            )
-            .unwrap();
+        );
         let outcome = store
             .try_acquire_lease("orders", "me", MINUTE, alive)
             .unwrap();
@@ -210,19 +204,13 @@ mod tests {
                 replaced: Some("h:1:x".into())
             }
         );
-        let statuses: Vec<(String, String)> = store
-            .conn
-            .prepare("SELECT job, status FROM runs ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let statuses = store.query_text("SELECT job, status FROM runs ORDER BY id");
+        let text = |s: &str| Some(s.to_string());
         assert_eq!(
             statuses,
             [
-                ("orders".to_string(), "interrupted".to_string()),
-                ("other".to_string(), "running".to_string())
+                [text("orders"), text("interrupted")],
+                [text("other"), text("running")]
             ]
         );
         // The old holder learns it lost the lease.
@@ -239,5 +227,31 @@ mod tests {
                 replaced: Some("me".into())
             }
         );
+    }
+    }
+
+    backend_test! {
+    /// Separate connections (separate processes, as far as the database
+    /// can tell) racing for one job: exactly one wins.
+    fn racing_connections_take_one_lease_once(db) {
+        let outcomes: Vec<LeaseOutcome> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..6)
+                .map(|i| {
+                    let mut store = db.store();
+                    scope.spawn(move || {
+                        store
+                            .try_acquire_lease("orders", &format!("racer-{i}"), MINUTE, alive)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let won = outcomes
+            .iter()
+            .filter(|o| matches!(o, LeaseOutcome::Acquired { .. }))
+            .count();
+        assert_eq!(won, 1, "{outcomes:?}");
+    }
     }
 }

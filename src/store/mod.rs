@@ -1,13 +1,19 @@
-//! SQLite, and the only module that knows SQL: opening the database with its
-//! pragmas and embedded migrations, one table per job, `apply_page` (a page's
-//! rows and the stream's checkpoint in one transaction), marks, finished
-//! partitions and the run history. Sync: one thread (the writer) owns a
-//! [`Store`]. Nothing here exposes SQLite types, so a PostgreSQL store can
-//! offer the same surface.
+//! The only module that knows SQL, for two backends: SQLite (a file; the
+//! files beside this one) and PostgreSQL (`postgres/`), chosen by the
+//! [`Database`] the `database` setting names. Opening the database with its
+//! migrations, one table per job, `apply_page` (a page's rows and the
+//! stream's checkpoint in one transaction), marks, finished partitions, the
+//! run history, leases and rotated refresh tokens. Sync: one thread (the
+//! writer) owns a [`Store`]. Nothing here exposes SQLite or PostgreSQL
+//! types, and nothing outside learns which database it is: [`Store`] and
+//! [`StoreReader`] forward each call (see `facade.rs` for how to add one).
 
+mod database;
 mod error;
+mod facade;
 mod leases;
 mod open;
+mod postgres;
 mod read;
 mod reader;
 mod runs;
@@ -19,12 +25,14 @@ mod types;
 mod write;
 
 #[cfg(test)]
+mod test_db;
+#[cfg(test)]
 mod tests;
 
+pub use database::{Database, DatabaseError, PostgresUrl};
 pub use error::StoreError;
+pub use facade::{Store, StoreReader};
 pub use leases::LeaseOutcome;
-pub use open::Store;
-pub use reader::StoreReader;
 pub use streams::BACKFILL_PREFIX;
-pub use tokens::{SqliteTokenStore, TokensError};
-pub use types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec};
+pub use tokens::{DbTokenStore, SqliteTokenStore, TokensError};
+pub use types::{JobStatus, RunId, RunOutcome, RunStatus, StreamKey, TableSpec};

@@ -9,7 +9,7 @@ use super::error::StoreError;
 
 /// Embedded migrations, in order. Adding one is one line here plus its file;
 /// an applied migration is never edited.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_refresh_tokens.sql")),
     (3, include_str!("../../migrations/0003_leases.sql")),
@@ -24,22 +24,22 @@ const STATEMENT_CACHE: usize = 64;
 
 /// The SQLite store. Owned by one thread (the writer); `Connection` is
 /// `Send` but not `Sync`, and so is this.
-pub struct Store {
+pub struct SqliteStore {
     pub(super) conn: Connection,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqliteStore")
             .field("path", &self.conn.path())
             .finish_non_exhaustive()
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Create or open the database file, set the pragmas and bring the schema
     /// up to date.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source: Box::new(source),
@@ -48,7 +48,7 @@ impl Store {
     }
 
     /// A private in-memory database (tests, `--dry-run`).
-    pub fn open_in_memory() -> Result<Store, StoreError> {
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let path = Path::new(":memory:");
         let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
@@ -57,10 +57,10 @@ impl Store {
         Self::init(conn, path)
     }
 
-    fn init(conn: Connection, path: &Path) -> Result<Store, StoreError> {
+    fn init(conn: Connection, path: &Path) -> Result<SqliteStore, StoreError> {
         set_pragmas(&conn, path)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        let mut store = Store { conn };
+        let mut store = SqliteStore { conn };
         store.migrate(path)?;
         Ok(store)
     }
@@ -93,7 +93,7 @@ impl Store {
         let supported = latest_version();
         if current > supported {
             return Err(StoreError::NewerSchema {
-                path: path.to_path_buf(),
+                database: path.display().to_string(),
                 found: current,
                 supported,
             });
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn store_can_move_to_the_writer_thread() {
         fn is_send<T: Send>() {}
-        is_send::<Store>();
+        is_send::<SqliteStore>();
         is_send::<StoreError>();
     }
 
@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(versions.first(), Some(&1));
     }
 
-    fn applied(store: &Store) -> Vec<i64> {
+    fn applied(store: &SqliteStore) -> Vec<i64> {
         let mut stmt = store
             .conn
             .prepare("SELECT version FROM schema_version ORDER BY version")
@@ -196,7 +196,7 @@ mod tests {
     fn reopening_applies_nothing_twice_and_keeps_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
-        let first = Store::open(&path).unwrap();
+        let first = SqliteStore::open(&path).unwrap();
         first
             .conn
             .execute(
@@ -206,7 +206,7 @@ mod tests {
             .unwrap();
         let versions = applied(&first);
         drop(first);
-        let second = Store::open(&path).unwrap();
+        let second = SqliteStore::open(&path).unwrap();
         assert_eq!(applied(&second), versions);
         assert_eq!(versions.len(), MIGRATIONS.len());
         let runs: i64 = second
@@ -220,7 +220,7 @@ mod tests {
     fn every_missing_version_is_applied_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         // A database left at version 1 by an old apisync.
         store
             .conn
@@ -231,7 +231,7 @@ mod tests {
             )
             .unwrap();
         drop(store);
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(applied(&store), (1..=latest_version()).collect::<Vec<_>>());
         let leases: i64 = store
             .conn
@@ -243,7 +243,7 @@ mod tests {
     #[test]
     fn file_database_runs_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("w.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("w.db")).unwrap();
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -261,13 +261,13 @@ mod tests {
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         store
             .conn
             .execute("INSERT INTO schema_version VALUES (999, 'later')", [])
             .unwrap();
         drop(store);
-        let err = Store::open(&path).unwrap_err();
+        let err = SqliteStore::open(&path).unwrap_err();
         assert!(
             matches!(err, StoreError::NewerSchema { found: 999, .. }),
             "{err}"
@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn unopenable_path_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Store::open(&dir.path().join("missing/dir/x.db")).unwrap_err();
+        let err = SqliteStore::open(&dir.path().join("missing/dir/x.db")).unwrap_err();
         assert!(matches!(err, StoreError::Open { .. }), "{err}");
         assert!(err.to_string().contains("x.db"), "{err}");
     }

@@ -2,10 +2,10 @@
 //! helpers tests use to look at what was written.
 
 use super::error::StoreError;
-use super::open::Store;
+use super::open::SqliteStore;
 use super::sql::{pointer_to_path, quote_ident, value_to_text};
 
-impl Store {
+impl SqliteStore {
     /// Distinct non-null values at `pointer` in the records of `table`, in
     /// order of first appearance, all in memory. Only for small previews
     /// (`--dry-run`); a run reads them in pages with
@@ -58,5 +58,27 @@ impl Store {
                 action: "count its rows",
                 source: Box::new(source),
             })
+    }
+}
+
+#[cfg(test)]
+impl SqliteStore {
+    pub(crate) fn exec_sql(&mut self, sql: &str) {
+        self.conn.execute_batch(sql).expect("test SQL");
+    }
+
+    pub(crate) fn query_text(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let mut stmt = self.conn.prepare(sql).expect("test SQL");
+        let width = stmt.column_count();
+        let mut rows = stmt.query([]).expect("test SQL");
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().expect("test SQL") {
+            out.push(
+                (0..width)
+                    .map(|i| value_to_text(row.get_ref(i).expect("column")))
+                    .collect(),
+            );
+        }
+        out
     }
 }

@@ -12,22 +12,22 @@ use super::sql::{pointer_to_path, quote_ident};
 use super::tables::table_exists;
 
 /// Read-only access to the database the [`super::Store`] writes.
-pub struct StoreReader {
+pub(crate) struct SqliteReader {
     conn: Connection,
 }
 
-impl std::fmt::Debug for StoreReader {
+impl std::fmt::Debug for SqliteReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreReader")
+        f.debug_struct("SqliteReader")
             .field("path", &self.conn.path())
             .finish_non_exhaustive()
     }
 }
 
-impl StoreReader {
+impl SqliteReader {
     /// Open `path` read-only. The schema must exist already (a [`super::Store`]
     /// opened it first).
-    pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
@@ -41,7 +41,7 @@ impl StoreReader {
                 pragma: "busy_timeout",
                 source: Box::new(source),
             })?;
-        Ok(StoreReader { conn })
+        Ok(SqliteReader { conn })
     }
 
     /// Whether `table` exists (a parent job that never ran has no table).
@@ -111,23 +111,23 @@ impl StoreReader {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::{Store, StreamKey, TableSpec};
+    use crate::store::test_db::backend_test;
+    use crate::store::{StoreReader, StreamKey, TableSpec};
 
-    #[test]
-    fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.db");
-        let mut store = Store::open(&path).unwrap();
-        store
-            .conn
-            .execute_batch(
-                "CREATE TABLE parents (_data TEXT);
-                 INSERT INTO parents VALUES ('{\"id\": 3}'), ('{\"id\": 1}'), ('{\"id\": 2}'),
-                     ('{\"id\": 1}'), ('{\"id\": null}'), ('{}'), ('{\"id\": \"x\"}');",
-            )
-            .unwrap();
-        let reader = StoreReader::open(&path).unwrap();
+    backend_test! {
+    fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db) {
+        let mut store = db.store();
+        store.exec_sql(if db.is_postgres() {
+            "CREATE TABLE parents (_data jsonb)"
+        } else {
+            "CREATE TABLE parents (_data TEXT)"
+        });
+        store.exec_sql(
+            "INSERT INTO parents VALUES ('{\"id\": 3}'), ('{\"id\": 1}'), ('{\"id\": 2}'),
+                 ('{\"id\": 1}'), ('{\"id\": null}'), ('{}'), ('{\"id\": \"x\"}'),
+                 ('{\"id\": \"B\"}'), ('{\"id\": \"a\"}');",
+        );
+        let reader = StoreReader::open(&db.database).unwrap();
         assert!(reader.has_table("parents").unwrap());
         assert!(!reader.has_table("missing").unwrap());
         let mut all = Vec::new();
@@ -143,7 +143,8 @@ mod tests {
             all.extend(page);
             after = Some(last);
         }
-        assert_eq!(all, ["1", "2", "3", "x"]);
+        // Byte order on both backends (upper case before lower case).
+        assert_eq!(all, ["1", "2", "3", "B", "a", "x"]);
 
         let table = TableSpec {
             table: "children".into(),
@@ -160,5 +161,6 @@ mod tests {
             ["2"]
         );
         assert!(reader.finished_among("other", &["2"]).unwrap().is_empty());
+    }
     }
 }

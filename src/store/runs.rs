@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::error::StoreError;
-use super::open::{Store, now};
+use super::open::{SqliteStore, now};
 use super::sql::quote_ident;
 use super::streams::finished_partitions;
 use super::tables::table_exists;
 use super::types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus};
 
-impl Store {
+impl SqliteStore {
     /// Record that a run of `job` started. It stays `running` until
     /// [`Store::finish_run`]; a run left so by a dead process is not touched
     /// on open (the lease logic decides what it was).

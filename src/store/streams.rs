@@ -12,7 +12,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::error::StoreError;
-use super::open::{Store, now};
+use super::open::{SqliteStore, now};
 use super::sql::{quote_ident, staging_name};
 use super::tables::swap_in;
 use super::types::{RunId, StreamKey, TableSpec};
@@ -26,7 +26,7 @@ pub const BACKFILL_PREFIX: &str = "backfill:";
 /// after `BACKFILL_PREFIX` and before this (":" + 1 is ";").
 const BACKFILL_END: &str = "backfill;";
 
-impl Store {
+impl SqliteStore {
     /// The saved position JSON of an unfinished stream.
     pub fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.load_value(

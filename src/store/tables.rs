@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::error::{DbError, StoreError};
-use super::open::Store;
+use super::error::StoreError;
+use super::open::SqliteStore;
 use super::sql::{quote_ident, staging_name};
 use super::types::TableSpec;
 use crate::plan::WriteMode;
@@ -12,7 +12,7 @@ use crate::plan::WriteMode;
 /// Columns every record table starts with, before the declared ones.
 pub(crate) const FIXED_COLUMNS: [&str; 4] = ["_pk", "_data", "_synced_at", "_run_id"];
 
-impl Store {
+impl SqliteStore {
     /// Make sure the table `apply_page` will write to exists with every
     /// declared column: the live table, or for replace the staging table
     /// (kept across a crash so a rerun continues filling it).
@@ -70,7 +70,7 @@ pub(crate) fn write_target(table: &TableSpec) -> String {
     }
 }
 
-fn swap_err(table: &TableSpec) -> impl Fn(DbError) -> StoreError + '_ {
+fn swap_err(table: &TableSpec) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     |source| StoreError::Table {
         table: table.table.clone(),
         action: "swap the staging table in",
@@ -152,7 +152,7 @@ fn has_unique_pk(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
     .map(|n| n > 0)
 }
 
-fn mode_name(mode: WriteMode) -> &'static str {
+pub(crate) fn mode_name(mode: WriteMode) -> &'static str {
     match mode {
         WriteMode::Merge => "merge",
         WriteMode::Append => "append",

@@ -1,7 +1,9 @@
 //! Rotated OAuth2 refresh tokens in the database, and the lock that keeps
 //! two processes sharing the database from spending one refresh token twice.
+//! [`DbTokenStore`] is what the runner holds: it forwards to the SQLite store
+//! here or to the PostgreSQL one (`postgres/tokens.rs`, an advisory lock).
 //!
-//! The lock is a `BEGIN IMMEDIATE` transaction on a connection of its own,
+//! On SQLite the lock is a `BEGIN IMMEDIATE` transaction on a connection of its own,
 //! held while the token request is in flight: a crashed process releases it
 //! with its file handles, so no stale lease is ever left behind. It has its
 //! own connection and creates its own table, so it does not depend on the
@@ -13,6 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::database::Database;
+use super::postgres::tokens::PgTokenStore;
 use crate::auth::oauth::{RefreshGuard, StoreFailure, TokenStore};
 use crate::secret::Secret;
 
@@ -38,8 +42,56 @@ pub enum TokensError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("refresh token table: {source}")]
+    Database {
+        #[source]
+        source: Box<super::error::DbError>,
+    },
+    #[error(transparent)]
+    Store(#[from] super::StoreError),
     #[error("the refresh token store task stopped unexpectedly")]
     Task,
+}
+
+/// Rotated refresh tokens in the project's database, whichever it is.
+#[derive(Debug, Clone)]
+pub struct DbTokenStore {
+    backend: TokenBackend,
+}
+
+#[derive(Debug, Clone)]
+enum TokenBackend {
+    Sqlite(SqliteTokenStore),
+    Postgres(PgTokenStore),
+}
+
+impl DbTokenStore {
+    /// Create the token table if needed. Blocking: call before the runtime
+    /// is busy (or from `spawn_blocking`).
+    pub fn open(database: &Database) -> Result<DbTokenStore, TokensError> {
+        let backend = match database {
+            Database::Sqlite(path) => TokenBackend::Sqlite(SqliteTokenStore::open(path)?),
+            Database::Postgres(url) => TokenBackend::Postgres(PgTokenStore::open(url)?),
+        };
+        Ok(DbTokenStore { backend })
+    }
+}
+
+#[async_trait]
+impl TokenStore for DbTokenStore {
+    async fn load(&self, auth: &str) -> Result<Option<Secret>, StoreFailure> {
+        match &self.backend {
+            TokenBackend::Sqlite(store) => store.load(auth).await,
+            TokenBackend::Postgres(store) => store.load(auth).await,
+        }
+    }
+
+    async fn begin_refresh(&self, auth: &str) -> Result<Box<dyn RefreshGuard>, StoreFailure> {
+        match &self.backend {
+            TokenBackend::Sqlite(store) => store.begin_refresh(auth).await,
+            TokenBackend::Postgres(store) => store.begin_refresh(auth).await,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for TokensError {
@@ -90,8 +142,8 @@ fn read(conn: &Connection, auth: &str) -> rusqlite::Result<Option<Secret>> {
     .map(|token| token.map(Secret::new))
 }
 
-/// Run blocking SQLite work off the async workers.
-async fn blocking<T: Send + 'static>(
+/// Run blocking database work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, TokensError> + Send + 'static,
 ) -> Result<T, StoreFailure> {
     match tokio::task::spawn_blocking(work).await {
@@ -176,41 +228,43 @@ impl Drop for SqliteGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_db::backends;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn finish_commits_and_drop_rolls_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteTokenStore::open(&dir.path().join("db.sqlite")).unwrap();
-        assert!(store.load("crm").await.unwrap().is_none());
+        for db in backends() {
+            let store = DbTokenStore::open(&db.database).unwrap();
+            assert!(store.load("crm").await.unwrap().is_none());
 
-        let guard = store.begin_refresh("crm").await.unwrap();
-        assert!(guard.stored().is_none());
-        guard.finish(Some(Secret::new("rt-2"))).await.unwrap();
-        assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
+            let guard = store.begin_refresh("crm").await.unwrap();
+            assert!(guard.stored().is_none());
+            guard.finish(Some(Secret::new("rt-2"))).await.unwrap();
+            assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
 
-        let guard = store.begin_refresh("crm").await.unwrap();
-        assert_eq!(guard.stored().unwrap().expose(), "rt-2");
-        drop(guard);
-        let guard = store.begin_refresh("crm").await.unwrap();
-        guard.finish(None).await.unwrap();
-        assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
-        assert!(store.load("other").await.unwrap().is_none());
+            let guard = store.begin_refresh("crm").await.unwrap();
+            assert_eq!(guard.stored().unwrap().expose(), "rt-2");
+            drop(guard);
+            let guard = store.begin_refresh("crm").await.unwrap();
+            guard.finish(None).await.unwrap();
+            assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
+            assert!(store.load("other").await.unwrap().is_none());
+        }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn second_lock_waits_for_the_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let first = SqliteTokenStore::open(&path).unwrap();
-        let second = SqliteTokenStore::open(&path).unwrap();
-        let held = first.begin_refresh("crm").await.unwrap();
-        let waiting = tokio::spawn(async move {
-            let guard = second.begin_refresh("crm").await.unwrap();
-            guard.stored().map(|s| s.expose().to_string())
-        });
-        // Whenever the waiter got there, it reads under the lock, which it
-        // gets only after this commit: it must see the rotation.
-        held.finish(Some(Secret::new("rt-9"))).await.unwrap();
-        assert_eq!(waiting.await.unwrap().as_deref(), Some("rt-9"));
+        for db in backends() {
+            let first = DbTokenStore::open(&db.database).unwrap();
+            let second = DbTokenStore::open(&db.database).unwrap();
+            let held = first.begin_refresh("crm").await.unwrap();
+            let waiting = tokio::spawn(async move {
+                let guard = second.begin_refresh("crm").await.unwrap();
+                guard.stored().map(|s| s.expose().to_string())
+            });
+            // Whenever the waiter got there, it reads under the lock, which it
+            // gets only after this commit: it must see the rotation.
+            held.finish(Some(Secret::new("rt-9"))).await.unwrap();
+            assert_eq!(waiting.await.unwrap().as_deref(), Some("rt-9"));
+        }
     }
 }

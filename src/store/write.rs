@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::{CachedStatement, Connection, OpenFlags};
 
 use super::error::StoreError;
-use super::open::{Store, now};
+use super::open::{SqliteStore, now};
 use super::sql::{json_to_sql, quote_ident};
 use super::streams::end_stream;
 use super::tables::{FIXED_COLUMNS, write_target};
@@ -37,7 +37,7 @@ const SHARED_PARAMS: usize = 2;
 /// Columns bound per row: `_pk`, `_data`, then the declared columns.
 const ROW_FIXED: usize = 2;
 
-impl Store {
+impl SqliteStore {
     /// Write one page's records and the stream's next position together:
     /// after a crash either both are there or neither is.
     ///
@@ -82,7 +82,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// The stream's last page: its rows and the end of the stream (cleared
     /// checkpoint, new mark, partition finished) in one transaction. Written
     /// apart, a crash between the two would leave a checkpoint that asks for
@@ -158,7 +158,7 @@ impl Store {
 
 /// Every record must carry one value per declared column; a mismatch is a
 /// bug upstream, reported instead of writing values into the wrong columns.
-fn check_columns(table: &TableSpec, records: &[Record]) -> Result<(), StoreError> {
+pub(crate) fn check_columns(table: &TableSpec, records: &[Record]) -> Result<(), StoreError> {
     match records
         .iter()
         .find(|r| r.columns.len() != table.columns.len())
@@ -329,7 +329,7 @@ mod tests {
     /// its own pk, data and columns must not shift.
     #[test]
     fn shared_parameters_reach_every_row_and_own_ones_stay_in_place() {
-        let mut store = Store::open_in_memory().unwrap();
+        let mut store = SqliteStore::open_in_memory().unwrap();
         let run = store.begin_run("t").unwrap();
         let table = TableSpec {
             table: "t".into(),
@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn no_checkpointer_for_an_in_memory_database() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         assert!(store.wal_checkpointer().unwrap().is_none());
     }
 }

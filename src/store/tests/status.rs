@@ -4,7 +4,8 @@ use serde_json::json;
 
 use super::support::{keyed, spec, stream};
 use crate::plan::WriteMode;
-use crate::store::{JobStatus, RunOutcome, RunStatus, Store, StoreError};
+use crate::store::test_db::backend_test;
+use crate::store::{JobStatus, RunOutcome, RunStatus, StoreError};
 
 fn outcome(status: RunStatus, error: Option<&str>) -> RunOutcome {
     RunOutcome {
@@ -25,9 +26,9 @@ fn without_times(mut status: JobStatus) -> JobStatus {
     status
 }
 
-#[test]
-fn status_reports_last_run_success_rows_and_state() {
-    let mut store = Store::open_in_memory().unwrap();
+backend_test! {
+fn status_reports_last_run_success_rows_and_state(db) {
+    let mut store = db.store();
     let table = spec("orders", WriteMode::Merge, &[], true);
     store.prepare_table(&table).unwrap();
 
@@ -80,13 +81,12 @@ fn status_reports_last_run_success_rows_and_state() {
         serde_json::to_string_pretty(&report).unwrap()
     );
 }
+}
 
-#[test]
-fn a_run_left_running_stays_running_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let run = Store::open(&path).unwrap().begin_run("j").unwrap();
-    let store = Store::open(&path).unwrap();
+backend_test! {
+fn a_run_left_running_stays_running_after_reopen(db) {
+    let run = db.store().begin_run("j").unwrap();
+    let store = db.store();
     let status = store.status(&[("j", "j")]).unwrap().remove(0);
     let last = status.last_run.unwrap();
     assert_eq!(
@@ -95,10 +95,11 @@ fn a_run_left_running_stays_running_after_reopen() {
     );
     assert_eq!(status.last_success_started_at, None);
 }
+}
 
-#[test]
-fn finishing_an_unknown_run_is_an_error() {
-    let mut store = Store::open_in_memory().unwrap();
+backend_test! {
+fn finishing_an_unknown_run_is_an_error(db) {
+    let mut store = db.store();
     let err = store
         .finish_run(
             crate::store::RunId(41),
@@ -106,4 +107,5 @@ fn finishing_an_unknown_run_is_an_error() {
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::Run { run_id: 41, .. }), "{err}");
+}
 }

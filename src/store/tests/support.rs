@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use crate::fetch::Record;
 use crate::plan::WriteMode;
+use crate::store::test_db::TestDb;
 use crate::store::{RunId, Store, StreamKey, TableSpec};
 
 pub(super) fn spec(table: &str, mode: WriteMode, columns: &[&str], pk: bool) -> TableSpec {
@@ -37,13 +38,13 @@ pub(super) fn stream(job: &str, partition: &str) -> StreamKey {
 }
 
 /// A store with one run of `job` started.
-pub(super) fn store_with_run(job: &str) -> (Store, RunId) {
-    let mut store = Store::open_in_memory().unwrap();
+pub(super) fn store_with_run(db: &TestDb, job: &str) -> (Store, RunId) {
+    let mut store = db.store();
     let run = store.begin_run(job).unwrap();
     (store, run)
 }
 
-/// The `v` field of every row, in rowid order.
+/// The `v` field of every row, in rowid order (physical order on PostgreSQL).
 pub(super) fn values(store: &Store, table: &str) -> Vec<String> {
     store
         .table_rows(table)
@@ -54,4 +55,11 @@ pub(super) fn values(store: &Store, table: &str) -> Vec<String> {
             row["v"].as_str().unwrap_or_default().to_string()
         })
         .collect()
+}
+
+/// One value of a one-row query, as text.
+pub(super) fn scalar(store: &mut Store, sql: &str) -> Option<String> {
+    let rows = store.query_text(sql);
+    assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+    rows[0][0].clone()
 }

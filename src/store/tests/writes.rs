@@ -2,14 +2,16 @@
 
 use serde_json::{Value, json};
 
-use super::support::{keyed, spec, store_with_run, stream, unkeyed, values};
+use super::support::{keyed, scalar, spec, store_with_run, stream, unkeyed, values};
 use crate::fetch::Record;
 use crate::plan::WriteMode;
 use crate::store::StoreError;
+use crate::store::sql::quote_ident;
+use crate::store::test_db::backend_test;
 
-#[test]
-fn merge_keeps_one_row_per_pk_and_the_last_record_of_a_page_wins() {
-    let (mut store, run) = store_with_run("orders");
+backend_test! {
+fn merge_keeps_one_row_per_pk_and_the_last_record_of_a_page_wins(db) {
+    let (mut store, run) = store_with_run(db, "orders");
     let table = spec("orders", WriteMode::Merge, &[], true);
     store.prepare_table(&table).unwrap();
     let s = stream("orders", "");
@@ -33,14 +35,16 @@ fn merge_keeps_one_row_per_pk_and_the_last_record_of_a_page_wins() {
         Some("{\"p\":2}")
     );
 }
+}
 
-#[test]
-fn merge_dedups_across_multi_row_statements_and_the_remainder() {
-    let (mut store, run) = store_with_run("big");
+backend_test! {
+fn merge_dedups_across_multi_row_statements_and_the_remainder(db) {
+    let (mut store, run) = store_with_run(db, "big");
     let table = spec("big", WriteMode::Merge, &[], true);
     store.prepare_table(&table).unwrap();
-    // 173 records: three full 50-row statements and 23 single-row ones; keys
-    // repeat across statement boundaries.
+    // 173 records: three full 50-row statements and 23 single-row ones on
+    // SQLite (one statement on PostgreSQL); keys repeat across statement
+    // boundaries.
     let page: Vec<Record> = (0..173)
         .map(|i| keyed(json!(i % 70), &format!("v{i}")))
         .collect();
@@ -66,10 +70,11 @@ fn merge_dedups_across_multi_row_statements_and_the_remainder() {
     assert_eq!(got, expected, "each key keeps its last record");
     assert_eq!(got[&0], json!("v140"));
 }
+}
 
-#[test]
-fn number_and_string_keys_are_different_rows() {
-    let (mut store, run) = store_with_run("k");
+backend_test! {
+fn number_and_string_keys_are_different_rows(db) {
+    let (mut store, run) = store_with_run(db, "k");
     let table = spec("k", WriteMode::Merge, &[], true);
     store.prepare_table(&table).unwrap();
     let page = [keyed(json!(1), "number"), keyed(json!("1"), "string")];
@@ -78,10 +83,11 @@ fn number_and_string_keys_are_different_rows() {
         .unwrap();
     assert_eq!(values(&store, "k"), ["number", "string"]);
 }
+}
 
-#[test]
-fn append_inserts_every_record() {
-    let (mut store, run) = store_with_run("events");
+backend_test! {
+fn append_inserts_every_record(db) {
+    let (mut store, run) = store_with_run(db, "events");
     let table = spec("events", WriteMode::Append, &[], false);
     store.prepare_table(&table).unwrap();
     let page = [unkeyed(r#"{"v":"x"}"#), unkeyed(r#"{"v":"x"}"#)];
@@ -93,18 +99,14 @@ fn append_inserts_every_record() {
         .apply_page(&s, &table, run, &page, "{\"p\":2}")
         .unwrap();
     assert_eq!(values(&store, "events"), ["x", "x", "x", "x"]);
-    let null_pks: i64 = store
-        .conn
-        .query_row("SELECT count(*) FROM events WHERE _pk IS NULL", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(null_pks, 4);
+    let null_pks = scalar(&mut store, "SELECT count(*) FROM events WHERE _pk IS NULL");
+    assert_eq!(null_pks.as_deref(), Some("4"));
+}
 }
 
-#[test]
-fn a_failing_page_leaves_neither_rows_nor_checkpoint() {
-    let (mut store, run) = store_with_run("orders");
+backend_test! {
+fn a_failing_page_leaves_neither_rows_nor_checkpoint(db) {
+    let (mut store, run) = store_with_run(db, "orders");
     let table = spec("orders", WriteMode::Merge, &[], true);
     store.prepare_table(&table).unwrap();
     let s = stream("orders", "");
@@ -112,8 +114,8 @@ fn a_failing_page_leaves_neither_rows_nor_checkpoint() {
         .apply_page(&s, &table, run, &[keyed(json!(1), "ok")], "\"good\"")
         .unwrap();
 
-    // 60 good records, then one without a pk: NOT NULL fails after the
-    // first 50-row statement already ran inside the transaction.
+    // 60 good records, then one without a pk: NOT NULL fails (on SQLite
+    // after the first 50-row statement already ran inside the transaction).
     let mut page: Vec<Record> = (100..160).map(|i| keyed(json!(i), "new")).collect();
     page.push(unkeyed(r#"{"v":"no key"}"#));
     let err = store
@@ -127,10 +129,13 @@ fn a_failing_page_leaves_neither_rows_nor_checkpoint() {
         Some("\"good\"")
     );
 }
+}
 
-#[test]
-fn declared_columns_take_natural_types() {
-    let (mut store, run) = store_with_run("typed");
+backend_test! {
+/// SQLite keeps each value's natural type; PostgreSQL stores declared
+/// columns as jsonb, which keeps the JSON type.
+fn declared_columns_take_natural_types(db) {
+    let (mut store, run) = store_with_run(db, "typed");
     let cols = ["i", "r", "t", "b", "o", "n"];
     let table = spec("typed", WriteMode::Append, &cols, false);
     store.prepare_table(&table).unwrap();
@@ -147,23 +152,32 @@ fn declared_columns_take_natural_types() {
         .apply_page(&stream("typed", ""), &table, run, &[record], "{}")
         .unwrap();
 
-    let (types, values): (String, String) = store
-        .conn
-        .query_row(
+    let (sql, types, values) = if db.is_postgres() {
+        (
+            "SELECT concat_ws(',', jsonb_typeof(i), jsonb_typeof(r), jsonb_typeof(t),
+                    jsonb_typeof(b), jsonb_typeof(o), coalesce(jsonb_typeof(n), 'null')),
+                    concat_ws('|', i #>> '{}', r #>> '{}', t #>> '{}', b #>> '{}', o::text)
+             FROM typed",
+            "number,number,string,boolean,object,null",
+            r#"42|2.5|x|true|{"a": [1]}"#,
+        )
+    } else {
+        (
             "SELECT typeof(i)||','||typeof(r)||','||typeof(t)||','||typeof(b)||','||typeof(o)||','||typeof(n),
                     i||'|'||r||'|'||t||'|'||b||'|'||o
              FROM typed",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            "integer,real,text,integer,text,null",
+            r#"42|2.5|x|1|{"a":[1]}"#,
         )
-        .unwrap();
-    assert_eq!(types, "integer,real,text,integer,text,null");
-    assert_eq!(values, r#"42|2.5|x|1|{"a":[1]}"#);
+    };
+    let got = store.query_text(sql);
+    assert_eq!(got, [[Some(types.to_string()), Some(values.to_string())]]);
+}
 }
 
-#[test]
-fn new_declared_columns_are_added_to_an_existing_table() {
-    let (mut store, run) = store_with_run("grow");
+backend_test! {
+fn new_declared_columns_are_added_to_an_existing_table(db) {
+    let (mut store, run) = store_with_run(db, "grow");
     let s = stream("grow", "");
     let before = spec("grow", WriteMode::Merge, &["a"], true);
     store.prepare_table(&before).unwrap();
@@ -178,24 +192,24 @@ fn new_declared_columns_are_added_to_an_existing_table() {
     r2.columns = vec![json!("a2"), json!(7)];
     store.apply_page(&s, &after, run, &[r2], "{}").unwrap();
 
-    let mut stmt = store
-        .conn
-        .prepare("SELECT a, b FROM grow ORDER BY rowid")
-        .unwrap();
-    let rows: Vec<(String, Option<i64>)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let sql = if db.is_postgres() {
+        "SELECT a #>> '{}', b #>> '{}' FROM grow ORDER BY ctid"
+    } else {
+        "SELECT a, b FROM grow ORDER BY rowid"
+    };
     assert_eq!(
-        rows,
-        [("a1".to_string(), None), ("a2".to_string(), Some(7))]
+        store.query_text(sql),
+        [
+            [Some("a1".to_string()), None],
+            [Some("a2".to_string()), Some("7".to_string())]
+        ]
     );
 }
+}
 
-#[test]
-fn a_record_with_the_wrong_number_of_columns_is_refused() {
-    let (mut store, run) = store_with_run("c");
+backend_test! {
+fn a_record_with_the_wrong_number_of_columns_is_refused(db) {
+    let (mut store, run) = store_with_run(db, "c");
     let table = spec("c", WriteMode::Append, &["a", "b"], false);
     store.prepare_table(&table).unwrap();
     let mut record = unkeyed("{}");
@@ -216,10 +230,11 @@ fn a_record_with_the_wrong_number_of_columns_is_refused() {
     );
     assert_eq!(store.count_rows("c").unwrap(), 0);
 }
+}
 
-#[test]
-fn merge_into_a_table_created_by_append_is_refused() {
-    let mut store = crate::store::Store::open_in_memory().unwrap();
+backend_test! {
+fn merge_into_a_table_created_by_append_is_refused(db) {
+    let mut store = db.store();
     store
         .prepare_table(&spec("t", WriteMode::Append, &[], false))
         .unwrap();
@@ -228,12 +243,13 @@ fn merge_into_a_table_created_by_append_is_refused() {
         .unwrap_err();
     insta::assert_snapshot!("merge_into_append_table", err.to_string());
 }
+}
 
-#[test]
-fn hostile_identifiers_cannot_inject_sql() {
+backend_test! {
+fn hostile_identifiers_cannot_inject_sql(db) {
     let evil_table = r#"x"; DROP TABLE runs; --"#;
     let evil_column = r#"c" TEXT); DROP TABLE checkpoints; --"#;
-    let (mut store, run) = store_with_run("evil");
+    let (mut store, run) = store_with_run(db, "evil");
     for mode in [WriteMode::Merge, WriteMode::Replace] {
         let table = spec(evil_table, mode, &[evil_column], true);
         store.prepare_table(&table).unwrap();
@@ -253,27 +269,38 @@ fn hostile_identifiers_cannot_inject_sql() {
         Some(1)
     );
     store.reset_job("evil", evil_table).unwrap();
+    let (tables_sql, column_sql) = if db.is_postgres() {
+        (
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+                .to_string(),
+            format!(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('{}') AND attnum = 5",
+                quote_ident(evil_table)
+            ),
+        )
+    } else {
+        (
+            "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name".to_string(),
+            format!(
+                "SELECT name FROM pragma_table_info('{}') WHERE cid = 4",
+                evil_table
+            ),
+        )
+    };
     let names: Vec<String> = store
-        .conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .query_text(&tables_sql)
+        .into_iter()
+        .filter_map(|mut row| row.remove(0))
+        .collect();
     for expected in ["runs", "checkpoints", evil_table] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
         );
     }
-    let column: String = store
-        .conn
-        .query_row(
-            "SELECT name FROM pragma_table_info(?1) WHERE cid = 4",
-            [evil_table],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(column, evil_column);
+    assert_eq!(
+        scalar(&mut store, &column_sql).as_deref(),
+        Some(evil_column)
+    );
+}
 }

@@ -1,0 +1,267 @@
+//! Where the data lives: a SQLite file, or a PostgreSQL server named by a
+//! `postgres://` URL. The `database` setting chooses; nothing outside the
+//! store looks inside this type.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::secret::Secret;
+
+/// What a URL's password (and a `password=` parameter) is shown as.
+const HIDDEN: &str = "***";
+
+/// The location of the store.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (created on first open).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database; the URL may carry a password.
+    Postgres(PostgresUrl),
+}
+
+impl Database {
+    /// Read a `database` setting: a `postgres://` or `postgresql://` URL
+    /// selects PostgreSQL, anything else is a SQLite path, relative ones
+    /// resolved against `base` (the folder of apisync.toml).
+    pub fn from_setting(value: &str, base: &Path) -> Result<Database, DatabaseError> {
+        if PostgresUrl::looks_like(value) {
+            PostgresUrl::parse(value).map(Database::Postgres)
+        } else {
+            Ok(Database::Sqlite(base.join(value)))
+        }
+    }
+
+    /// A SQLite file at `path`, as given.
+    pub fn sqlite(path: impl Into<PathBuf>) -> Database {
+        Database::Sqlite(path.into())
+    }
+}
+
+impl fmt::Display for Database {
+    /// The path, or the URL with its password hidden: safe for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => path.display().fmt(f),
+            Database::Postgres(url) => url.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres(url) => f.debug_tuple("Postgres").field(url).finish(),
+        }
+    }
+}
+
+/// `sslmode` of a PostgreSQL URL: whether to speak TLS to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never: for a server on localhost or a private network.
+    Disable,
+    /// TLS when the server offers it, plain otherwise (the default, as libpq).
+    Prefer,
+    /// TLS or no connection.
+    Require,
+}
+
+/// A `postgres://` URL. The whole text is a [`Secret`] (it may hold a
+/// password); Display and Debug show it with the password as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    url: Secret,
+    shown: String,
+    ssl_mode: SslMode,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DatabaseError {
+    #[error(
+        "database URL {shown}: {reason} \
+         (hint: write postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require)"
+    )]
+    BadUrl { shown: String, reason: String },
+}
+
+impl PostgresUrl {
+    fn looks_like(value: &str) -> bool {
+        let lower = value.trim_start().to_ascii_lowercase();
+        lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+    }
+
+    /// Check a URL: it must parse, name a host, and carry a known
+    /// `sslmode` (disable, prefer or require; prefer when absent).
+    pub fn parse(text: &str) -> Result<PostgresUrl, DatabaseError> {
+        let text = text.trim();
+        let bad = |shown: String, reason: &str| DatabaseError::BadUrl {
+            shown,
+            reason: reason.to_string(),
+        };
+        let url = match url::Url::parse(text) {
+            Ok(url) => url,
+            // The text may hold a password: name it by its scheme only.
+            Err(err) => {
+                return Err(bad(
+                    "postgres://...".into(),
+                    &format!("is not a valid URL ({err})"),
+                ));
+            }
+        };
+        let shown = redact(&url);
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(bad(shown, "the scheme must be postgres or postgresql"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad(shown, "names no host"));
+        }
+        let mut ssl_mode = SslMode::Prefer;
+        for (key, value) in url.query_pairs() {
+            if key == "sslmode" {
+                ssl_mode = match value.as_ref() {
+                    "disable" => SslMode::Disable,
+                    "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    other => {
+                        return Err(bad(
+                            shown,
+                            &format!(
+                                "sslmode \"{other}\" is not supported (use disable, prefer or require)"
+                            ),
+                        ));
+                    }
+                };
+            }
+        }
+        Ok(PostgresUrl {
+            url: Secret::new(text),
+            shown,
+            ssl_mode,
+        })
+    }
+
+    /// The URL as written, password included: only for connecting.
+    pub(crate) fn expose(&self) -> &str {
+        self.url.expose()
+    }
+
+    pub(crate) fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// The URL with its password hidden.
+    pub fn redacted(&self) -> &str {
+        &self.shown
+    }
+}
+
+/// The URL with the password and any `password=` parameter replaced.
+fn redact(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Only fails for URLs that cannot have a password; this one has one.
+        let _ = shown.set_password(Some(HIDDEN));
+    }
+    if shown.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = shown
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    HIDDEN.to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    // `***` is kept literal for readability.
+    shown.to_string().replace("%2A%2A%2A", HIDDEN)
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PostgresUrl").field(&self.shown).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "postgres://app:s3cr3t-pw@db:5432/sync?sslmode=require";
+
+    #[test]
+    fn a_postgres_url_selects_postgres_and_hides_its_password_everywhere() {
+        let db = Database::from_setting(URL, Path::new("/base")).unwrap();
+        let Database::Postgres(url) = &db else {
+            panic!("{db:?}");
+        };
+        assert_eq!(url.ssl_mode(), SslMode::Require);
+        assert_eq!(url.expose(), URL);
+        assert_eq!(
+            db.to_string(),
+            "postgres://app:***@db:5432/sync?sslmode=require"
+        );
+        for text in [
+            db.to_string(),
+            format!("{db:?}"),
+            format!("{url:?}"),
+            url.redacted().to_string(),
+        ] {
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert!(text.contains("app:***@db:5432/sync"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_password_parameter_is_hidden_too_and_sslmode_defaults_to_prefer() {
+        let db = Database::from_setting(
+            "postgresql://app@db/sync?password=hunter2&application_name=x",
+            Path::new("."),
+        )
+        .unwrap();
+        let text = format!("{db} {db:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("password=***"), "{text}");
+        let Database::Postgres(url) = db else {
+            panic!()
+        };
+        assert_eq!(url.ssl_mode(), SslMode::Prefer);
+    }
+
+    #[test]
+    fn anything_else_is_a_sqlite_path_relative_to_the_base() {
+        assert_eq!(
+            Database::from_setting("data/x.db", Path::new("/p")).unwrap(),
+            Database::Sqlite(PathBuf::from("/p/data/x.db"))
+        );
+        assert_eq!(
+            Database::from_setting("/abs.db", Path::new("/p")).unwrap(),
+            Database::Sqlite(PathBuf::from("/abs.db"))
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_showing_the_password() {
+        for (text, reason) in [
+            ("postgres://app:pw1@db/x?sslmode=verify-full", "sslmode"),
+            ("postgres://app:pw1@:5432/x", "URL"),
+            ("postgres:///x", "no host"),
+        ] {
+            let err = Database::from_setting(text, Path::new(".")).unwrap_err();
+            let shown = err.to_string();
+            assert!(shown.contains(reason), "{text}: {shown}");
+            assert!(!shown.contains("pw1"), "{shown}");
+            assert!(shown.contains("hint:"), "{shown}");
+        }
+    }
+}

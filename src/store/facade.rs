@@ -1,0 +1,295 @@
+//! [`Store`] and [`StoreReader`]: what the rest of apisync holds. Each
+//! forwards every call to the backend the [`Database`] named, SQLite
+//! ([`SqliteStore`], the files beside this one) or PostgreSQL
+//! ([`PgStore`], `postgres/`).
+//!
+//! Adding a store method: write it on `SqliteStore` (an `impl SqliteStore`
+//! block in any file of `store/`) and on `PgStore` (`impl PgStore` in any
+//! file of `store/postgres/`) with the same signature, then add one
+//! forwarding line here: `pub fn x(&mut self, a: A) -> R { both!(mut self, db => db.x(a)) }`.
+//! The compiler then refuses a backend that lacks it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::database::Database;
+use super::error::StoreError;
+use super::leases::LeaseOutcome;
+use super::open::SqliteStore;
+use super::postgres::{PgReader, PgStore};
+use super::reader::SqliteReader;
+use super::types::{JobStatus, RunId, RunOutcome, StreamKey, TableSpec};
+use crate::fetch::Record;
+
+/// Copies SQLite's WAL into the database when called (see
+/// [`Store::wal_checkpointer`]).
+pub type WalCheckpointer = Box<dyn FnMut() -> Result<(), StoreError> + Send + 'static>;
+
+/// The store: one per thread that writes (the writer), plus short-lived
+/// ones for status, leases and metrics. `Send`, not `Sync`.
+#[derive(Debug)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug)]
+pub(crate) enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// The same call on whichever backend this is. `mut self` for `&mut self`
+/// methods.
+macro_rules! both {
+    (mut $self:ident, $db:ident => $call:expr) => {
+        match &mut $self.backend {
+            Backend::Sqlite($db) => $call,
+            Backend::Postgres($db) => $call,
+        }
+    };
+    ($self:ident, $db:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($db) => $call,
+            Backend::Postgres($db) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Open (creating if needed) the database and bring apisync's own tables
+    /// up to date. PostgreSQL: connects, TLS as the URL's sslmode says.
+    pub fn open(database: &Database) -> Result<Store, StoreError> {
+        let backend = match database {
+            Database::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path)?),
+            Database::Postgres(url) => Backend::Postgres(PgStore::open(url)?),
+        };
+        Ok(Store { backend })
+    }
+
+    /// A private in-memory SQLite database (tests, `--dry-run`).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Sqlite(SqliteStore::open_in_memory()?),
+        })
+    }
+
+    /// Copy SQLite's WAL into the database; nothing on PostgreSQL.
+    pub fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.checkpoint_wal(),
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// See [`SqliteStore::wal_checkpointer`]; None on PostgreSQL (no WAL to
+    /// copy by hand).
+    pub fn wal_checkpointer(&self) -> Result<Option<WalCheckpointer>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => Ok(db
+                .wal_checkpointer()?
+                .map(|c| Box::new(c) as WalCheckpointer)),
+            Backend::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// Undo the switch-off of SQLite's automatic WAL checkpoint; nothing on
+    /// PostgreSQL.
+    pub fn restore_wal_autocheckpoint(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.restore_wal_autocheckpoint(),
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// A page's rows and the stream's next position, in one transaction.
+    pub fn apply_page(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        position: &str,
+    ) -> Result<(), StoreError> {
+        both!(mut self, db => db.apply_page(stream, table, run_id, records, position))
+    }
+
+    /// The stream's last page and the end of the stream, in one transaction.
+    pub fn apply_last_page(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        mark: Option<&str>,
+    ) -> Result<(), StoreError> {
+        both!(mut self, db => db.apply_last_page(stream, table, run_id, records, mark))
+    }
+
+    /// Create the table `apply_page` writes (or add new declared columns).
+    pub fn prepare_table(&mut self, table: &TableSpec) -> Result<(), StoreError> {
+        both!(mut self, db => db.prepare_table(table))
+    }
+
+    /// Put a replace job's staging table in place of the live one.
+    pub fn swap_replace(&mut self, table: &TableSpec) -> Result<(), StoreError> {
+        both!(mut self, db => db.swap_replace(table))
+    }
+
+    pub fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        both!(self, db => db.load_checkpoint(stream))
+    }
+
+    pub fn load_mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        both!(self, db => db.load_mark(stream))
+    }
+
+    pub fn clear_checkpoint(&mut self, stream: &StreamKey) -> Result<(), StoreError> {
+        both!(mut self, db => db.clear_checkpoint(stream))
+    }
+
+    pub fn finish_stream(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        mark: Option<&str>,
+    ) -> Result<(), StoreError> {
+        both!(mut self, db => db.finish_stream(stream, table, run_id, mark))
+    }
+
+    pub fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError> {
+        both!(self, db => db.finished_partitions(job))
+    }
+
+    pub fn complete_job_pass(&mut self, job: &str, table: &TableSpec) -> Result<(), StoreError> {
+        both!(mut self, db => db.complete_job_pass(job, table))
+    }
+
+    pub fn complete_backfill(&mut self, job: &str) -> Result<(), StoreError> {
+        both!(mut self, db => db.complete_backfill(job))
+    }
+
+    pub fn reset_job(&mut self, job: &str, table: &str) -> Result<(), StoreError> {
+        both!(mut self, db => db.reset_job(job, table))
+    }
+
+    pub fn begin_run(&mut self, job: &str) -> Result<RunId, StoreError> {
+        both!(mut self, db => db.begin_run(job))
+    }
+
+    pub fn finish_run(&mut self, run_id: RunId, outcome: &RunOutcome) -> Result<(), StoreError> {
+        both!(mut self, db => db.finish_run(run_id, outcome))
+    }
+
+    pub fn last_success_starts(
+        &self,
+        jobs: &[&str],
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        both!(self, db => db.last_success_starts(jobs))
+    }
+
+    pub fn status(&self, jobs: &[(&str, &str)]) -> Result<Vec<JobStatus>, StoreError> {
+        both!(self, db => db.status(jobs))
+    }
+
+    pub fn try_acquire_lease(
+        &mut self,
+        job: &str,
+        holder: &str,
+        stale_after: Duration,
+        is_dead: impl Fn(&str) -> bool,
+    ) -> Result<LeaseOutcome, StoreError> {
+        both!(mut self, db => db.try_acquire_lease(job, holder, stale_after, &is_dead))
+    }
+
+    pub fn renew_lease(&mut self, job: &str, holder: &str) -> Result<bool, StoreError> {
+        both!(mut self, db => db.renew_lease(job, holder))
+    }
+
+    pub fn release_lease(&mut self, job: &str, holder: &str) -> Result<(), StoreError> {
+        both!(mut self, db => db.release_lease(job, holder))
+    }
+
+    pub fn distinct_values(&self, table: &str, pointer: &str) -> Result<Vec<String>, StoreError> {
+        both!(self, db => db.distinct_values(table, pointer))
+    }
+
+    pub fn table_rows(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        both!(self, db => db.table_rows(table))
+    }
+
+    pub fn count_rows(&self, table: &str) -> Result<u64, StoreError> {
+        both!(self, db => db.count_rows(table))
+    }
+
+    /// Tests: run SQL statements as given.
+    #[cfg(test)]
+    pub(crate) fn exec_sql(&mut self, sql: &str) {
+        both!(mut self, db => db.exec_sql(sql))
+    }
+
+    /// Tests: every row of a query, each value as text (NULL as None).
+    #[cfg(test)]
+    pub(crate) fn query_text(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
+        both!(mut self, db => db.query_text(sql))
+    }
+}
+
+/// Read-only access beside the writer: partition values of a `from_job`
+/// job, read in pages while the writer keeps writing.
+#[derive(Debug)]
+pub struct StoreReader {
+    backend: ReaderBackend,
+}
+
+#[derive(Debug)]
+enum ReaderBackend {
+    Sqlite(SqliteReader),
+    Postgres(PgReader),
+}
+
+macro_rules! reader {
+    ($self:ident, $db:ident => $call:expr) => {
+        match &$self.backend {
+            ReaderBackend::Sqlite($db) => $call,
+            ReaderBackend::Postgres($db) => $call,
+        }
+    };
+}
+
+impl StoreReader {
+    /// The schema must exist already (a [`Store`] opened it first).
+    pub fn open(database: &Database) -> Result<StoreReader, StoreError> {
+        let backend = match database {
+            Database::Sqlite(path) => ReaderBackend::Sqlite(SqliteReader::open(path)?),
+            Database::Postgres(url) => ReaderBackend::Postgres(PgReader::open(url)?),
+        };
+        Ok(StoreReader { backend })
+    }
+
+    /// Whether `table` exists (a parent job that never ran has no table).
+    pub fn has_table(&self, table: &str) -> Result<bool, StoreError> {
+        reader!(self, db => db.has_table(table))
+    }
+
+    /// Up to `limit` distinct non-null values at `pointer` in `table`, as
+    /// text, in byte order, after `after` (keyset pagination).
+    pub fn distinct_values_page(
+        &self,
+        table: &str,
+        pointer: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        reader!(self, db => db.distinct_values_page(table, pointer, after, limit))
+    }
+
+    /// Which of `partitions` of `job` have finished in its current pass.
+    pub fn finished_among(
+        &self,
+        job: &str,
+        partitions: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        reader!(self, db => db.finished_among(job, partitions))
+    }
+}

@@ -1,0 +1,451 @@
+//! The PostgreSQL store: the same surface and promises as the SQLite one
+//! (`super::open` and its neighbours), for several processes or pods
+//! writing one database.
+//!
+//! - A page's rows and its checkpoint commit in one transaction; rows go in
+//!   as one `INSERT ... SELECT FROM unnest(...)` per page (one prepared
+//!   statement per table and mode, whatever the page size, far below the
+//!   bind-parameter limit).
+//! - merge upserts with `ON CONFLICT ("_pk") DO UPDATE`. PostgreSQL refuses
+//!   to touch one row twice in one statement, so a page that repeats a key
+//!   keeps its last record, at the place of the first (what SQLite ends up
+//!   with).
+//! - `_data` and declared columns are `jsonb`: the text received is valid
+//!   JSON; jsonb normalises it (key order, whitespace, duplicate keys).
+//! - replace fills a staging table and copies it over the live table in one
+//!   transaction (`DELETE` + `INSERT`), so views, grants and indexes on the
+//!   live table survive; the first pass renames the staging table instead.
+//! - apisync's own tables come from `migrations/postgres/`, applied under an
+//!   advisory lock so processes starting together are safe. Leases and the
+//!   refresh-token guard take advisory transaction locks too.
+
+mod conn;
+mod read;
+mod state;
+pub(crate) mod tokens;
+mod write;
+
+use postgres::GenericClient;
+
+use super::database::PostgresUrl;
+use super::error::StoreError;
+pub(crate) use conn::PgConn;
+pub(crate) use read::PgReader;
+
+/// Embedded migrations, in order; as on SQLite, an applied one is never edited.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/postgres/0002_refresh_tokens.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_leases.sql"),
+    ),
+];
+
+/// First key of every advisory lock apisync takes ("APSY"); the second is
+/// `hashtext` of what is locked (`migrate`, `lease:JOB`, `refresh:AUTH`,
+/// `table:NAME`). Two names hashing alike only wait for each other.
+pub(crate) const LOCK_SPACE: i32 = 0x4150_5359;
+
+/// The PostgreSQL store: one connection, on its own thread.
+#[derive(Debug)]
+pub(crate) struct PgStore {
+    pub(crate) conn: PgConn,
+}
+
+impl PgStore {
+    /// Connect and bring apisync's tables up to date.
+    pub(crate) fn open(url: &PostgresUrl) -> Result<PgStore, StoreError> {
+        let conn = PgConn::connect(url)?;
+        migrate(&conn)?;
+        Ok(PgStore { conn })
+    }
+}
+
+/// Take the advisory lock for `name` until the transaction ends.
+pub(crate) fn xact_lock(c: &mut impl GenericClient, name: &str) -> Result<(), postgres::Error> {
+    c.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_SPACE, &name],
+    )
+    .map(drop)
+}
+
+/// Apply every migration the database has not seen, in one transaction under
+/// the migration lock: a second process starting at the same time waits,
+/// then finds them applied.
+pub(crate) fn migrate(conn: &PgConn) -> Result<(), StoreError> {
+    let shown = conn.shown().to_string();
+    conn.run(move |session| {
+        let db = |source: postgres::Error| StoreError::Database {
+            action: "read the schema version",
+            source: Box::new(source),
+        };
+        let mut tx = session.client.transaction().map_err(db)?;
+        xact_lock(&mut tx, "migrate").map_err(db)?;
+        // Created only when missing: CREATE ... IF NOT EXISTS would still
+        // need the CREATE privilege on the schema.
+        if !write::table_exists(&mut tx, "schema_version").map_err(db)? {
+            tx.batch_execute(
+                "CREATE TABLE schema_version (
+                     version bigint PRIMARY KEY,
+                     applied_at text NOT NULL
+                 )",
+            )
+            .map_err(db)?;
+        }
+        let applied: Vec<i64> = tx
+            .query("SELECT version FROM schema_version ORDER BY version", &[])
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let current = applied.last().copied().unwrap_or(0);
+        let supported = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        if current > supported {
+            return Err(StoreError::NewerSchema {
+                database: shown,
+                found: current,
+                supported,
+            });
+        }
+        for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
+            let failed = |source: postgres::Error| StoreError::Migration {
+                version,
+                source: Box::new(source),
+            };
+            tx.batch_execute(sql).map_err(failed)?;
+            tx.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                &[&version, &super::open::now()],
+            )
+            .map_err(failed)?;
+        }
+        tx.commit().map_err(db)
+    })?
+}
+
+#[cfg(test)]
+impl PgStore {
+    pub(crate) fn exec_sql(&mut self, sql: &str) {
+        let sql = sql.to_string();
+        self.conn
+            .run(move |s| s.client.batch_execute(&sql))
+            .expect("connection")
+            .expect("test SQL");
+    }
+
+    pub(crate) fn query_text(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let sql = sql.to_string();
+        let messages = self
+            .conn
+            .run(move |s| s.client.simple_query(&sql))
+            .expect("connection")
+            .expect("test SQL");
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => Some(
+                    (0..row.len())
+                        .map(|i| row.get(i).map(str::to_string))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every SQLite migration has its PostgreSQL twin: adding
+    /// `migrations/000N_*.sql` without `migrations/postgres/000N_*.sql`
+    /// fails here.
+    #[test]
+    fn migrations_are_strictly_ascending_and_match_sqlite_versions() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        let sqlite: Vec<i64> = crate::store::open::MIGRATIONS
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
+        assert_eq!(versions, sqlite, "PostgreSQL migrations mirror SQLite's");
+    }
+}
+
+#[cfg(test)]
+mod backend_tests {
+    use serde_json::json;
+
+    use crate::fetch::Record;
+    use crate::plan::WriteMode;
+    use crate::store::test_db::TestDb;
+    use crate::store::{Database, Store, StoreError, StoreReader, StreamKey, TableSpec};
+
+    fn url(db: &TestDb) -> super::PostgresUrl {
+        match &db.database {
+            Database::Postgres(url) => url.clone(),
+            Database::Sqlite(_) => unreachable!("a PostgreSQL test database"),
+        }
+    }
+
+    /// The sync client would panic ("Cannot start a runtime from within a
+    /// runtime") if it ran on a runtime thread: every call goes through the
+    /// connection's own thread, so async code may call the store directly.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_store_can_be_called_from_async_code() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = Store::open(&db.database).unwrap();
+        let run = store.begin_run("orders").unwrap();
+        let table = TableSpec {
+            table: "orders".into(),
+            mode: WriteMode::Merge,
+            columns: vec![],
+            has_primary_key: true,
+        };
+        store.prepare_table(&table).unwrap();
+        let record = Record {
+            json: r#"{"id": 1}"#.into(),
+            pk: Some("[1]".into()),
+            columns: vec![],
+        };
+        store
+            .apply_page(&StreamKey::new("orders", ""), &table, run, &[record], "{}")
+            .unwrap();
+        let reader = StoreReader::open(&db.database).unwrap();
+        assert_eq!(
+            reader
+                .distinct_values_page("orders", "/id", None, 10)
+                .unwrap(),
+            ["1"]
+        );
+        // And from a task on another worker, with the store moved there.
+        let rows = tokio::spawn(async move { store.status(&[("orders", "orders")]).unwrap() })
+            .await
+            .unwrap();
+        assert_eq!(rows[0].rows, Some(1));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_store_can_be_called_from_a_current_thread_runtime() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let store = Store::open(&db.database).unwrap();
+        assert!(store.finished_partitions("j").unwrap().is_empty());
+        store.checkpoint_wal().unwrap();
+        assert!(store.wal_checkpointer().unwrap().is_none());
+        store.restore_wal_autocheckpoint().unwrap();
+    }
+
+    /// Pods starting together all migrate the same fresh database.
+    #[test]
+    fn processes_opening_a_fresh_database_at_once_migrate_it_once() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        std::thread::scope(|scope| {
+            let opened: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| Store::open(&db.database).map(drop)))
+                .collect();
+            for open in opened {
+                open.join().unwrap().unwrap();
+            }
+        });
+        let mut store = db.store();
+        assert_eq!(
+            store.query_text(
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
+            ),
+            [[Some("1,2,3".to_string())]]
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_the_error_hides_the_password() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = db.store();
+        store.exec_sql("INSERT INTO schema_version VALUES (999, 'later')");
+        drop(store);
+        let err = Store::open(&db.database).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 999, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(url(&db).redacted()), "{err}");
+    }
+
+    #[test]
+    fn a_connection_error_names_the_database_without_its_password() {
+        let db = Database::from_setting(
+            "postgres://app:pw-0f-mine@127.0.0.1:1/sync?sslmode=disable",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let err = Store::open(&db).unwrap_err();
+        let mut text = format!("{err} {err:?}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            text.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        assert!(matches!(err, StoreError::Connect { .. }), "{text}");
+        assert!(!text.contains("pw-0f-mine"), "{text}");
+        assert!(
+            text.contains("postgres://app:***@127.0.0.1:1/sync"),
+            "{text}"
+        );
+    }
+
+    /// `sslmode=require` against a server without TLS: no plain fallback.
+    /// (The other tests connect with the default `prefer`, so they go
+    /// through the TLS offer and fall back to plain TCP.)
+    #[test]
+    fn sslmode_require_refuses_a_server_without_tls() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut url = url::Url::parse(url(&db).expose()).unwrap();
+        url.set_query(Some("sslmode=require"));
+        let required = Database::from_setting(url.as_str(), std::path::Path::new(".")).unwrap();
+        let err = Store::open(&required).unwrap_err();
+        assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+    }
+
+    /// The TLS config names its crypto provider: building it never needs
+    /// (or panics for lack of) a process-wide default.
+    #[test]
+    fn the_tls_connector_builds_without_a_default_crypto_provider() {
+        assert!(super::conn::tls().is_ok());
+    }
+
+    /// apisync's own tables have the same columns on both backends (a
+    /// PostgreSQL migration that drifts from its SQLite twin fails here).
+    #[test]
+    fn both_backends_create_the_same_tables_and_columns() {
+        let Some(pg) = TestDb::postgres() else {
+            return;
+        };
+        let sqlite = TestDb::sqlite();
+        let columns = |db: &TestDb, sql: &str| {
+            let mut rows = db.store().query_text(sql);
+            rows.sort();
+            rows
+        };
+        let on_sqlite = columns(
+            &sqlite,
+            "SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        );
+        let on_postgres = columns(
+            &pg,
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema()",
+        );
+        assert!(on_sqlite.len() > 20, "{on_sqlite:?}");
+        assert_eq!(on_postgres, on_sqlite);
+    }
+
+    /// docs/postgres.md: once migrated, merge jobs run as a user without
+    /// CREATE on the schema (tables that exist are not created again).
+    #[test]
+    fn a_migrated_database_runs_merge_jobs_without_the_create_privilege() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let table = TableSpec {
+            table: "orders".into(),
+            mode: WriteMode::Merge,
+            columns: vec!["status".into()],
+            has_primary_key: true,
+        };
+        let mut owner = db.store();
+        owner.prepare_table(&table).unwrap();
+        let role = format!("apisync_limited_{:08x}", rand::random::<u32>());
+        owner.exec_sql(&format!(
+            "CREATE ROLE {role} LOGIN;
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+        ));
+        drop(owner);
+        let mut url = url::Url::parse(url(&db).expose()).unwrap();
+        url.set_username(&role).unwrap();
+        let limited = Database::from_setting(url.as_str(), std::path::Path::new(".")).unwrap();
+        let outcome = (|| -> Result<(), StoreError> {
+            let mut store = Store::open(&limited)?;
+            let run = store.begin_run("orders")?;
+            store.prepare_table(&table)?;
+            let record = Record {
+                json: r#"{"id": 1}"#.into(),
+                pk: Some("[1]".into()),
+                columns: vec![json!("paid")],
+            };
+            let stream = StreamKey::new("orders", "");
+            store.apply_last_page(&stream, &table, run, &[record], Some("1"))?;
+            store.try_acquire_lease("orders", "me", std::time::Duration::from_secs(60), |_| {
+                false
+            })?;
+            assert_eq!(store.status(&[("orders", "orders")])?[0].rows, Some(1));
+            Ok(())
+        })();
+        let server = crate::store::test_db::server_url().unwrap();
+        drop(db);
+        crate::store::test_db::admin(&server, format!("DROP ROLE {role}"));
+        outcome.unwrap();
+    }
+
+    #[test]
+    fn records_land_as_jsonb_and_a_repeated_key_in_one_page_is_upserted_once() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = db.store();
+        let run = store.begin_run("j").unwrap();
+        let table = TableSpec {
+            table: "j".into(),
+            mode: WriteMode::Merge,
+            columns: vec!["total".into()],
+            has_primary_key: true,
+        };
+        store.prepare_table(&table).unwrap();
+        let record = |v: i64| Record {
+            json: format!(r#"{{"id":1,  "v":{v}}}"#),
+            pk: Some("[1]".into()),
+            columns: vec![json!(v)],
+        };
+        store
+            .apply_page(
+                &StreamKey::new("j", ""),
+                &table,
+                run,
+                &[record(1), record(2)],
+                "{}",
+            )
+            .unwrap();
+        assert_eq!(
+            store.query_text(
+                "SELECT pg_typeof(_data)::text, _data->>'v', (total)::text, _run_id::text,
+                        pg_typeof(_synced_at)::text FROM j"
+            ),
+            [[
+                Some("jsonb".to_string()),
+                Some("2".to_string()),
+                Some("2".to_string()),
+                Some(run.0.to_string()),
+                Some("timestamp with time zone".to_string())
+            ]]
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Rotated refresh tokens on PostgreSQL. The guard is an open transaction
+//! on a connection of its own holding the advisory lock `refresh:AUTH`
+//! while the token request is in flight: a second process waits for it,
+//! then reads the rotated token. A crashed process's connection closes and
+//! the server releases the lock, so no stale lock is left behind.
+
+use async_trait::async_trait;
+
+use super::super::database::PostgresUrl;
+use super::super::tokens::{TokensError, blocking};
+use super::conn::PgConn;
+use super::{migrate, xact_lock};
+use crate::auth::oauth::{RefreshGuard, StoreFailure, TokenStore};
+use crate::secret::Secret;
+
+/// Waiting for another process's refresh: longer than its token request
+/// can take with retries (as on SQLite).
+const LOCK_TIMEOUT: &str = "300s";
+
+#[derive(Debug, Clone)]
+pub(crate) struct PgTokenStore {
+    url: PostgresUrl,
+}
+
+impl PgTokenStore {
+    /// Connect once to apply the migrations (the token table is one).
+    /// Blocking: call before the runtime is busy.
+    pub(crate) fn open(url: &PostgresUrl) -> Result<PgTokenStore, TokensError> {
+        let conn = PgConn::connect(url)?;
+        migrate(&conn)?;
+        Ok(PgTokenStore { url: url.clone() })
+    }
+}
+
+fn read(client: &mut postgres::Client, auth: &str) -> Result<Option<Secret>, postgres::Error> {
+    client
+        .query_opt(
+            "SELECT refresh_token FROM _apisync_refresh_tokens WHERE auth = $1",
+            &[&auth],
+        )
+        .map(|row| row.map(|r| Secret::new(r.get::<_, String>(0))))
+}
+
+fn sql_error(source: postgres::Error) -> TokensError {
+    TokensError::Database {
+        source: Box::new(source),
+    }
+}
+
+#[async_trait]
+impl TokenStore for PgTokenStore {
+    async fn load(&self, auth: &str) -> Result<Option<Secret>, StoreFailure> {
+        let (url, auth) = (self.url.clone(), auth.to_string());
+        blocking(move || {
+            let conn = PgConn::connect(&url)?;
+            conn.run(move |s| read(&mut s.client, &auth))?
+                .map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn begin_refresh(&self, auth: &str) -> Result<Box<dyn RefreshGuard>, StoreFailure> {
+        let (url, auth) = (self.url.clone(), auth.to_string());
+        let guard = blocking(move || {
+            let conn = PgConn::connect(&url)?;
+            let name = auth.clone();
+            // Read under the lock: another process may have rotated it.
+            let stored = conn
+                .run(move |s| {
+                    s.client
+                        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'; BEGIN"))?;
+                    xact_lock(&mut s.client, &format!("refresh:{name}"))?;
+                    read(&mut s.client, &name)
+                })?
+                .map_err(sql_error)?;
+            Ok(PgGuard {
+                conn: Some(conn),
+                auth,
+                stored,
+            })
+        })
+        .await?;
+        Ok(Box::new(guard))
+    }
+}
+
+/// The open transaction holding the lock.
+struct PgGuard {
+    conn: Option<PgConn>,
+    auth: String,
+    stored: Option<Secret>,
+}
+
+#[async_trait]
+impl RefreshGuard for PgGuard {
+    fn stored(&self) -> Option<Secret> {
+        self.stored.clone()
+    }
+
+    async fn finish(mut self: Box<Self>, rotated: Option<Secret>) -> Result<(), StoreFailure> {
+        let conn = self.conn.take().ok_or(TokensError::Task)?;
+        let auth = self.auth.clone();
+        blocking(move || {
+            conn.run(move |s| {
+                if let Some(token) = rotated {
+                    s.client.execute(
+                        "INSERT INTO _apisync_refresh_tokens (auth, refresh_token, updated_at)
+                         VALUES ($1, $2, $3)
+                         ON CONFLICT (auth) DO UPDATE SET
+                           refresh_token = excluded.refresh_token, updated_at = excluded.updated_at",
+                        &[&auth, &token.expose(), &chrono::Utc::now().to_rfc3339()],
+                    )?;
+                }
+                s.client.batch_execute("COMMIT")
+            })?
+            .map_err(sql_error)
+        })
+        .await
+    }
+}
+
+impl Drop for PgGuard {
+    /// The refresh failed: closing the connection rolls back and releases
+    /// the lock; off the async workers when there is a runtime.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn_blocking(move || drop(conn));
+                }
+                Err(_) => drop(conn),
+            }
+        }
+    }
+}
