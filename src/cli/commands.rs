@@ -90,11 +90,31 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         println!("no job is due");
         return Exit::Ok;
     }
+    let shard = match crate::run::resolve_sharding(
+        args.shard,
+        args.invocation.clone(),
+        args.steal,
+        |name| std::env::var(name).ok(),
+    ) {
+        Ok(shard) => shard,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    if shard.is_some() && args.wait {
+        eprintln!(
+            "error: --wait waits for job leases, which a sharded run does not take \
+             (every stream is claimed instead; hint: drop --wait)"
+        );
+        return Exit::Usage;
+    }
     let mode = JobMode {
         full_refresh: args.full_refresh,
         backfill: None,
         wait_for_lease: args.wait,
         stall_timeout: Some(args.stall_timeout),
+        shard,
     };
     if args.dry_run {
         return print_dry_run(&plan, &jobs, &mode);
@@ -192,6 +212,7 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
         backfill: Some(slices),
         wait_for_lease: args.wait,
         stall_timeout: None,
+        shard: None,
     };
     execute(global, &plan, jobs, mode, &args.metrics).await
 }

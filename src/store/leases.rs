@@ -126,7 +126,7 @@ impl Store {
 
 /// Heartbeats older than this (same RFC 3339 shape as [`now`], so text
 /// order is time order) are stale.
-fn stale_cutoff(stale_after: Duration) -> String {
+pub(super) fn stale_cutoff(stale_after: Duration) -> String {
     let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
     let cutoff = chrono::Utc::now()
         .checked_sub_signed(stale_after)

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_refresh_tokens.sql")),
     (3, include_str!("../../migrations/0003_leases.sql")),
+    (4, include_str!("../../migrations/0004_shards.sql")),
 ];
 
 /// How long a statement waits for another connection's write lock.
