@@ -426,7 +426,12 @@ fn the_indexed_job_shards_one_invocation_over_its_completions() {
     let completions = spec["completions"].as_u64().expect("completions");
     assert!(completions > 1);
     assert!(spec["parallelism"].as_u64().expect("parallelism") >= 1);
-    assert!(spec["backoffLimitPerIndex"].as_u64().expect("backoffLimitPerIndex") >= 1);
+    assert!(
+        spec["backoffLimitPerIndex"]
+            .as_u64()
+            .expect("backoffLimitPerIndex")
+            >= 1
+    );
     let pod = &spec["template"]["spec"];
     // backoffLimitPerIndex requires it, and a retry is a fresh pod.
     assert_eq!(pod["restartPolicy"].as_str(), Some("Never"));
@@ -434,7 +439,10 @@ fn the_indexed_job_shards_one_invocation_over_its_completions() {
     // The shard count is the completion count; the invocation is the Job's
     // uid, the same for every pod and every retry of an index.
     let count = env_var(pod, apisync::run::COUNT_ENV);
-    assert_eq!(count["value"].as_str(), Some(completions.to_string().as_str()));
+    assert_eq!(
+        count["value"].as_str(),
+        Some(completions.to_string().as_str())
+    );
     let invocation = env_var(pod, apisync::run::INVOCATION_ENV);
     assert_eq!(
         invocation["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
@@ -469,7 +477,10 @@ fn the_indexed_job_shards_one_invocation_over_its_completions() {
         panic!("the Indexed Job does not run `run`");
     };
     assert!(args.steal);
-    assert!(args.shard.is_none(), "the shard comes from JOB_COMPLETION_INDEX");
+    assert!(
+        args.shard.is_none(),
+        "the shard comes from JOB_COMPLETION_INDEX"
+    );
     let env = |name: &str| match name {
         "JOB_COMPLETION_INDEX" => Some("1".to_string()),
         "APISYNC_SHARD_COUNT" => Some(completions.to_string()),

@@ -134,7 +134,9 @@ async fn page(
     let held = {
         let mut hold = server.hold.lock().unwrap();
         match hold.as_mut() {
-            Some(h) if h.job == job && h.partition == partition && h.page == page => h.reached.take(),
+            Some(h) if h.job == job && h.partition == partition && h.page == page => {
+                h.reached.take()
+            }
             _ => None,
         }
     };
@@ -267,10 +269,7 @@ async fn four_shards_sync_two_hundred_partitions_each_page_exactly_once() {
         "items",
         &job_file(&base, "items", &partitions_section(&keys)),
     );
-    let runs = (0..4).map(|index| {
-        shard_command(&project, index, 4, "inv-four", &[])
-            .output()
-    });
+    let runs = (0..4).map(|index| shard_command(&project, index, 4, "inv-four", &[]).output());
     let outputs: Vec<Output> = futures::future::join_all(runs)
         .await
         .into_iter()
@@ -483,14 +482,22 @@ async fn a_child_waits_for_its_parent_on_another_shard() {
         .output()
         .await
         .expect("run the parent's shard");
-    assert_eq!(parent_run.status.code(), Some(0), "{}", describe(&parent_run));
+    assert_eq!(
+        parent_run.status.code(),
+        Some(0),
+        "{}",
+        describe(&parent_run)
+    );
     let child_run = waiting.wait_with_output().await.expect("the child's shard");
     assert_eq!(child_run.status.code(), Some(0), "{}", describe(&child_run));
 
     // By the server's order: every parent page before any child page.
     let hits = server.hits();
     let order: Vec<&str> = hits.iter().map(|h| h.job.as_str()).collect();
-    let last_parent = order.iter().rposition(|j| *j == parent).expect("parent pages");
+    let last_parent = order
+        .iter()
+        .rposition(|j| *j == parent)
+        .expect("parent pages");
     let first_child = order.iter().position(|j| *j == child).expect("child pages");
     assert!(last_parent < first_child, "{order:?}");
     assert_eq!(order.len(), 2 * PAGES as usize, "{order:?}");

@@ -118,7 +118,16 @@ pub(crate) async fn run_sharded_streams(
 ) -> JobSummary {
     let cancel = env.cancel.child_token();
     let summary = JobSummary::new(&job.name);
-    run_leased(env, &job, mode, &cancel, summary, Instant::now(), Some(phases)).await
+    run_leased(
+        env,
+        &job,
+        mode,
+        &cancel,
+        summary,
+        Instant::now(),
+        Some(phases),
+    )
+    .await
 }
 
 /// The job once this process holds its lease (or, sharded, claims its
@@ -345,7 +354,9 @@ impl Pass<'_> {
         let mut results = unfinished_partitions(env, job, self.mode)?
             .filter(move |partition| {
                 let wanted = match (claims, partition) {
-                    (Some((shard, phase)), Ok(partition)) => shard.wants(phase, job, &partition.key),
+                    (Some((shard, phase)), Ok(partition)) => {
+                        shard.wants(phase, job, &partition.key)
+                    }
                     _ => true,
                 };
                 futures::future::ready(wanted)
@@ -366,7 +377,8 @@ impl Pass<'_> {
                 {
                     span.record("partition", partition.key.as_str());
                 }
-                async move { run_one(env, stream_env, job, partition, claims).await }.instrument(span)
+                async move { run_one(env, stream_env, job, partition, claims).await }
+                    .instrument(span)
             })
             .buffer_unordered(env.stream_width.max(1))
             .boxed();

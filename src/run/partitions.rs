@@ -53,11 +53,11 @@ pub(crate) fn unfinished_partitions(
                 *step,
                 env.shard.as_ref().map_or_else(Utc::now, |s| s.started_at),
             )
-                .map_err(|message| RunError::Partitions {
-                    job: job.name.clone(),
-                    message,
-                })?
-                .into_iter(),
+            .map_err(|message| RunError::Partitions {
+                job: job.name.clone(),
+                message,
+            })?
+            .into_iter(),
         ),
         (None, Some(PartitionsPlan::FromJob { job: parent, field })) => Source::Table {
             parent: parent.clone(),

@@ -141,7 +141,9 @@ pub fn resolve_sharding(
                     })
                 };
                 let spec = ShardSpec::new(parse(INDEX_ENV, &index)?, parse(COUNT_ENV, &count)?)
-                    .map_err(|message| format!("{INDEX_ENV}={index}, {COUNT_ENV}={count}: {message}"))?;
+                    .map_err(|message| {
+                        format!("{INDEX_ENV}={index}, {COUNT_ENV}={count}: {message}")
+                    })?;
                 Some(spec)
             }
             (None, Some(count)) => {
@@ -216,7 +218,10 @@ mod tests {
             stream_shard("orders", "eu", 1_000_003),
             u32::try_from(fnv1a64(*b"orders\x1feu") % 1_000_003).unwrap()
         );
-        assert_eq!(job_shard("orders", 7), u32::try_from(fnv1a64(*b"orders") % 7).unwrap());
+        assert_eq!(
+            job_shard("orders", 7),
+            u32::try_from(fnv1a64(*b"orders") % 7).unwrap()
+        );
         // Pinned assignments of a few streams over four shards (checked
         // against an independent FNV-1a implementation).
         let pinned: Vec<u32> = ["p000", "p001", "p002", "p003", "p004", "p005"]
@@ -240,7 +245,10 @@ mod tests {
         assert_eq!(per_shard.values().sum::<usize>(), 200);
         assert_eq!(per_shard.len(), 4, "{per_shard:?}");
         for (shard, n) in &per_shard {
-            assert!((30..=70).contains(n), "shard {shard} has {n} of 200: {per_shard:?}");
+            assert!(
+                (30..=70).contains(n),
+                "shard {shard} has {n} of 200: {per_shard:?}"
+            );
         }
     }
 
@@ -308,7 +316,10 @@ mod tests {
         assert_eq!(resolve_sharding(None, None, false, env_of(&[])), Ok(None));
         // One shard without an invocation is an ordinary run.
         let one = ShardSpec { index: 0, count: 1 };
-        assert_eq!(resolve_sharding(Some(one), None, false, env_of(&[])), Ok(None));
+        assert_eq!(
+            resolve_sharding(Some(one), None, false, env_of(&[])),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -149,7 +149,9 @@ impl HolderHeartbeat {
             .call(move |store| store.end_holder(&invocation, &me))
             .await;
         if !matches!(ended, Ok(Ok(()))) {
-            tracing::warn!("could not record the end of this shard; its heartbeat goes stale instead");
+            tracing::warn!(
+                "could not record the end of this shard; its heartbeat goes stale instead"
+            );
         }
     }
 }

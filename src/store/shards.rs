@@ -215,7 +215,14 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, NULL)
              ON CONFLICT (invocation, job, partition) DO UPDATE SET status = 'running',
                  holder = excluded.holder, claimed_at = excluded.claimed_at, finished_at = NULL",
-            (invocation, &stream.job, &stream.partition, shard, holder, &at),
+            (
+                invocation,
+                &stream.job,
+                &stream.partition,
+                shard,
+                holder,
+                &at,
+            ),
         )
         .map_err(err)?;
         if let Some(old) = &taken_from {
@@ -259,7 +266,14 @@ impl Store {
                 "UPDATE invocation_streams SET status = ?5, finished_at = ?6
                  WHERE invocation = ?1 AND job = ?2 AND partition = ?3 AND holder = ?4
                    AND status = 'running'",
-                (invocation, &stream.job, &stream.partition, holder, status, now()),
+                (
+                    invocation,
+                    &stream.job,
+                    &stream.partition,
+                    holder,
+                    status,
+                    now(),
+                ),
             )
         };
         changed
@@ -284,10 +298,7 @@ impl Store {
             .map_err(err)?;
         let mut done = HashSet::new();
         for &partition in partitions {
-            if stmt
-                .exists((invocation, job, partition))
-                .map_err(err)?
-            {
+            if stmt.exists((invocation, job, partition)).map_err(err)? {
                 done.insert(partition.to_string());
             }
         }
@@ -319,8 +330,9 @@ impl Store {
         };
         rows.into_iter()
             .map(|(partition, status, holder)| {
-                let holder_alive = holder_alive(&self.conn, invocation, &holder, stale_after, &is_dead)
-                    .map_err(err)?;
+                let holder_alive =
+                    holder_alive(&self.conn, invocation, &holder, stale_after, &is_dead)
+                        .map_err(err)?;
                 Ok(StreamState {
                     partition,
                     status,
@@ -464,14 +476,13 @@ fn holder_alive(
     stale_after: Duration,
     is_dead: &impl Fn(&str) -> bool,
 ) -> rusqlite::Result<bool> {
-    let fresh: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM invocation_holders
+    let fresh: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM invocation_holders
                  WHERE invocation = ?1 AND holder = ?2 AND ended_at IS NULL
                    AND heartbeat_at >= ?3)",
-            (invocation, holder, stale_cutoff(stale_after)),
-            |r| r.get(0),
-        )?;
+        (invocation, holder, stale_cutoff(stale_after)),
+        |r| r.get(0),
+    )?;
     Ok(fresh && !is_dead(holder))
 }
 
@@ -606,7 +617,12 @@ mod tests {
                 .end_claimed_stream("inv", &key, "c", ClaimEnd::Release)
                 .unwrap()
         );
-        assert!(store.stream_states("inv", "orders", MINUTE, alive).unwrap().is_empty());
+        assert!(
+            store
+                .stream_states("inv", "orders", MINUTE, alive)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -624,15 +640,33 @@ mod tests {
         store
             .finish_stream(&StreamKey::new("orders", "eu"), &table, run, None)
             .unwrap();
-        assert!(store.complete_sharded_pass("inv", "orders", &table).unwrap());
-        assert!(!store.complete_sharded_pass("inv", "orders", &table).unwrap());
+        assert!(
+            store
+                .complete_sharded_pass("inv", "orders", &table)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .complete_sharded_pass("inv", "orders", &table)
+                .unwrap()
+        );
         assert!(store.job_completed_in("inv", "orders").unwrap());
         assert!(store.finished_partitions("orders").unwrap().is_empty());
-        let done = store.done_in_invocation("inv", "orders", &["eu", "us"]).unwrap();
+        let done = store
+            .done_in_invocation("inv", "orders", &["eu", "us"])
+            .unwrap();
         assert_eq!(done, HashSet::from(["eu".to_string()]));
         assert_eq!(
             store
-                .claim_stream("inv", &StreamKey::new("orders", "us"), 0, "a", true, MINUTE, alive)
+                .claim_stream(
+                    "inv",
+                    &StreamKey::new("orders", "us"),
+                    0,
+                    "a",
+                    true,
+                    MINUTE,
+                    alive
+                )
                 .unwrap(),
             StreamClaim::Done,
             "a completed job has nothing left in its invocation"
