@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use apisync::run::{job_shard, stream_shard};
+use apisync::run::{SHARD_STALE_ENV, job_shard, stream_shard};
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -222,7 +222,7 @@ fn shard_command(
 }
 
 /// The JSON summary a run printed on stdout.
-fn summary(output: &Output) -> Value {
+fn summary_json(output: &Output) -> Value {
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text
         .lines()
@@ -306,7 +306,7 @@ async fn four_shards_sync_two_hundred_partitions_each_page_exactly_once() {
             .filter(|k| stream_shard("items", k, 4) == index)
             .count() as u64;
         assert!(own > 0);
-        let summary = summary(output);
+        let summary = summary_json(output);
         assert_eq!(summary["shard"]["index"], index);
         assert_eq!(summary["shard"]["count"], 4);
         assert_eq!(summary["shard"]["invocation"], "inv-four");
@@ -405,7 +405,7 @@ async fn a_killed_shard_is_finished_by_a_stealing_shard_and_its_rerun_has_nothin
             "{partition} page {page} requested {n} times"
         );
     }
-    let summary = summary(&stealer);
+    let summary = summary_json(&stealer);
     let line = job_line(&summary, "items");
     let stolen = line["streams"]["stolen"].as_u64().unwrap();
     assert!(stolen >= 1, "{summary}");
@@ -431,26 +431,15 @@ async fn a_killed_shard_is_finished_by_a_stealing_shard_and_its_rerun_has_nothin
         .expect("rerun shard 1");
     assert_eq!(rerun.status.code(), Some(0), "{}", describe(&rerun));
     assert_eq!(server.hits().len(), requests, "the rerun sent no request");
-    assert_eq!(job_line(&summary_of(&rerun), "items")["pages"], 0);
+    assert_eq!(job_line(&summary_json(&rerun), "items")["pages"], 0);
     assert_eq!(table_ids(&project, "items"), all_records("items", &keys));
-}
-
-fn summary_of(output: &Output) -> Value {
-    summary(output)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_child_waits_for_its_parent_on_another_shard() {
     let (server, base) = Server::start().await;
     let project = project(4);
-    let (parent, child) = ("accounts", "contacts");
-    let (parent_shard, child_shard) = (job_shard(parent, 2), job_shard(child, 2));
-    assert_ne!(parent_shard, child_shard, "the test needs them apart");
-    project.job(parent, &job_file(&base, parent, ""));
-    project.job(
-        child,
-        &job_file(&base, child, &format!("depends_on = [\"{parent}\"]")),
-    );
+    let (parent, parent_shard, child, child_shard) = parent_and_child(&project, &base);
 
     // The child's shard starts alone and says it waits.
     let mut waiting = shard_command(&project, child_shard, 2, "inv-deps", &[])
@@ -509,4 +498,99 @@ async fn a_child_waits_for_its_parent_on_another_shard() {
     let whole = ["whole".to_string()];
     assert_eq!(table_ids(&project, parent), all_records(parent, &whole));
     assert_eq!(table_ids(&project, child), all_records(child, &whole));
+}
+
+/// A parent job and its child, each on its own shard of two.
+fn parent_and_child(project: &Project, base: &str) -> (&'static str, u32, &'static str, u32) {
+    let (parent, child) = ("accounts", "contacts");
+    let (parent_shard, child_shard) = (job_shard(parent, 2), job_shard(child, 2));
+    assert_ne!(parent_shard, child_shard, "the test needs them apart");
+    project.job(parent, &job_file(base, parent, ""));
+    project.job(
+        child,
+        &job_file(base, child, &format!("depends_on = [\"{parent}\"]")),
+    );
+    (parent, parent_shard, child, child_shard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_whose_parent_shard_never_starts_fails_with_what_to_do() {
+    let (server, base) = Server::start().await;
+    let project = project(4);
+    let (parent, parent_shard, child, child_shard) = parent_and_child(&project, &base);
+    let started = std::time::Instant::now();
+    let output = shard_command(&project, child_shard, 2, "inv-gone", &[])
+        .env(SHARD_STALE_ENV, "1s")
+        .output()
+        .await
+        .expect("run the child's shard");
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    let summary = summary_json(&output);
+    let line = job_line(&summary, child);
+    assert_eq!(line["status"], "failed", "{summary}");
+    let error = line["error"].as_str().expect("an error");
+    for needed in [
+        format!("gave up waiting for job \"{parent}\""),
+        format!("rerun shard(s) {parent_shard}/2 with the same --invocation"),
+        "--steal".to_string(),
+    ] {
+        assert!(error.contains(&needed), "{needed:?} not in {error}");
+    }
+    assert!(server.hits().is_empty(), "{:?}", server.hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stealing_shard_runs_a_parent_whose_shard_never_starts_then_the_child() {
+    let (server, base) = Server::start().await;
+    let project = project(4);
+    let (parent, _, child, child_shard) = parent_and_child(&project, &base);
+    let output = shard_command(&project, child_shard, 2, "inv-alone", &["--steal"])
+        .output()
+        .await
+        .expect("run the child's shard");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let order: Vec<String> = server.hits().iter().map(|h| h.job.clone()).collect();
+    let expected: Vec<&str> = [parent; PAGES as usize]
+        .into_iter()
+        .chain([child; PAGES as usize])
+        .collect();
+    assert_eq!(order, expected);
+    assert_eq!(
+        job_line(&summary_json(&output), parent)["streams"]["stolen"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn incomplete_shard_settings_are_usage_errors() {
+    let project = project(1);
+    for (args, env, needed) in [
+        (vec!["run", "--shard", "1/4"], vec![], "--invocation ID"),
+        (
+            vec!["run", "--shard", "4/4", "--invocation", "x"],
+            vec![],
+            "INDEX 4 is not below COUNT 4",
+        ),
+        (
+            vec!["run"],
+            vec![("JOB_COMPLETION_INDEX", "2")],
+            "APISYNC_SHARD_COUNT",
+        ),
+        (vec!["run", "--steal"], vec![], "--steal"),
+    ] {
+        let mut command = project.command(&args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().await.expect("run apisync");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needed), "{args:?}: {stderr}");
+    }
 }

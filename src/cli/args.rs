@@ -194,6 +194,7 @@ pub const CLI_ENV: &[&str] = &[
     "APISYNC_STALL_TIMEOUT",
     crate::run::COUNT_ENV,
     crate::run::INVOCATION_ENV,
+    crate::run::SHARD_STALE_ENV,
     NOW_ENV,
 ];
 

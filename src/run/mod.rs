@@ -36,6 +36,7 @@ pub use shard::{
     COUNT_ENV, INDEX_ENV, INVOCATION_ENV, ShardSpec, Sharding, job_shard, owner, resolve_sharding,
     stream_shard,
 };
+pub use sharded::STALE_ENV as SHARD_STALE_ENV;
 pub use summary::{JobStatus, JobSummary, RunSummary, ShardReport, StreamCounts};
 pub use writer::{Writer, WriterThread};
 

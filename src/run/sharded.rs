@@ -32,6 +32,22 @@ use crate::store::{ClaimEnd, StreamClaim, StreamKey, TableSpec};
 /// How often a child job looks whether its parents completed elsewhere.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
+/// For tests only: the stale limit of sharded runs (a humantime duration),
+/// so a test of a shard that never starts need not wait three minutes.
+pub const STALE_ENV: &str = "APISYNC_SHARD_STALE_AFTER";
+
+/// A holder whose heartbeat is older than this is gone: [`STALE_AFTER`],
+/// unless a test set [`STALE_ENV`].
+fn stale_after() -> Duration {
+    static LIMIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var(STALE_ENV)
+            .ok()
+            .and_then(|text| humantime::parse_duration(&text).ok())
+            .unwrap_or(STALE_AFTER)
+    })
+}
+
 /// Orphaned streams named in an error, at most.
 const NAMED: usize = 5;
 
@@ -180,7 +196,7 @@ pub(crate) async fn claim(
                 index,
                 &holder,
                 phase == Phase::Own,
-                STALE_AFTER,
+                stale_after(),
                 |other| holder_is_dead(other, &me),
             )
         })
@@ -408,8 +424,8 @@ async fn wait_for_parent(
                 let dead = |other: &str| holder_is_dead(other, &me);
                 Ok::<_, crate::store::StoreError>((
                     store.job_completed_in(&invocation, &name)?,
-                    store.stream_states(&invocation, &name, STALE_AFTER, dead)?,
-                    store.live_shards(&invocation, STALE_AFTER, dead)?,
+                    store.stream_states(&invocation, &name, stale_after(), dead)?,
+                    store.live_shards(&invocation, stale_after(), dead)?,
                 ))
             })
             .await
@@ -464,7 +480,7 @@ async fn wait_for_parent(
                 records = stolen.records, "took over parent streams");
         } else {
             let since = *orphaned_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= STALE_AFTER {
+            if since.elapsed() >= stale_after() {
                 return Err(failed(orphaned_error(shard, job, parent, &left)));
             }
         }
@@ -494,7 +510,7 @@ fn orphaned_error(shard: &ShardEnv, job: &JobPlan, parent: &JobPlan, left: &Rema
             shard.invocation(),
             left.orphaned,
             streams.join(", "),
-            humantime::format_duration(STALE_AFTER),
+            humantime::format_duration(stale_after()),
             shards
                 .iter()
                 .map(|s| format!("{s}/{}", shard.count()))
