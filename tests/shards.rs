@@ -594,3 +594,53 @@ async fn incomplete_shard_settings_are_usage_errors() {
         assert!(stderr.contains(needed), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_shards_decide_as_of_their_invocation_start() {
+    let (server, base) = Server::start().await;
+    let project = project(4);
+    let keys = partitions(12);
+    let schedule = "schedule = \"0 3 1 1 *\"\n";
+    project.job(
+        "items",
+        &job_file(
+            &base,
+            "items",
+            &format!("{schedule}{}", partitions_section(&keys)),
+        ),
+    );
+    // Shard 0 runs its part to the end before shard 1 starts: its success
+    // must not make the job look done to shard 1 of the same invocation.
+    for index in 0..2 {
+        let output = shard_command(&project, index, 2, "inv-due", &["--due"])
+            .output()
+            .await
+            .expect("run a shard");
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    }
+    assert_eq!(table_ids(&project, "items"), all_records("items", &keys));
+    let requests = server.hits().len();
+    assert_eq!(requests, keys.len() * PAGES as usize);
+
+    // The next invocation a minute later: the job succeeded in the last
+    // one, so it is not due on any shard.
+    let started: String = project
+        .open()
+        .query_row(
+            "SELECT started_at FROM invocations WHERE invocation = 'inv-due'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let later =
+        chrono::DateTime::parse_from_rfc3339(&started).unwrap() + chrono::Duration::minutes(1);
+    for index in 0..2 {
+        let output = shard_command(&project, index, 2, "inv-due-next", &["--due"])
+            .env("APISYNC_NOW", later.to_rfc3339())
+            .output()
+            .await
+            .expect("run a shard");
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    }
+    assert_eq!(server.hits().len(), requests, "nothing was due");
+}

@@ -78,18 +78,6 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let jobs = if args.due {
-        match due_jobs(&plan, jobs) {
-            Ok(jobs) => jobs,
-            Err(exit) => return exit,
-        }
-    } else {
-        jobs
-    };
-    if jobs.is_empty() && args.due {
-        println!("no job is due");
-        return Exit::Ok;
-    }
     let shard = match crate::run::resolve_sharding(
         args.shard,
         args.invocation.clone(),
@@ -109,6 +97,18 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         );
         return Exit::Usage;
     }
+    let jobs = if args.due {
+        match due_jobs(&plan, jobs, shard.as_ref()) {
+            Ok(jobs) => jobs,
+            Err(exit) => return exit,
+        }
+    } else {
+        jobs
+    };
+    if jobs.is_empty() && args.due {
+        println!("no job is due");
+        return Exit::Ok;
+    }
     let mode = JobMode {
         full_refresh: args.full_refresh,
         backfill: None,
@@ -123,11 +123,15 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
 }
 
 /// `run --due`: keep the jobs whose schedule says they are due now.
+/// Sharded, every shard decides as of the invocation's start and leaves
+/// the invocation's own runs out, so a shard that starts late does not
+/// skip a job because an earlier shard just ran its part.
 fn due_jobs(
     plan: &ProjectPlan,
     jobs: Vec<crate::plan::JobPlan>,
+    shard: Option<&crate::run::Sharding>,
 ) -> Result<Vec<crate::plan::JobPlan>, Exit> {
-    let now = match clock() {
+    let mut now = match clock() {
         Ok(now) => now,
         Err(message) => {
             eprintln!("error: {message}");
@@ -135,9 +139,19 @@ fn due_jobs(
         }
     };
     let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-    let starts = match Store::open(&plan.settings.database)
-        .and_then(|store| store.last_success_starts(&names))
-    {
+    let starts = Store::open(&plan.settings.database).and_then(|mut store| match shard {
+        None => store.last_success_starts(&names),
+        Some(shard) => {
+            let started = store.invocation_started_at(&shard.invocation)?;
+            if std::env::var_os(NOW_ENV).is_none()
+                && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&started)
+            {
+                now = at.with_timezone(&chrono::Utc);
+            }
+            store.last_success_starts_before(&names, &shard.invocation)
+        }
+    });
+    let starts = match starts {
         Ok(starts) => starts,
         Err(err) => {
             eprintln!("error: {err}");

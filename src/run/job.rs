@@ -185,7 +185,17 @@ async fn run_leased(
         span.in_scope(|| tracing::error!(job = %job.name, error = %err, "job failed"));
         summary.error.get_or_insert_with(|| err.to_string());
     }
-    record_outcome(env, run_id, &summary).await;
+    if summary.status == JobStatus::Succeeded && summary.streams.is_some_and(|s| s.run == 0) {
+        let discarded = env
+            .writer
+            .call(move |store| store.discard_empty_run(run_id))
+            .await;
+        if !matches!(discarded, Ok(Ok(()))) {
+            tracing::warn!(job = %job.name, "could not forget an empty shard run");
+        }
+    } else {
+        record_outcome(env, run_id, &summary).await;
+    }
     summary
 }
 

@@ -94,12 +94,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         let at = now();
-        tx.execute(
-            "INSERT INTO invocations (invocation, started_at) VALUES (?1, ?2)
-             ON CONFLICT (invocation) DO NOTHING",
-            (invocation, &at),
-        )
-        .map_err(err)?;
+        let started = begin_invocation(&tx, invocation, &at).map_err(err)?;
         tx.execute(
             "INSERT INTO invocation_holders
                  (invocation, holder, shard, steal, started_at, heartbeat_at, ended_at)
@@ -109,15 +104,74 @@ impl Store {
             (invocation, holder, shard, steal, &at),
         )
         .map_err(err)?;
-        let started: String = tx
-            .query_row(
-                "SELECT started_at FROM invocations WHERE invocation = ?1",
-                [invocation],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(started)
+    }
+
+    /// When `invocation` started (RFC 3339, UTC), recording now if it is
+    /// new: the clock `run --due` uses on every shard of it.
+    pub fn invocation_started_at(&mut self, invocation: &str) -> Result<String, StoreError> {
+        let err = db_err("record the start of the invocation");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let started = begin_invocation(&tx, invocation, &now()).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(started)
+    }
+
+    /// Per job: when its last success *before* `invocation` started, the
+    /// base of its cron due time in a sharded `run --due`. A success is an
+    /// unsharded succeeded run (its start), or an invocation in which the
+    /// job's pass completed (the invocation's start). Runs of `invocation`
+    /// itself are left out, so a shard that starts late decides as the
+    /// first one did. Jobs that never succeeded are absent.
+    pub fn last_success_starts_before(
+        &self,
+        jobs: &[&str],
+        invocation: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let mut starts = std::collections::BTreeMap::new();
+        for &job in jobs {
+            let started: Option<String> = self
+                .conn
+                .prepare_cached(
+                    "SELECT max(started_at) FROM (
+                         SELECT started_at FROM runs
+                         WHERE job = ?1 AND status = 'succeeded'
+                           AND id NOT IN (SELECT run_id FROM run_shards)
+                         UNION ALL
+                         SELECT i.started_at FROM invocation_jobs j
+                         JOIN invocations i ON i.invocation = j.invocation
+                         WHERE j.job = ?1 AND j.invocation <> ?2)",
+                )
+                .and_then(|mut stmt| stmt.query_row((job, invocation), |r| r.get(0)))
+                .map_err(job_err(job, "read its last successful run"))?;
+            starts.extend(started.map(|at| (job.to_string(), at)));
+        }
+        Ok(starts)
+    }
+
+    /// A shard's run of a job that ran none of its streams (they were all
+    /// other shards'): forget the row, so `status` and `run --due` only
+    /// see runs that did something.
+    pub fn discard_empty_run(&mut self, run_id: RunId) -> Result<(), StoreError> {
+        let err = |source| StoreError::Run {
+            run_id: run_id.0,
+            action: "forget an empty shard run",
+            source: Box::new(source),
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM run_shards WHERE run_id = ?1", [run_id.0])
+            .map_err(err)?;
+        tx.execute(
+            "DELETE FROM runs WHERE id = ?1
+             AND NOT EXISTS (SELECT 1 FROM finished_streams WHERE run_id = ?1)",
+            [run_id.0],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     /// Refresh `holder`'s heartbeat (every few seconds while it runs).
@@ -465,6 +519,20 @@ impl Store {
                 source: Box::new(source),
             })
     }
+}
+
+/// Record `invocation` as started at `at` unless it is known; its start.
+fn begin_invocation(conn: &Connection, invocation: &str, at: &str) -> rusqlite::Result<String> {
+    conn.execute(
+        "INSERT INTO invocations (invocation, started_at) VALUES (?1, ?2)
+         ON CONFLICT (invocation) DO NOTHING",
+        (invocation, at),
+    )?;
+    conn.query_row(
+        "SELECT started_at FROM invocations WHERE invocation = ?1",
+        [invocation],
+        |r| r.get(0),
+    )
 }
 
 /// A holder is alive when its row is not ended, its heartbeat is fresh and
