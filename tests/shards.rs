@@ -644,3 +644,54 @@ async fn due_shards_decide_as_of_their_invocation_start() {
     }
     assert_eq!(server.hits().len(), requests, "nothing was due");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_shard_waits_for_a_dead_predecessor_on_another_node_then_takes_over() {
+    let (server, base) = Server::start().await;
+    let project = project(4);
+    let keys = partitions(8);
+    project.job(
+        "items",
+        &job_file(&base, "items", &partitions_section(&keys)),
+    );
+    let first = shard_command(&project, 0, 2, "inv-node", &[])
+        .output()
+        .await
+        .expect("run shard 0");
+    assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
+    let mine: Vec<&String> = keys
+        .iter()
+        .filter(|k| stream_shard("items", k, 2) == 1)
+        .collect();
+    assert!(!mine.is_empty());
+    // Shard 1's first pod died on another node in the middle of a stream:
+    // its claim looks alive until its heartbeat is older than the limit.
+    let started = std::time::Instant::now();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let dead = "other-node:4242:0badf00d";
+    project
+        .open()
+        .execute_batch(&format!(
+            "INSERT INTO invocation_holders VALUES ('inv-node', '{dead}', 1, 0, '{now}', '{now}', NULL);
+             INSERT INTO invocation_streams VALUES ('inv-node', 'items', '{}', 1, 'running', '{dead}', '{now}', NULL);",
+            mine[0]
+        ))
+        .expect("the dead pod's claim");
+    let retry = shard_command(&project, 1, 2, "inv-node", &[])
+        .env(SHARD_STALE_ENV, "2s")
+        .output()
+        .await
+        .expect("run shard 1 again");
+    assert_eq!(retry.status.code(), Some(0), "{}", describe(&retry));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    // Nothing left undone, nothing twice.
+    assert_eq!(table_ids(&project, "items"), all_records("items", &keys));
+    let per_page = requests_per_page(&server.hits(), "items");
+    assert!(per_page.values().all(|n| *n == 1), "{per_page:?}");
+    assert_eq!(per_page.len(), keys.len() * PAGES as usize);
+    let summary = summary_json(&retry);
+    assert_eq!(
+        job_line(&summary, "items")["streams"]["run"],
+        mine.len() as u64
+    );
+}

@@ -301,10 +301,6 @@ async fn run_partitions(
         Some((phases, shard)) => {
             summary.streams.get_or_insert_default();
             for &phase in phases {
-                if cancel.is_cancelled() {
-                    summary.interrupted = true;
-                    break;
-                }
                 let pass = Pass {
                     env,
                     job,
@@ -313,7 +309,26 @@ async fn run_partitions(
                     stream_env: &stream_env,
                     claims: Some((shard, phase)),
                 };
-                pass.run(summary, &mut first_error).await?;
+                // Own streams another process holds are waited for: if that
+                // process is a dead predecessor on another node (a pod
+                // retried after a SIGKILL), its claims go stale and are
+                // taken over here, instead of being left undone.
+                loop {
+                    if cancel.is_cancelled() {
+                        summary.interrupted = true;
+                        break;
+                    }
+                    let busy = pass.run(summary, &mut first_error).await?;
+                    if phase != Phase::Own || busy == 0 || first_error.is_some() {
+                        break;
+                    }
+                    tracing::info!(job = %job.name, streams = busy,
+                        "waiting for this shard's streams that another process holds");
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(sharded::POLL_EVERY) => {}
+                    }
+                }
             }
         }
     }
@@ -340,23 +355,35 @@ struct Pass<'a> {
     claims: Option<(&'a ShardEnv, Phase)>,
 }
 
-/// What one stream of a pass did: its partition, counts, result, and the
-/// phase it ran in (None: not run, another process has or had it).
-type Ran = (
+/// Whether a stream of a pass ran here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// It ran in this phase.
+    Ran(Phase),
+    /// Nothing to do (done, or failed and not ours to retry).
+    Skipped,
+    /// Another live process holds it.
+    Busy,
+}
+
+/// What one stream of a pass did: its partition, counts, result, and
+/// whether it ran here.
+type StreamRun = (
     String,
     (StreamOutcome, StatsSnapshot),
     Result<(), RunError>,
-    Option<Phase>,
+    Ran,
 );
 
 impl Pass<'_> {
     /// Run the pass, adding its counts to `summary` and its first stream
-    /// error to `first_error`. An `Err` is a failure to list partitions.
+    /// error to `first_error`; the number of streams another live process
+    /// held. An `Err` is a failure to list partitions.
     async fn run(
         &self,
         summary: &mut JobSummary,
         first_error: &mut Option<RunError>,
-    ) -> Result<(), RunError> {
+    ) -> Result<usize, RunError> {
         let (env, job, cancel, claims) = (self.env, self.job, self.cancel, self.claims);
         // Partitions arrive in batches, finished ones already left out; no new
         // one starts once the job is cancelled.
@@ -392,14 +419,19 @@ impl Pass<'_> {
             })
             .buffer_unordered(env.stream_width.max(1))
             .boxed();
+        let mut busy = 0;
         while let Some((partition, (counts, requests), result, ran)) = results.next().await {
             summary.add_requests(&requests);
             summary.pages += counts.pages;
             summary.records += counts.records;
             summary.interrupted |= counts.interrupted;
-            if let (Some(phase), Some(streams)) = (ran, summary.streams.as_mut()) {
-                streams.run += 1;
-                streams.stolen += u64::from(phase == Phase::Steal);
+            match (ran, summary.streams.as_mut()) {
+                (Ran::Ran(phase), Some(streams)) => {
+                    streams.run += 1;
+                    streams.stolen += u64::from(phase == Phase::Steal);
+                }
+                (Ran::Busy, _) => busy += 1,
+                _ => {}
             }
             if let Err(err) = result {
                 tracing::error!(job = %job.name, partition = %partition, error = %err, "stream failed");
@@ -408,7 +440,7 @@ impl Pass<'_> {
         }
         drop(results);
         summary.interrupted |= stopped_early.load(Ordering::Relaxed);
-        Ok(())
+        Ok(busy)
     }
 }
 
@@ -419,18 +451,19 @@ async fn run_one(
     job: Arc<JobPlan>,
     partition: Result<Partition, RunError>,
     claims: Option<(&ShardEnv, Phase)>,
-) -> Ran {
+) -> StreamRun {
     let nothing = || (StreamOutcome::default(), StatsSnapshot::default());
     let partition = match partition {
         Ok(partition) => partition,
-        Err(err) => return (String::new(), nothing(), Err(err), None),
+        Err(err) => return (String::new(), nothing(), Err(err), Ran::Skipped),
     };
     let label = partition.key.clone();
     if let Some((shard, phase)) = claims {
         match sharded::claim(env, shard, &job, &label, phase).await {
-            Ok(true) => {}
-            Ok(false) => return (label, nothing(), Ok(()), None),
-            Err(err) => return (label, nothing(), Err(err), None),
+            Ok(sharded::Claimed::Run) => {}
+            Ok(sharded::Claimed::Skip) => return (label, nothing(), Ok(()), Ran::Skipped),
+            Ok(sharded::Claimed::Busy) => return (label, nothing(), Ok(()), Ran::Busy),
+            Err(err) => return (label, nothing(), Err(err), Ran::Skipped),
         }
     }
     // Per-stream counters, so a live display can show each stream's
@@ -457,7 +490,7 @@ async fn run_one(
         }
     }
     let phase = claims.map_or(Phase::Own, |(_, phase)| phase);
-    (label, (counts, stats.snapshot()), result, Some(phase))
+    (label, (counts, stats.snapshot()), result, Ran::Ran(phase))
 }
 
 /// Every stream of the pass finished: swap a replace table in and start the

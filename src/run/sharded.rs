@@ -29,8 +29,9 @@ use super::{RunEnv, RunError, Writer};
 use crate::plan::JobPlan;
 use crate::store::{ClaimEnd, StreamClaim, StreamKey, TableSpec};
 
-/// How often a child job looks whether its parents completed elsewhere.
-const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How often a child job looks whether its parents completed elsewhere,
+/// and a shard whether its own streams held by others are free again.
+pub(crate) const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// For tests only: the stale limit of sharded runs (a humantime duration),
 /// so a test of a shard that never starts need not wait three minutes.
@@ -172,14 +173,25 @@ impl HolderHeartbeat {
     }
 }
 
-/// Claim the stream `partition` of `job` for this process. True: run it.
+/// What [`claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claimed {
+    /// This process runs the stream now.
+    Run,
+    /// Nothing to do here: done, or failed in this invocation (not stolen).
+    Skip,
+    /// Another process that looks alive holds it.
+    Busy,
+}
+
+/// Claim the stream `partition` of `job` for this process.
 pub(crate) async fn claim(
     env: &RunEnv,
     shard: &ShardEnv,
     job: &JobPlan,
     partition: &str,
     phase: Phase,
-) -> Result<bool, RunError> {
+) -> Result<Claimed, RunError> {
     let key = StreamKey::new(&job.name, partition);
     let (invocation, holder, index) = (
         shard.invocation().to_string(),
@@ -209,16 +221,16 @@ pub(crate) async fn claim(
             } else if phase == Phase::Steal {
                 tracing::info!(job = %job.name, partition, shard = index, "stealing a stream of another shard");
             }
-            true
+            Claimed::Run
         }
-        StreamClaim::Done => false,
+        StreamClaim::Done => Claimed::Skip,
         StreamClaim::Busy { holder } => {
             tracing::info!(job = %job.name, partition, %holder, "another process runs this stream");
-            false
+            Claimed::Busy
         }
         StreamClaim::Failed { holder } => {
             tracing::debug!(job = %job.name, partition, %holder, "failed in this invocation; not stolen");
-            false
+            Claimed::Skip
         }
     })
 }
