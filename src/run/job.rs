@@ -359,7 +359,7 @@ struct Pass<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ran {
     /// It ran in this phase.
-    Ran(Phase),
+    Here(Phase),
     /// Nothing to do (done, or failed and not ours to retry).
     Skipped,
     /// Another live process holds it.
@@ -426,7 +426,7 @@ impl Pass<'_> {
             summary.records += counts.records;
             summary.interrupted |= counts.interrupted;
             match (ran, summary.streams.as_mut()) {
-                (Ran::Ran(phase), Some(streams)) => {
+                (Ran::Here(phase), Some(streams)) => {
                     streams.run += 1;
                     streams.stolen += u64::from(phase == Phase::Steal);
                 }
@@ -490,7 +490,7 @@ async fn run_one(
         }
     }
     let phase = claims.map_or(Phase::Own, |(_, phase)| phase);
-    (label, (counts, stats.snapshot()), result, Ran::Ran(phase))
+    (label, (counts, stats.snapshot()), result, Ran::Here(phase))
 }
 
 /// Every stream of the pass finished: swap a replace table in and start the
