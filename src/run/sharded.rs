@@ -33,6 +33,10 @@ use crate::store::{ClaimEnd, StreamClaim, StreamKey, TableSpec};
 /// and a shard whether its own streams held by others are free again.
 pub(crate) const POLL_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a waiting child lists its parent's remaining streams to find
+/// orphaned ones (at most; more often with a short stale limit).
+const FULL_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// For tests only: the stale limit of sharded runs (a humantime duration),
 /// so a test of a shard that never starts need not wait three minutes.
 pub const STALE_ENV: &str = "APISYNC_SHARD_STALE_AFTER";
@@ -219,13 +223,13 @@ pub(crate) async fn claim(
                 tracing::warn!(job = %job.name, partition, previous_holder = %old,
                     "took over a stream whose process stopped; it resumes from its checkpoint");
             } else if phase == Phase::Steal {
-                tracing::info!(job = %job.name, partition, shard = index, "stealing a stream of another shard");
+                tracing::debug!(job = %job.name, partition, shard = index, "stealing a stream of another shard");
             }
             Claimed::Run
         }
         StreamClaim::Done => Claimed::Skip,
         StreamClaim::Busy { holder } => {
-            tracing::info!(job = %job.name, partition, %holder, "another process runs this stream");
+            tracing::debug!(job = %job.name, partition, %holder, "another process runs this stream");
             Claimed::Busy
         }
         StreamClaim::Failed { holder } => {
@@ -421,6 +425,11 @@ async fn wait_for_parent(
     let failed = |err: RunError| NotReady::Failed(err);
     let mut orphaned_since: Option<Instant> = None;
     let mut announced = false;
+    // Listing the parent's partitions is the costly part (a `from_job`
+    // parent may have 100,000): done at most every few seconds, while the
+    // cheap completion check runs every poll.
+    let list_every = FULL_CHECK_EVERY.min(stale_after() / 2);
+    let mut listed: Option<Instant> = None;
     loop {
         if env.cancel.is_cancelled() {
             return Err(NotReady::Cancelled);
@@ -455,6 +464,14 @@ async fn wait_for_parent(
                 dependency: parent.name.clone(),
             }));
         }
+        if listed.is_some_and(|at| at.elapsed() < list_every) {
+            tokio::select! {
+                _ = env.cancel.cancelled() => return Err(NotReady::Cancelled),
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+            }
+            continue;
+        }
+        listed = Some(Instant::now());
         let live = Liveness {
             claims: states
                 .into_iter()
