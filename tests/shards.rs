@@ -695,3 +695,75 @@ async fn a_retried_shard_waits_for_a_dead_predecessor_on_another_node_then_takes
         mine.len() as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_a_shards_streams_back_and_the_rerun_resumes_them() {
+    let (server, base) = Server::start().await;
+    let project = project(1);
+    let keys = partitions(8);
+    project.job(
+        "items",
+        &job_file(&base, "items", &partitions_section(&keys)),
+    );
+    let mine: Vec<String> = keys
+        .iter()
+        .filter(|k| stream_shard("items", k, 2) == 0)
+        .cloned()
+        .collect();
+    assert!(mine.len() >= 2, "{mine:?}");
+    // One stream at a time: the first of shard 0's streams waits on page 2.
+    let arrived = server.hold("items", &mine[0], 2);
+    let mut first = shard_command(&project, 0, 2, "inv-term", &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shard 0");
+    tokio::select! {
+        reached = arrived => reached.expect("the held page arrived"),
+        status = first.wait() => panic!("shard 0 ended early: {status:?}"),
+    }
+    let pid = first.id().expect("pid");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let status = first.wait().await.expect("shard 0 exits");
+    assert_eq!(status.code(), Some(143));
+
+    // The stream was given back and the process recorded its end.
+    let db = project.open();
+    let running: i64 = db
+        .query_row(
+            "SELECT count(*) FROM invocation_streams
+             WHERE invocation = 'inv-term' AND status = 'running'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(running, 0);
+    let ended: bool = db
+        .query_row(
+            "SELECT ended_at IS NOT NULL FROM invocation_holders WHERE invocation = 'inv-term'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(ended);
+
+    let rerun = shard_command(&project, 0, 2, "inv-term", &[])
+        .output()
+        .await
+        .expect("rerun shard 0");
+    assert_eq!(rerun.status.code(), Some(0), "{}", describe(&rerun));
+    assert_eq!(table_ids(&project, "items"), all_records("items", &mine));
+    // Page 1 committed before the stop: only the page in flight is asked twice.
+    for ((partition, page), n) in requests_per_page(&server.hits(), "items") {
+        let expected = if partition == mine[0] && page == 2 {
+            2
+        } else {
+            1
+        };
+        assert_eq!(n, expected, "{partition} page {page}");
+    }
+}
