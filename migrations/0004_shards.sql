@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS invocation_holders (
     PRIMARY KEY (invocation, holder)
 ) WITHOUT ROWID;
 
--- One row per stream claimed in an invocation: the stream lease while
+-- One row per stream claimed in an invocation (kept 7 days, then pruned
+-- with its invocation's holders): the stream lease while
 -- `running` (its holder's heartbeat is the holder's row above), and the
 -- per-invocation completion once `done` (never run again in this
 -- invocation) or `failed` (a rerun of its shard retries it).
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS invocation_streams (
     invocation  TEXT    NOT NULL,
     job         TEXT    NOT NULL,
     partition   TEXT    NOT NULL,              -- '' for an unpartitioned job
-    shard       INTEGER NOT NULL,              -- the shard the hash assigns it to
+    shard       INTEGER NOT NULL,              -- the shard the hash assigns it to; -1: it had
+                                               -- finished in the job's pass before any claim
     status      TEXT    NOT NULL CHECK (status IN ('running', 'done', 'failed')),
     holder      TEXT    NOT NULL,              -- who runs or ran it
     claimed_at  TEXT    NOT NULL,

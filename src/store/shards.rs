@@ -37,6 +37,10 @@ use super::tables::swap_in;
 use super::types::{RunId, StreamKey, TableSpec};
 use crate::plan::WriteMode;
 
+/// How long the per-stream rows of an invocation are kept: a rerun of an
+/// invocation older than this runs its unfinished jobs' streams again.
+const KEEP_STREAMS: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The answer to [`Store::claim_stream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamClaim {
@@ -80,7 +84,8 @@ pub struct StreamState {
 impl Store {
     /// Register `holder` (this process) as shard `shard` of `invocation`
     /// and return when the invocation started (RFC 3339, UTC): the first
-    /// process to register sets it, every other one reads it back.
+    /// process to register sets it, every other one reads it back. Stream
+    /// and holder rows of invocations started over 7 days ago are pruned.
     pub fn register_holder(
         &mut self,
         invocation: &str,
@@ -95,6 +100,19 @@ impl Store {
             .map_err(err)?;
         let at = now();
         let started = begin_invocation(&tx, invocation, &at).map_err(err)?;
+        // Per-stream rows of old invocations: one per stream per run adds
+        // up. Which jobs completed in them (small) is kept for `--due`.
+        let old = stale_cutoff(KEEP_STREAMS);
+        for table in ["invocation_streams", "invocation_holders"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE invocation IN
+                         (SELECT invocation FROM invocations WHERE started_at < ?1)"
+                ),
+                [&old],
+            )
+            .map_err(err)?;
+        }
         tx.execute(
             "INSERT INTO invocation_holders
                  (invocation, holder, shard, steal, started_at, heartbeat_at, ended_at)
@@ -690,6 +708,53 @@ mod tests {
                 .stream_states("inv", "orders", MINUTE, alive)
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn registering_prunes_stream_rows_of_old_invocations_but_keeps_their_jobs() {
+        let (_dir, mut store) = store();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO invocations VALUES ('old', '2020-01-01T00:00:00.000Z');
+                 INSERT INTO invocation_streams VALUES ('old', 'orders', 'eu', 0, 'done', 'h',
+                     '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:01.000Z');
+                 INSERT INTO invocation_jobs VALUES ('old', 'orders', '2020-01-01T00:00:02.000Z');",
+            )
+            .unwrap();
+        store.register_holder("new", "a", 0, false).unwrap();
+        store
+            .claim_stream(
+                "new",
+                &StreamKey::new("orders", "eu"),
+                0,
+                "a",
+                false,
+                MINUTE,
+                alive,
+            )
+            .unwrap();
+        let streams: Vec<String> = store
+            .conn
+            .prepare("SELECT invocation FROM invocation_streams")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(streams, ["new"]);
+        assert!(store.job_completed_in("old", "orders").unwrap());
+        let starts = store
+            .last_success_starts_before(&["orders"], "new")
+            .unwrap();
+        assert_eq!(starts["orders"], "2020-01-01T00:00:00.000Z");
+        assert!(
+            store
+                .last_success_starts_before(&["orders"], "old")
+                .unwrap()
+                .is_empty(),
+            "an invocation's own completion is left out"
         );
     }
 
