@@ -408,6 +408,93 @@ fn the_backfill_job_runs_a_backfill_of_a_deployed_job() {
     }
 }
 
+/// The env var `name` of the first container.
+fn env_var<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["containers"][0]["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
+#[test]
+fn the_indexed_job_shards_one_invocation_over_its_completions() {
+    let job = find("Job", "apisync-sharded");
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
+    let completions = spec["completions"].as_u64().expect("completions");
+    assert!(completions > 1);
+    assert!(spec["parallelism"].as_u64().expect("parallelism") >= 1);
+    assert!(
+        spec["backoffLimitPerIndex"]
+            .as_u64()
+            .expect("backoffLimitPerIndex")
+            >= 1
+    );
+    let pod = &spec["template"]["spec"];
+    // backoffLimitPerIndex requires it, and a retry is a fresh pod.
+    assert_eq!(pod["restartPolicy"].as_str(), Some("Never"));
+
+    // The shard count is the completion count; the invocation is the Job's
+    // uid, the same for every pod and every retry of an index.
+    let count = env_var(pod, apisync::run::COUNT_ENV);
+    assert_eq!(
+        count["value"].as_str(),
+        Some(completions.to_string().as_str())
+    );
+    let invocation = env_var(pod, apisync::run::INVOCATION_ENV);
+    assert_eq!(
+        invocation["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("metadata.labels['batch.kubernetes.io/controller-uid']")
+    );
+    // The database URL comes from a Secret, never a literal.
+    let database = env_var(pod, "APISYNC_DATABASE");
+    assert!(database["value"].is_null(), "a literal database URL");
+    assert!(database["valueFrom"]["secretKeyRef"]["name"].is_string());
+    assert!(database["valueFrom"]["secretKeyRef"]["key"].is_string());
+
+    // SIGTERM: no new requests, commit, give the streams back, exit.
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    let slowest = configmap_project()
+        .jobs
+        .iter()
+        .map(|j| j.request.timeout)
+        .max()
+        .expect("jobs");
+    assert!(Duration::from_secs(grace) > slowest + Duration::from_secs(10));
+    let resources = &pod["containers"][0]["resources"];
+    assert!(resources["requests"]["cpu"].is_string());
+    assert!(resources["limits"]["memory"].is_string());
+    secret_mount(pod);
+
+    // `run --steal`, sharded by the Indexed Job's variables.
+    let cli = parse_cli(&argv(pod));
+    assert_eq!(cli.global.log_format, apisync::cli::LogFormat::Json);
+    let Command::Run(args) = cli.command else {
+        panic!("the Indexed Job does not run `run`");
+    };
+    assert!(args.steal);
+    assert!(
+        args.shard.is_none(),
+        "the shard comes from JOB_COMPLETION_INDEX"
+    );
+    let env = |name: &str| match name {
+        "JOB_COMPLETION_INDEX" => Some("1".to_string()),
+        "APISYNC_SHARD_COUNT" => Some(completions.to_string()),
+        "APISYNC_INVOCATION" => Some("3f1c-uid".to_string()),
+        _ => None,
+    };
+    let sharding = apisync::run::resolve_sharding(args.shard, args.invocation, args.steal, env)
+        .expect("the pod's variables make a sharded run")
+        .expect("sharded");
+    assert_eq!(sharding.spec.index, 1);
+    assert_eq!(u64::from(sharding.spec.count), completions);
+    assert!(sharding.steal);
+}
+
 /// The apisync command of each crontab line, without redirections.
 fn crontab_commands() -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(CRONTAB).expect("crontab.example");

@@ -90,8 +90,24 @@ pub struct RunArgs {
     /// Wait for jobs another process is running instead of skipping them.
     #[arg(long)]
     pub wait: bool,
+    /// Run only this shard's streams, 0-based (default: JOB_COMPLETION_INDEX
+    /// and APISYNC_SHARD_COUNT, as a Kubernetes Indexed Job sets them).
+    #[arg(long, value_name = "INDEX/COUNT", value_parser = parse_shard)]
+    pub shard: Option<crate::run::ShardSpec>,
+    /// The id every shard of one run shares, and reruns of it reuse
+    /// (default: APISYNC_INVOCATION). Needed with more than one shard.
+    #[arg(long, value_name = "ID")]
+    pub invocation: Option<String>,
+    /// Once this shard's streams are done, take other shards' streams that
+    /// no live process holds (unstarted, or left by a dead shard).
+    #[arg(long)]
+    pub steal: bool,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+fn parse_shard(text: &str) -> Result<crate::run::ShardSpec, String> {
+    text.parse()
 }
 
 /// Where the run's Prometheus metrics go (run and backfill).
@@ -176,6 +192,9 @@ pub const CLI_ENV: &[&str] = &[
     "APISYNC_ENV_FILE",
     "APISYNC_LOG_FORMAT",
     "APISYNC_STALL_TIMEOUT",
+    crate::run::COUNT_ENV,
+    crate::run::INVOCATION_ENV,
+    crate::run::SHARD_STALE_ENV,
     NOW_ENV,
 ];
 

@@ -78,8 +78,27 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    let shard = match crate::run::resolve_sharding(
+        args.shard,
+        args.invocation.clone(),
+        args.steal,
+        |name| std::env::var(name).ok(),
+    ) {
+        Ok(shard) => shard,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    if shard.is_some() && args.wait {
+        eprintln!(
+            "error: --wait waits for job leases, which a sharded run does not take \
+             (every stream is claimed instead; hint: drop --wait)"
+        );
+        return Exit::Usage;
+    }
     let jobs = if args.due {
-        match due_jobs(&plan, jobs) {
+        match due_jobs(&plan, jobs, shard.as_ref()) {
             Ok(jobs) => jobs,
             Err(exit) => return exit,
         }
@@ -95,6 +114,7 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         backfill: None,
         wait_for_lease: args.wait,
         stall_timeout: Some(args.stall_timeout),
+        shard,
     };
     if args.dry_run {
         return print_dry_run(&plan, &jobs, &mode);
@@ -103,11 +123,15 @@ async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
 }
 
 /// `run --due`: keep the jobs whose schedule says they are due now.
+/// Sharded, every shard decides as of the invocation's start and leaves
+/// the invocation's own runs out, so a shard that starts late does not
+/// skip a job because an earlier shard just ran its part.
 fn due_jobs(
     plan: &ProjectPlan,
     jobs: Vec<crate::plan::JobPlan>,
+    shard: Option<&crate::run::Sharding>,
 ) -> Result<Vec<crate::plan::JobPlan>, Exit> {
-    let now = match clock() {
+    let mut now = match clock() {
         Ok(now) => now,
         Err(message) => {
             eprintln!("error: {message}");
@@ -115,9 +139,19 @@ fn due_jobs(
         }
     };
     let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-    let starts = match Store::open(&plan.settings.database)
-        .and_then(|store| store.last_success_starts(&names))
-    {
+    let starts = Store::open(&plan.settings.database).and_then(|mut store| match shard {
+        None => store.last_success_starts(&names),
+        Some(shard) => {
+            let started = store.invocation_started_at(&shard.invocation)?;
+            if std::env::var_os(NOW_ENV).is_none()
+                && let Ok(at) = chrono::DateTime::parse_from_rfc3339(&started)
+            {
+                now = at.with_timezone(&chrono::Utc);
+            }
+            store.last_success_starts_before(&names, &shard.invocation)
+        }
+    });
+    let starts = match starts {
         Ok(starts) => starts,
         Err(err) => {
             eprintln!("error: {err}");
@@ -192,6 +226,7 @@ async fn backfill(global: &GlobalArgs, args: BackfillArgs) -> Exit {
         backfill: Some(slices),
         wait_for_lease: args.wait,
         stall_timeout: None,
+        shard: None,
     };
     execute(global, &plan, jobs, mode, &args.metrics).await
 }

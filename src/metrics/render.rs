@@ -239,6 +239,7 @@ mod tests {
                 bytes: 4096,
                 ..Default::default()
             },
+            streams: None,
         }
     }
 

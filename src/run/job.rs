@@ -12,12 +12,14 @@ use tracing::Instrument as _;
 
 use super::lease::{self, Acquired};
 use super::partitions::unfinished_partitions;
+use super::shard::Sharding;
+use super::sharded::{self, NotReady, Phase, ShardEnv};
 use super::stream::{StreamEnv, StreamOutcome, run_stream};
 use super::summary::{JobStatus, JobSummary};
 use super::{NoProgress, RunEnv, RunError};
 use crate::fetch::{RequestStats, StatsSnapshot};
 use crate::plan::{JobPlan, Partition};
-use crate::store::{RunOutcome, RunStatus, TableSpec};
+use crate::store::{ClaimEnd, RunOutcome, RunStatus, TableSpec};
 
 /// What kind of pass this is.
 #[derive(Debug, Clone, Default)]
@@ -31,9 +33,15 @@ pub struct JobMode {
     /// A stream with no completed page for this long fails (`--stall-timeout`;
     /// None: the 10 minute default).
     pub stall_timeout: Option<std::time::Duration>,
+    /// `--shard INDEX/COUNT --invocation ID [--steal]`: run this shard's
+    /// streams only (None: every stream, as on one machine).
+    pub shard: Option<Sharding>,
 }
 
 pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> JobSummary {
+    if let Some(shard) = &env.shard {
+        return run_sharded_job(env, shard, job, mode).await;
+    }
     let started = Instant::now();
     let summary = JobSummary::new(&job.name);
     let lease = match lease::acquire(env, &job.name, mode.wait_for_lease).await {
@@ -46,7 +54,7 @@ pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> 
         }
         Err(err) => return summary.failed(err, started),
     };
-    let mut summary = run_leased(env, &job, mode, &lease.cancel, summary, started).await;
+    let mut summary = run_leased(env, &job, mode, &lease.cancel, summary, started, None).await;
     if lease.release(env).await {
         summary.status = JobStatus::Failed;
         summary.error.get_or_insert_with(|| {
@@ -60,7 +68,70 @@ pub(crate) async fn run_job(env: &RunEnv, job: Arc<JobPlan>, mode: &JobMode) -> 
     summary
 }
 
-/// The job once this process holds its lease.
+/// A job of a sharded run: nothing when its pass already completed in the
+/// invocation; else once its parents completed on whichever shard, this
+/// shard's streams (and others' with `--steal`). No job lease: every
+/// stream is claimed instead.
+async fn run_sharded_job(
+    env: &RunEnv,
+    shard: &ShardEnv,
+    job: Arc<JobPlan>,
+    mode: &JobMode,
+) -> JobSummary {
+    let started = Instant::now();
+    let (invocation, name) = (shard.sharding.invocation.clone(), job.name.clone());
+    let completed = env
+        .writer
+        .call(move |store| store.job_completed_in(&invocation, &name))
+        .await;
+    match completed {
+        Ok(Ok(true)) => return sharded::already_complete(&job.name),
+        Ok(Ok(false)) => {}
+        Ok(Err(err)) => return JobSummary::new(&job.name).failed(err.into(), started),
+        Err(err) => return JobSummary::new(&job.name).failed(err, started),
+    }
+    match sharded::wait_for_parents(env, shard, &job, mode).await {
+        Ok(()) => {}
+        Err(NotReady::Cancelled) => {
+            let mut summary = JobSummary::new(&job.name);
+            summary.status = JobStatus::Interrupted;
+            return summary;
+        }
+        Err(NotReady::Failed(err @ RunError::DependencyFailed { .. })) => {
+            tracing::error!(job = %job.name, error = %err, "job skipped");
+            return JobSummary::skipped(&job.name, err);
+        }
+        Err(NotReady::Failed(err)) => {
+            tracing::error!(job = %job.name, error = %err, "job failed");
+            return JobSummary::new(&job.name).failed(err, started);
+        }
+    }
+    run_sharded_streams(env, job, mode, shard.phases()).await
+}
+
+/// The streams of `job` that `phases` take, under a run record of this shard.
+pub(crate) async fn run_sharded_streams(
+    env: &RunEnv,
+    job: Arc<JobPlan>,
+    mode: &JobMode,
+    phases: &[Phase],
+) -> JobSummary {
+    let cancel = env.cancel.child_token();
+    let summary = JobSummary::new(&job.name);
+    run_leased(
+        env,
+        &job,
+        mode,
+        &cancel,
+        summary,
+        Instant::now(),
+        Some(phases),
+    )
+    .await
+}
+
+/// The job once this process holds its lease (or, sharded, claims its
+/// streams one by one in `phases`).
 async fn run_leased(
     env: &RunEnv,
     job: &Arc<JobPlan>,
@@ -68,6 +139,7 @@ async fn run_leased(
     cancel: &CancellationToken,
     mut summary: JobSummary,
     started: Instant,
+    phases: Option<&[Phase]>,
 ) -> JobSummary {
     let run_id = match env
         .writer
@@ -81,11 +153,25 @@ async fn run_leased(
         Ok(Err(err)) => return summary.failed(RunError::Store(err), started),
         Err(err) => return summary.failed(err, started),
     };
+    if let Some(shard) = &env.shard {
+        let (invocation, index, holder) = (
+            shard.sharding.invocation.clone(),
+            shard.index(),
+            env.holder.clone(),
+        );
+        let tagged = env
+            .writer
+            .call(move |store| store.tag_run(run_id, &invocation, index, &holder))
+            .await;
+        if !matches!(tagged, Ok(Ok(()))) {
+            tracing::warn!(job = %job.name, "could not record the shard of the run");
+        }
+    }
     // Every line logged for this job carries its name and run id (JSON logs).
     // ERROR level so that the span is enabled whatever the filter lets through.
     let span = tracing::error_span!("job", job = %job.name, run_id = run_id.0);
     let token_requests_before = token_requests(env, job);
-    let result = run_partitions(env, job, mode, cancel, run_id, &mut summary)
+    let result = run_partitions(env, job, mode, cancel, run_id, &mut summary, phases)
         .instrument(span.clone())
         .await;
     summary.token_requests = token_requests(env, job).saturating_sub(token_requests_before);
@@ -99,7 +185,17 @@ async fn run_leased(
         span.in_scope(|| tracing::error!(job = %job.name, error = %err, "job failed"));
         summary.error.get_or_insert_with(|| err.to_string());
     }
-    record_outcome(env, run_id, &summary).await;
+    if summary.status == JobStatus::Succeeded && summary.streams.is_some_and(|s| s.run == 0) {
+        let discarded = env
+            .writer
+            .call(move |store| store.discard_empty_run(run_id))
+            .await;
+        if !matches!(discarded, Ok(Ok(()))) {
+            tracing::warn!(job = %job.name, "could not forget an empty shard run");
+        }
+    } else {
+        record_outcome(env, run_id, &summary).await;
+    }
     summary
 }
 
@@ -142,6 +238,7 @@ async fn run_partitions(
     cancel: &CancellationToken,
     run_id: crate::store::RunId,
     summary: &mut JobSummary,
+    phases: Option<&[Phase]>,
 ) -> Result<(), RunError> {
     let table = Arc::new(TableSpec::new(
         &job.output,
@@ -184,72 +281,216 @@ async fn run_partitions(
             .stall_timeout
             .unwrap_or(super::stream::DEFAULT_STALL_TIMEOUT),
     };
-    // Partitions arrive in batches, finished ones already left out; no new
-    // one starts once the job is cancelled.
-    let stopped_early = AtomicBool::new(false);
-    let mut results = unfinished_partitions(env, job, mode)?
-        .take_while(|_| {
-            let go_on = !cancel.is_cancelled();
-            if !go_on {
-                stopped_early.store(true, Ordering::Relaxed);
-            }
-            futures::future::ready(go_on)
-        })
-        .map(|partition| {
-            let (stream_env, job) = (&stream_env, job.clone());
-            // The whole-job stream has no partition key, and logs none.
-            let span = tracing::error_span!("stream", partition = tracing::field::Empty);
-            if let Ok(partition) = &partition
-                && !partition.key.is_empty()
-            {
-                span.record("partition", partition.key.as_str());
-            }
-            async move {
-                let partition = match partition {
-                    Ok(partition) => partition,
-                    Err(err) => {
-                        let nothing = (StreamOutcome::default(), StatsSnapshot::default());
-                        return (String::new(), nothing, Err(err));
-                    }
-                };
-                let label = partition.key.clone();
-                // Per-stream counters, so a live display can show each
-                // stream's retries; the job adds them up below.
-                let stats = Arc::new(RequestStats::new());
-                let progress = env.progress.stream_started(&job.name, &label, &stats);
-                let stream_env = StreamEnv {
-                    stats: stats.clone(),
-                    progress,
-                    ..stream_env.clone()
-                };
-                let mut counts = StreamOutcome::default();
-                let result = run_stream(&stream_env, job, partition, &mut counts).await;
-                (label, (counts, stats.snapshot()), result)
-            }
-            .instrument(span)
-        })
-        .buffer_unordered(env.stream_width.max(1))
-        .boxed();
     let mut first_error: Option<RunError> = None;
-    while let Some((partition, (counts, requests), result)) = results.next().await {
-        summary.add_requests(&requests);
-        summary.pages += counts.pages;
-        summary.records += counts.records;
-        summary.interrupted |= counts.interrupted;
-        if let Err(err) = result {
-            tracing::error!(job = %job.name, partition = %partition, error = %err, "stream failed");
-            first_error.get_or_insert(err);
+    let sharded = match (phases, &env.shard) {
+        (Some(phases), Some(shard)) => Some((phases, shard)),
+        _ => None,
+    };
+    match sharded {
+        None => {
+            let pass = Pass {
+                env,
+                job,
+                mode,
+                cancel,
+                stream_env: &stream_env,
+                claims: None,
+            };
+            pass.run(summary, &mut first_error).await?;
+        }
+        Some((phases, shard)) => {
+            summary.streams.get_or_insert_default();
+            for &phase in phases {
+                let pass = Pass {
+                    env,
+                    job,
+                    mode,
+                    cancel,
+                    stream_env: &stream_env,
+                    claims: Some((shard, phase)),
+                };
+                // Own streams another process holds are waited for: if that
+                // process is a dead predecessor on another node (a pod
+                // retried after a SIGKILL), its claims go stale and are
+                // taken over here, instead of being left undone.
+                loop {
+                    if cancel.is_cancelled() {
+                        summary.interrupted = true;
+                        break;
+                    }
+                    let busy = pass.run(summary, &mut first_error).await?;
+                    if phase != Phase::Own || busy == 0 || first_error.is_some() {
+                        break;
+                    }
+                    tracing::info!(job = %job.name, streams = busy,
+                        "waiting for this shard's streams that another process holds");
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(sharded::POLL_EVERY) => {}
+                    }
+                }
+            }
         }
     }
-    drop(results);
-    summary.interrupted |= stopped_early.load(Ordering::Relaxed);
     if let Some(err) = first_error {
         return Err(err);
     }
     if !summary.interrupted && !cancel.is_cancelled() {
-        complete_pass(env, job, mode, table).await?;
+        match sharded {
+            None => complete_pass(env, job, mode, table).await?,
+            Some((_, shard)) => sharded::complete_if_done(env, shard, job, mode).await?,
+        }
     }
     Ok(())
+}
+
+/// One trip through a job's unfinished partitions: all of them, or
+/// (sharded) those of one phase, each claimed before it runs.
+struct Pass<'a> {
+    env: &'a RunEnv,
+    job: &'a Arc<JobPlan>,
+    mode: &'a JobMode,
+    cancel: &'a CancellationToken,
+    stream_env: &'a StreamEnv,
+    claims: Option<(&'a ShardEnv, Phase)>,
+}
+
+/// Whether a stream of a pass ran here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// It ran in this phase.
+    Here(Phase),
+    /// Nothing to do (done, or failed and not ours to retry).
+    Skipped,
+    /// Another live process holds it.
+    Busy,
+}
+
+/// What one stream of a pass did: its partition, counts, result, and
+/// whether it ran here.
+type StreamRun = (
+    String,
+    (StreamOutcome, StatsSnapshot),
+    Result<(), RunError>,
+    Ran,
+);
+
+impl Pass<'_> {
+    /// Run the pass, adding its counts to `summary` and its first stream
+    /// error to `first_error`; the number of streams another live process
+    /// held. An `Err` is a failure to list partitions.
+    async fn run(
+        &self,
+        summary: &mut JobSummary,
+        first_error: &mut Option<RunError>,
+    ) -> Result<usize, RunError> {
+        let (env, job, cancel, claims) = (self.env, self.job, self.cancel, self.claims);
+        // Partitions arrive in batches, finished ones already left out; no new
+        // one starts once the job is cancelled.
+        let stopped_early = AtomicBool::new(false);
+        let mut results = unfinished_partitions(env, job, self.mode)?
+            .filter(move |partition| {
+                let wanted = match (claims, partition) {
+                    (Some((shard, phase)), Ok(partition)) => {
+                        shard.wants(phase, job, &partition.key)
+                    }
+                    _ => true,
+                };
+                futures::future::ready(wanted)
+            })
+            .take_while(|_| {
+                let go_on = !cancel.is_cancelled();
+                if !go_on {
+                    stopped_early.store(true, Ordering::Relaxed);
+                }
+                futures::future::ready(go_on)
+            })
+            .map(|partition| {
+                let (stream_env, job) = (self.stream_env, job.clone());
+                // The whole-job stream has no partition key, and logs none.
+                let span = tracing::error_span!("stream", partition = tracing::field::Empty);
+                if let Ok(partition) = &partition
+                    && !partition.key.is_empty()
+                {
+                    span.record("partition", partition.key.as_str());
+                }
+                async move { run_one(env, stream_env, job, partition, claims).await }
+                    .instrument(span)
+            })
+            .buffer_unordered(env.stream_width.max(1))
+            .boxed();
+        let mut busy = 0;
+        while let Some((partition, (counts, requests), result, ran)) = results.next().await {
+            summary.add_requests(&requests);
+            summary.pages += counts.pages;
+            summary.records += counts.records;
+            summary.interrupted |= counts.interrupted;
+            match (ran, summary.streams.as_mut()) {
+                (Ran::Here(phase), Some(streams)) => {
+                    streams.run += 1;
+                    streams.stolen += u64::from(phase == Phase::Steal);
+                }
+                (Ran::Busy, _) => busy += 1,
+                _ => {}
+            }
+            if let Err(err) = result {
+                tracing::error!(job = %job.name, partition = %partition, error = %err, "stream failed");
+                first_error.get_or_insert(err);
+            }
+        }
+        drop(results);
+        summary.interrupted |= stopped_early.load(Ordering::Relaxed);
+        Ok(busy)
+    }
+}
+
+/// One stream: claimed first when sharded, its claim ended after.
+async fn run_one(
+    env: &RunEnv,
+    stream_env: &StreamEnv,
+    job: Arc<JobPlan>,
+    partition: Result<Partition, RunError>,
+    claims: Option<(&ShardEnv, Phase)>,
+) -> StreamRun {
+    let nothing = || (StreamOutcome::default(), StatsSnapshot::default());
+    let partition = match partition {
+        Ok(partition) => partition,
+        Err(err) => return (String::new(), nothing(), Err(err), Ran::Skipped),
+    };
+    let label = partition.key.clone();
+    if let Some((shard, phase)) = claims {
+        match sharded::claim(env, shard, &job, &label, phase).await {
+            Ok(sharded::Claimed::Run) => {}
+            Ok(sharded::Claimed::Skip) => return (label, nothing(), Ok(()), Ran::Skipped),
+            Ok(sharded::Claimed::Busy) => return (label, nothing(), Ok(()), Ran::Busy),
+            Err(err) => return (label, nothing(), Err(err), Ran::Skipped),
+        }
+    }
+    // Per-stream counters, so a live display can show each stream's
+    // retries; the job adds them up.
+    let stats = Arc::new(RequestStats::new());
+    let progress = env.progress.stream_started(&job.name, &label, &stats);
+    let stream_env = StreamEnv {
+        stats: stats.clone(),
+        progress,
+        ..stream_env.clone()
+    };
+    let mut counts = StreamOutcome::default();
+    let mut result = run_stream(&stream_env, job.clone(), partition, &mut counts).await;
+    if let Some((shard, _)) = claims {
+        let end = match (&result, counts.interrupted) {
+            (Err(_), _) => ClaimEnd::Failed,
+            (Ok(()), true) => ClaimEnd::Release,
+            (Ok(()), false) => ClaimEnd::Done,
+        };
+        if let Err(err) = sharded::end_claim(env, shard, &job.name, &label, end).await
+            && result.is_ok()
+        {
+            result = Err(err);
+        }
+    }
+    let phase = claims.map_or(Phase::Own, |(_, phase)| phase);
+    (label, (counts, stats.snapshot()), result, Ran::Here(phase))
 }
 
 /// Every stream of the pass finished: swap a replace table in and start the

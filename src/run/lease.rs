@@ -12,12 +12,12 @@ use super::{RunEnv, RunError};
 use crate::store::LeaseOutcome;
 
 /// How often a running job renews its lease.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
 /// A heartbeat older than this means the holder is gone. Far above the
 /// heartbeat period: the writer may wait up to its busy timeout for another
 /// process's write lock before it can renew.
-const STALE_AFTER: Duration = Duration::from_secs(180);
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(180);
 
 /// `--wait` polls the lease with this backoff, doubling up to the cap.
 const WAIT_FIRST: Duration = Duration::from_millis(250);
@@ -52,7 +52,7 @@ fn hostname() -> String {
 /// its lease is taken at once instead of after [`STALE_AFTER`]. Holders on
 /// other hosts, or when liveness cannot be told (no /proc), are judged by
 /// their heartbeat only.
-fn holder_is_dead(holder: &str, this_holder: &str) -> bool {
+pub(super) fn holder_is_dead(holder: &str, this_holder: &str) -> bool {
     let host_and_pid = |id: &str| {
         let mut parts = id.rsplitn(3, ':');
         let _random = parts.next();
@@ -226,6 +226,7 @@ mod tests {
             database: crate::store::Database::sqlite("unused.db"),
             holder: holder.into(),
             progress: Arc::new(NoProgress),
+            shard: None,
         }
     }
 

@@ -12,6 +12,8 @@ mod partitions;
 mod progress;
 mod scheduler;
 mod select;
+mod shard;
+mod sharded;
 mod stream;
 mod summary;
 #[cfg(test)]
@@ -30,7 +32,12 @@ pub use job::JobMode;
 pub use partitions::date_slices;
 pub use progress::{NoProgress, Progress, StreamProgress};
 pub use select::{SelectError, select_due, select_jobs};
-pub use summary::{JobStatus, JobSummary, RunSummary};
+pub use shard::{
+    COUNT_ENV, INDEX_ENV, INVOCATION_ENV, ShardSpec, Sharding, job_shard, owner, resolve_sharding,
+    stream_shard,
+};
+pub use sharded::STALE_ENV as SHARD_STALE_ENV;
+pub use summary::{JobStatus, JobSummary, RunSummary, ShardReport, StreamCounts};
 pub use writer::{Writer, WriterThread};
 
 use crate::auth::{Credential, TokenStore};
@@ -57,6 +64,8 @@ pub(crate) struct RunEnv {
     pub holder: String,
     /// Told about every stream (a live display on a terminal, else nothing).
     pub progress: Arc<dyn Progress>,
+    /// A sharded run's invocation, shard and jobs (None: unsharded).
+    pub shard: Option<sharded::ShardEnv>,
 }
 
 /// Run `jobs` of `plan` against the database in the plan's settings.
@@ -103,6 +112,22 @@ async fn execute_with(
         hosts: plan.hosts.clone(),
     })?;
     let credentials = build_credentials(plan, &jobs, &http, token_store);
+    let holder = lease::holder_id();
+    let jobs: Vec<Arc<JobPlan>> = jobs.into_iter().map(Arc::new).collect();
+    let (shard, heartbeat) = match &mode.shard {
+        None => (None, None),
+        Some(sharding) => {
+            let (started_at, heartbeat) = sharded::register(&writer, sharding, &holder).await?;
+            tracing::info!(shard = %sharding.spec, invocation = %sharding.invocation,
+                steal = sharding.steal, "sharded run");
+            let shard = sharded::ShardEnv {
+                sharding: sharding.clone(),
+                started_at,
+                jobs: jobs.iter().map(|j| (j.name.clone(), j.clone())).collect(),
+            };
+            (Some(shard), Some(heartbeat))
+        }
+    };
     let env = RunEnv {
         writer,
         http,
@@ -116,12 +141,24 @@ async fn execute_with(
             .map(|j| (j.name.clone(), j.output.table.clone()))
             .collect(),
         database: plan.settings.database.clone(),
-        holder: lease::holder_id(),
+        holder,
         progress,
+        shard,
     };
-    let jobs = jobs.into_iter().map(Arc::new).collect();
     let jobs = scheduler::run_jobs(&env, jobs, &mode).await;
-    Ok(RunSummary { jobs })
+    let report = mode.shard.as_ref().map(|s| ShardReport {
+        index: s.spec.index,
+        count: s.spec.count,
+        invocation: s.invocation.clone(),
+        steal: s.steal,
+    });
+    if let (Some(heartbeat), Some(sharding)) = (heartbeat, &mode.shard) {
+        heartbeat.end(&env.writer, sharding, &env.holder).await;
+    }
+    Ok(RunSummary {
+        jobs,
+        shard: report,
+    })
 }
 
 /// One credential per auth name used by `jobs`, shared by all of them.

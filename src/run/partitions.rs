@@ -45,12 +45,19 @@ pub(crate) fn unfinished_partitions(
                 .into_iter(),
         ),
         (None, Some(PartitionsPlan::Dates { from, to, step })) => Source::List(
-            date_slices(from, to, *step, Utc::now())
-                .map_err(|message| RunError::Partitions {
-                    job: job.name.clone(),
-                    message,
-                })?
-                .into_iter(),
+            // Every shard of a sharded run lists the same slices: "now" is
+            // when the invocation started.
+            date_slices(
+                from,
+                to,
+                *step,
+                env.shard.as_ref().map_or_else(Utc::now, |s| s.started_at),
+            )
+            .map_err(|message| RunError::Partitions {
+                job: job.name.clone(),
+                message,
+            })?
+            .into_iter(),
         ),
         (None, Some(PartitionsPlan::FromJob { job: parent, field })) => Source::Table {
             parent: parent.clone(),

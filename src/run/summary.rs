@@ -39,6 +39,17 @@ pub struct JobSummary {
     /// every attempt and redirect hop, `retries` the attempts after a
     /// backoff; by status class and bytes for the metrics.
     pub http: StatsSnapshot,
+    /// Sharded runs only: the streams this process ran.
+    pub streams: Option<StreamCounts>,
+}
+
+/// The streams of a job one shard ran (sharded runs only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StreamCounts {
+    /// Every stream this process ran (to its end, or until it failed).
+    pub run: u64,
+    /// Of those, streams of other shards taken with `--steal`.
+    pub stolen: u64,
 }
 
 /// One job in the JSON summary.
@@ -52,6 +63,8 @@ struct JobLine {
     retries: u64,
     seconds: f64,
     error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streams: Option<StreamCounts>,
 }
 
 impl From<JobSummary> for JobLine {
@@ -65,6 +78,7 @@ impl From<JobSummary> for JobLine {
             records: job.records,
             seconds: job.seconds,
             error: job.error,
+            streams: job.streams,
         }
     }
 }
@@ -81,6 +95,7 @@ impl JobSummary {
             interrupted: false,
             token_requests: 0,
             http: StatsSnapshot::default(),
+            streams: None,
         }
     }
 
@@ -117,6 +132,18 @@ impl JobSummary {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
     pub jobs: Vec<JobSummary>,
+    /// Which shard of which invocation this process was (sharded runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardReport>,
+}
+
+/// The shard line of a sharded run's summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShardReport {
+    pub index: u32,
+    pub count: u32,
+    pub invocation: String,
+    pub steal: bool,
 }
 
 impl RunSummary {
@@ -132,10 +159,20 @@ impl RunSummary {
 
     /// A plain table for terminals and logs.
     pub fn render(&self) -> String {
-        let mut out = format!(
+        let mut out = String::new();
+        if let Some(shard) = &self.shard {
+            out.push_str(&format!(
+                "shard {}/{} of invocation {}{}\n",
+                shard.index,
+                shard.count,
+                shard.invocation,
+                if shard.steal { " (stealing)" } else { "" }
+            ));
+        }
+        out.push_str(&format!(
             "{:<24} {:<12} {:>8} {:>10} {:>9} {:>8} {:>9}\n",
             "job", "status", "pages", "records", "requests", "retries", "seconds"
-        );
+        ));
         for job in &self.jobs {
             let status = format!("{:?}", job.status).to_lowercase();
             out.push_str(&format!(
@@ -183,6 +220,7 @@ mod tests {
         );
         RunSummary {
             jobs: vec![orders, refunds],
+            shard: None,
         }
     }
 

@@ -9,7 +9,7 @@
 //! forwarding line here: `pub fn x(&mut self, a: A) -> R { both!(mut self, db => db.x(a)) }`.
 //! The compiler then refuses a backend that lacks it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use super::database::Database;
@@ -18,6 +18,7 @@ use super::leases::LeaseOutcome;
 use super::open::SqliteStore;
 use super::postgres::{PgReader, PgStore};
 use super::reader::SqliteReader;
+use super::shards::{ClaimEnd, StreamClaim, StreamState};
 use super::types::{JobStatus, RunId, RunOutcome, StreamKey, TableSpec};
 use crate::fetch::Record;
 
@@ -291,5 +292,118 @@ impl StoreReader {
         partitions: &[&str],
     ) -> Result<Vec<String>, StoreError> {
         reader!(self, db => db.finished_among(job, partitions))
+    }
+}
+
+/// Sharded runs (see `shards.rs`): what the processes of one invocation
+/// share through the database.
+impl Store {
+    pub fn register_holder(
+        &mut self,
+        invocation: &str,
+        holder: &str,
+        shard: u32,
+        steal: bool,
+    ) -> Result<String, StoreError> {
+        both!(mut self, db => db.register_holder(invocation, holder, shard, steal))
+    }
+
+    pub fn invocation_started_at(&mut self, invocation: &str) -> Result<String, StoreError> {
+        both!(mut self, db => db.invocation_started_at(invocation))
+    }
+
+    pub fn last_success_starts_before(
+        &self,
+        jobs: &[&str],
+        invocation: &str,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        both!(self, db => db.last_success_starts_before(jobs, invocation))
+    }
+
+    pub fn discard_empty_run(&mut self, run_id: RunId) -> Result<(), StoreError> {
+        both!(mut self, db => db.discard_empty_run(run_id))
+    }
+
+    pub fn renew_holder(&mut self, invocation: &str, holder: &str) -> Result<(), StoreError> {
+        both!(mut self, db => db.renew_holder(invocation, holder))
+    }
+
+    pub fn end_holder(&mut self, invocation: &str, holder: &str) -> Result<(), StoreError> {
+        both!(mut self, db => db.end_holder(invocation, holder))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn claim_stream(
+        &mut self,
+        invocation: &str,
+        stream: &StreamKey,
+        shard: u32,
+        holder: &str,
+        retry_failed: bool,
+        stale_after: Duration,
+        is_dead: impl Fn(&str) -> bool,
+    ) -> Result<StreamClaim, StoreError> {
+        both!(mut self, db => db.claim_stream(invocation, stream, shard, holder, retry_failed, stale_after, &is_dead))
+    }
+
+    pub fn end_claimed_stream(
+        &mut self,
+        invocation: &str,
+        stream: &StreamKey,
+        holder: &str,
+        end: ClaimEnd,
+    ) -> Result<bool, StoreError> {
+        both!(mut self, db => db.end_claimed_stream(invocation, stream, holder, end))
+    }
+
+    pub fn done_in_invocation(
+        &self,
+        invocation: &str,
+        job: &str,
+        partitions: &[&str],
+    ) -> Result<HashSet<String>, StoreError> {
+        both!(self, db => db.done_in_invocation(invocation, job, partitions))
+    }
+
+    pub fn stream_states(
+        &self,
+        invocation: &str,
+        job: &str,
+        stale_after: Duration,
+        is_dead: impl Fn(&str) -> bool,
+    ) -> Result<Vec<StreamState>, StoreError> {
+        both!(self, db => db.stream_states(invocation, job, stale_after, &is_dead))
+    }
+
+    pub fn live_shards(
+        &self,
+        invocation: &str,
+        stale_after: Duration,
+        is_dead: impl Fn(&str) -> bool,
+    ) -> Result<BTreeSet<u32>, StoreError> {
+        both!(self, db => db.live_shards(invocation, stale_after, &is_dead))
+    }
+
+    pub fn job_completed_in(&self, invocation: &str, job: &str) -> Result<bool, StoreError> {
+        both!(self, db => db.job_completed_in(invocation, job))
+    }
+
+    pub fn complete_sharded_pass(
+        &mut self,
+        invocation: &str,
+        job: &str,
+        table: &TableSpec,
+    ) -> Result<bool, StoreError> {
+        both!(mut self, db => db.complete_sharded_pass(invocation, job, table))
+    }
+
+    pub fn tag_run(
+        &mut self,
+        run_id: RunId,
+        invocation: &str,
+        shard: u32,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        both!(mut self, db => db.tag_run(run_id, invocation, shard, holder))
     }
 }

@@ -13,6 +13,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_refresh_tokens.sql")),
     (3, include_str!("../../migrations/0003_leases.sql")),
+    (4, include_str!("../../migrations/0004_shards.sql")),
 ];
 
 /// How long a statement waits for another connection's write lock.
@@ -111,7 +112,20 @@ impl SqliteStore {
     }
 
     fn apply_migration(&mut self, version: i64, sql: &str) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
+        // Write-locked from the start and checked again inside: processes
+        // opening a new database at once (the shards of a sharded run)
+        // apply each version once; the others find it done.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schema_version WHERE version = ?1)",
+            [version],
+            |r| r.get(0),
+        )?;
+        if applied {
+            return Ok(());
+        }
         tx.execute_batch(sql)?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",

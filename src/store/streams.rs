@@ -24,7 +24,7 @@ pub const BACKFILL_PREFIX: &str = "backfill:";
 
 /// The same, for range tests in SQL: every key with the prefix sorts at or
 /// after `BACKFILL_PREFIX` and before this (":" + 1 is ";").
-const BACKFILL_END: &str = "backfill;";
+pub(super) const BACKFILL_END: &str = "backfill;";
 
 impl SqliteStore {
     /// The saved position JSON of an unfinished stream.

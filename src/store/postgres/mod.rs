@@ -21,6 +21,7 @@
 
 mod conn;
 mod read;
+mod shards;
 mod state;
 pub(crate) mod tokens;
 mod write;
