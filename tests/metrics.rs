@@ -293,3 +293,41 @@ async fn a_failed_push_is_a_warning_not_a_failed_run() {
     assert_eq!(project.rows("customers").len() as u64, CUSTOMERS);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_shard_pushes_to_its_own_group_so_pods_never_overwrite_each_other() {
+    let server = demo().await;
+    let project = project(&server.base_url());
+    std::fs::remove_file(project.path().join("jobs/missing.toml")).expect("remove");
+    let (url, seen) = pushgateway().await;
+    for shard in ["0/2", "1/2"] {
+        let output = project
+            .run(&[
+                "run",
+                "--shard",
+                shard,
+                "--invocation",
+                "metrics-test",
+                "--pushgateway",
+                &url,
+            ])
+            .await;
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    }
+    let mut paths: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/metrics/job/apisync/apisync_job/customers/shard/0",
+            "/metrics/job/apisync/apisync_job/customers/shard/1"
+        ]
+    );
+    assert_eq!(project.rows("customers").len() as u64, CUSTOMERS);
+    server.shutdown().await;
+}

@@ -41,7 +41,8 @@ pub async fn publish(
         })
         .collect();
     if let Some(base) = &targets.pushgateway {
-        push_groups(base, &views).await;
+        let shard = summary.shard.as_ref().map(|shard| shard.index);
+        push_groups(base, &views, shard).await;
     }
     match &targets.file {
         Some(path) => write_atomically(path, &render(&views, JobLabel::Include)),
@@ -49,7 +50,7 @@ pub async fn publish(
     }
 }
 
-async fn push_groups(base: &Url, views: &[JobView<'_>]) {
+async fn push_groups(base: &Url, views: &[JobView<'_>], shard: Option<u32>) {
     let client = match reqwest::Client::builder()
         .timeout(super::PUSH_TIMEOUT)
         .build()
@@ -62,7 +63,7 @@ async fn push_groups(base: &Url, views: &[JobView<'_>]) {
     };
     for view in views {
         let body = render(std::slice::from_ref(view), JobLabel::Omit);
-        let pushed = match group_url(base, &view.summary.job) {
+        let pushed = match group_url(base, &view.summary.job, shard) {
             Ok(url) => push(&client, &url, body).await,
             Err(err) => Err(err),
         };

@@ -1,7 +1,9 @@
 //! Pushing to a Prometheus Pushgateway, the convention for batch jobs:
 //! `PUT <url>/metrics/job/apisync/apisync_job/<name>` per job. PUT replaces
 //! the group, and a group per job means a run of one job (`run --due`,
-//! `backfill`) replaces that job's figures and leaves the others alone.
+//! `backfill`) replaces that job's figures and leaves the others alone. A
+//! shard of a sharded run pushes to `.../apisync_job/<name>/shard/<index>`,
+//! so the pods of one Indexed Job never overwrite each other's figures.
 
 use std::time::Duration;
 
@@ -16,8 +18,9 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The group URL of `job` under the Pushgateway at `base`. A name that is
 /// not plain URL-safe text goes base64url-encoded (`label@base64/value`),
-/// the Pushgateway's way to carry `/` and other bytes in a path.
-pub fn group_url(base: &Url, job: &str) -> Result<Url, MetricsError> {
+/// the Pushgateway's way to carry `/` and other bytes in a path. `shard`
+/// (sharded runs) adds a `shard` grouping label.
+pub fn group_url(base: &Url, job: &str, shard: Option<u32>) -> Result<Url, MetricsError> {
     let mut url = base.clone();
     url.set_query(None);
     url.set_fragment(None);
@@ -41,6 +44,9 @@ pub fn group_url(base: &Url, job: &str) -> Result<Url, MetricsError> {
     segments
         .pop_if_empty()
         .extend(["metrics", "job", "apisync", &label, &value]);
+    if let Some(index) = shard {
+        segments.extend(["shard", &index.to_string()]);
+    }
     drop(segments);
     Ok(url)
 }
@@ -89,13 +95,17 @@ mod tests {
     fn group_urls_follow_the_pushgateway_path() {
         let base = Url::parse("http://pg.example:9091").unwrap();
         assert_eq!(
-            group_url(&base, "orders").unwrap().as_str(),
+            group_url(&base, "orders", None).unwrap().as_str(),
             "http://pg.example:9091/metrics/job/apisync/apisync_job/orders"
         );
         let prefixed = Url::parse("http://pg.example/gateway/").unwrap();
         assert_eq!(
-            group_url(&prefixed, "a/b").unwrap().as_str(),
+            group_url(&prefixed, "a/b", None).unwrap().as_str(),
             "http://pg.example/gateway/metrics/job/apisync/apisync_job@base64/YS9i"
+        );
+        assert_eq!(
+            group_url(&base, "orders", Some(3)).unwrap().as_str(),
+            "http://pg.example:9091/metrics/job/apisync/apisync_job/orders/shard/3"
         );
     }
 
