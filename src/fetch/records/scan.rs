@@ -54,6 +54,15 @@ enum Set {
     Key,
 }
 
+/// The set bits of `mask`, lowest first.
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let n = mask.trailing_zeros() as usize;
+        mask &= mask.wrapping_sub(1);
+        (n < 64).then_some(n)
+    })
+}
+
 /// A bail-out: the general path takes over.
 struct Bail;
 
@@ -68,6 +77,9 @@ struct Walker<'a, 'p> {
     scan: Scan<'a>,
     /// `keys` has at least one pointer.
     has_keys: bool,
+    /// The closing bytes of the containers `skip` is inside (kept to save
+    /// an allocation per skipped container).
+    stack: Vec<u8>,
 }
 
 /// Walk `text` once. `body[0]` is the records path; the others are the
@@ -88,6 +100,7 @@ pub(super) fn scan<'a>(text: &'a str, body: &[&[String]], keys: &[&[String]]) ->
             ..Scan::default()
         },
         has_keys: !keys.is_empty(),
+        stack: Vec::with_capacity(MAX_NESTING),
     };
     let all = u64::MAX >> (64 - body.len());
     walker.whitespace();
@@ -170,12 +183,11 @@ impl<'a> Walker<'a, '_> {
         let start = self.at;
         let mut ends_here = 0u64;
         let mut deeper = 0u64;
-        for (n, pointer) in self.pointers(set).iter().enumerate() {
-            if mask & (1 << n) != 0 {
-                match pointer.tokens.len() == level {
-                    true => ends_here |= 1 << n,
-                    false => deeper |= 1 << n,
-                }
+        let pointers = self.pointers(set);
+        for n in bits(mask) {
+            match pointers[n].tokens.len() == level {
+                true => ends_here |= 1 << n,
+                false => deeper |= 1 << n,
             }
         }
         let records = set == Set::Body && ends_here & 1 != 0;
@@ -194,10 +206,8 @@ impl<'a> Walker<'a, '_> {
             _ => self.skip(depth)?,
         }
         let found = &self.text[start..self.at];
-        for n in 0..64 {
-            if ends_here & (1 << n) != 0 {
-                self.record(set, n, found);
-            }
+        for n in bits(ends_here) {
+            self.record(set, n, found);
         }
         Ok(())
     }
@@ -214,15 +224,14 @@ impl<'a> Walker<'a, '_> {
             self.whitespace();
             let key = self.key()?;
             let mut inner = 0u64;
-            for (n, pointer) in self.pointers(set).iter().enumerate() {
-                if mask & (1 << n) != 0 && pointer.tokens[level].as_bytes() == key {
+            let pointers = self.pointers(set);
+            for n in bits(mask) {
+                if pointers[n].tokens[level].as_bytes() == key {
                     inner |= 1 << n;
                 }
             }
-            for n in 0..64 {
-                if inner & (1 << n) != 0 {
-                    self.forget(set, n);
-                }
+            for n in bits(inner) {
+                self.forget(set, n);
             }
             self.whitespace();
             self.eat(b':')?;
@@ -246,8 +255,9 @@ impl<'a> Walker<'a, '_> {
         loop {
             self.whitespace();
             let mut inner = 0u64;
-            for (n, pointer) in self.pointers(set).iter().enumerate() {
-                if mask & (1 << n) != 0 && pointer.indices[level] == Some(i) {
+            let pointers = self.pointers(set);
+            for n in bits(mask) {
+                if pointers[n].indices[level] == Some(i) {
                     inner |= 1 << n;
                 }
             }
@@ -326,7 +336,7 @@ impl<'a> Walker<'a, '_> {
     /// Any value, checked and passed over; containers nest on a stack of
     /// their closing bytes rather than by recursion.
     fn skip(&mut self, depth: usize) -> Step {
-        let mut stack: Vec<u8> = Vec::new();
+        self.stack.clear();
         loop {
             // One value.
             match self.peek().ok_or(Bail)? {
@@ -334,26 +344,17 @@ impl<'a> Walker<'a, '_> {
                     self.at += 1;
                     self.string_rest()?;
                 }
-                b'{' => {
-                    self.open(depth + stack.len())?;
-                    stack.push(b'}');
+                open @ (b'{' | b'[') => {
+                    self.open(depth + self.stack.len())?;
+                    let end = if open == b'{' { b'}' } else { b']' };
                     self.whitespace();
-                    if self.peek() == Some(b'}') {
+                    if self.peek() == Some(end) {
                         self.at += 1;
-                        stack.pop();
                     } else {
-                        self.member_key()?;
-                        continue;
-                    }
-                }
-                b'[' => {
-                    self.open(depth + stack.len())?;
-                    stack.push(b']');
-                    self.whitespace();
-                    if self.peek() == Some(b']') {
-                        self.at += 1;
-                        stack.pop();
-                    } else {
+                        self.stack.push(end);
+                        if end == b'}' {
+                            self.member_key()?;
+                        }
                         continue;
                     }
                 }
@@ -364,11 +365,11 @@ impl<'a> Walker<'a, '_> {
             }
             // After a value: close containers, or go on after a comma.
             loop {
-                let Some(&end) = stack.last() else {
+                let Some(&end) = self.stack.last() else {
                     return Ok(());
                 };
                 if self.close(end)? {
-                    stack.pop();
+                    self.stack.pop();
                     continue;
                 }
                 self.whitespace();
@@ -397,10 +398,7 @@ impl<'a> Walker<'a, '_> {
     fn string_rest(&mut self) -> Step {
         loop {
             let rest = &self.bytes[self.at..];
-            let stop = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                .ok_or(Bail)?;
+            let stop = special(rest).ok_or(Bail)?;
             self.at += stop + 1;
             match rest[stop] {
                 b'"' => return Ok(()),
@@ -467,6 +465,36 @@ impl<'a> Walker<'a, '_> {
         }
         self.at - start
     }
+}
+
+/// The first byte of `bytes` that ends a run of plain string content: a
+/// quote, a backslash or a control character. Eight bytes at a time (the
+/// bit trick serde_json uses too): strings are most of a page's bytes.
+fn special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let control = v.wrapping_sub(ONES * 0x20) & !v;
+        let q = v ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let b = v ^ (ONES * u64::from(b'\\'));
+        let backslash = b.wrapping_sub(ONES) & !b;
+        let found = (control | quote | backslash) & HIGH;
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|n| at + n)
 }
 
 #[cfg(test)]
@@ -792,6 +820,19 @@ mod tests {
             _ => {}
         }
         bytes
+    }
+
+    proptest! {
+        #[test]
+        fn the_word_at_a_time_search_finds_the_first_special_byte(
+            bytes in proptest::collection::vec(any::<u8>(), 0..40),
+            plain in "[a-zé😀 ]{0,30}",
+        ) {
+            for text in [bytes, [plain.as_bytes(), b"\"", plain.as_bytes()].concat()] {
+                let naive = text.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+                prop_assert_eq!(super::special(&text), naive);
+            }
+        }
     }
 
     proptest! {
