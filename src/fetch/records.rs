@@ -454,7 +454,10 @@ fn key_text(
     if pointers.is_empty() {
         return Ok(None);
     }
-    let mut out = String::from("[");
+    // One allocation: canonical parts are mostly as long as found.
+    let length: usize = found.iter().map(|part| part.map_or(0, str::len) + 1).sum();
+    let mut out = String::with_capacity(length + 1);
+    out.push('[');
     for (n, ((pointer, _), part)) in pointers.iter().zip(found).enumerate() {
         let part = (*part)
             .filter(|text| *text != "null")
