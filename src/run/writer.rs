@@ -33,7 +33,7 @@ const NUDGE_EVERY: u64 = 8;
 /// then (for little, since the nudged checkpoints did most of the copying)
 /// bounds the WAL file to about this many pages. Each wait stops the
 /// writer, which bounds a sequential stream: 96 instead of 32 measured about
-/// +10% records/s on 200k records (docs/benchmarks.md), for a WAL file of up
+/// +13% records/s on 200k records (docs/benchmarks.md), for a WAL file of up
 /// to ~96 pages' rows on disk (not in memory).
 const WAIT_EVERY: u64 = 96;
 
