@@ -9,7 +9,9 @@
 //! fast sync.
 //!
 //! Scenarios, as numbered in the issue:
-//! 1. one `next_url` stream of 1,000 pages of 1,000 records (~230 B), merge;
+//! 1. one `next_url` stream of 1,000 pages of 1,000 records (~230 B), merge,
+//!    against the issue's reference program (`throughput/reference.rs`),
+//!    run in turn with apisync in the same sitting;
 //! 2. peak RSS of that run, and 100k against 1M records;
 //! 3. 16 partitions at 50 ms per request, `concurrency` 16 against 1;
 //! 4. offset pagination with a known total at 50 ms, `concurrency` 8 against 1;
@@ -19,6 +21,8 @@
 mod common;
 #[path = "throughput/measure.rs"]
 mod measure;
+#[path = "throughput/reference.rs"]
+mod reference;
 #[path = "throughput/server.rs"]
 mod server;
 
@@ -239,23 +243,42 @@ async fn sequential(base: &str, options: &Options, report: &mut Report) -> Resul
         "1. sequential next_url stream: {records} records in pages of {PAGE_SIZE}, ~{} B each, merge mode",
         server::record_bytes()
     ));
+    // apisync and the reference program take turns, so both see the same
+    // load from the rest of the machine.
     let mut runs = Vec::new();
+    let mut references = Vec::new();
     for attempt in 1..=options.repeat {
         let project = sequential_project(base, records).await;
         let m = sync(&project, None, "records", records).await?;
         report.line(describe(&format!("run {attempt}"), &m));
         runs.push(m);
+        let r = reference_run(base, records).await?;
+        report.line(describe(&format!("reference program, run {attempt}"), &r));
+        references.push(r);
     }
-    let best = runs
-        .iter()
-        .copied()
-        .max_by(|a, b| a.per_second().total_cmp(&b.per_second()))
-        .ok_or("no sequential run")?;
+    let fastest = |runs: &[Measured]| {
+        runs.iter()
+            .copied()
+            .max_by(|a, b| a.per_second().total_cmp(&b.per_second()))
+            .ok_or("no sequential run")
+    };
+    let best = fastest(&runs)?;
+    let reference = fastest(&references)?;
     let peak = runs.iter().map(|m| m.usage.max_rss_kib).max().unwrap_or(0);
     report.line(format!(
         "  best: {:.0} records/s; peak RSS over all runs {:.1} MiB",
         best.per_second(),
         peak as f64 / 1024.0
+    ));
+    let cpu_per_record = |m: &Measured| m.usage.cpu.as_secs_f64() * 1e6 / m.rows.max(1) as f64;
+    let ratio = best.per_second() / reference.per_second();
+    report.line(format!(
+        "  reference program best: {:.0} records/s, {:.2} us CPU/record, {:.1} MiB; apisync / reference: {:.0}% of the records/s, {:.2}x the CPU per record",
+        reference.per_second(),
+        cpu_per_record(&reference),
+        reference.usage.max_rss_mib(),
+        ratio * 100.0,
+        cpu_per_record(&best) / cpu_per_record(&reference),
     ));
     report.target(
         format!(
@@ -263,6 +286,15 @@ async fn sequential(base: &str, options: &Options, report: &mut Report) -> Resul
             best.per_second()
         ),
         best.per_second() >= 400_000.0,
+    );
+    report.target(
+        format!(
+            "sequential >= 70% of the reference program: {:.0}% ({:.0} of {:.0} records/s)",
+            ratio * 100.0,
+            best.per_second(),
+            reference.per_second()
+        ),
+        ratio >= 0.70,
     );
 
     if options.wants(2) {
@@ -330,6 +362,39 @@ async fn sequential(base: &str, options: &Options, report: &mut Report) -> Resul
         );
     }
     Ok(())
+}
+
+/// One run of the reference program (this binary in [`reference::REFERENCE_FLAG`]
+/// mode) over the same pages, checked like an apisync run.
+async fn reference_run(base: &str, records: u64) -> Result<Measured, String> {
+    let pages = records / PAGE_SIZE;
+    let dir = tempfile::tempdir().map_err(|err| format!("temp dir: {err}"))?;
+    let database = dir.path().join("reference.db");
+    let me = std::env::current_exe().map_err(|err| format!("find the benchmark binary: {err}"))?;
+    let mut command = Command::new(me);
+    command
+        .arg(reference::REFERENCE_FLAG)
+        .arg(format!("{base}/next/open/s/0/{PAGE_SIZE}/{pages}/0"))
+        .arg(&database);
+    let usage = run_logged(command, dir.path().join("reference")).await?;
+    let err = || std::fs::read_to_string(dir.path().join("reference.stderr")).unwrap_or_default();
+    if !usage.succeeded() {
+        return Err(format!(
+            "the reference program exited with {:?}:\n{}",
+            usage.exit_code,
+            err()
+        ));
+    }
+    let rows: i64 = rusqlite::Connection::open(&database)
+        .and_then(|db| db.query_row("SELECT count(*) FROM records", [], |r| r.get(0)))
+        .map_err(|e| format!("count the reference program's rows: {e}"))?;
+    let rows = u64::try_from(rows).unwrap_or(0);
+    if rows != records {
+        return Err(format!(
+            "the reference program stored {rows} rows, expected {records}"
+        ));
+    }
+    Ok(Measured { usage, rows })
 }
 
 fn partition_values(n: usize) -> String {
@@ -510,6 +575,9 @@ fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(measure::LAUNCH_FLAG) {
         return measure::launch(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some(reference::REFERENCE_FLAG) {
+        return reference::main(&args[2..]);
     }
     let options = match parse_options() {
         Ok(options) => options,

@@ -17,7 +17,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use serde_json::Value;
 use url::Url;
 
-use super::records::{build_records, check_error, compare, parse_body, records_array};
+use super::records::{compare, read_page};
 use super::{
     DecodeError, FetchError, FetchErrorKind, NextRequest, Page, PageRequest, PageResponse, Record,
     RequestContext, StreamPosition,
@@ -134,11 +134,9 @@ impl Paginator {
 
     /// Decode a response into records + pagination facts (runs inside the retry loop).
     pub fn decode(&self, resp: &PageResponse) -> Result<DecodedPage, DecodeError> {
-        let body = parse_body(resp)?;
-        check_error(body, &self.job)?;
-        let page = build_records(&records_array(body, &self.job)?, &self.job)?;
+        let (page, body) = read_page(resp, &self.job)?;
         let request_url = self.request.as_ref().map_or(self.start_url(), |r| &r.url);
-        let facts = facts::read(&self.job, body, resp, request_url, page.last.as_ref())?;
+        let facts = facts::read(&self.job, &body, resp, request_url, page.last.as_ref())?;
         Ok(DecodedPage {
             records: page.records,
             received: page.received,

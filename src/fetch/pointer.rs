@@ -55,7 +55,7 @@ fn unescape(token: &str) -> Option<String> {
 
 /// An array index as RFC 6901 allows it: digits, no leading zero (`-`, the
 /// element after the last, never exists in a document we read).
-fn index(token: &str) -> Option<usize> {
+pub(crate) fn index(token: &str) -> Option<usize> {
     let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
     if !digits || (token.len() > 1 && token.starts_with('0')) {
         return None;

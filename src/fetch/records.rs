@@ -15,6 +15,8 @@ use super::pointer::{describe, raw_at, raw_elements, tokens};
 use super::{DecodeError, PageResponse, Record};
 use crate::plan::{CursorType, IncrementalPlan, JobPlan, OnMissingCursor, PaginationKind};
 
+mod scan;
+
 /// How many characters of an unexpected body an error quotes.
 const QUOTE_CHARS: usize = 60;
 
@@ -121,11 +123,16 @@ pub fn check_error(body: &RawValue, job: &JobPlan) -> Result<(), DecodeError> {
         return Ok(());
     };
     let found = raw_at(body, &tokens(path).map_err(|e| fatal(e.to_string()))?);
+    error_at(job, path, found.map(RawValue::get))
+}
+
+/// [`check_error`] once the value at `records.error_path` is found.
+fn error_at(job: &JobPlan, path: &str, found: Option<&str>) -> Result<(), DecodeError> {
     match found {
-        Some(raw) if raw.get() != "null" => Err(DecodeError {
+        Some(raw) if raw != "null" => Err(DecodeError {
             message: format!(
                 "the page reports an error at {path}: {} (hint: records.error_retry decides whether such pages are retried)",
-                quote(raw.get())
+                quote(raw)
             ),
             retryable: job.records.error_retry,
         }),
@@ -170,11 +177,152 @@ pub fn records_array<'a>(
 /// a sequential sync) the key values are found in the raw text and only
 /// they are parsed; the stored text and the `_pk` text are the same either
 /// way.
-pub fn build_records(items: &[&RawValue], job: &JobPlan) -> Result<PageRecords, DecodeError> {
+pub fn build_records(items: &[&str], job: &JobPlan) -> Result<PageRecords, DecodeError> {
     match raw_key_pointers(job) {
         Some(pointers) => build_from_raw(items, &pointers),
         None => build_parsed(items, job),
     }
+}
+
+/// A page read from its response: the records, and a view of the body for
+/// the pagination facts.
+pub fn read_page<'a>(
+    resp: &'a PageResponse,
+    job: &'a JobPlan,
+) -> Result<(PageRecords, BodyView<'a>), DecodeError> {
+    if let Some(read) = read_in_one_pass(resp, job) {
+        return read;
+    }
+    let body = parse_body(resp)?;
+    check_error(body, job)?;
+    let items: Vec<&str> = records_array(body, job)?
+        .into_iter()
+        .map(RawValue::get)
+        .collect();
+    Ok((build_records(&items, job)?, BodyView::Raw(body)))
+}
+
+/// The body as the pagination facts read it.
+#[derive(Debug)]
+pub enum BodyView<'a> {
+    /// The whole body as a raw value (the general path).
+    Raw(&'a RawValue),
+    /// What one pass found at each of the job's pagination pointers, and
+    /// the body's text (valid JSON) for any other pointer.
+    Scanned {
+        text: &'a str,
+        found: Vec<(&'a str, Option<&'a str>)>,
+    },
+}
+
+impl<'a> BodyView<'a> {
+    /// The raw text of the value at `pointer`; None when absent.
+    pub fn at(&self, pointer: &str) -> Result<Option<&'a str>, DecodeError> {
+        let raw = match self {
+            BodyView::Raw(raw) => raw,
+            BodyView::Scanned { text, found } => {
+                if let Some((_, value)) = found.iter().find(|(p, _)| *p == pointer) {
+                    return Ok(*value);
+                }
+                // Not one of the pointers scanned for: read the body again.
+                &serde_json::from_str::<&RawValue>(text).map_err(|e| fatal(e.to_string()))?
+            }
+        };
+        let tokens = tokens(pointer).map_err(|e| fatal(e.to_string()))?;
+        Ok(raw_at(raw, &tokens).map(RawValue::get))
+    }
+}
+
+/// The pointers into the body that the pagination facts read (see
+/// `paginate::facts`), and the error path.
+fn body_pointers(job: &JobPlan) -> impl Iterator<Item = &str> {
+    let kind = match &job.pagination.kind {
+        PaginationKind::NextUrl { next_url_path } => Some(next_url_path),
+        PaginationKind::Cursor {
+            cursor_path,
+            from_last_record: false,
+            ..
+        } => Some(cursor_path),
+        PaginationKind::Offset { total_path, .. } => total_path.as_ref(),
+        PaginationKind::Page {
+            total_pages_path, ..
+        } => total_pages_path.as_ref(),
+        _ => None,
+    };
+    [
+        job.records.error_path.as_ref(),
+        job.pagination.has_more_path.as_ref(),
+        kind,
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::as_str)
+}
+
+/// [`read_page`] by [`scan::scan`]: one pass over the body for the records,
+/// their keys and the pagination pointers. None when the pass cannot tell
+/// (it then gives way to the general path, which reports any error).
+fn read_in_one_pass<'a>(
+    resp: &'a PageResponse,
+    job: &'a JobPlan,
+) -> Option<Result<(PageRecords, BodyView<'a>), DecodeError>> {
+    let text = std::str::from_utf8(&resp.body).ok()?;
+    let pointers: Vec<&str> = std::iter::once(job.records.path.as_str())
+        .chain(body_pointers(job))
+        .collect();
+    let tokenized: Vec<Vec<String>> = pointers
+        .iter()
+        .map(|p| tokens(p).ok())
+        .collect::<Option<_>>()?;
+    let body: Vec<&[String]> = tokenized.iter().map(Vec::as_slice).collect();
+    let keys = raw_key_pointers(job);
+    let key_tokens: Vec<&[String]> = keys
+        .iter()
+        .flatten()
+        .map(|(_, tokens)| tokens.as_slice())
+        .collect();
+    let scanned = scan::scan(text, &body, &key_tokens)?;
+    let found: Vec<(&str, Option<&str>)> = pointers[1..]
+        .iter()
+        .copied()
+        .zip(scanned.found[1..].iter().copied())
+        .collect();
+    if let Some(path) = &job.records.error_path {
+        let at = found.iter().find(|(p, _)| p == path).and_then(|(_, f)| *f);
+        if let Err(err) = error_at(job, path, at) {
+            return Some(Err(err));
+        }
+    }
+    let records = match &keys {
+        Some(pointers) => build_from_found(&scanned.items, &scanned.keys, pointers),
+        None => build_parsed(&scanned.items, job),
+    };
+    Some(records.map(|records| (records, BodyView::Scanned { text, found })))
+}
+
+/// The fast path over what the one pass found: `keys` holds each item's
+/// key values, `pointers.len()` an item.
+fn build_from_found(
+    items: &[&str],
+    keys: &[Option<&str>],
+    pointers: &[(&str, Vec<String>)],
+) -> Result<PageRecords, DecodeError> {
+    let mut records = Vec::with_capacity(items.len());
+    let width = pointers.len();
+    for (index, raw) in items.iter().enumerate() {
+        let found = &keys[index * width..(index + 1) * width];
+        records.push(Record {
+            json: raw.to_string(),
+            pk: key_text(pointers, found, index)?,
+            columns: Vec::new(),
+        });
+    }
+    Ok(PageRecords {
+        records,
+        received: items.len() as u64,
+        last: None,
+        max_seen: None,
+    })
 }
 
 /// The primary key pointers as tokens when the job needs nothing but the
@@ -200,13 +348,13 @@ fn raw_key_pointers(job: &JobPlan) -> Option<Vec<(&str, Vec<String>)>> {
 
 /// The fast path: no `Value` of the record, only of its key values.
 fn build_from_raw(
-    items: &[&RawValue],
+    items: &[&str],
     pointers: &[(&str, Vec<String>)],
 ) -> Result<PageRecords, DecodeError> {
     let mut records = Vec::with_capacity(items.len());
     for (index, raw) in items.iter().enumerate() {
         records.push(Record {
-            json: raw.get().to_string(),
+            json: raw.to_string(),
             pk: raw_primary_key(pointers, raw, index)?,
             columns: Vec::new(),
         });
@@ -221,13 +369,13 @@ fn build_from_raw(
 }
 
 /// The slow path: each record parsed once into a `Value`.
-fn build_parsed(items: &[&RawValue], job: &JobPlan) -> Result<PageRecords, DecodeError> {
+fn build_parsed(items: &[&str], job: &JobPlan) -> Result<PageRecords, DecodeError> {
     let mut page = PageRecords {
         received: items.len() as u64,
         ..PageRecords::default()
     };
     for (index, raw) in items.iter().enumerate() {
-        let value: Value = serde_json::from_str(raw.get())
+        let value: Value = serde_json::from_str(raw)
             .map_err(|e| fatal(format!("record {index} of the page is not valid JSON: {e}")))?;
         let keep = match &job.incremental {
             Some(inc) => track_cursor(inc, &value, index, &mut page.max_seen)?,
@@ -235,7 +383,7 @@ fn build_parsed(items: &[&RawValue], job: &JobPlan) -> Result<PageRecords, Decod
         };
         if keep {
             page.records.push(Record {
-                json: raw.get().to_string(),
+                json: raw.to_string(),
                 pk: primary_key(&job.records.primary_key, &value, index)?,
                 columns: job
                     .output
@@ -280,16 +428,38 @@ fn primary_key(
 /// [`primary_key`] over the raw record: the same text, byte for byte.
 fn raw_primary_key(
     pointers: &[(&str, Vec<String>)],
-    raw: &RawValue,
+    raw: &str,
     index: usize,
 ) -> Result<Option<String>, DecodeError> {
     if pointers.is_empty() {
         return Ok(None);
     }
-    let mut out = String::from("[");
-    for (n, (pointer, tokens)) in pointers.iter().enumerate() {
-        let part = raw_at(raw, tokens)
-            .map(RawValue::get)
+    // The items are slices of a body already checked as JSON.
+    let raw: &RawValue = serde_json::from_str(raw)
+        .map_err(|e| fatal(format!("record {index} of the page is not valid JSON: {e}")))?;
+    let found: Vec<Option<&str>> = pointers
+        .iter()
+        .map(|(_, tokens)| raw_at(raw, tokens).map(RawValue::get))
+        .collect();
+    key_text(pointers, &found, index)
+}
+
+/// The `_pk` text from each key pointer's raw value (`found`, in pointer
+/// order): the same text, byte for byte, as [`primary_key`] writes.
+fn key_text(
+    pointers: &[(&str, Vec<String>)],
+    found: &[Option<&str>],
+    index: usize,
+) -> Result<Option<String>, DecodeError> {
+    if pointers.is_empty() {
+        return Ok(None);
+    }
+    // One allocation: canonical parts are mostly as long as found.
+    let length: usize = found.iter().map(|part| part.map_or(0, str::len) + 1).sum();
+    let mut out = String::with_capacity(length + 1);
+    out.push('[');
+    for (n, ((pointer, _), part)) in pointers.iter().zip(found).enumerate() {
+        let part = (*part)
             .filter(|text| *text != "null")
             .ok_or_else(|| missing_key(index, pointer))?;
         if n > 0 {
@@ -477,9 +647,28 @@ pub(crate) mod tests {
 
     fn decode(job: &JobPlan, body: &str) -> Result<PageRecords, DecodeError> {
         let resp = response(body, "application/json");
-        let raw = parse_body(&resp)?;
+        let read = read_page(&resp, job).map(|(page, _)| page);
+        assert_eq!(
+            read.clone().map_err(|e| (e.message.clone(), e.retryable)),
+            general_path(&resp, job).map_err(|e| (e.message, e.retryable)),
+            "one pass and the general path differ on {body}"
+        );
+        read
+    }
+
+    /// What `read_page` did before the one-pass walker: parse, error path,
+    /// records array, records.
+    pub(crate) fn general_path(
+        resp: &PageResponse,
+        job: &JobPlan,
+    ) -> Result<PageRecords, DecodeError> {
+        let raw = parse_body(resp)?;
         check_error(raw, job)?;
-        build_records(&records_array(raw, job)?, job)
+        let items: Vec<&str> = records_array(raw, job)?
+            .into_iter()
+            .map(RawValue::get)
+            .collect();
+        build_records(&items, job)
     }
 
     #[test]
@@ -511,7 +700,7 @@ pub(crate) mod tests {
         let mut slow = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let raw: &RawValue = serde_json::from_str(item).unwrap();
-            fast.push(raw_primary_key(&tokens, raw, index).map_err(|e| e.message));
+            fast.push(raw_primary_key(&tokens, raw.get(), index).map_err(|e| e.message));
             let value: Value = serde_json::from_str(item).unwrap();
             slow.push(primary_key(&plan.records.primary_key, &value, index).map_err(|e| e.message));
         }

@@ -7,6 +7,7 @@
 //! stuck stream fails (keeping its checkpoint) instead of holding the run.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -52,8 +53,9 @@ pub(crate) struct StreamOutcome {
     pub interrupted: bool,
 }
 
-/// A page written or being written: its commit is awaited before the next
-/// page is handed over, so at most one page per stream waits in memory.
+/// A page written or being written: the next page is queued behind it, and
+/// its commit is awaited before another page is fetched, so at most one
+/// page per stream waits in memory.
 type PendingCommit = oneshot::Receiver<Result<(), StoreError>>;
 
 pub(crate) async fn run_stream(
@@ -125,44 +127,60 @@ async fn fetch_and_write(
     )?
     .with_stats(env.stats.clone());
     let mut pending: Option<PendingCommit> = None;
+    // Set on the writer thread when a page fails to commit: a page queued
+    // behind it must not commit, or its checkpoint would skip those rows.
+    let failed = Arc::new(AtomicBool::new(false));
     loop {
         let next = tokio::select! {
             biased;
             _ = env.cancel.cancelled() => None,
             page = watched(env.stall_timeout, fetcher.next_page()) => Some(page),
         };
-        // Whatever happens next, the page already handed over must commit.
-        await_commit(pending.take()).await?;
         let page = match next {
-            None => {
-                counts.interrupted = true;
-                return Ok(());
-            }
-            Some(Ok(page)) => page?,
-            Some(Err(Stalled)) => {
-                // `next_page` is cancel-safe: the dropped fetch left the
-                // fetcher on the request it was waiting for.
-                return Err(RunError::Stalled {
-                    job: job.name.clone(),
-                    partition: partition.key.clone(),
-                    url: fetcher.first_request_url(),
-                    after: env.stall_timeout,
-                });
+            Some(Ok(Ok(Some(page)))) if !page.last => page,
+            other => {
+                // Whatever happens next, the page already handed over must commit.
+                await_commit(pending.take()).await?;
+                let page = match other {
+                    None => {
+                        counts.interrupted = true;
+                        return Ok(());
+                    }
+                    Some(Ok(page)) => page?,
+                    Some(Err(Stalled)) => {
+                        // `next_page` is cancel-safe: the dropped fetch left the
+                        // fetcher on the request it was waiting for.
+                        return Err(RunError::Stalled {
+                            job: job.name.clone(),
+                            partition: partition.key.clone(),
+                            url: fetcher.first_request_url(),
+                            after: env.stall_timeout,
+                        });
+                    }
+                };
+                let Some(page) = page else { break };
+                // The last page and the end of the stream commit together.
+                counted(env, counts, &page);
+                return finish_with(env, job, key, page).await;
             }
         };
-        let Some(page) = page else { break };
-        counts.pages += 1;
-        counts.records += page.records.len() as u64;
-        env.progress.page(counts.pages, counts.records);
-        if page.last {
-            // The last page and the end of the stream commit together.
-            return finish_with(env, job, key, page).await;
-        }
+        counted(env, counts, &page);
         last_position = page.position.clone();
-        pending = Some(submit_page(env, key, page).await?);
+        // Queue this page behind the one being written, so the writer goes
+        // straight on to it, then wait for that one: still one page per
+        // stream waiting, and no round trip through this task between two
+        // commits.
+        let queued = submit_page(env, key, page, &failed).await?;
+        await_commit(pending.replace(queued)).await?;
     }
     await_commit(pending.take()).await?;
     finish(env, job, key, last_position).await
+}
+
+fn counted(env: &StreamEnv, counts: &mut StreamOutcome, page: &Page) {
+    counts.pages += 1;
+    counts.records += page.records.len() as u64;
+    env.progress.page(counts.pages, counts.records);
 }
 
 /// The stall watchdog fired.
@@ -189,6 +207,7 @@ async fn submit_page(
     env: &StreamEnv,
     key: &StreamKey,
     page: Page,
+    failed: &Arc<AtomicBool>,
 ) -> Result<PendingCommit, RunError> {
     let position =
         serde_json::to_string(&page.position).map_err(|err| RunError::BadCheckpoint {
@@ -196,8 +215,21 @@ async fn submit_page(
             message: err.to_string(),
         })?;
     let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
+    let failed = failed.clone();
     env.writer
-        .submit(move |store| store.apply_page(&key, &table, run_id, &page.records, &position))
+        .submit(move |store| {
+            // The writer runs commands in order on one thread: the page
+            // before this one is done. If it failed, nobody waits for this
+            // answer (the stream stopped at that failure).
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let written = store.apply_page(&key, &table, run_id, &page.records, &position);
+            if written.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            written
+        })
         .await
 }
 

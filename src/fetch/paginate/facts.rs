@@ -3,11 +3,10 @@
 //! headers as the job's pagination asks.
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 use url::Url;
 
 use super::super::link::next_link;
-use super::super::pointer::{raw_at, tokens};
+use super::super::records::BodyView;
 use super::super::{DecodeError, PageResponse};
 use crate::plan::{JobPlan, PaginationKind};
 
@@ -31,7 +30,7 @@ fn fatal(message: String) -> DecodeError {
 /// Link resolves against the response URL (after redirects).
 pub(super) fn read(
     job: &JobPlan,
-    body: &RawValue,
+    body: &BodyView<'_>,
     resp: &PageResponse,
     request_url: &Url,
     last_record: Option<&Value>,
@@ -90,11 +89,10 @@ pub(super) fn read(
 }
 
 /// The value at `pointer` in the body, parsed; None when absent.
-fn at(body: &RawValue, pointer: &str) -> Result<Option<Value>, DecodeError> {
-    let tokens = tokens(pointer).map_err(|e| fatal(e.to_string()))?;
-    raw_at(body, &tokens)
+fn at(body: &BodyView<'_>, pointer: &str) -> Result<Option<Value>, DecodeError> {
+    body.at(pointer)?
         .map(|raw| {
-            serde_json::from_str(raw.get())
+            serde_json::from_str(raw)
                 .map_err(|e| fatal(format!("the value at {pointer} is not JSON: {e}")))
         })
         .transpose()
@@ -142,7 +140,7 @@ fn count(value: Option<Value>, pointer: &str) -> Result<Option<u64>, DecodeError
 }
 
 fn total(
-    body: &RawValue,
+    body: &BodyView<'_>,
     resp: &PageResponse,
     total_path: &Option<String>,
     total_header: &Option<String>,

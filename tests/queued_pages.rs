@@ -1,0 +1,89 @@
+//! A stream queues each page behind the one being written (so the writer
+//! goes straight on to it). When a page fails to commit, the page queued
+//! behind it must not commit either: its checkpoint would claim the failed
+//! page's rows were stored, and a resume would skip them.
+
+mod common;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::get;
+use common::{Project, describe};
+use serde_json::{Value, json};
+
+const PAGES: u64 = 4;
+const PER_PAGE: u64 = 3;
+
+/// Page `n` of a `next_url` stream: ids `3n+1 ..= 3n+3`.
+async fn page(Path(n): Path<u64>) -> axum::Json<Value> {
+    let data: Vec<Value> = (1..=PER_PAGE)
+        .map(|i| json!({"id": n * PER_PAGE + i}))
+        .collect();
+    let next = (n + 1 < PAGES).then(|| format!("/p/{}", n + 1));
+    axum::Json(json!({"data": data, "next": next}))
+}
+
+fn run_id_of(project: &Project, id: u64) -> i64 {
+    project
+        .open()
+        .query_row(
+            "SELECT _run_id FROM t WHERE _pk = ?1",
+            [format!("[{id}]")],
+            |r| r.get(0),
+        )
+        .expect("row")
+}
+
+#[tokio::test]
+async fn a_page_queued_behind_a_failed_commit_is_not_written() {
+    let base = common::serve(Router::new().route("/p/{n}", get(page))).await;
+    let project = Project::new();
+    project.job(
+        "pages",
+        &format!(
+            "[request]\nurl = \"{base}/p/0\"\n\n[pagination]\ntype = \"next_url\"\nnext_url_path = \"/next\"\n\n\
+             [records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n\n[output]\ntable = \"t\"\nmode = \"merge\"\n"
+        ),
+    );
+    let first = project.run(&["run"]).await;
+    assert!(first.status.success(), "{}", describe(&first));
+    assert_eq!(project.rows("t").len(), 12);
+    let first_run = run_id_of(&project, 7);
+
+    // The second run's page 1 (ids 4-6) fails to commit; page 2 (ids 7-9)
+    // is queued behind it by then.
+    project
+        .open()
+        .execute_batch(
+            "CREATE TRIGGER boom BEFORE UPDATE ON t WHEN NEW._pk = '[5]'
+             BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        )
+        .expect("trigger");
+    let second = project.run(&["run"]).await;
+    assert!(!second.status.success(), "{}", describe(&second));
+
+    let db = project.open();
+    let second_run = run_id_of(&project, 1);
+    assert_ne!(
+        second_run, first_run,
+        "page 0 was written by the second run"
+    );
+    for id in [4, 7, 9, 10] {
+        assert_eq!(run_id_of(&project, id), first_run, "id {id}");
+    }
+    let position: String = db
+        .query_row(
+            "SELECT position FROM checkpoints WHERE job = 'pages'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the checkpoint after page 0");
+    let position: Value = serde_json::from_str(&position).expect("JSON");
+    assert_eq!(position["pages"], 1, "{position}");
+    assert!(
+        position["next"]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/p/1")),
+        "{position}"
+    );
+}
