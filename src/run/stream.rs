@@ -1,6 +1,10 @@
 //! One stream: a job, or one partition of it, from its checkpoint to its
 //! last page. Fetching the next page overlaps with writing the current one;
-//! every page commits with the position that follows it.
+//! every page commits with the position that follows it. Offset and page
+//! streams with a known total fetch several pages ahead at once
+//! (`fetch::ahead`), but `next_page` still hands them over strictly in
+//! order, so this loop, its checkpoints and its append-mode guarantee are
+//! the same for every pagination type.
 //!
 //! A stall watchdog bounds the wait for each page: retries, slow bodies and
 //! a server that accepts the connection and says nothing all count, so a
@@ -53,7 +57,9 @@ pub(crate) struct StreamOutcome {
 }
 
 /// A page written or being written: its commit is awaited before the next
-/// page is handed over, so at most one page per stream waits in memory.
+/// page is handed over, so at most one page per stream waits in memory
+/// here (besides the fetch-ahead window of offset and page streams, at most
+/// `fetch::ahead::MAX_WIDTH` pages).
 type PendingCommit = oneshot::Receiver<Result<(), StoreError>>;
 
 pub(crate) async fn run_stream(
@@ -126,6 +132,9 @@ async fn fetch_and_write(
     .with_stats(env.stats.clone());
     let mut pending: Option<PendingCommit> = None;
     loop {
+        // Cancelling or timing out drops `next_page` mid-wait; it is
+        // cancel-safe, and dropping the fetcher on return aborts any
+        // requests it had in flight ahead.
         let next = tokio::select! {
             biased;
             _ = env.cancel.cancelled() => None,
