@@ -245,15 +245,21 @@ fn each_once(pages: &[usize]) -> bool {
 #[tokio::test]
 async fn pages_of_one_stream_are_requested_concurrently() {
     let (api, base) = Api::start(100, 100, 100).await;
-    // Page 1 is answered only once page 4 was asked for: a stream that
-    // waits for each page before asking for the next never finishes.
+    // Pages 1 and 4 are each answered only once the other was asked for:
+    // a stream that waits for each page before asking for the next never
+    // finishes, and the server has both in flight at once.
     api.rule(1, Rule::AfterArrival(4));
+    api.rule(4, Rule::AfterArrival(1));
     let project = project("concurrency = 8\n", &job(&format!("{base}/items"), OFFSET));
     let output = project.run(&["run"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(api.most_in_flight() > 1, "{}", api.most_in_flight());
     let arrived = api.arrived();
-    assert!(each_once(&arrived), "a page asked for twice: {arrived:?}");
+    assert!(
+        each_once(&arrived),
+        "a page asked for twice: {arrived:?}\n{}",
+        describe(&output)
+    );
     assert!(
         arrived.iter().all(|page| *page < 10),
         "asked past the total: {arrived:?}"
@@ -328,6 +334,7 @@ async fn fetching_ahead_stays_within_the_host_limit() {
 async fn fetching_ahead_stays_within_the_global_concurrency() {
     let (api, base) = Api::start(100, 100, 100).await;
     api.rule(1, Rule::AfterArrival(2));
+    api.rule(2, Rule::AfterArrival(1));
     let project = project("concurrency = 2\n", &job(&format!("{base}/items"), OFFSET));
     let output = project.run(&["run"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));

@@ -58,8 +58,8 @@ pub(crate) struct Ahead {
 /// How planned positions follow each other.
 #[derive(Debug, Clone, Copy)]
 enum Step {
-    /// Records per page expected: `limit`, or what a short page in the
-    /// middle of the stream showed the server's real page size to be.
+    /// Records per page expected: as many as the last page accepted had
+    /// (`limit` until a page has arrived).
     Offset { records: u64 },
     Page { start: u64 },
 }
@@ -171,16 +171,17 @@ impl Ahead {
         if total.is_some() {
             self.total = total;
         }
+        // The next pages are guessed to be as long as this one: `limit`,
+        // or less when the server caps its pages (PostgREST's db-max-rows).
+        if let Step::Offset { records } = &mut self.kind
+            && received > 0
+        {
+            *records = received;
+        }
         let head = paginator.position().next.clone();
         if self.slots.front().is_some_and(|slot| slot.next != head) {
-            // A short page moved the offsets: guess the server's page size
-            // from it for the pages that follow.
+            // A short page moved the offsets: the guesses after it are wrong.
             self.reset();
-            if let Step::Offset { records } = &mut self.kind
-                && received > 0
-            {
-                *records = received;
-            }
         }
         let Some(total) = self.total else {
             return;
