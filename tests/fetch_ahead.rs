@@ -38,6 +38,8 @@ enum Rule {
     AfterAnswer(usize),
     /// Answer with this status.
     Status(u16),
+    /// Answer nothing (400 after `HOLD_LIMIT`).
+    Hang,
     /// Answer after this long: server latency, so that requests sent
     /// together would overlap.
     Latency(Duration),
@@ -171,6 +173,7 @@ async fn answer(
                 .await,
             format!("the answer to page {n}"),
         ),
+        Some(Rule::Hang) => held(api.wait(|_| false).await, "nothing".into()),
         Some(Rule::Status(status)) => {
             let status = StatusCode::from_u16(status).expect("a status code");
             Some((status, "failing on purpose").into_response())
@@ -300,8 +303,13 @@ async fn a_failed_page_keeps_the_pages_before_it_and_the_rerun_starts_there() {
     assert_eq!(fives, 2, "page 5 is retried once: {:?}", api.arrived());
 
     api.clear();
+    // The resumed stream reads the total from page 5 and fetches ahead
+    // from there: pages 6 and 8 are answered only together.
+    api.rule(6, Rule::AfterArrival(8));
+    api.rule(8, Rule::AfterArrival(6));
     let output = project.run(&["run"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(api.most_in_flight() > 1, "{}", api.most_in_flight());
     let arrived = api.arrived();
     assert_eq!(arrived.first(), Some(&5), "{arrived:?}");
     assert!(arrived.iter().all(|page| (5..10).contains(page)), "{arrived:?}");
@@ -387,4 +395,69 @@ async fn an_empty_page_before_the_claimed_total_ends_the_stream() {
         .query_row("SELECT count(*) FROM checkpoints", [], |row| row.get(0))
         .expect("count checkpoints");
     assert_eq!(stream, 0, "a finished stream keeps no cursor");
+}
+
+/// Page 3 never comes while pages after it are answered: what was
+/// committed before it stays, and the checkpoint points at it.
+async fn stuck_at_page_3() -> (Arc<Api>, String) {
+    let (api, base) = Api::start(100, 100, 100).await;
+    api.rule(3, Rule::Hang);
+    (api, base)
+}
+
+fn assert_kept_pages_before_3(project: &Project) {
+    assert_eq!(ids(project), (0..30).collect::<Vec<_>>());
+    let position = checkpoint(project);
+    assert_eq!(position["next"], json!({"type": "offset", "offset": 30}));
+}
+
+#[tokio::test]
+async fn sigterm_while_pages_are_fetched_ahead_commits_the_pages_before_and_exits_143() {
+    let (api, base) = stuck_at_page_3().await;
+    let project = project("concurrency = 8\n", &job(&format!("{base}/items"), OFFSET));
+    let child = project
+        .command(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn apisync");
+    let pid = child.id().expect("a running child");
+    let waiting = api
+        .wait(|log| {
+            let answered = |n: usize| log.answered.iter().any(|(_, i)| *i == n);
+            log.arrived.iter().any(|(_, i)| *i == 3) && (4..=8).all(answered)
+        })
+        .await;
+    assert!(waiting, "pages 3 to 8 were asked for: {:?}", api.arrived());
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid}");
+    // A bound on shutdown is the property under test (issue 6), not a
+    // speed measure: page 3 would hang far longer.
+    let output = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("apisync exits within 5 s of SIGTERM")
+        .expect("wait for apisync");
+    assert_eq!(output.status.code(), Some(143), "{}", describe(&output));
+    assert_kept_pages_before_3(&project);
+
+    api.clear();
+    let output = project.run(&["run"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(api.arrived().iter().all(|page| *page >= 3), "{:?}", api.arrived());
+    assert_eq!(ids(&project), (0..100).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn the_stall_watchdog_ends_a_stream_waiting_for_a_page_fetched_ahead() {
+    let (_api, base) = stuck_at_page_3().await;
+    let project = project("concurrency = 8\n", &job(&format!("{base}/items"), OFFSET));
+    let output = project.run(&["run", "--stall-timeout", "1s"]).await;
+    let text = describe(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("no page completed for 1s"), "{text}");
+    assert!(text.contains("offset=30"), "{text}");
+    assert_kept_pages_before_3(&project);
 }
