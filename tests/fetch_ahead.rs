@@ -93,9 +93,7 @@ impl Api {
             rules: Mutex::new(HashMap::new()),
             log: watch::Sender::new(Log::default()),
         });
-        let app = axum::Router::new()
-            .fallback(answer)
-            .with_state(api.clone());
+        let app = axum::Router::new().fallback(answer).with_state(api.clone());
         (api, serve(app).await)
     }
 
@@ -200,8 +198,7 @@ fn record(id: usize) -> Value {
     json!({"id": id, "v": format!("record {id}")})
 }
 
-const OFFSET: &str =
-    "[pagination]\ntype = \"offset\"\nlimit = 10\ntotal_path = \"/total\"\n";
+const OFFSET: &str = "[pagination]\ntype = \"offset\"\nlimit = 10\ntotal_path = \"/total\"\n";
 const PAGE: &str = "[pagination]\ntype = \"page\"\nsize_param = \"per_page\"\nsize = 10\ntotal_pages_path = \"/total_pages\"\n";
 
 /// An append-mode job (no primary key: a page written twice would show).
@@ -312,7 +309,10 @@ async fn a_failed_page_keeps_the_pages_before_it_and_the_rerun_starts_there() {
     assert!(api.most_in_flight() > 1, "{}", api.most_in_flight());
     let arrived = api.arrived();
     assert_eq!(arrived.first(), Some(&5), "{arrived:?}");
-    assert!(arrived.iter().all(|page| (5..10).contains(page)), "{arrived:?}");
+    assert!(
+        arrived.iter().all(|page| (5..10).contains(page)),
+        "{arrived:?}"
+    );
     assert_eq!(ids(&project), (0..100).collect::<Vec<_>>());
 }
 
@@ -357,7 +357,10 @@ async fn a_stream_without_a_total_asks_for_one_page_at_a_time() {
         api.rule(page, Rule::Latency(Duration::from_millis(20)));
     }
     let pagination = "[pagination]\ntype = \"offset\"\nlimit = 10\n";
-    let project = project("concurrency = 8\n", &job(&format!("{base}/items"), pagination));
+    let project = project(
+        "concurrency = 8\n",
+        &job(&format!("{base}/items"), pagination),
+    );
     let output = project.run(&["run"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(api.most_in_flight(), 1);
@@ -377,7 +380,10 @@ async fn a_server_that_caps_its_pages_loses_no_record() {
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(ids(&project), (0..100).collect::<Vec<_>>());
     let arrived = api.arrived();
-    assert!(arrived.iter().all(|page| *page < 10), "asked past the total: {arrived:?}");
+    assert!(
+        arrived.iter().all(|page| *page < 10),
+        "asked past the total: {arrived:?}"
+    );
 }
 
 #[tokio::test]
@@ -389,7 +395,11 @@ async fn an_empty_page_before_the_claimed_total_ends_the_stream() {
     let output = project.run(&["run"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(ids(&project), (0..50).collect::<Vec<_>>());
-    assert!(api.arrived().iter().all(|page| *page < 10), "{:?}", api.arrived());
+    assert!(
+        api.arrived().iter().all(|page| *page < 10),
+        "{:?}",
+        api.arrived()
+    );
     let stream: i64 = project
         .open()
         .query_row("SELECT count(*) FROM checkpoints", [], |row| row.get(0))
@@ -430,7 +440,11 @@ async fn sigterm_while_pages_are_fetched_ahead_commits_the_pages_before_and_exit
             arrived(3) && arrived(10)
         })
         .await;
-    assert!(waiting, "pages 3 and 10 were asked for: {:?}", api.arrived());
+    assert!(
+        waiting,
+        "pages 3 and 10 were asked for: {:?}",
+        api.arrived()
+    );
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -448,7 +462,11 @@ async fn sigterm_while_pages_are_fetched_ahead_commits_the_pages_before_and_exit
     api.clear();
     let output = project.run(&["run"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    assert!(api.arrived().iter().all(|page| *page >= 3), "{:?}", api.arrived());
+    assert!(
+        api.arrived().iter().all(|page| *page >= 3),
+        "{:?}",
+        api.arrived()
+    );
     assert_eq!(ids(&project), (0..200).collect::<Vec<_>>());
 }
 

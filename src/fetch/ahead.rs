@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::{
-    DecodedPage, FetchError, HttpClient, NextRequest, Paginator, PageRequest, RequestContext,
+    DecodedPage, FetchError, HttpClient, NextRequest, PageRequest, Paginator, RequestContext,
 };
 use crate::plan::{JobPlan, PaginationKind};
 
@@ -60,8 +60,12 @@ pub(crate) struct Ahead {
 enum Step {
     /// Records per page expected: as many as the last page accepted had
     /// (`limit` until a page has arrived).
-    Offset { records: u64 },
-    Page { start: u64 },
+    Offset {
+        records: u64,
+    },
+    Page {
+        start: u64,
+    },
 }
 
 struct Slot {
