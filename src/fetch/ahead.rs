@@ -45,9 +45,10 @@ pub(crate) struct Ahead {
     max_pages: u64,
     /// The latest total a page gave (records for offset, pages for page).
     total: Option<u64>,
-    /// Decodes pages in the request tasks: a snapshot of the paginator
-    /// (decoding offset and page bodies needs only the job).
-    decoder: Option<Arc<Paginator>>,
+    /// Decodes pages in the request tasks: the paginator as it was before
+    /// the first page (decoding offset and page bodies needs only the job;
+    /// a later copy would keep a page body alive for the whole stream).
+    decoder: Arc<Paginator>,
     /// The window, in stream order; the front is the paginator's next page.
     slots: VecDeque<Slot>,
     /// The requests in flight; dropping the set aborts them.
@@ -89,7 +90,7 @@ impl Ahead {
     /// Fetch-ahead for `job`, when its pagination can know its total and
     /// more than one request may be in flight; None otherwise (the stream
     /// fetches one page at a time, overlapping the write).
-    pub(crate) fn for_job(job: &JobPlan, width: usize) -> Option<Ahead> {
+    pub(crate) fn for_job(job: &JobPlan, width: usize, paginator: &Paginator) -> Option<Ahead> {
         let kind = match &job.pagination.kind {
             PaginationKind::Offset {
                 limit,
@@ -112,7 +113,7 @@ impl Ahead {
             kind,
             max_pages: job.pagination.max_pages,
             total: None,
-            decoder: None,
+            decoder: Arc::new(paginator.clone()),
             slots: VecDeque::new(),
             tasks: JoinSet::new(),
             next_id: 0,
@@ -190,10 +191,7 @@ impl Ahead {
         let Some(total) = self.total else {
             return;
         };
-        let decoder = self
-            .decoder
-            .get_or_insert_with(|| Arc::new(paginator.clone()))
-            .clone();
+        let decoder = self.decoder.clone();
         let pages_done = paginator.position().pages;
         while self.slots.len() < self.width {
             let next = match self.slots.back() {

@@ -38,7 +38,8 @@ impl StreamFetcher {
         // Credentials belong to the job's own URL, even when resuming at a
         // saved next URL on another origin.
         let ctx = RequestContext::new(&job, paginator.start_url(), credential);
-        let ahead = Ahead::for_job(&job, http.width_for(paginator.start_url()));
+        let width = http.width_for(paginator.start_url());
+        let ahead = Ahead::for_job(&job, width, &paginator);
         Ok(StreamFetcher {
             http,
             ctx,
