@@ -265,3 +265,70 @@ impl Ahead {
         self.slots.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::StreamPosition;
+    use super::super::context::tests::sample_job;
+    use super::*;
+    use crate::plan::Partition;
+
+    fn ahead(kind: PaginationKind, width: usize) -> Option<Ahead> {
+        let mut job = sample_job();
+        job.pagination.kind = kind;
+        let paginator = Paginator::new(&job, &Partition::whole(), StreamPosition::start(None))
+            .expect("a paginator");
+        Ahead::for_job(&job, width, &paginator)
+    }
+
+    fn offset(total_path: Option<&str>) -> PaginationKind {
+        PaginationKind::Offset {
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+            limit: 10,
+            total_path: total_path.map(str::to_string),
+            total_header: None,
+        }
+    }
+
+    fn page(start: u64) -> PaginationKind {
+        PaginationKind::Page {
+            page_param: "page".into(),
+            start,
+            size_param: None,
+            size: None,
+            total_pages_path: Some("/total_pages".into()),
+        }
+    }
+
+    #[test]
+    fn only_streams_that_can_know_their_total_and_may_send_two_requests() {
+        assert!(ahead(offset(Some("/total")), 8).is_some());
+        assert!(ahead(page(1), 2).is_some());
+        assert!(ahead(offset(None), 8).is_none(), "no total");
+        assert!(ahead(offset(Some("/total")), 1).is_none(), "concurrency 1");
+        assert!(ahead(PaginationKind::LinkHeader, 8).is_none());
+        let wide = ahead(offset(Some("/total")), 64).expect("fetch-ahead");
+        assert_eq!(wide.width, MAX_WIDTH);
+    }
+
+    #[test]
+    fn planned_positions_stop_before_the_total() {
+        let ahead = ahead(offset(Some("/total")), 8).expect("fetch-ahead");
+        let at = |offset| NextRequest::Offset { offset };
+        assert_eq!(ahead.after(&at(10), 30), Some(at(20)));
+        assert_eq!(
+            ahead.after(&at(20), 30),
+            None,
+            "offset 30 is past 30 records"
+        );
+        assert_eq!(ahead.after(&at(15), 30), Some(at(25)));
+        // Page numbers count total pages from `start`.
+        let pages = |start| self::ahead(page(start), 8).expect("fetch-ahead");
+        let at = |page| NextRequest::Page { page };
+        assert_eq!(pages(1).after(&at(2), 3), Some(at(3)));
+        assert_eq!(pages(1).after(&at(3), 3), None);
+        assert_eq!(pages(0).after(&at(1), 3), Some(at(2)));
+        assert_eq!(pages(0).after(&at(2), 3), None);
+    }
+}
