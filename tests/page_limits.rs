@@ -67,6 +67,14 @@ async fn oversize_deep_and_stalled_pages_fail_their_job_and_leave_others_running
     let stalled = server(Style::Page, vec![(2, Fault::Stall)]).await;
     let fine = server(Style::LinkHeader, Vec::new()).await;
     let project = Project::new();
+    // One request at a time to the offset and page servers: they would
+    // otherwise fetch pages ahead, and the scripted second request could
+    // be any page after the first.
+    let one_at_a_time = |server: &FaultServer| {
+        let host = server.base.trim_start_matches("http://").to_string();
+        format!("[hosts.\"{host}\"]\nconcurrency = 1\n")
+    };
+    project.config(&(one_at_a_time(&deep) + &one_at_a_time(&stalled)));
     for (name, server) in [
         ("huge", &huge),
         ("deep", &deep),

@@ -98,6 +98,12 @@ impl HttpClient {
         })
     }
 
+    /// Most requests to `url` in flight at once (global `concurrency`, or
+    /// the host's own when lower): the widest a stream may fetch ahead.
+    pub fn width_for(&self, url: &url::Url) -> usize {
+        self.inner.limits.width(url)
+    }
+
     /// A plain client (no middleware, no auth) for OAuth token requests.
     pub fn token_client(&self) -> reqwest::Client {
         self.inner.plain.clone()

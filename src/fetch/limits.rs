@@ -35,6 +35,8 @@ use crate::plan::{HostLimits, RateLimit};
 #[derive(Debug)]
 pub(crate) struct Limits {
     global: Semaphore,
+    /// `global`'s size (a semaphore does not tell it once permits are out).
+    concurrency: usize,
     /// Per configured host key, built once: the set is fixed by the config.
     hosts: HashMap<String, HostGate>,
     pauses: Pauses,
@@ -65,6 +67,7 @@ impl Limits {
             .collect();
         Limits {
             global: Semaphore::new(concurrency.max(1)),
+            concurrency: concurrency.max(1),
             hosts,
             pauses: Pauses::default(),
             clock,
@@ -106,6 +109,14 @@ impl Limits {
         }
     }
 
+    /// Most requests to `url` that may be in flight at once: the global
+    /// `concurrency`, or the host's own when lower. Fetch-ahead sizes its
+    /// window by it, so a stream never queues more than it could send.
+    pub(crate) fn width(&self, url: &Url) -> usize {
+        let host = self.hosts.get(&self.host_key(url)).and_then(|g| g.width);
+        host.map_or(self.concurrency, |n| n.min(self.concurrency))
+    }
+
     /// Hold back every request to `host` for `length` (a 429 said so).
     /// Pauses only ever grow: a shorter one never ends a longer one early.
     pub(crate) fn pause(&self, host: &str, length: Duration) {
@@ -137,6 +148,8 @@ fn shut_down() -> Failure {
 /// One configured host's own limits.
 struct HostGate {
     concurrency: Option<Semaphore>,
+    /// `concurrency`'s size.
+    width: Option<usize>,
     rate: Option<RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>>,
 }
 
@@ -153,6 +166,7 @@ impl HostGate {
     fn new(limits: &HostLimits, clock: &TokioClock) -> Self {
         HostGate {
             concurrency: limits.concurrency.map(|n| Semaphore::new(n.max(1))),
+            width: limits.concurrency.map(|n| n.max(1)),
             rate: limits
                 .rate_limit
                 .and_then(quota)

@@ -2,6 +2,7 @@
 //! with loop and page-cap guards. Yields `Page { records, position }`; never
 //! touches the database (run hands the resume position in).
 
+mod ahead;
 mod authorize;
 mod challenge;
 mod client;

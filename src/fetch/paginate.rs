@@ -132,6 +132,18 @@ impl Paginator {
         self.request.clone()
     }
 
+    /// The request for `next` built from this stream's state, as `advance`
+    /// would build it: fetch-ahead asks for pages it already knows will
+    /// come (offset and page types with a known total). None when it cannot
+    /// be built (the paginator's own request then reports why).
+    pub fn request_at(&self, next: &NextRequest) -> Option<PageRequest> {
+        let position = StreamPosition {
+            next: next.clone(),
+            ..self.position.clone()
+        };
+        self.base.build(&self.job, &position).ok()
+    }
+
     /// Decode a response into records + pagination facts (runs inside the retry loop).
     pub fn decode(&self, resp: &PageResponse) -> Result<DecodedPage, DecodeError> {
         let (page, body) = read_page(resp, &self.job)?;

@@ -1,10 +1,15 @@
 //! `StreamFetcher`: one stream's pages, the paginator driven by the HTTP
 //! client. The paginator only moves after a page arrived and was accepted,
 //! so dropping `next_page` mid-request loses nothing: the next call asks
-//! for the same page again.
+//! for the same page again (or finds it in the fetch-ahead window).
+//!
+//! Offset and page streams with a known total fetch the pages after the
+//! next one ahead, concurrently (`ahead`); every other stream asks for one
+//! page at a time.
 
 use std::sync::Arc;
 
+use super::ahead::Ahead;
 use super::{
     FetchError, HttpClient, Page, Paginator, RequestContext, RequestStats, StreamPosition,
 };
@@ -17,6 +22,8 @@ pub struct StreamFetcher {
     http: HttpClient,
     ctx: RequestContext,
     paginator: Paginator,
+    /// Pages requested ahead (offset and page types that give a total).
+    ahead: Option<Ahead>,
 }
 
 impl StreamFetcher {
@@ -31,10 +38,13 @@ impl StreamFetcher {
         // Credentials belong to the job's own URL, even when resuming at a
         // saved next URL on another origin.
         let ctx = RequestContext::new(&job, paginator.start_url(), credential);
+        let width = http.width_for(paginator.start_url());
+        let ahead = Ahead::for_job(&job, width, &paginator);
         Ok(StreamFetcher {
             http,
             ctx,
             paginator,
+            ahead,
         })
     }
 
@@ -44,17 +54,30 @@ impl StreamFetcher {
         self
     }
 
-    /// The next page; None after the last one.
+    /// The next page; None after the last one. Cancel-safe.
     pub async fn next_page(&mut self) -> Result<Option<Page>, FetchError> {
         let Some(request) = self.paginator.next_request() else {
             return Ok(None);
         };
-        let paginator = &self.paginator;
-        let decoded = self
-            .http
-            .fetch(&self.ctx, &request, |resp| paginator.decode(resp))
-            .await?;
-        self.paginator.advance(decoded, &self.ctx).map(Some)
+        let ahead = match &mut self.ahead {
+            Some(ahead) => ahead.take(&self.paginator).await,
+            None => None,
+        };
+        let decoded = match ahead {
+            Some(answer) => answer?,
+            None => {
+                let paginator = &self.paginator;
+                self.http
+                    .fetch(&self.ctx, &request, |resp| paginator.decode(resp))
+                    .await?
+            }
+        };
+        let (total, received) = (decoded.total, decoded.received);
+        let page = self.paginator.advance(decoded, &self.ctx)?;
+        if let Some(ahead) = &mut self.ahead {
+            ahead.refill(&self.paginator, total, received, &self.http, &self.ctx);
+        }
+        Ok(Some(page))
     }
 
     /// The URL the stream asks for next (its first, before any page),

@@ -1,6 +1,10 @@
 //! One stream: a job, or one partition of it, from its checkpoint to its
 //! last page. Fetching the next page overlaps with writing the current one;
-//! every page commits with the position that follows it.
+//! every page commits with the position that follows it. Offset and page
+//! streams with a known total fetch several pages ahead at once
+//! (`fetch::ahead`), but `next_page` still hands them over strictly in
+//! order, so this loop, its checkpoints and its append-mode guarantee are
+//! the same for every pagination type.
 //!
 //! A stall watchdog bounds the wait for each page: retries, slow bodies and
 //! a server that accepts the connection and says nothing all count, so a
@@ -55,7 +59,8 @@ pub(crate) struct StreamOutcome {
 
 /// A page written or being written: the next page is queued behind it, and
 /// its commit is awaited before another page is fetched, so at most one
-/// page per stream waits in memory.
+/// page per stream waits in memory here (besides the fetch-ahead window of
+/// offset and page streams, at most `fetch::ahead::MAX_WIDTH` pages).
 type PendingCommit = oneshot::Receiver<Result<(), StoreError>>;
 
 pub(crate) async fn run_stream(
@@ -131,6 +136,9 @@ async fn fetch_and_write(
     // behind it must not commit, or its checkpoint would skip those rows.
     let failed = Arc::new(AtomicBool::new(false));
     loop {
+        // Cancelling or timing out drops `next_page` mid-wait; it is
+        // cancel-safe, and dropping the fetcher on return aborts any
+        // requests it had in flight ahead.
         let next = tokio::select! {
             biased;
             _ = env.cancel.cancelled() => None,
