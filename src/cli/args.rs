@@ -196,6 +196,11 @@ pub const CLI_ENV: &[&str] = &[
     crate::run::INVOCATION_ENV,
     crate::run::SHARD_STALE_ENV,
     NOW_ENV,
+    // Knobs of apisync's own test suite (`cargo test`), which every binary
+    // the tests start inherits: not settings, and not worth a warning.
+    "APISYNC_TEST_POSTGRES",
+    "APISYNC_KILL_LOOPS",
+    "APISYNC_KILL_SEED",
 ];
 
 /// For tests only: the current time (RFC 3339) that `run --due` and
