@@ -970,14 +970,17 @@ mod tests {
         let table = spec(WriteMode::Append);
         let mut setup = db.store();
         setup.prepare_table(&table).unwrap();
+        // All connected and registered first, so the claims start together.
+        let start = std::sync::Barrier::new(RACERS);
         let outcomes: Vec<(StreamClaim, bool)> = std::thread::scope(|scope| {
             let racers: Vec<_> = (0..RACERS)
                 .map(|i| {
-                    let table = table.clone();
+                    let (table, start) = (table.clone(), &start);
                     scope.spawn(move || {
                         let mut store = db.store();
                         let me = format!("h{i}");
                         store.register_holder("inv", &me, 0, false).unwrap();
+                        start.wait();
                         let claim = store
                             .claim_stream("inv", &StreamKey::new("orders", "eu"), 0, &me, false, MINUTE, alive)
                             .unwrap();
