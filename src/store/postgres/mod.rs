@@ -57,7 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// First key of every advisory lock apisync takes ("APSY"); the second is
 /// `hashtext` of what is locked (`migrate`, `lease:JOB`, `refresh:AUTH`,
 /// `table:NAME`, `shard-job:INVOCATION:JOB`, `shard-stream:...`,
-/// `invocation:ID`). Two names hashing alike only wait for each other.
+/// `invocation:ID`, `shard-prune`). Two names hashing alike only wait for each other.
 pub(crate) const LOCK_SPACE: i32 = 0x4150_5359;
 
 /// The PostgreSQL store: one connection, on its own thread.

@@ -9,7 +9,8 @@
 //!   it never interleaves with a claim of one of the job's streams, and a
 //!   second process completing it waits, then finds it done;
 //! - registering a holder holds `invocation:ID`, so the first process
-//!   records the invocation's start and every other one reads it back.
+//!   records the invocation's start and every other one reads it back,
+//!   then `shard-prune` while it deletes old invocations' rows.
 //!
 //! Under READ COMMITTED each statement after the lock sees what the
 //! previous lock holder committed. Whether another holder is dead is asked
@@ -96,6 +97,9 @@ impl PgStore {
             let started = begin_invocation(&mut tx, &invocation, &at).map_err(&err)?;
             // Per-stream rows of old invocations: one per stream per run
             // adds up. Which jobs completed in them (small) is kept for `--due`.
+            // One pruner at a time: two deleting the same rows in different
+            // orders could deadlock.
+            xact_lock(&mut tx, "shard-prune").map_err(&err)?;
             let old = stale_cutoff(KEEP_STREAMS);
             for table in ["invocation_streams", "invocation_holders"] {
                 tx.execute(
