@@ -11,86 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use common::databases::{PASSWORD, PostgresDatabase};
 use common::oauth_server::{Behaviour, FIRST_REFRESH, OAuthServer};
 use common::{BEARER, Project, TOKEN, describe};
 use serde_json::json;
 
-const ENV: &str = "APISYNC_TEST_POSTGRES";
-/// The test server trusts every login, so any password works: this one
-/// must never be printed.
-const PASSWORD: &str = "pg-s3cret-Pw9";
 const PAGES: u64 = 5;
 const PAGE_SIZE: u64 = 10;
-
-/// A database of its own on the test server, dropped at the end.
-struct TestDatabase {
-    server: String,
-    name: String,
-    /// The URL apisync gets, password included.
-    url: String,
-}
-
-impl TestDatabase {
-    fn create() -> Option<TestDatabase> {
-        let server = match std::env::var(ENV) {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ if std::env::var_os("CI").is_some() => {
-                panic!("{ENV} is not set but CI is: the PostgreSQL tests must run in CI")
-            }
-            _ => {
-                eprintln!("note: skipping a PostgreSQL test: set {ENV} (eval \"$(.ci/postgres)\")");
-                return None;
-            }
-        };
-        let name = format!("apisync_e2e_{:016x}", rand::random::<u64>());
-        sql(&server, &format!("CREATE DATABASE {name}"));
-        let mut url = url::Url::parse(&server).expect("server URL");
-        url.set_path(&name);
-        url.set_password(Some(PASSWORD)).expect("password");
-        Some(TestDatabase {
-            url: url.to_string(),
-            server,
-            name,
-        })
-    }
-
-    fn query(&self, query: &str) -> Vec<Vec<Option<String>>> {
-        sql(&self.url, query)
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        sql(
-            &self.server,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-/// Run `query` on a plain thread (the sync client refuses to run inside a
-/// runtime); every value as text.
-fn sql(url: &str, query: &str) -> Vec<Vec<Option<String>>> {
-    let (url, query) = (url.to_string(), query.to_string());
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        client
-            .simple_query(&query)
-            .expect("query")
-            .into_iter()
-            .filter_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(row) => Some(
-                    (0..row.len())
-                        .map(|i| row.get(i).map(str::to_string))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect()
-    })
-    .join()
-    .expect("query thread")
-}
 
 fn text(output: &std::process::Output) -> String {
     format!(
@@ -184,7 +111,7 @@ max_backoff = "2ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_into_postgres_resumes_from_its_checkpoint_and_never_shows_the_password() {
-    let Some(db) = TestDatabase::create() else {
+    let Some(db) = PostgresDatabase::create() else {
         return;
     };
     let api = Arc::new(Api::default());
@@ -313,7 +240,7 @@ async fn a_run_into_postgres_resumes_from_its_checkpoint_and_never_shows_the_pas
 /// so no refresh token is spent twice (the server would refuse it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_racing_to_refresh_a_rotated_token_spend_it_once() {
-    let Some(db) = TestDatabase::create() else {
+    let Some(db) = PostgresDatabase::create() else {
         return;
     };
     let server = OAuthServer::start(Behaviour {

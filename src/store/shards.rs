@@ -16,9 +16,8 @@
 //!
 //! Every write that decides between processes (claiming, completing a
 //! pass) runs in one `BEGIN IMMEDIATE` transaction, so two processes racing
-//! for the same stream or pass cannot both win. A PostgreSQL port needs the
-//! same: `SELECT ... FOR UPDATE` on the row (or `INSERT ... ON CONFLICT`
-//! checked by its result) inside one transaction.
+//! for the same stream or pass cannot both win. `postgres/shards.rs` does
+//! the same on PostgreSQL with advisory transaction locks.
 //!
 //! Liveness of another holder is decided here from its row (not ended,
 //! heartbeat newer than `stale_after`) plus the caller's `is_dead` test (a
@@ -39,7 +38,11 @@ use crate::plan::WriteMode;
 
 /// How long the per-stream rows of an invocation are kept: a rerun of an
 /// invocation older than this runs its unfinished jobs' streams again.
-const KEEP_STREAMS: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const KEEP_STREAMS: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The error of a run whose streams another process took over.
+pub(crate) const TAKEN_OVER: &str =
+    "the process running it stopped (killed or crashed) before it finished";
 
 /// The answer to [`Store::claim_stream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,10 +303,10 @@ impl SqliteStore {
         if let Some(old) = &taken_from {
             tx.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?2,
-                     error = coalesce(error, 'the process running it stopped (killed or crashed) before it finished')
+                     error = coalesce(error, ?4)
                  WHERE status = 'running' AND job = ?3
                    AND id IN (SELECT run_id FROM run_shards WHERE holder = ?1)",
-                (old, &at, &stream.job),
+                (old, &at, &stream.job, TAKEN_OVER),
             )
             .map_err(err)?;
         }
@@ -605,6 +608,8 @@ fn stream_err<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+    use crate::store::test_db::backend_test;
 
     const MINUTE: Duration = Duration::from_secs(60);
 
@@ -612,24 +617,46 @@ mod tests {
         false
     }
 
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        (dir, store)
+    fn spec(mode: WriteMode) -> TableSpec {
+        TableSpec {
+            table: "orders".into(),
+            mode,
+            columns: Vec::new(),
+            has_primary_key: false,
+        }
     }
 
-    #[test]
-    fn a_stream_is_claimed_once_until_its_holder_dies_and_done_is_final() {
-        let (_dir, mut store) = store();
+    fn succeeded() -> crate::store::RunOutcome {
+        crate::store::RunOutcome {
+            status: crate::store::RunStatus::Succeeded,
+            pages: 0,
+            records: 0,
+            error: None,
+        }
+    }
+
+    fn claim(store: &mut Store, holder: &str, dead: &dyn Fn(&str) -> bool) -> StreamClaim {
+        store
+            .claim_stream(
+                "inv",
+                &StreamKey::new("orders", "eu"),
+                0,
+                holder,
+                false,
+                MINUTE,
+                dead,
+            )
+            .unwrap()
+    }
+
+    backend_test! {
+    fn a_stream_is_claimed_once_until_its_holder_dies_and_done_is_final(db) {
+        let mut store = db.store();
         let key = StreamKey::new("orders", "eu");
         let first = store.register_holder("inv", "a", 0, false).unwrap();
         let second = store.register_holder("inv", "b", 1, true).unwrap();
         assert_eq!(first, second, "one start time per invocation");
-        let claim = |store: &mut SqliteStore, holder: &str, dead: &dyn Fn(&str) -> bool| {
-            store
-                .claim_stream("inv", &key, 0, holder, false, MINUTE, dead)
-                .unwrap()
-        };
+        assert_eq!(store.invocation_started_at("inv").unwrap(), first);
         assert_eq!(
             claim(&mut store, "a", &alive),
             StreamClaim::Claimed { taken_from: None }
@@ -638,9 +665,23 @@ mod tests {
             claim(&mut store, "b", &alive),
             StreamClaim::Busy { holder: "a".into() }
         );
-        // "a" dies (kill -9): "b" takes the stream over.
+        let states = store.stream_states("inv", "orders", MINUTE, alive).unwrap();
         assert_eq!(
-            claim(&mut store, "b", &|h: &str| h == "a"),
+            states,
+            [StreamState {
+                partition: "eu".into(),
+                status: "running".into(),
+                holder: "a".into(),
+                holder_alive: true,
+            }]
+        );
+        assert_eq!(store.live_shards("inv", MINUTE, alive).unwrap(), BTreeSet::from([0, 1]));
+        // "a" dies (kill -9): "b" takes the stream over.
+        let a_is_dead = |h: &str| h == "a";
+        assert!(!store.stream_states("inv", "orders", MINUTE, a_is_dead).unwrap()[0].holder_alive);
+        assert_eq!(store.live_shards("inv", MINUTE, a_is_dead).unwrap(), BTreeSet::from([1]));
+        assert_eq!(
+            claim(&mut store, "b", &a_is_dead),
             StreamClaim::Claimed {
                 taken_from: Some("a".into())
             }
@@ -657,6 +698,7 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(claim(&mut store, "a", &alive), StreamClaim::Done);
+        assert!(store.stream_states("inv", "orders", MINUTE, alive).unwrap().is_empty());
         // Another invocation is a new pass of its own.
         assert_eq!(
             store
@@ -665,16 +707,51 @@ mod tests {
             StreamClaim::Claimed { taken_from: None }
         );
     }
+    }
 
-    #[test]
-    fn an_ended_holder_frees_its_claims_and_failed_streams_are_retried_only_on_request() {
-        let (_dir, mut store) = store();
+    backend_test! {
+    /// Taking a dead holder's stream over marks that holder's running run of
+    /// the job interrupted (with why), and leaves other runs alone.
+    fn taking_a_stream_over_interrupts_the_dead_holders_run(db) {
+        let mut store = db.store();
+        store.register_holder("inv", "a", 0, false).unwrap();
+        let dead_run = store.begin_run("orders").unwrap();
+        store.tag_run(dead_run, "inv", 0, "a").unwrap();
+        let other_job = store.begin_run("items").unwrap();
+        store.tag_run(other_job, "inv", 0, "a").unwrap();
+        claim(&mut store, "a", &alive);
+        assert_eq!(
+            claim(&mut store, "b", &|h: &str| h == "a"),
+            StreamClaim::Claimed {
+                taken_from: Some("a".into())
+            }
+        );
+        let runs = store.query_text("SELECT job, status, error FROM runs ORDER BY id");
+        assert_eq!(
+            runs,
+            [
+                [
+                    Some("orders".to_string()),
+                    Some("interrupted".to_string()),
+                    Some(TAKEN_OVER.to_string())
+                ],
+                [Some("items".to_string()), Some("running".to_string()), None]
+            ]
+        );
+    }
+    }
+
+    backend_test! {
+    fn an_ended_holder_frees_its_claims_and_failed_streams_are_retried_only_on_request(db) {
+        let mut store = db.store();
         let key = StreamKey::new("orders", "");
         store.register_holder("inv", "a", 0, false).unwrap();
+        store.renew_holder("inv", "a").unwrap();
         store
             .claim_stream("inv", &key, 0, "a", false, MINUTE, alive)
             .unwrap();
         store.end_holder("inv", "a").unwrap();
+        assert_eq!(store.live_shards("inv", MINUTE, alive).unwrap(), BTreeSet::new());
         assert_eq!(
             store
                 .claim_stream("inv", &key, 0, "b", false, MINUTE, alive)
@@ -691,6 +768,16 @@ mod tests {
                 .claim_stream("inv", &key, 0, "c", false, MINUTE, alive)
                 .unwrap(),
             StreamClaim::Failed { holder: "b".into() }
+        );
+        assert_eq!(
+            store.stream_states("inv", "orders", MINUTE, alive).unwrap(),
+            [StreamState {
+                partition: String::new(),
+                status: "failed".into(),
+                holder: "b".into(),
+                holder_alive: false,
+            }],
+            "b never registered"
         );
         assert_eq!(
             store
@@ -710,19 +797,38 @@ mod tests {
                 .is_empty()
         );
     }
+    }
 
-    #[test]
-    fn registering_prunes_stream_rows_of_old_invocations_but_keeps_their_jobs() {
-        let (_dir, mut store) = store();
-        store
-            .conn
-            .execute_batch(
-                "INSERT INTO invocations VALUES ('old', '2020-01-01T00:00:00.000Z');
-                 INSERT INTO invocation_streams VALUES ('old', 'orders', 'eu', 0, 'done', 'h',
-                     '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:01.000Z');
-                 INSERT INTO invocation_jobs VALUES ('old', 'orders', '2020-01-01T00:00:02.000Z');",
-            )
-            .unwrap();
+    backend_test! {
+    /// A holder whose heartbeat is older than the limit is stale even when
+    /// `is_dead` cannot tell (it ran on another node).
+    fn a_stale_heartbeat_frees_a_claim(db) {
+        let mut store = db.store();
+        store.exec_sql(
+            "INSERT INTO invocation_holders VALUES ('inv', 'far', 1, FALSE,
+                 '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:00.000Z', NULL);
+             INSERT INTO invocation_streams VALUES ('inv', 'orders', 'eu', 1, 'running', 'far',
+                 '2020-01-01T00:00:00.000Z', NULL);",
+        );
+        assert_eq!(store.live_shards("inv", MINUTE, alive).unwrap(), BTreeSet::new());
+        assert_eq!(
+            claim(&mut store, "near", &alive),
+            StreamClaim::Claimed {
+                taken_from: Some("far".into())
+            }
+        );
+    }
+    }
+
+    backend_test! {
+    fn registering_prunes_stream_rows_of_old_invocations_but_keeps_their_jobs(db) {
+        let mut store = db.store();
+        store.exec_sql(
+            "INSERT INTO invocations VALUES ('old', '2020-01-01T00:00:00.000Z');
+             INSERT INTO invocation_streams VALUES ('old', 'orders', 'eu', 0, 'done', 'h',
+                 '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:01.000Z');
+             INSERT INTO invocation_jobs VALUES ('old', 'orders', '2020-01-01T00:00:02.000Z');",
+        );
         store.register_holder("new", "a", 0, false).unwrap();
         store
             .claim_stream(
@@ -735,15 +841,10 @@ mod tests {
                 alive,
             )
             .unwrap();
-        let streams: Vec<String> = store
-            .conn
-            .prepare("SELECT invocation FROM invocation_streams")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(streams, ["new"]);
+        assert_eq!(
+            store.query_text("SELECT invocation FROM invocation_streams"),
+            [[Some("new".to_string())]]
+        );
         assert!(store.job_completed_in("old", "orders").unwrap());
         let starts = store
             .last_success_starts_before(&["orders"], "new")
@@ -757,22 +858,45 @@ mod tests {
             "an invocation's own completion is left out"
         );
     }
+    }
 
-    #[test]
-    fn completing_a_pass_marks_finished_streams_done_once() {
-        let (_dir, mut store) = store();
-        let table = TableSpec {
-            table: "orders".into(),
-            mode: WriteMode::Append,
-            columns: Vec::new(),
-            has_primary_key: false,
-        };
+    backend_test! {
+    /// An unsharded success counts for `--due`; a shard's run does not (its
+    /// invocation's completion does), and an empty shard run is forgotten.
+    fn last_successes_count_unsharded_runs_and_empty_shard_runs_are_discarded(db) {
+        let mut store = db.store();
+        let plain = store.begin_run("orders").unwrap();
+        store.finish_run(plain, &succeeded()).unwrap();
+        let sharded = store.begin_run("orders").unwrap();
+        store.tag_run(sharded, "inv", 0, "a").unwrap();
+        store.finish_run(sharded, &succeeded()).unwrap();
+        let started = store.query_text(&format!("SELECT started_at FROM runs WHERE id = {}", plain.0));
+        assert_eq!(
+            store.last_success_starts_before(&["orders", "never"], "inv").unwrap(),
+            std::collections::BTreeMap::from([("orders".to_string(), started[0][0].clone().unwrap())])
+        );
+        store.discard_empty_run(sharded).unwrap();
+        assert_eq!(store.query_text("SELECT count(*) FROM runs"), [[Some("1".to_string())]]);
+        assert_eq!(store.query_text("SELECT count(*) FROM run_shards"), [[Some("0".to_string())]]);
+    }
+    }
+
+    backend_test! {
+    fn completing_a_pass_marks_finished_streams_done_once(db) {
+        let mut store = db.store();
+        let table = spec(WriteMode::Append);
         store.prepare_table(&table).unwrap();
         let run = store.begin_run("orders").unwrap();
         store.tag_run(run, "inv", 0, "a").unwrap();
         store
             .finish_stream(&StreamKey::new("orders", "eu"), &table, run, None)
             .unwrap();
+        let backfill = format!("{BACKFILL_PREFIX}2024-01");
+        store
+            .finish_stream(&StreamKey::new("orders", &backfill), &table, run, None)
+            .unwrap();
+        // A non-empty run of a shard is kept.
+        store.discard_empty_run(run).unwrap();
         assert!(
             store
                 .complete_sharded_pass("inv", "orders", &table)
@@ -784,7 +908,8 @@ mod tests {
                 .unwrap()
         );
         assert!(store.job_completed_in("inv", "orders").unwrap());
-        assert!(store.finished_partitions("orders").unwrap().is_empty());
+        assert!(!store.job_completed_in("other", "orders").unwrap());
+        assert_eq!(store.finished_partitions("orders").unwrap(), [backfill], "a backfill's set is left");
         let done = store
             .done_in_invocation("inv", "orders", &["eu", "us"])
             .unwrap();
@@ -809,5 +934,81 @@ mod tests {
             BTreeSet::new(),
             "nobody registered"
         );
+        assert_eq!(store.query_text("SELECT count(*) FROM runs"), [[Some("1".to_string())]]);
+    }
+    }
+
+    backend_test! {
+    /// The shard that finishes a replace job's last stream swaps the table in
+    /// with the completion, once.
+    fn completing_a_replace_pass_swaps_its_table_in(db) {
+        let mut store = db.store();
+        let table = spec(WriteMode::Replace);
+        store.prepare_table(&table).unwrap();
+        let run = store.begin_run("orders").unwrap();
+        let stream = StreamKey::new("orders", "eu");
+        let record = crate::fetch::Record {
+            json: r#"{"id":1}"#.into(),
+            pk: None,
+            columns: Vec::new(),
+        };
+        store
+            .apply_last_page(&stream, &table, run, &[record], None)
+            .unwrap();
+        assert_eq!(store.count_rows("orders").unwrap_or(0), 0, "staged, not live");
+        assert!(store.complete_sharded_pass("inv", "orders", &table).unwrap());
+        assert_eq!(store.count_rows("orders").unwrap(), 1);
+        assert!(!store.complete_sharded_pass("inv", "orders", &table).unwrap());
+    }
+    }
+
+    backend_test! {
+    /// Processes racing for one stream, or to complete one pass: one wins,
+    /// each other one sees the winner.
+    fn racing_processes_claim_a_stream_and_complete_a_pass_once(db) {
+        const RACERS: usize = 6;
+        let table = spec(WriteMode::Append);
+        let mut setup = db.store();
+        setup.prepare_table(&table).unwrap();
+        // All connected and registered first, so the claims start together.
+        let start = std::sync::Barrier::new(RACERS);
+        let outcomes: Vec<(StreamClaim, bool)> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..RACERS)
+                .map(|i| {
+                    let (table, start) = (table.clone(), &start);
+                    scope.spawn(move || {
+                        let mut store = db.store();
+                        let me = format!("h{i}");
+                        store.register_holder("inv", &me, 0, false).unwrap();
+                        start.wait();
+                        let claim = store
+                            .claim_stream("inv", &StreamKey::new("orders", "eu"), 0, &me, false, MINUTE, alive)
+                            .unwrap();
+                        let completed = store.complete_sharded_pass("inv", "orders", &table).unwrap();
+                        (claim, completed)
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let claimed: Vec<&StreamClaim> = outcomes
+            .iter()
+            .map(|(c, _)| c)
+            .filter(|c| matches!(c, StreamClaim::Claimed { .. }))
+            .collect();
+        assert_eq!(claimed, [&StreamClaim::Claimed { taken_from: None }], "{outcomes:?}");
+        assert!(
+            outcomes.iter().all(|(c, _)| matches!(
+                c,
+                StreamClaim::Claimed { .. } | StreamClaim::Busy { .. } | StreamClaim::Done
+            )),
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes.iter().filter(|(_, done)| *done).count(), 1, "{outcomes:?}");
+        assert_eq!(
+            setup.query_text("SELECT count(*) FROM invocations"),
+            [[Some("1".to_string())]]
+        );
+    }
     }
 }

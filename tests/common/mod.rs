@@ -100,6 +100,7 @@ pub async fn serve(app: axum::Router) -> String {
     base
 }
 
+pub mod databases;
 pub mod faults;
 pub mod oauth_server;
 pub mod paged;

@@ -20,6 +20,7 @@
 //!   refresh-token guard take advisory transaction locks too.
 
 mod conn;
+mod open_tx;
 mod read;
 mod shards;
 mod state;
@@ -47,11 +48,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../../migrations/postgres/0003_leases.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/postgres/0004_shards.sql"),
+    ),
 ];
 
 /// First key of every advisory lock apisync takes ("APSY"); the second is
 /// `hashtext` of what is locked (`migrate`, `lease:JOB`, `refresh:AUTH`,
-/// `table:NAME`). Two names hashing alike only wait for each other.
+/// `table:NAME`, `shard-job:INVOCATION:JOB`, `shard-stream:...`,
+/// `invocation:ID`, `shard-prune`). Two names hashing alike only wait for each other.
 pub(crate) const LOCK_SPACE: i32 = 0x4150_5359;
 
 /// The PostgreSQL store: one connection, on its own thread.
@@ -73,6 +79,20 @@ impl PgStore {
 pub(crate) fn xact_lock(c: &mut impl GenericClient, name: &str) -> Result<(), postgres::Error> {
     c.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_SPACE, &name],
+    )
+    .map(drop)
+}
+
+/// Take the shared advisory lock for `name` until the transaction ends:
+/// holders of the shared lock run side by side, and wait for (or hold off)
+/// one holder of the exclusive lock ([`xact_lock`]).
+pub(crate) fn xact_lock_shared(
+    c: &mut impl GenericClient,
+    name: &str,
+) -> Result<(), postgres::Error> {
+    c.execute(
+        "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))",
         &[&LOCK_SPACE, &name],
     )
     .map(drop)
@@ -268,7 +288,7 @@ mod backend_tests {
             store.query_text(
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
             ),
-            [[Some("1,2,3".to_string())]]
+            [[Some("1,2,3,4".to_string())]]
         );
     }
 

@@ -14,13 +14,17 @@ use super::super::streams::BACKFILL_PREFIX;
 use super::super::types::{
     JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec,
 };
+use super::open_tx::OpenTx;
 use super::write::{swap_in, table_exists};
 use super::{PgStore, xact_lock};
 use crate::plan::WriteMode;
 
 type PgResult<T> = Result<T, postgres::Error>;
 
-fn stream_err(stream: &StreamKey, action: &'static str) -> impl Fn(postgres::Error) -> StoreError {
+pub(super) fn stream_err(
+    stream: &StreamKey,
+    action: &'static str,
+) -> impl Fn(postgres::Error) -> StoreError + Send + Clone + use<> {
     let (job, partition) = (stream.job.clone(), stream.partition.clone());
     move |source| StoreError::Stream {
         job: job.clone(),
@@ -30,7 +34,10 @@ fn stream_err(stream: &StreamKey, action: &'static str) -> impl Fn(postgres::Err
     }
 }
 
-fn job_err(job: &str, action: &'static str) -> impl Fn(postgres::Error) -> StoreError {
+pub(super) fn job_err(
+    job: &str,
+    action: &'static str,
+) -> impl Fn(postgres::Error) -> StoreError + Send + Clone + use<> {
     let job = job.to_string();
     move |source| StoreError::Job {
         job: job.clone(),
@@ -313,27 +320,50 @@ impl PgStore {
         stale_after: Duration,
         is_dead: &dyn Fn(&str) -> bool,
     ) -> Result<LeaseOutcome, StoreError> {
-        let err = job_err(job, "take its lease");
-        let (job_name, me) = (job.to_string(), holder.to_string());
+        let err = || job_err(job, "take its lease");
+        let (name, me) = (job.to_string(), holder.to_string());
         // Read under the lock; `is_dead` runs here, on the caller's thread.
-        let lock = PgLockedLease::take(&self.conn, job_name.clone()).map_err(|e| match e {
-            LockError::Db(source) => err(source),
-            LockError::Store(e) => e,
+        let (tx, current) = OpenTx::begin(&self.conn, err(), move |s| {
+            xact_lock(&mut s.client, &format!("lease:{name}"))?;
+            s.client
+                .query_opt(
+                    "SELECT holder, heartbeat_at FROM job_leases WHERE job = $1",
+                    &[&name],
+                )
+                .map(|row| row.map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
         })?;
         let cutoff = stale_cutoff(stale_after);
-        let replaced = match lock.current.clone() {
+        let replaced = match current {
             None => None,
             Some((other, _)) if other == me => None,
             Some((other, heartbeat_at)) if heartbeat_at < cutoff || is_dead(&other) => Some(other),
             Some((holder, heartbeat_at)) => {
-                lock.finish(None)?;
+                tx.rollback(err())?;
                 return Ok(LeaseOutcome::HeldBy {
                     holder,
                     heartbeat_at,
                 });
             }
         };
-        lock.finish(Some(me))?;
+        // Write the lease and interrupt the job's orphaned runs.
+        let name = job.to_string();
+        tx.commit_after(err(), move |s| {
+            let at = now();
+            s.client.execute(
+                "INSERT INTO job_leases (job, holder, acquired_at, heartbeat_at) VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (job) DO UPDATE SET holder = excluded.holder,
+                     acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
+                &[&name, &me, &at],
+            )?;
+            s.client
+                .execute(
+                    "UPDATE runs SET status = 'interrupted', finished_at = $2,
+                         error = coalesce(error, $3)
+                     WHERE job = $1 AND status = 'running'",
+                    &[&name, &at, &ORPHANED],
+                )
+                .map(drop)
+        })?;
         Ok(LeaseOutcome::Acquired { replaced })
     }
 
@@ -361,93 +391,6 @@ impl PgStore {
                 .map(drop)
                 .map_err(job_err(&job, "release its lease"))
         })?
-    }
-}
-
-enum LockError {
-    Db(postgres::Error),
-    Store(StoreError),
-}
-
-/// A lease row read inside an open transaction that holds `lease:JOB`.
-/// The transaction is opened with plain `BEGIN` on the connection thread
-/// and ended by [`PgLockedLease::finish`] (or rolled back if dropped).
-struct PgLockedLease<'a> {
-    conn: &'a super::PgConn,
-    job: String,
-    current: Option<(String, String)>,
-    open: bool,
-}
-
-impl<'a> PgLockedLease<'a> {
-    fn take(conn: &'a super::PgConn, job: String) -> Result<PgLockedLease<'a>, LockError> {
-        let name = job.clone();
-        let current = conn
-            .run(move |s| -> PgResult<Option<(String, String)>> {
-                s.client.batch_execute("BEGIN")?;
-                let read = (|| {
-                    xact_lock(&mut s.client, &format!("lease:{name}"))?;
-                    s.client
-                        .query_opt(
-                            "SELECT holder, heartbeat_at FROM job_leases WHERE job = $1",
-                            &[&name],
-                        )
-                        .map(|row| row.map(|r| (r.get(0), r.get(1))))
-                })();
-                if read.is_err() {
-                    let _ = s.client.batch_execute("ROLLBACK");
-                }
-                read
-            })
-            .map_err(LockError::Store)?
-            .map_err(LockError::Db)?;
-        Ok(PgLockedLease {
-            conn,
-            job,
-            current,
-            open: true,
-        })
-    }
-
-    /// With a holder: write its lease and interrupt the job's orphaned runs,
-    /// then commit. Without: just end the transaction.
-    fn finish(mut self, holder: Option<String>) -> Result<(), StoreError> {
-        self.open = false;
-        let job = self.job.clone();
-        self.conn.run(move |s| {
-            let err = job_err(&job, "take its lease");
-            let Some(holder) = holder else {
-                return s.client.batch_execute("ROLLBACK").map_err(&err);
-            };
-            let write = (|| -> PgResult<()> {
-                let at = now();
-                s.client.execute(
-                    "INSERT INTO job_leases (job, holder, acquired_at, heartbeat_at) VALUES ($1, $2, $3, $3)
-                     ON CONFLICT (job) DO UPDATE SET holder = excluded.holder,
-                         acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
-                    &[&job, &holder, &at],
-                )?;
-                s.client.execute(
-                    "UPDATE runs SET status = 'interrupted', finished_at = $2,
-                         error = coalesce(error, $3)
-                     WHERE job = $1 AND status = 'running'",
-                    &[&job, &at, &ORPHANED],
-                )?;
-                s.client.batch_execute("COMMIT")
-            })();
-            if write.is_err() {
-                let _ = s.client.batch_execute("ROLLBACK");
-            }
-            write.map_err(&err)
-        })?
-    }
-}
-
-impl Drop for PgLockedLease<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            let _ = self.conn.run(|s| s.client.batch_execute("ROLLBACK"));
-        }
     }
 }
 
