@@ -43,6 +43,13 @@ impl Project {
     /// The binary, run in the project folder with the test token in the environment.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_apisync"));
+        // The binary reads `APISYNC_*` settings: a developer's own (say
+        // APISYNC_DATABASE) or CI's must not leak into a test's project.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("APISYNC_") {
+                command.env_remove(name);
+            }
+        }
         command
             .args(args)
             .current_dir(self.path())
