@@ -108,6 +108,15 @@ pub enum StoreError {
         source: Box<DbError>,
     },
 
+    /// A sharded stream's claim moved to another process (this one looked
+    /// dead to it) while this one still ran the stream: its page is not
+    /// written, so two processes never both write one stream.
+    #[error(
+        "job \"{job}\"{}: another process took this stream over (this one looked dead to it: its heartbeat was older than the stale limit); the page was not written and that process continues the stream",
+        partition_label(partition)
+    )]
+    ClaimLost { job: String, partition: String },
+
     #[error("job \"{job}\": could not {action}")]
     Job {
         job: String,

@@ -9,7 +9,7 @@
 //! forwarding line here: `pub fn x(&mut self, a: A) -> R { both!(mut self, db => db.x(a)) }`.
 //! The compiler then refuses a backend that lacks it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use super::database::Database;
@@ -18,7 +18,7 @@ use super::leases::LeaseOutcome;
 use super::open::SqliteStore;
 use super::postgres::{PgReader, PgStore};
 use super::reader::SqliteReader;
-use super::shards::{ClaimEnd, StreamClaim, StreamState};
+use super::shards::{ClaimEnd, HeldClaim, StreamClaim, StreamState};
 use super::types::{JobStatus, RunId, RunOutcome, StreamKey, TableSpec};
 use crate::fetch::Record;
 
@@ -31,6 +31,10 @@ pub type WalCheckpointer = Box<dyn FnMut() -> Result<(), StoreError> + Send + 's
 #[derive(Debug)]
 pub struct Store {
     backend: Backend,
+    /// Sharded streams this store's process claimed and is running: their
+    /// pages check the claim inside their transaction (see
+    /// [`Store::claim_stream`]).
+    claims: HashMap<StreamKey, HeldClaim>,
 }
 
 #[derive(Debug)]
@@ -64,13 +68,17 @@ impl Store {
             Database::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path)?),
             Database::Postgres(url) => Backend::Postgres(PgStore::open(url)?),
         };
-        Ok(Store { backend })
+        Ok(Store {
+            backend,
+            claims: HashMap::new(),
+        })
     }
 
     /// A private in-memory SQLite database (tests, `--dry-run`).
     pub fn open_in_memory() -> Result<Store, StoreError> {
         Ok(Store {
             backend: Backend::Sqlite(SqliteStore::open_in_memory()?),
+            claims: HashMap::new(),
         })
     }
 
@@ -111,7 +119,8 @@ impl Store {
         records: &[Record],
         position: &str,
     ) -> Result<(), StoreError> {
-        both!(mut self, db => db.apply_page(stream, table, run_id, records, position))
+        let claim = self.claims.get(stream);
+        both!(mut self, db => db.apply_page(stream, table, run_id, records, position, claim))
     }
 
     /// The stream's last page and the end of the stream, in one transaction.
@@ -123,7 +132,8 @@ impl Store {
         records: &[Record],
         mark: Option<&str>,
     ) -> Result<(), StoreError> {
-        both!(mut self, db => db.apply_last_page(stream, table, run_id, records, mark))
+        let claim = self.claims.get(stream);
+        both!(mut self, db => db.apply_last_page(stream, table, run_id, records, mark, claim))
     }
 
     /// Create the table `apply_page` writes (or add new declared columns).
@@ -155,7 +165,8 @@ impl Store {
         run_id: RunId,
         mark: Option<&str>,
     ) -> Result<(), StoreError> {
-        both!(mut self, db => db.finish_stream(stream, table, run_id, mark))
+        let claim = self.claims.get(stream);
+        both!(mut self, db => db.finish_stream(stream, table, run_id, mark, claim))
     }
 
     pub fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError> {
@@ -343,7 +354,15 @@ impl Store {
         stale_after: Duration,
         is_dead: impl Fn(&str) -> bool,
     ) -> Result<StreamClaim, StoreError> {
-        both!(mut self, db => db.claim_stream(invocation, stream, shard, holder, retry_failed, stale_after, &is_dead))
+        let claim = both!(mut self, db => db.claim_stream(invocation, stream, shard, holder, retry_failed, stale_after, &is_dead))?;
+        if let StreamClaim::Claimed { .. } = claim {
+            let held = HeldClaim {
+                invocation: invocation.to_string(),
+                holder: holder.to_string(),
+            };
+            self.claims.insert(stream.clone(), held);
+        }
+        Ok(claim)
     }
 
     pub fn end_claimed_stream(
@@ -353,6 +372,7 @@ impl Store {
         holder: &str,
         end: ClaimEnd,
     ) -> Result<bool, StoreError> {
+        self.claims.remove(stream);
         both!(mut self, db => db.end_claimed_stream(invocation, stream, holder, end))
     }
 

@@ -72,6 +72,49 @@ pub enum ClaimEnd {
     Release,
 }
 
+/// The claim this process holds on a stream it is running: every page of
+/// that stream checks it inside the page's transaction, so a process whose
+/// stream was taken over (it looked dead) cannot write after the new holder
+/// started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeldClaim {
+    pub invocation: String,
+    pub holder: String,
+}
+
+/// Inside a page's transaction: fail with [`StoreError::ClaimLost`] unless
+/// `claim` still holds `stream` (SQLite: the write lock of the transaction
+/// keeps a takeover out until it commits).
+pub(crate) fn check_claim(
+    tx: &rusqlite::Transaction<'_>,
+    stream: &StreamKey,
+    claim: Option<&HeldClaim>,
+) -> Result<(), StoreError> {
+    let Some(claim) = claim else { return Ok(()) };
+    let held: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM invocation_streams
+             WHERE invocation = ?1 AND job = ?2 AND partition = ?3 AND holder = ?4
+               AND status = 'running')",
+            (
+                &claim.invocation,
+                &stream.job,
+                &stream.partition,
+                &claim.holder,
+            ),
+            |r| r.get(0),
+        )
+        .map_err(stream_err(stream, "check its claim"))?;
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::ClaimLost {
+            job: stream.job.clone(),
+            partition: stream.partition.clone(),
+        })
+    }
+}
+
 /// A stream of an invocation that is not done, as [`Store::stream_states`]
 /// reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,10 +152,10 @@ impl SqliteStore {
         for table in ["invocation_streams", "invocation_holders"] {
             tx.execute(
                 &format!(
-                    "DELETE FROM {table} WHERE invocation IN
+                    "DELETE FROM {table} WHERE invocation <> ?2 AND invocation IN
                          (SELECT invocation FROM invocations WHERE started_at < ?1)"
                 ),
-                [&old],
+                [&old, invocation],
             )
             .map_err(err)?;
         }
@@ -710,6 +753,49 @@ mod tests {
     }
 
     backend_test! {
+    /// A process whose stream was taken over while it still ran (it looked
+    /// dead: a stalled writer, a frozen VM) cannot write another page of it:
+    /// the page is refused inside its transaction, and the new holder's
+    /// checkpoint and rows stay as they are.
+    fn a_page_of_a_stream_taken_over_is_refused_and_writes_nothing(db) {
+        let (mut a, mut b) = (db.store(), db.store());
+        let table = spec(WriteMode::Append);
+        a.prepare_table(&table).unwrap();
+        let run = a.begin_run("orders").unwrap();
+        let stream = StreamKey::new("orders", "eu");
+        let page = |id: u32| {
+            vec![crate::fetch::Record {
+                json: format!(r#"{{"id":{id}}}"#),
+                pk: None,
+                columns: Vec::new(),
+            }]
+        };
+        assert_eq!(claim(&mut a, "a", &alive), StreamClaim::Claimed { taken_from: None });
+        a.apply_page(&stream, &table, run, &page(1), "{\"offset\":1}").unwrap();
+        assert_eq!(
+            claim(&mut b, "b", &|h: &str| h == "a"),
+            StreamClaim::Claimed { taken_from: Some("a".into()) }
+        );
+        b.apply_page(&stream, &table, run, &page(2), "{\"offset\":2}").unwrap();
+        let refused = a
+            .apply_page(&stream, &table, run, &page(3), "{\"offset\":3}")
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::ClaimLost { .. }), "{refused}");
+        assert!(refused.to_string().contains("another process took this stream over"), "{refused}");
+        let last = a.apply_last_page(&stream, &table, run, &page(4), None).unwrap_err();
+        assert!(matches!(last, StoreError::ClaimLost { .. }), "{last}");
+        let end = a.finish_stream(&stream, &table, run, None).unwrap_err();
+        assert!(matches!(end, StoreError::ClaimLost { .. }), "{end}");
+        assert_eq!(b.count_rows("orders").unwrap(), 2, "pages 1 and 2 only");
+        assert_eq!(b.load_checkpoint(&stream).unwrap().as_deref(), Some("{\"offset\":2}"));
+        assert!(b.finished_partitions("orders").unwrap().is_empty());
+        // The new holder finishes the stream as usual.
+        b.apply_last_page(&stream, &table, run, &page(5), None).unwrap();
+        assert_eq!(b.count_rows("orders").unwrap(), 3);
+    }
+    }
+
+    backend_test! {
     /// Taking a dead holder's stream over marks that holder's running run of
     /// the job interrupted (with why), and leaves other runs alone.
     fn taking_a_stream_over_interrupts_the_dead_holders_run(db) {
@@ -846,6 +932,23 @@ mod tests {
             [[Some("new".to_string())]]
         );
         assert!(store.job_completed_in("old", "orders").unwrap());
+        // An old invocation still running (a long backfill, a pod retried a
+        // week later) never prunes its own rows.
+        store.exec_sql(
+            "INSERT INTO invocations VALUES ('late', '2020-01-01T00:00:00.000Z');
+             INSERT INTO invocation_streams VALUES ('late', 'orders', 'us', 0, 'running', 'b',
+                 '2020-01-01T00:00:00.000Z', NULL);",
+        );
+        store.register_holder("late", "c", 1, false).unwrap();
+        assert_eq!(
+            store.query_text(
+                "SELECT invocation, partition FROM invocation_streams ORDER BY invocation"
+            ),
+            [
+                [Some("late".to_string()), Some("us".to_string())],
+                [Some("new".to_string()), Some("eu".to_string())]
+            ]
+        );
         let starts = store
             .last_success_starts_before(&["orders"], "new")
             .unwrap();

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::error::StoreError;
 use super::open::{SqliteStore, now};
+use super::shards::{HeldClaim, check_claim};
 use super::sql::{quote_ident, staging_name};
 use super::tables::swap_in;
 use super::types::{RunId, StreamKey, TableSpec};
@@ -73,11 +74,13 @@ impl SqliteStore {
         _table: &TableSpec,
         run_id: RunId,
         mark: Option<&str>,
+        claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
         // `_table` is unused here (SQLite keys all of this by stream); a
         // backend that keeps staging per table may need it.
         let err = stream_err(stream, "record the end of the stream");
         let tx = self.conn.transaction().map_err(err)?;
+        check_claim(&tx, stream, claim)?;
         end_stream(&tx, stream, run_id, mark)?;
         tx.commit().map_err(err)
     }

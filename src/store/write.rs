@@ -17,6 +17,7 @@ use rusqlite::{CachedStatement, Connection, OpenFlags};
 
 use super::error::StoreError;
 use super::open::{SqliteStore, now};
+use super::shards::{HeldClaim, check_claim};
 use super::sql::{json_to_sql, quote_ident};
 use super::streams::end_stream;
 use super::tables::{FIXED_COLUMNS, write_target};
@@ -51,8 +52,10 @@ impl SqliteStore {
         run_id: RunId,
         records: &[Record],
         position: &str,
+        claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
         self.write_rows_then(table, run_id, records, |tx| {
+            check_claim(tx, stream, claim)?;
             save_checkpoint(tx, stream, position)
         })
     }
@@ -94,8 +97,10 @@ impl SqliteStore {
         run_id: RunId,
         records: &[Record],
         mark: Option<&str>,
+        claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
         self.write_rows_then(table, run_id, records, |tx| {
+            check_claim(tx, stream, claim)?;
             end_stream(tx, stream, run_id, mark)
         })
     }
@@ -341,7 +346,7 @@ mod tests {
         // Two full statements of 50 rows and a remainder of 23.
         let page: Vec<Record> = (0..123).map(record).collect();
         store
-            .apply_page(&StreamKey::new("t", ""), &table, run, &page, "{}")
+            .apply_page(&StreamKey::new("t", ""), &table, run, &page, "{}", None)
             .unwrap();
         let mut stmt = store
             .conn

@@ -31,7 +31,9 @@ use crate::plan::WriteMode;
 use crate::store::error::StoreError;
 use crate::store::leases::stale_cutoff;
 use crate::store::open::now;
-use crate::store::shards::{ClaimEnd, KEEP_STREAMS, StreamClaim, StreamState, TAKEN_OVER};
+use crate::store::shards::{
+    ClaimEnd, HeldClaim, KEEP_STREAMS, StreamClaim, StreamState, TAKEN_OVER,
+};
 use crate::store::streams::BACKFILL_PREFIX;
 use crate::store::types::{RunId, StreamKey, TableSpec};
 
@@ -104,11 +106,11 @@ impl PgStore {
             for table in ["invocation_streams", "invocation_holders"] {
                 tx.execute(
                     &format!(
-                        "DELETE FROM {table} WHERE invocation IN
+                        "DELETE FROM {table} WHERE invocation <> $2 AND invocation IN
                              (SELECT invocation FROM invocations
                               WHERE started_at COLLATE \"C\" < $1)"
                     ),
-                    &[&old],
+                    &[&old, &invocation],
                 )
                 .map_err(&err)?;
             }
@@ -575,4 +577,43 @@ fn find_claim(
             }
         }
     })
+}
+
+/// Inside a page's transaction: fail with [`StoreError::ClaimLost`] unless
+/// `claim` still holds `stream`. `FOR SHARE` keeps a takeover (an UPDATE of
+/// that row) waiting until this page has committed or rolled back.
+pub(crate) fn check_claim(
+    tx: &mut postgres::Transaction<'_>,
+    stream: &StreamKey,
+    claim: Option<&HeldClaim>,
+) -> Result<(), StoreError> {
+    let Some(claim) = claim else { return Ok(()) };
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM invocation_streams
+             WHERE invocation = $1 AND job = $2 AND partition = $3 AND holder = $4
+               AND status = 'running'
+             FOR SHARE",
+            &[
+                &claim.invocation,
+                &stream.job,
+                &stream.partition,
+                &claim.holder,
+            ],
+        )
+        .map_err(|source| StoreError::Stream {
+            job: stream.job.clone(),
+            partition: stream.partition.clone(),
+            action: "check its claim",
+            source: Box::new(source),
+        })?
+        .is_some();
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::ClaimLost {
+            job: stream.job.clone(),
+            partition: stream.partition.clone(),
+        })
+    }
 }

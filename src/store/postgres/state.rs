@@ -15,9 +15,11 @@ use super::super::types::{
     JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec,
 };
 use super::open_tx::OpenTx;
+use super::shards::check_claim;
 use super::write::{swap_in, table_exists};
 use super::{PgStore, xact_lock};
 use crate::plan::WriteMode;
+use crate::store::shards::HeldClaim;
 
 type PgResult<T> = Result<T, postgres::Error>;
 
@@ -157,11 +159,13 @@ impl PgStore {
         _table: &TableSpec,
         run_id: RunId,
         mark: Option<&str>,
+        claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
-        let (stream, mark) = (stream.clone(), mark.map(str::to_string));
+        let (stream, mark, claim) = (stream.clone(), mark.map(str::to_string), claim.cloned());
         self.conn.run(move |s| {
             let err = stream_err(&stream, "record the end of the stream");
             let mut tx = s.client.transaction().map_err(&err)?;
+            check_claim(&mut tx, &stream, claim.as_ref())?;
             end_stream(&mut tx, &stream, run_id, mark.as_deref())?;
             tx.commit().map_err(&err)
         })?

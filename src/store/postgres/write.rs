@@ -12,10 +12,12 @@ use super::super::tables::{FIXED_COLUMNS, write_target};
 use super::super::types::{RunId, StreamKey, TableSpec};
 use super::super::write::check_columns;
 use super::conn::Session;
+use super::shards::check_claim;
 use super::state::{end_stream, save_checkpoint};
 use super::{PgStore, xact_lock};
 use crate::fetch::Record;
 use crate::plan::WriteMode;
+use crate::store::shards::HeldClaim;
 
 /// PostgreSQL truncates longer identifiers silently; two long names could
 /// then meet in one table.
@@ -122,13 +124,17 @@ impl PgStore {
         run_id: RunId,
         records: &[Record],
         position: &str,
+        claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
-        let (stream, position) = (stream.clone(), position.to_string());
+        let (stream, position, claim) = (stream.clone(), position.to_string(), claim.cloned());
         self.write_rows_then(
             table,
             run_id,
             records,
-            Box::new(move |tx| save_checkpoint(tx, &stream, &position)),
+            Box::new(move |tx| {
+                check_claim(tx, &stream, claim.as_ref())?;
+                save_checkpoint(tx, &stream, &position)
+            }),
         )
     }
 
@@ -139,13 +145,17 @@ impl PgStore {
         run_id: RunId,
         records: &[Record],
         mark: Option<&str>,
+        claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
-        let (stream, mark) = (stream.clone(), mark.map(str::to_string));
+        let (stream, mark, claim) = (stream.clone(), mark.map(str::to_string), claim.cloned());
         self.write_rows_then(
             table,
             run_id,
             records,
-            Box::new(move |tx| end_stream(tx, &stream, run_id, mark.as_deref())),
+            Box::new(move |tx| {
+                check_claim(tx, &stream, claim.as_ref())?;
+                end_stream(tx, &stream, run_id, mark.as_deref())
+            }),
         )
     }
 
