@@ -152,18 +152,44 @@ impl Drop for PgConn {
     }
 }
 
+/// TCP keepalive: first probe after this much silence.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// TCP keepalive: between probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// TCP keepalive: unanswered probes before the connection is dead.
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Longest a session of apisync's may sit inside an open transaction doing
+/// nothing. apisync's own transactions are short, except the refresh-token
+/// guard, which spans one token request (its retries included), well under
+/// this.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(600);
+
 fn connect_client(
     url: &PostgresUrl,
 ) -> Result<Client, Box<dyn std::error::Error + Send + Sync + 'static>> {
     let mut config: postgres::Config = url.expose().parse()?;
     config.connect_timeout(CONNECT_TIMEOUT);
+    // A server (or the path to it) that vanishes mid-query is noticed in
+    // about a minute and a half instead of the kernel's two hours.
+    config.keepalives(true);
+    config.keepalives_idle(KEEPALIVE_IDLE);
+    config.keepalives_interval(KEEPALIVE_INTERVAL);
+    config.keepalives_retries(KEEPALIVE_RETRIES);
     if config.get_application_name().is_none() {
         config.application_name("apisync");
     }
-    let client = match url.ssl_mode() {
+    let mut client = match url.ssl_mode() {
         SslMode::Disable => config.connect(postgres::NoTls)?,
         SslMode::Prefer | SslMode::Require => config.connect(tls()?)?,
     };
+    // A process that dies inside a transaction (a node lost between a
+    // page's INSERT and its COMMIT) leaves a session the server keeps with
+    // its row and advisory locks: the server ends it after this long, so
+    // whoever takes the stream over is not blocked behind it for hours.
+    client.batch_execute(&format!(
+        "SET idle_in_transaction_session_timeout = '{}s'",
+        IDLE_IN_TRANSACTION.as_secs()
+    ))?;
     Ok(client)
 }
 

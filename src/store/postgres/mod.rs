@@ -257,6 +257,18 @@ mod backend_tests {
         assert_eq!(rows[0].rows, Some(1));
     }
 
+    #[test]
+    fn a_session_left_inside_a_transaction_is_ended_by_the_server() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = Store::open(&db.database).unwrap();
+        assert_eq!(
+            store.query_text("SHOW idle_in_transaction_session_timeout"),
+            [[Some("10min".to_string())]]
+        );
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn the_store_can_be_called_from_a_current_thread_runtime() {
         let Some(db) = TestDb::postgres() else {
