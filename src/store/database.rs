@@ -109,6 +109,36 @@ impl PostgresUrl {
                 ));
             }
         };
+        // The client reads the credentials up to the last `@` before the
+        // host, the URL parser stops at the first `/`, `?` or `#`: with one
+        // of those in the password they disagree, and what is shown could
+        // hold the password. Both must read the same password.
+        let config: postgres::Config = match text.parse() {
+            Ok(config) => config,
+            Err(err) => {
+                return Err(bad(
+                    "postgres://...".into(),
+                    &format!("is not valid ({err})"),
+                ));
+            }
+        };
+        let url_password = url
+            .password()
+            .map(|p| percent_encoding::percent_decode_str(p).collect::<Vec<u8>>());
+        let password_param = url.query_pairs().any(|(key, _)| key == "password");
+        let agree = match (url_password.as_deref(), config.get_password()) {
+            (Some(ours), Some(theirs)) => ours == theirs || password_param,
+            (None, Some(_)) => password_param,
+            (None, None) => true,
+            (Some(_), None) => false,
+        };
+        if !agree {
+            return Err(bad(
+                "postgres://...".into(),
+                "its user name or password holds a character that must be percent-encoded \
+                 (hint: write / as %2F, ? as %3F, # as %23, @ as %40 and : as %3A)",
+            ));
+        }
         let shown = redact(&url);
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(bad(shown, "the scheme must be postgres or postgresql"));
@@ -198,6 +228,25 @@ mod tests {
     use super::*;
 
     const URL: &str = "postgres://app:s3cr3t-pw@db:5432/sync?sslmode=require";
+
+    #[test]
+    fn a_password_the_url_parser_would_misread_is_refused_without_showing_it() {
+        for text in [
+            "postgres://app:2024/Spring@db/sync",
+            "postgres://app:/pw@db/sync",
+            "postgres://app:pw?x@db/sync",
+            "postgres://app:pw#x@db/sync",
+        ] {
+            let err = PostgresUrl::parse(text).unwrap_err().to_string();
+            for secret in ["Spring", "/pw", "pw?x", "pw#x"] {
+                assert!(!err.contains(secret), "{text}: {err}");
+            }
+        }
+        let misread = PostgresUrl::parse("postgres://app:2024/Spring@db/sync").unwrap_err();
+        assert!(misread.to_string().contains("percent-encoded"), "{misread}");
+        let encoded = PostgresUrl::parse("postgres://app:2024%2FSpring@db/sync").unwrap();
+        assert_eq!(encoded.redacted(), "postgres://app:***@db/sync");
+    }
 
     #[test]
     fn a_postgres_url_selects_postgres_and_hides_its_password_everywhere() {
