@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use apisync::run::{SHARD_STALE_ENV, job_shard, stream_shard};
+use apisync::run::{STALE_ENV, job_shard, stream_shard};
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -552,7 +552,7 @@ async fn a_child_whose_parent_shard_never_starts_fails_with_what_to_do(backend: 
     let (parent, parent_shard, child, child_shard) = parent_and_child(&project, &base);
     let started = std::time::Instant::now();
     let output = shard_command(&project, child_shard, 2, "inv-gone", &[])
-        .env(SHARD_STALE_ENV, "1s")
+        .env(STALE_ENV, "1s")
         .output()
         .await
         .expect("run the child's shard");
@@ -708,7 +708,7 @@ async fn a_retried_shard_waits_for_a_dead_predecessor_on_another_node_then_takes
         mine[0]
     ));
     let retry = shard_command(&project, 1, 2, "inv-node", &[])
-        .env(SHARD_STALE_ENV, "2s")
+        .env(STALE_ENV, "2s")
         .output()
         .await
         .expect("run shard 1 again");

@@ -194,7 +194,7 @@ pub const CLI_ENV: &[&str] = &[
     "APISYNC_STALL_TIMEOUT",
     crate::run::COUNT_ENV,
     crate::run::INVOCATION_ENV,
-    crate::run::SHARD_STALE_ENV,
+    crate::run::STALE_ENV,
     NOW_ENV,
     // Knobs of apisync's own test suite (`cargo test`), which every binary
     // the tests start inherits: not settings, and not worth a warning.

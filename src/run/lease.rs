@@ -19,6 +19,24 @@ pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// process's write lock before it can renew.
 pub(super) const STALE_AFTER: Duration = Duration::from_secs(180);
 
+/// For tests only: the stale limit (a humantime duration) of job leases and
+/// of sharded runs' stream claims alike, so a test of a dead holder need not
+/// wait three minutes.
+pub const STALE_ENV: &str = "APISYNC_STALE_AFTER";
+
+/// A holder whose heartbeat is older than this is gone: [`STALE_AFTER`],
+/// unless a test set [`STALE_ENV`]. One limit for leases and claims, so a
+/// process is dead or alive to both at once.
+pub(super) fn stale_after() -> Duration {
+    static LIMIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var(STALE_ENV)
+            .ok()
+            .and_then(|text| humantime::parse_duration(&text).ok())
+            .unwrap_or(STALE_AFTER)
+    })
+}
+
 /// `--wait` polls the lease with this backoff, doubling up to the cap.
 const WAIT_FIRST: Duration = Duration::from_millis(250);
 const WAIT_CAP: Duration = Duration::from_secs(10);
@@ -99,7 +117,7 @@ pub(crate) async fn acquire(env: &RunEnv, job: &str, wait: bool) -> Result<Acqui
             .writer
             .call(move |store| {
                 let me = holder.clone();
-                store.try_acquire_lease(&name, &holder, STALE_AFTER, |other| {
+                store.try_acquire_lease(&name, &holder, stale_after(), |other| {
                     holder_is_dead(other, &me)
                 })
             })

@@ -29,6 +29,7 @@ pub use dry_run::dry_run;
 pub use due::{is_due, next_due};
 pub use error::RunError;
 pub use job::JobMode;
+pub use lease::STALE_ENV;
 pub use partitions::date_slices;
 pub use progress::{NoProgress, Progress, StreamProgress};
 pub use select::{SelectError, select_due, select_jobs};
@@ -36,7 +37,6 @@ pub use shard::{
     COUNT_ENV, INDEX_ENV, INVOCATION_ENV, ShardSpec, Sharding, job_shard, owner, resolve_sharding,
     stream_shard,
 };
-pub use sharded::STALE_ENV as SHARD_STALE_ENV;
 pub use summary::{JobStatus, JobSummary, RunSummary, ShardReport, StreamCounts};
 pub use writer::{Writer, WriterThread};
 

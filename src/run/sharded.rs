@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::job::JobMode;
-use super::lease::{HEARTBEAT_EVERY, STALE_AFTER, holder_is_dead};
+use super::lease::{HEARTBEAT_EVERY, holder_is_dead, stale_after};
 use super::partitions::unfinished_partitions;
 use super::shard::{Sharding, owner};
 use super::summary::JobSummary;
@@ -36,22 +36,6 @@ pub(crate) const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How often a waiting child lists its parent's remaining streams to find
 /// orphaned ones (at most; more often with a short stale limit).
 const FULL_CHECK_EVERY: Duration = Duration::from_secs(10);
-
-/// For tests only: the stale limit of sharded runs (a humantime duration),
-/// so a test of a shard that never starts need not wait three minutes.
-pub const STALE_ENV: &str = "APISYNC_SHARD_STALE_AFTER";
-
-/// A holder whose heartbeat is older than this is gone: [`STALE_AFTER`],
-/// unless a test set [`STALE_ENV`].
-fn stale_after() -> Duration {
-    static LIMIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        std::env::var(STALE_ENV)
-            .ok()
-            .and_then(|text| humantime::parse_duration(&text).ok())
-            .unwrap_or(STALE_AFTER)
-    })
-}
 
 /// Orphaned streams named in an error, at most.
 const NAMED: usize = 5;
