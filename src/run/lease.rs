@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{RunEnv, RunError};
-use crate::store::LeaseOutcome;
+use super::{RunEnv, RunError, Writer};
+use crate::store::{LeaseOutcome, Store, StoreError};
 
 /// How often a running job renews its lease.
 pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
@@ -102,8 +102,7 @@ pub(crate) enum Acquired {
 pub(crate) struct Lease {
     job: String,
     pub cancel: CancellationToken,
-    stop: CancellationToken,
-    heartbeat: JoinHandle<bool>,
+    heartbeat: Heartbeat,
 }
 
 /// Take the lease on `job`; with `wait`, poll until it is free (or the run
@@ -161,36 +160,75 @@ pub(crate) async fn acquire(env: &RunEnv, job: &str, wait: bool) -> Result<Acqui
 /// lease turns out to be someone else's.
 fn start_heartbeat(env: &RunEnv, job: &str, every: Duration) -> Lease {
     let cancel = env.cancel.child_token();
-    let stop = CancellationToken::new();
-    let (writer, name, holder) = (env.writer.clone(), job.to_string(), env.holder.clone());
-    let (lost, stopped) = (cancel.clone(), stop.clone());
-    let heartbeat = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stopped.cancelled() => return false,
-                _ = tokio::time::sleep(every) => {}
-            }
-            let (job, me) = (name.clone(), holder.clone());
-            match writer.call(move |store| store.renew_lease(&job, &me)).await {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => {
-                    tracing::error!(job = %name,
-                        "another process took this job's lease over (this one looked dead); stopping the job");
-                    lost.cancel();
-                    return true;
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(job = %name, error = %err, "could not renew the lease")
-                }
-                Err(err) => tracing::warn!(job = %name, error = %err, "could not renew the lease"),
-            }
-        }
-    });
+    let (name, holder, lost) = (job.to_string(), env.holder.clone(), cancel.clone());
+    let heartbeat = Heartbeat::start(
+        &env.writer,
+        every,
+        format!("the lease of job \"{job}\""),
+        move |store| store.renew_lease(&name, &holder),
+        move || lost.cancel(),
+    );
     Lease {
         job: job.to_string(),
         cancel,
-        stop,
         heartbeat,
+    }
+}
+
+/// A task that renews something of this process's in the database every
+/// `every`, through the writer, until stopped: a job lease, or a sharded
+/// run's holder row.
+pub(super) struct Heartbeat {
+    stop: CancellationToken,
+    task: JoinHandle<bool>,
+}
+
+impl Heartbeat {
+    /// `renew` answers false when what it renews is no longer this
+    /// process's (another one took it over): the heartbeat ends there and
+    /// `lost` runs. A failed renewal is a warning; the next one may work.
+    pub(super) fn start<R>(
+        writer: &Writer,
+        every: Duration,
+        what: String,
+        renew: R,
+        lost: impl FnOnce() + Send + 'static,
+    ) -> Heartbeat
+    where
+        R: Fn(&mut Store) -> Result<bool, StoreError> + Clone + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let (stopped, writer) = (stop.clone(), writer.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopped.cancelled() => return false,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let renew = renew.clone();
+                match writer.call(move |store| renew(store)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        tracing::error!(
+                            "another process took {what} over (this one looked dead); stopping what it covers"
+                        );
+                        lost();
+                        return true;
+                    }
+                    Ok(Err(err)) => tracing::warn!(error = %err, "could not renew {what}"),
+                    Err(err) => tracing::warn!(error = %err, "could not renew {what}"),
+                }
+            }
+        });
+        Heartbeat { stop, task }
+    }
+
+    /// Stop renewing. The task holds a Writer handle: it must end before
+    /// the writer can, so this waits for it. True when a renewal found it
+    /// taken over.
+    pub(super) async fn stop(self) -> bool {
+        self.stop.cancel();
+        self.task.await.unwrap_or(false)
     }
 }
 
@@ -198,9 +236,7 @@ impl Lease {
     /// Stop the heartbeat and delete the lease. True when the lease had
     /// been lost to another process while the job ran.
     pub(crate) async fn release(self, env: &RunEnv) -> bool {
-        self.stop.cancel();
-        // The task holds a Writer handle: it must end before the writer can.
-        let lost = self.heartbeat.await.unwrap_or(false);
+        let lost = self.heartbeat.stop().await;
         if !lost {
             let (job, holder) = (self.job.clone(), env.holder.clone());
             let released = env

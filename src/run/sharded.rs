@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::job::JobMode;
-use super::lease::{HEARTBEAT_EVERY, holder_is_dead, stale_after};
+use super::lease::{HEARTBEAT_EVERY, Heartbeat, holder_is_dead, stale_after};
 use super::partitions::unfinished_partitions;
 use super::shard::{Sharding, owner};
 use super::summary::JobSummary;
@@ -95,10 +93,7 @@ impl ShardEnv {
 
 /// This process as a holder of the invocation: registered at the start,
 /// renewed every [`HEARTBEAT_EVERY`], ended when the run ends.
-pub(crate) struct HolderHeartbeat {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
+pub(crate) struct HolderHeartbeat(Heartbeat);
 
 /// Register `holder` and start its heartbeat. Returns the invocation's
 /// start time (the first shard's clock).
@@ -119,36 +114,22 @@ pub(crate) async fn register(
     let started_at = DateTime::parse_from_rfc3339(&started)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(|_| Utc::now());
-    let stop = CancellationToken::new();
-    let (stopped, writer) = (stop.clone(), writer.clone());
     let (invocation, me) = (sharding.invocation.clone(), holder.to_string());
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stopped.cancelled() => return,
-                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
-            }
-            let (invocation, me) = (invocation.clone(), me.clone());
-            let renewed = writer
-                .call(move |store| store.renew_holder(&invocation, &me))
-                .await;
-            if !matches!(renewed, Ok(Ok(()))) {
-                tracing::warn!(
-                    "could not renew this shard's heartbeat; others take its streams over once it is stale"
-                );
-            }
-        }
-    });
-    Ok((started_at, HolderHeartbeat { stop, task }))
+    let heartbeat = Heartbeat::start(
+        writer,
+        HEARTBEAT_EVERY,
+        "this shard's heartbeat (others take its streams over once it is stale)".into(),
+        move |store| store.renew_holder(&invocation, &me).map(|()| true),
+        || {},
+    );
+    Ok((started_at, HolderHeartbeat(heartbeat)))
 }
 
 impl HolderHeartbeat {
     /// Stop the heartbeat and record that this process ended, so other
     /// shards know at once that it runs nothing any more.
     pub(crate) async fn end(self, writer: &Writer, sharding: &Sharding, holder: &str) {
-        self.stop.cancel();
-        // The task holds a Writer handle: it must end before the writer can.
-        let _ = self.task.await;
+        self.0.stop().await;
         let (invocation, me) = (sharding.invocation.clone(), holder.to_string());
         let ended = writer
             .call(move |store| store.end_holder(&invocation, &me))
