@@ -62,17 +62,9 @@ impl SqliteStore {
             )
             .optional()
             .map_err(err)?;
-        let cutoff = stale_cutoff(stale_after);
-        let replaced = match current {
-            None => None,
-            Some((other, _)) if other == holder => None,
-            Some((other, heartbeat_at)) if heartbeat_at < cutoff || is_dead(&other) => Some(other),
-            Some((holder, heartbeat_at)) => {
-                return Ok(LeaseOutcome::HeldBy {
-                    holder,
-                    heartbeat_at,
-                });
-            }
+        let replaced = match lease_decision(current, holder, stale_after, &is_dead) {
+            Ok(replaced) => replaced,
+            Err(held) => return Ok(held),
         };
         let at = now();
         tx.execute(
@@ -122,6 +114,31 @@ impl SqliteStore {
                 action: "release its lease",
                 source: Box::new(source),
             })
+    }
+}
+
+/// Who may take a job's lease, whichever database keeps it: given the
+/// current lease (holder, heartbeat), `Ok(replaced)` when `holder` may take
+/// it (naming the dead or stale holder it replaces, if any), or the
+/// [`LeaseOutcome::HeldBy`] to answer when a live holder has it.
+pub(crate) fn lease_decision(
+    current: Option<(String, String)>,
+    holder: &str,
+    stale_after: Duration,
+    is_dead: &dyn Fn(&str) -> bool,
+) -> Result<Option<String>, LeaseOutcome> {
+    match current {
+        None => Ok(None),
+        Some((other, _)) if other == holder => Ok(None),
+        Some((other, heartbeat_at))
+            if heartbeat_at < stale_cutoff(stale_after) || is_dead(&other) =>
+        {
+            Ok(Some(other))
+        }
+        Some((holder, heartbeat_at)) => Err(LeaseOutcome::HeldBy {
+            holder,
+            heartbeat_at,
+        }),
     }
 }
 

@@ -72,6 +72,50 @@ pub enum ClaimEnd {
     Release,
 }
 
+/// What a claim found under its lock, before [`decide_claim`].
+pub(crate) enum Found {
+    /// Nothing to do (done, finished in the pass, or the pass completed).
+    Done,
+    /// Never claimed in this invocation.
+    Free,
+    Failed {
+        holder: String,
+    },
+    /// `running` for `holder`; `fresh`: its row is not ended and its
+    /// heartbeat is recent (`is_dead` is asked by [`decide_claim`]).
+    Running {
+        holder: String,
+        fresh: bool,
+    },
+}
+
+/// Who runs a stream, whichever database keeps the claims: `Ok(taken_from)`
+/// when `holder` claims it (naming the dead or stale holder it takes over,
+/// if any), or the [`StreamClaim`] to answer without claiming.
+pub(crate) fn decide_claim(
+    found: Found,
+    holder: &str,
+    retry_failed: bool,
+    is_dead: &dyn Fn(&str) -> bool,
+) -> Result<Option<String>, StreamClaim> {
+    match found {
+        Found::Done => Err(StreamClaim::Done),
+        Found::Failed { holder } if !retry_failed => Err(StreamClaim::Failed { holder }),
+        Found::Free | Found::Failed { .. } => Ok(None),
+        Found::Running { holder: other, .. } if other == holder => Ok(None),
+        Found::Running {
+            holder: other,
+            fresh,
+        } => {
+            if fresh && !is_dead(&other) {
+                Err(StreamClaim::Busy { holder: other })
+            } else {
+                Ok(Some(other))
+            }
+        }
+    }
+}
+
 /// The claim this process holds on a stream it is running: every page of
 /// that stream checks it inside the page's transaction, so a process whose
 /// stream was taken over (it looked dead) cannot write after the new holder
@@ -309,22 +353,24 @@ impl SqliteStore {
             )
             .optional()
             .map_err(err)?;
-        let taken_from = match row {
-            None => None,
-            Some((status, _)) if status == "done" => return Ok(StreamClaim::Done),
-            Some((status, other)) if status == "failed" => {
-                if !retry_failed {
-                    return Ok(StreamClaim::Failed { holder: other });
-                }
-                None
-            }
-            Some((_, other)) if other == holder => None,
+        let found = match row {
+            None => Found::Free,
+            Some((status, _)) if status == "done" => Found::Done,
+            Some((status, other)) if status == "failed" => Found::Failed { holder: other },
             Some((_, other)) => {
-                if holder_alive(&tx, invocation, &other, stale_after, &is_dead).map_err(err)? {
-                    return Ok(StreamClaim::Busy { holder: other });
+                // Alive or not only matters for another holder's claim.
+                let fresh = other != holder
+                    && holder_alive(&tx, invocation, &other, stale_after, &|_| false)
+                        .map_err(err)?;
+                Found::Running {
+                    holder: other,
+                    fresh,
                 }
-                Some(other)
             }
+        };
+        let taken_from = match decide_claim(found, holder, retry_failed, &is_dead) {
+            Ok(taken_from) => taken_from,
+            Err(answer) => return Ok(answer),
         };
         let at = now();
         tx.execute(

@@ -32,7 +32,7 @@ use crate::store::error::StoreError;
 use crate::store::leases::stale_cutoff;
 use crate::store::open::now;
 use crate::store::shards::{
-    ClaimEnd, HeldClaim, KEEP_STREAMS, StreamClaim, StreamState, TAKEN_OVER,
+    ClaimEnd, Found, HeldClaim, KEEP_STREAMS, StreamClaim, StreamState, TAKEN_OVER, decide_claim,
 };
 use crate::store::streams::BACKFILL_PREFIX;
 use crate::store::types::{RunId, StreamKey, TableSpec};
@@ -64,23 +64,6 @@ fn shard_int(shard: u32) -> i32 {
 
 fn job_lock(invocation: &str, job: &str) -> String {
     format!("shard-job:{invocation}:{job}")
-}
-
-/// What a claim found under its locks, before the caller decides.
-enum Found {
-    /// Nothing to do (done, finished in the pass, or the pass completed).
-    Done,
-    /// Never claimed in this invocation.
-    Free,
-    Failed {
-        holder: String,
-    },
-    /// `running` for `holder`; `fresh`: its row is not ended and its
-    /// heartbeat is recent (`is_dead` is the caller's to ask).
-    Running {
-        holder: String,
-        fresh: bool,
-    },
 }
 
 impl PgStore {
@@ -250,26 +233,11 @@ impl PgStore {
             )?;
             find_claim(s, &inv, &key, &cutoff)
         })?;
-        let taken_from = match found {
-            Found::Done => {
+        let taken_from = match decide_claim(found, holder, retry_failed, is_dead) {
+            Ok(taken_from) => taken_from,
+            Err(answer) => {
                 tx.rollback(err)?;
-                return Ok(StreamClaim::Done);
-            }
-            Found::Failed { holder } if !retry_failed => {
-                tx.rollback(err)?;
-                return Ok(StreamClaim::Failed { holder });
-            }
-            Found::Free | Found::Failed { .. } => None,
-            Found::Running { holder: other, .. } if other == holder => None,
-            Found::Running {
-                holder: other,
-                fresh,
-            } => {
-                if fresh && !is_dead(&other) {
-                    tx.rollback(err)?;
-                    return Ok(StreamClaim::Busy { holder: other });
-                }
-                Some(other)
+                return Ok(answer);
             }
         };
         let (inv, key, me) = (invocation.to_string(), stream.clone(), holder.to_string());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use postgres::GenericClient;
 
 use super::super::error::StoreError;
-use super::super::leases::{LeaseOutcome, ORPHANED, stale_cutoff};
+use super::super::leases::{LeaseOutcome, ORPHANED, lease_decision};
 use super::super::open::now;
 use super::super::sql::{quote_ident, staging_name};
 use super::super::streams::BACKFILL_PREFIX;
@@ -336,17 +336,11 @@ impl PgStore {
                 )
                 .map(|row| row.map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
         })?;
-        let cutoff = stale_cutoff(stale_after);
-        let replaced = match current {
-            None => None,
-            Some((other, _)) if other == me => None,
-            Some((other, heartbeat_at)) if heartbeat_at < cutoff || is_dead(&other) => Some(other),
-            Some((holder, heartbeat_at)) => {
+        let replaced = match lease_decision(current, &me, stale_after, is_dead) {
+            Ok(replaced) => replaced,
+            Err(held) => {
                 tx.rollback(err())?;
-                return Ok(LeaseOutcome::HeldBy {
-                    holder,
-                    heartbeat_at,
-                });
+                return Ok(held);
             }
         };
         // Write the lease and interrupt the job's orphaned runs.
