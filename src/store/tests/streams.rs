@@ -250,3 +250,25 @@ fn distinct_values_in_order_of_first_appearance(db) {
     }
 }
 }
+
+backend_test! {
+/// semantics.md: a page's records and the cursor that follows it commit in
+/// one transaction. If saving the cursor fails, the page's rows must roll
+/// back with it: kept alone, a rerun would fetch and append them again.
+fn a_page_whose_checkpoint_cannot_be_saved_leaves_no_rows(db) {
+    let (mut store, run) = store_with_run(db, "j");
+    let table = spec("j", WriteMode::Append, &[], false);
+    store.prepare_table(&table).unwrap();
+    let s = stream("j", "");
+    store
+        .apply_page(&s, &table, run, &[unkeyed(r#"{"n":1}"#)], "{\"pages\":1}")
+        .unwrap();
+    store.exec_sql("DROP TABLE checkpoints");
+    assert!(
+        store
+            .apply_page(&s, &table, run, &[unkeyed(r#"{"n":2}"#)], "{\"pages\":2}")
+            .is_err()
+    );
+    assert_eq!(store.count_rows("j").unwrap(), 1, "page 2 rolled back");
+}
+}
