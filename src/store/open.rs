@@ -17,7 +17,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 /// How long a statement waits for another connection's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(90);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Statements prepared once and reused: two insert shapes per table and mode,
 /// plus the checkpoint upsert, for a handful of tables.

@@ -3,7 +3,6 @@
 //! writing pages (WAL lets both proceed).
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -35,7 +34,7 @@ impl SqliteReader {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
-        conn.busy_timeout(Duration::from_secs(90))
+        conn.busy_timeout(super::open::BUSY_TIMEOUT)
             .map_err(|source| StoreError::Pragma {
                 path: path.to_path_buf(),
                 pragma: "busy_timeout",

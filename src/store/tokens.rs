@@ -38,11 +38,6 @@ pub enum TokensError {
         source: rusqlite::Error,
     },
     #[error("refresh token table: {source}")]
-    Sql {
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("refresh token table: {source}")]
     Database {
         #[source]
         source: Box<super::error::DbError>,
@@ -96,7 +91,9 @@ impl TokenStore for DbTokenStore {
 
 impl From<rusqlite::Error> for TokensError {
     fn from(source: rusqlite::Error) -> Self {
-        TokensError::Sql { source }
+        TokensError::Database {
+            source: Box::new(source),
+        }
     }
 }
 
