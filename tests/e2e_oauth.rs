@@ -13,7 +13,7 @@ use base64::Engine as _;
 use common::oauth_server::{
     Behaviour, CLIENT_ID, CLIENT_SECRET, FIRST_REFRESH, Foreign, OAuthServer,
 };
-use common::{Project, describe};
+use common::{Project, describe, text};
 
 const CC: &str = "oauth2_client_credentials";
 const RT: &str = "oauth2_refresh_token";
@@ -29,11 +29,18 @@ fn project(server: &OAuthServer, settings: &str, kind: &str, partitions: Option<
     project
 }
 
-fn text(output: &std::process::Output) -> String {
+/// A run that must fail (exit 1): everything it printed.
+async fn failed_run(server: &OAuthServer, project: &Project, args: &[&str]) -> String {
+    let output = server.run(project, args).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    text(&output)
+}
+
+/// The error line of a page the API refused.
+fn refused(server: &OAuthServer, page: u32, status: u16) -> String {
     format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        "job \"items\": GET {}/items/all?page={page} was refused with {status}",
+        server.base()
     )
 }
 
@@ -169,14 +176,8 @@ async fn a_second_401_fails_the_stream_naming_the_job_and_the_page() {
     })
     .await;
     let project = project(&server, "", CC, None);
-    let output = server.run(&project, &["run"]).await;
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    let page = format!("{}/items/all?page=3", server.base());
-    assert!(
-        shown.contains(&format!("job \"items\": GET {page} was refused with 401")),
-        "{shown}"
-    );
+    let shown = failed_run(&server, &project, &["run"]).await;
+    assert!(shown.contains(&refused(&server, 3, 401)), "{shown}");
     assert!(shown.contains("refused again with a new token"), "{shown}");
     // One refresh, one replay, then the stream stops: no refresh loop.
     assert_eq!(server.token_requests().len(), 2);
@@ -203,14 +204,8 @@ async fn a_403_is_a_permission_error_naming_the_scope_and_is_never_refreshed() {
     })
     .await;
     let project = project(&server, "", CC, None);
-    let output = server.run(&project, &["run"]).await;
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    let page = format!("{}/items/all?page=2", server.base());
-    assert!(
-        shown.contains(&format!("job \"items\": GET {page} was refused with 403")),
-        "{shown}"
-    );
+    let shown = failed_run(&server, &project, &["run"]).await;
+    assert!(shown.contains(&refused(&server, 2, 403)), "{shown}");
     assert!(shown.contains("lacks scope \"items:admin\""), "{shown}");
     assert_eq!(server.token_requests().len(), 1, "403 is not refreshed");
     let page_2 = server.tokens_on_page(2).len();
@@ -253,9 +248,7 @@ async fn a_rotated_refresh_token_is_used_by_the_next_run_and_the_spent_one_is_re
 
     // The server really refuses a spent refresh token: a run on a fresh
     // database (nothing stored) fails with invalid_grant, quoting no token.
-    let output = server.run(&project, &["run", "--db", "fresh.db"]).await;
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let shown = failed_run(&server, &project, &["run", "--db", "fresh.db"]).await;
     assert!(shown.contains("invalid_grant"), "{shown}");
     for token in server.refresh_tokens() {
         assert!(!shown.contains(&token), "{token} leaked: {shown}");
@@ -301,9 +294,7 @@ async fn invalid_client_fails_fast_with_exactly_one_token_request() {
     .await;
     // Four streams share the credential: the final answer is remembered.
     let project = project(&server, "", CC, Some(4));
-    let output = server.run(&project, &["run"]).await;
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let shown = failed_run(&server, &project, &["run"]).await;
     assert!(shown.contains("invalid_client"), "{shown}");
     assert!(shown.contains("items"), "names the job: {shown}");
     assert!(!shown.contains(CLIENT_SECRET), "{shown}");
@@ -322,9 +313,7 @@ async fn a_next_link_to_another_origin_fails_naming_the_page_and_reaches_nothing
     })
     .await;
     let project = project(&server, "", CC, None);
-    let output = server.run(&project, &["run"]).await;
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let shown = failed_run(&server, &project, &["run"]).await;
     let page = format!("{}/items/all?page=2", server.base());
     assert!(
         shown.contains(&format!("job \"items\": GET {page} leads to {target}")),

@@ -13,19 +13,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::databases::{PASSWORD, PostgresDatabase};
 use common::oauth_server::{Behaviour, FIRST_REFRESH, OAuthServer};
-use common::{BEARER, Project, TOKEN, describe};
+use common::{BEARER, Project, TOKEN, describe, text};
 use serde_json::json;
 
 const PAGES: u64 = 5;
 const PAGE_SIZE: u64 = 10;
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// `/items?page=N`: PAGES pages of PAGE_SIZE records, then an empty page.
 /// While `broken`, page 3 answers 500.

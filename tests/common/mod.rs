@@ -93,6 +93,16 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
+/// Everything a run printed, stdout then stderr: where a message is looked
+/// for when it does not matter which stream carried it.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// A bearer auth table reading the test token from the environment.
 pub const BEARER: &str = r#"auth = { type = "bearer", token = { env = "TEST_TOKEN" } }"#;
 /// Serve `app` on 127.0.0.1 on a free port, in the background; its base URL.
