@@ -281,7 +281,7 @@ async fn no_color_turns_colour_off_on_a_terminal() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: util-linux `script` is not installed");
+        common::tool_missing("script");
         return;
     }
     let (_server, project) = failing_project().await;

@@ -259,11 +259,14 @@ async fn a_second_process_skips_a_job_the_first_one_is_running_and_wait_waits() 
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(waiting.stderr.take().unwrap()).lines();
+    let mut waited = false;
     while let Some(line) = lines.next_line().await.unwrap() {
         if line.contains("waiting for another process") {
+            waited = true;
             break;
         }
     }
+    assert!(waited, "the second process said it waits for the lease");
     assert_eq!(api.hits("/slow"), 1, "nothing sent while waiting");
     api.gate.send_replace(true);
     assert!(first.wait().await.unwrap().success());

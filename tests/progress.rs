@@ -80,7 +80,7 @@ async fn under_terminal(project: &Project, args: &str) -> Option<Output> {
 async fn on_a_terminal_each_stream_and_the_total_are_drawn_and_logs_stay_whole() {
     let (_server, project) = project().await;
     let Some(output) = under_terminal(&project, "").await else {
-        eprintln!("skipped: util-linux `script` is not installed");
+        common::tool_missing("script");
         return;
     };
     let text = describe(&output);
@@ -105,7 +105,7 @@ async fn quiet_and_json_logs_turn_the_display_off_on_a_terminal() {
     let (_server, project) = project().await;
     for args in ["-q", "--log-format json"] {
         let Some(output) = under_terminal(&project, args).await else {
-            eprintln!("skipped: util-linux `script` is not installed");
+            common::tool_missing("script");
             return;
         };
         let text = describe(&output);

@@ -93,6 +93,17 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
+/// A test that needs a tool this machine lacks (util-linux `script`): a
+/// note locally, but a failure under CI, where a skipped test must never
+/// pass for a tested one.
+pub fn tool_missing(tool: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "`{tool}` is not installed, and CI must run this test (install it in .ci/run)"
+    );
+    eprintln!("skipped: `{tool}` is not installed");
+}
+
 /// Everything a run printed, stdout then stderr: where a message is looked
 /// for when it does not matter which stream carried it.
 pub fn text(output: &Output) -> String {
