@@ -50,8 +50,10 @@ async fn a_page_queued_behind_a_failed_commit_is_not_written() {
     assert_eq!(project.rows("t").len(), 12);
     let first_run = run_id_of(&project, 7);
 
-    // The second run's page 1 (ids 4-6) fails to commit; page 2 (ids 7-9)
-    // is queued behind it by then.
+    // The second run's page 1 (ids 4-6) fails to commit. Page 2 (ids 7-9)
+    // is always queued behind it: the stream hands page k to the writer
+    // before it waits for page k-1's answer, and the writer runs them in
+    // order, so page 2's command runs after page 1's failure.
     project
         .open()
         .execute_batch(
