@@ -14,9 +14,9 @@ use super::lease::{self, Acquired};
 use super::partitions::unfinished_partitions;
 use super::shard::Sharding;
 use super::sharded::{self, NotReady, Phase, ShardEnv};
-use super::stream::{StreamEnv, StreamOutcome, run_stream};
+use super::stream::{StreamEnv, StreamOutcome, StreamWatch, run_stream};
 use super::summary::{JobStatus, JobSummary};
-use super::{NoProgress, RunEnv, RunError};
+use super::{RunEnv, RunError};
 use crate::fetch::{RequestStats, StatsSnapshot};
 use crate::plan::{JobPlan, Partition};
 use crate::store::{ClaimEnd, RunOutcome, RunStatus, TableSpec};
@@ -265,13 +265,10 @@ async fn run_partitions(
             });
         }
     };
-    // Each stream gets its own counters and observer below.
     let stream_env = StreamEnv {
         writer: env.writer.clone(),
         http: env.http.clone(),
         credential,
-        stats: Arc::new(RequestStats::new()),
-        progress: Arc::new(NoProgress),
         cancel: cancel.clone(),
         table: table.clone(),
         run_id,
@@ -469,14 +466,12 @@ async fn run_one(
     // Per-stream counters, so a live display can show each stream's
     // retries; the job adds them up.
     let stats = Arc::new(RequestStats::new());
-    let progress = env.progress.stream_started(&job.name, &label, &stats);
-    let stream_env = StreamEnv {
-        stats: stats.clone(),
-        progress,
-        ..stream_env.clone()
+    let watch = StreamWatch {
+        progress: env.progress.stream_started(&job.name, &label, &stats),
+        stats,
     };
     let mut counts = StreamOutcome::default();
-    let mut result = run_stream(&stream_env, job.clone(), partition, &mut counts).await;
+    let mut result = run_stream(stream_env, &watch, job.clone(), partition, &mut counts).await;
     if let Some((shard, _)) = claims {
         let end = match (&result, counts.interrupted) {
             (Err(_), _) => ClaimEnd::Failed,
@@ -490,7 +485,12 @@ async fn run_one(
         }
     }
     let phase = claims.map_or(Phase::Own, |(_, phase)| phase);
-    (label, (counts, stats.snapshot()), result, Ran::Here(phase))
+    (
+        label,
+        (counts, watch.stats.snapshot()),
+        result,
+        Ran::Here(phase),
+    )
 }
 
 /// Every stream of the pass finished: swap a replace table in and start the

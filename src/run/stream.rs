@@ -34,10 +34,6 @@ pub(crate) struct StreamEnv {
     pub writer: Writer,
     pub http: HttpClient,
     pub credential: Option<Arc<Credential>>,
-    /// This stream's request counters (the job adds them up at its end).
-    pub stats: Arc<RequestStats>,
-    /// Hears about this stream's pages (a live display, or nothing).
-    pub progress: Arc<dyn StreamProgress>,
     pub cancel: CancellationToken,
     pub table: Arc<TableSpec>,
     pub run_id: RunId,
@@ -47,6 +43,14 @@ pub(crate) struct StreamEnv {
     pub keep_mark: bool,
     /// Longest wait for one page (zero: no limit).
     pub stall_timeout: Duration,
+}
+
+/// What watches one stream: made per stream, unlike [`StreamEnv`].
+pub(crate) struct StreamWatch {
+    /// This stream's request counters (the job adds them up at its end).
+    pub stats: Arc<RequestStats>,
+    /// Hears about this stream's pages (a live display, or nothing).
+    pub progress: Arc<dyn StreamProgress>,
 }
 
 /// How a stream ended.
@@ -65,6 +69,7 @@ type PendingCommit = oneshot::Receiver<Result<(), StoreError>>;
 
 pub(crate) async fn run_stream(
     env: &StreamEnv,
+    watch: &StreamWatch,
     job: Arc<JobPlan>,
     partition: Partition,
     counts: &mut StreamOutcome,
@@ -75,7 +80,8 @@ pub(crate) async fn run_stream(
     };
     let position = starting_position(env, &job, &key).await?;
     let resumed = position.next != NextRequest::Start;
-    let result = fetch_and_write(env, &job, &partition, &key, position.clone(), counts).await;
+    let result =
+        fetch_and_write(env, watch, &job, &partition, &key, position.clone(), counts).await;
     match result {
         Err(RunError::Fetch(err)) if resumed && counts.pages == 0 && err.is_client_error() => {
             tracing::warn!(job = %job.name, partition = %partition.key, error = %err,
@@ -84,7 +90,7 @@ pub(crate) async fn run_stream(
                 max_seen: position.max_seen.clone(),
                 ..StreamPosition::start(position.since.clone())
             };
-            fetch_and_write(env, &job, &partition, &key, restart, counts).await
+            fetch_and_write(env, watch, &job, &partition, &key, restart, counts).await
         }
         other => other,
     }
@@ -116,6 +122,7 @@ async fn starting_position(
 
 async fn fetch_and_write(
     env: &StreamEnv,
+    watch: &StreamWatch,
     job: &Arc<JobPlan>,
     partition: &Partition,
     key: &StreamKey,
@@ -130,7 +137,7 @@ async fn fetch_and_write(
         env.credential.clone(),
         position,
     )?
-    .with_stats(env.stats.clone());
+    .with_stats(watch.stats.clone());
     let mut pending: Option<PendingCommit> = None;
     // Set on the writer thread when a page fails to commit: a page queued
     // behind it must not commit, or its checkpoint would skip those rows.
@@ -168,11 +175,11 @@ async fn fetch_and_write(
                 };
                 let Some(page) = page else { break };
                 // The last page and the end of the stream commit together.
-                counted(env, counts, &page);
+                counted(watch, counts, &page);
                 return finish_with(env, job, key, page).await;
             }
         };
-        counted(env, counts, &page);
+        counted(watch, counts, &page);
         last_position = page.position.clone();
         // Queue this page behind the one being written, so the writer goes
         // straight on to it, then wait for that one: still one page per
@@ -185,10 +192,10 @@ async fn fetch_and_write(
     finish(env, job, key, last_position).await
 }
 
-fn counted(env: &StreamEnv, counts: &mut StreamOutcome, page: &Page) {
+fn counted(watch: &StreamWatch, counts: &mut StreamOutcome, page: &Page) {
     counts.pages += 1;
     counts.records += page.records.len() as u64;
-    env.progress.page(counts.pages, counts.records);
+    watch.progress.page(counts.pages, counts.records);
 }
 
 /// The stall watchdog fired.
