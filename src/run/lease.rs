@@ -281,6 +281,7 @@ mod tests {
             holder: holder.into(),
             progress: Arc::new(NoProgress),
             shard: None,
+            reader: std::sync::Mutex::new(None),
         }
     }
 

@@ -60,6 +60,10 @@ pub(crate) struct RunEnv {
     pub parent_tables: HashMap<String, String>,
     /// The database, for read-only connections beside the writer's.
     pub database: crate::store::Database,
+    /// The read-only connection partition listings share, opened by the
+    /// first one: a sharded child polling its parent every second must not
+    /// open a connection each time.
+    pub reader: std::sync::Mutex<Option<Arc<std::sync::Mutex<crate::store::StoreReader>>>>,
     /// This process's job-lease holder id (`hostname:pid:random`).
     pub holder: String,
     /// Told about every stream (a live display on a terminal, else nothing).
@@ -144,6 +148,7 @@ async fn execute_with(
         holder,
         progress,
         shard,
+        reader: std::sync::Mutex::new(None),
     };
     let jobs = scheduler::run_jobs(&env, jobs, &mode).await;
     let report = mode.shard.as_ref().map(|s| ShardReport {

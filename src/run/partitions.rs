@@ -71,9 +71,8 @@ pub(crate) fn unfinished_partitions(
             checked: false,
         },
     };
-    let reader = StoreReader::open(&env.database)?;
     let batches = Batches {
-        reader: Arc::new(Mutex::new(reader)),
+        reader: shared_reader(env)?,
         job: job.name.clone(),
         source,
     };
@@ -84,6 +83,20 @@ pub(crate) fn unfinished_partitions(
     Ok(batches
         .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
         .try_flatten())
+}
+
+/// The run's read-only connection, opened on first use.
+fn shared_reader(env: &RunEnv) -> Result<Arc<Mutex<StoreReader>>, RunError> {
+    let mut slot = env
+        .reader
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(reader) = slot.as_ref() {
+        return Ok(reader.clone());
+    }
+    let reader = Arc::new(Mutex::new(StoreReader::open(&env.database)?));
+    *slot = Some(reader.clone());
+    Ok(reader)
 }
 
 enum Source {
