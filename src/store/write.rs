@@ -54,16 +54,18 @@ impl SqliteStore {
         position: &str,
         claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
-        self.write_rows_then(table, run_id, records, |tx| {
-            check_claim(tx, stream, claim)?;
+        self.write_rows_then(stream, claim, table, run_id, records, |tx| {
             save_checkpoint(tx, stream, position)
         })
     }
 
     /// A page's rows, then `after` (the checkpoint, or the end of the
-    /// stream), in one transaction.
+    /// stream), in one transaction; first of all, the stream's claim if it
+    /// has one (a page of a stream taken over takes no row lock).
     fn write_rows_then(
         &mut self,
+        stream: &StreamKey,
+        claim: Option<&HeldClaim>,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
@@ -76,7 +78,14 @@ impl SqliteStore {
             action: "write a page",
             source: Box::new(source),
         };
-        let tx = self.conn.transaction().map_err(row_err)?;
+        // Immediate: the write lock first (waiting out other writers), so
+        // reading the claim before the rows cannot leave a read snapshot
+        // that a write then fails to upgrade (SQLITE_BUSY_SNAPSHOT).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(row_err)?;
+        check_claim(&tx, stream, claim)?;
         InsertShape::new(&target, table)
             .write_all(&tx, records, &now(), run_id)
             .map_err(row_err)?;
@@ -99,8 +108,7 @@ impl SqliteStore {
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
-        self.write_rows_then(table, run_id, records, |tx| {
-            check_claim(tx, stream, claim)?;
+        self.write_rows_then(stream, claim, table, run_id, records, |tx| {
             end_stream(tx, stream, run_id, mark)
         })
     }

@@ -126,15 +126,14 @@ impl PgStore {
         position: &str,
         claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
-        let (stream, position, claim) = (stream.clone(), position.to_string(), claim.cloned());
+        let (key, position) = (stream.clone(), position.to_string());
         self.write_rows_then(
+            stream,
+            claim,
             table,
             run_id,
             records,
-            Box::new(move |tx| {
-                check_claim(tx, &stream, claim.as_ref())?;
-                save_checkpoint(tx, &stream, &position)
-            }),
+            Box::new(move |tx| save_checkpoint(tx, &key, &position)),
         )
     }
 
@@ -147,26 +146,31 @@ impl PgStore {
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
-        let (stream, mark, claim) = (stream.clone(), mark.map(str::to_string), claim.cloned());
+        let (key, mark) = (stream.clone(), mark.map(str::to_string));
         self.write_rows_then(
+            stream,
+            claim,
             table,
             run_id,
             records,
-            Box::new(move |tx| {
-                check_claim(tx, &stream, claim.as_ref())?;
-                end_stream(tx, &stream, run_id, mark.as_deref())
-            }),
+            Box::new(move |tx| end_stream(tx, &key, run_id, mark.as_deref())),
         )
     }
 
+    /// A page's rows, then `after`, in one transaction; first of all, the
+    /// stream's claim if it has one (a page of a stream taken over takes no
+    /// row lock).
     fn write_rows_then(
         &mut self,
+        stream: &StreamKey,
+        claim: Option<&HeldClaim>,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
         after: After,
     ) -> Result<(), StoreError> {
         check_columns(table, records)?;
+        let (stream, claim) = (stream.clone(), claim.cloned());
         let target = write_target(table);
         let sql = insert_sql(&target, table);
         let rows = Columns::new(records, table.columns.len(), upserts(table));
@@ -179,6 +183,7 @@ impl PgStore {
             let insert = session.prepared(&sql).map_err(row_err)?;
             let Session { client, .. } = session;
             let mut tx = client.transaction().map_err(row_err)?;
+            check_claim(&mut tx, &stream, claim.as_ref())?;
             if !rows.data.is_empty() {
                 let synced_at = now();
                 let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
