@@ -282,9 +282,9 @@ async fn finish(
     } else {
         None
     };
-    let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
+    let (key, run_id) = (key.clone(), env.run_id);
     env.writer
-        .call(move |store| store.finish_stream(&key, &table, run_id, mark.as_deref()))
+        .call(move |store| store.finish_stream(&key, run_id, mark.as_deref()))
         .await??;
     Ok(())
 }

@@ -161,12 +161,11 @@ impl Store {
     pub fn finish_stream(
         &mut self,
         stream: &StreamKey,
-        table: &TableSpec,
         run_id: RunId,
         mark: Option<&str>,
     ) -> Result<(), StoreError> {
         let claim = self.claims.get(stream);
-        both!(mut self, db => db.finish_stream(stream, table, run_id, mark, claim))
+        both!(mut self, db => db.finish_stream(stream, run_id, mark, claim))
     }
 
     pub fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError> {

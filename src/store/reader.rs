@@ -111,7 +111,7 @@ impl SqliteReader {
 #[cfg(test)]
 mod tests {
     use crate::store::test_db::backend_test;
-    use crate::store::{StoreReader, StreamKey, TableSpec};
+    use crate::store::{StoreReader, StreamKey};
 
     backend_test! {
     fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db) {
@@ -145,15 +145,9 @@ mod tests {
         // Byte order on both backends (upper case before lower case).
         assert_eq!(all, ["1", "2", "3", "B", "a", "x"]);
 
-        let table = TableSpec {
-            table: "children".into(),
-            mode: crate::plan::WriteMode::Merge,
-            columns: Vec::new(),
-            has_primary_key: true,
-        };
         let run = store.begin_run("child").unwrap();
         store
-            .finish_stream(&StreamKey::new("child", "2"), &table, run, None)
+            .finish_stream(&StreamKey::new("child", "2"), run, None)
             .unwrap();
         assert_eq!(
             reader.finished_among("child", &["1", "2", "3"]).unwrap(),

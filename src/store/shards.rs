@@ -830,7 +830,7 @@ mod tests {
         assert!(refused.to_string().contains("another process took this stream over"), "{refused}");
         let last = a.apply_last_page(&stream, &table, run, &page(4), None).unwrap_err();
         assert!(matches!(last, StoreError::ClaimLost { .. }), "{last}");
-        let end = a.finish_stream(&stream, &table, run, None).unwrap_err();
+        let end = a.finish_stream(&stream, run, None).unwrap_err();
         assert!(matches!(end, StoreError::ClaimLost { .. }), "{end}");
         assert_eq!(b.count_rows("orders").unwrap(), 2, "pages 1 and 2 only");
         assert_eq!(b.load_checkpoint(&stream).unwrap().as_deref(), Some("{\"offset\":2}"));
@@ -1038,11 +1038,11 @@ mod tests {
         let run = store.begin_run("orders").unwrap();
         store.tag_run(run, "inv", 0, "a").unwrap();
         store
-            .finish_stream(&StreamKey::new("orders", "eu"), &table, run, None)
+            .finish_stream(&StreamKey::new("orders", "eu"), run, None)
             .unwrap();
         let backfill = format!("{BACKFILL_PREFIX}2024-01");
         store
-            .finish_stream(&StreamKey::new("orders", &backfill), &table, run, None)
+            .finish_stream(&StreamKey::new("orders", &backfill), run, None)
             .unwrap();
         // A non-empty run of a shard is kept.
         store.discard_empty_run(run).unwrap();

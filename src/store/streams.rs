@@ -71,13 +71,10 @@ impl SqliteStore {
     pub fn finish_stream(
         &mut self,
         stream: &StreamKey,
-        _table: &TableSpec,
         run_id: RunId,
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
     ) -> Result<(), StoreError> {
-        // `_table` is unused here (SQLite keys all of this by stream); a
-        // backend that keeps staging per table may need it.
         let err = stream_err(stream, "record the end of the stream");
         let tx = self.conn.transaction().map_err(err)?;
         check_claim(&tx, stream, claim)?;

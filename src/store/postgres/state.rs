@@ -156,7 +156,6 @@ impl PgStore {
     pub(crate) fn finish_stream(
         &mut self,
         stream: &StreamKey,
-        _table: &TableSpec,
         run_id: RunId,
         mark: Option<&str>,
         claim: Option<&HeldClaim>,

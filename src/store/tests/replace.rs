@@ -25,7 +25,7 @@ fn full_pass(store: &mut Store, vs: &[&str]) {
         .collect();
     let s = stream("items", "");
     store.apply_page(&s, &table, run, &page, "{}").unwrap();
-    store.finish_stream(&s, &table, run, None).unwrap();
+    store.finish_stream(&s, run, None).unwrap();
     store.complete_job_pass("items", &table).unwrap();
 }
 
@@ -143,7 +143,7 @@ fn a_rerun_after_a_crash_keeps_filling_the_staging_table(db) {
     store
         .apply_page(&s, &table, run, &[keyed(json!(2), "p2")], "\"after p2\"")
         .unwrap();
-    store.finish_stream(&s, &table, run, None).unwrap();
+    store.finish_stream(&s, run, None).unwrap();
     store.complete_job_pass("items", &table).unwrap();
     assert_eq!(values(&store, "items"), ["p1", "p2"]);
 }
@@ -161,7 +161,7 @@ fn partitions_fill_one_staging_table_swapped_once(db) {
         store
             .apply_page(&s, &table, run, &[keyed(json!(i), partition)], "{}")
             .unwrap();
-        store.finish_stream(&s, &table, run, None).unwrap();
+        store.finish_stream(&s, run, None).unwrap();
         if i == 0 {
             assert_eq!(
                 values(&store, "items"),

@@ -43,7 +43,7 @@ fn status_reports_last_run_success_rows_and_state(db) {
         )
         .unwrap();
     store
-        .finish_stream(&stream("orders", "us"), &table, first, Some("\"m\""))
+        .finish_stream(&stream("orders", "us"), first, Some("\"m\""))
         .unwrap();
     store
         .finish_run(first, &outcome(RunStatus::Succeeded, None))

@@ -19,7 +19,7 @@ fn finishing_a_stream_clears_its_checkpoint_and_stores_its_mark(db) {
     assert_eq!(store.load_mark(&s).unwrap(), None);
 
     store
-        .finish_stream(&s, &table, run, Some("\"2024-05-01T00:00:00Z\""))
+        .finish_stream(&s, run, Some("\"2024-05-01T00:00:00Z\""))
         .unwrap();
     assert_eq!(store.load_checkpoint(&s).unwrap(), None);
     assert_eq!(
@@ -28,7 +28,7 @@ fn finishing_a_stream_clears_its_checkpoint_and_stores_its_mark(db) {
     );
 
     // A later stream without records keeps the mark it had.
-    store.finish_stream(&s, &table, run, None).unwrap();
+    store.finish_stream(&s, run, None).unwrap();
     assert_eq!(
         store.load_mark(&s).unwrap().as_deref(),
         Some("\"2024-05-01T00:00:00Z\"")
@@ -93,7 +93,7 @@ fn checkpoints_and_marks_are_per_partition(db) {
         .apply_page(&stream("j", "eu"), &table, run, &[], "\"eu\"")
         .unwrap();
     store
-        .finish_stream(&stream("j", "eu"), &table, run, Some("5"))
+        .finish_stream(&stream("j", "eu"), run, Some("5"))
         .unwrap();
     assert_eq!(
         store
@@ -118,7 +118,7 @@ fn clearing_a_refused_checkpoint_keeps_the_mark(db) {
     let table = spec("j", WriteMode::Append, &[], false);
     store.prepare_table(&table).unwrap();
     let s = stream("j", "");
-    store.finish_stream(&s, &table, run, Some("10")).unwrap();
+    store.finish_stream(&s, run, Some("10")).unwrap();
     store.apply_page(&s, &table, run, &[], "\"stale\"").unwrap();
     store.clear_checkpoint(&s).unwrap();
     assert_eq!(store.load_checkpoint(&s).unwrap(), None);
@@ -132,16 +132,16 @@ fn a_pass_remembers_finished_partitions_until_it_completes(db) {
     let table = spec("j", WriteMode::Append, &[], false);
     store.prepare_table(&table).unwrap();
     store
-        .finish_stream(&stream("j", "us"), &table, run, None)
+        .finish_stream(&stream("j", "us"), run, None)
         .unwrap();
     store
-        .finish_stream(&stream("other", "x"), &table, run, None)
+        .finish_stream(&stream("other", "x"), run, None)
         .unwrap();
     // The run crashes here; the next one skips "us".
     let rerun = store.begin_run("j").unwrap();
     assert_eq!(store.finished_partitions("j").unwrap(), ["us"]);
     store
-        .finish_stream(&stream("j", "eu"), &table, rerun, None)
+        .finish_stream(&stream("j", "eu"), rerun, None)
         .unwrap();
     assert_eq!(store.finished_partitions("j").unwrap(), ["eu", "us"]);
 
@@ -159,13 +159,13 @@ fn a_backfill_and_the_job_pass_keep_separate_finished_sets(db) {
     let slice = format!("{BACKFILL_PREFIX}2024-01-01..2024-01-02");
     for partition in ["us", slice.as_str()] {
         store
-            .finish_stream(&stream("j", partition), &table, run, None)
+            .finish_stream(&stream("j", partition), run, None)
             .unwrap();
     }
     store.complete_job_pass("j", &table).unwrap();
     assert_eq!(store.finished_partitions("j").unwrap(), [slice]);
     store
-        .finish_stream(&stream("j", "us"), &table, run, None)
+        .finish_stream(&stream("j", "us"), run, None)
         .unwrap();
     store.complete_backfill("j").unwrap();
     assert_eq!(store.finished_partitions("j").unwrap(), ["us"]);
@@ -186,7 +186,7 @@ fn reset_forgets_state_and_staging_but_keeps_rows_and_other_jobs(db) {
             .unwrap();
     }
     store
-        .finish_stream(&stream("j", "a"), &merge, run, Some("1"))
+        .finish_stream(&stream("j", "a"), run, Some("1"))
         .unwrap();
     let other = stream("k", "");
     store
