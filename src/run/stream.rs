@@ -248,6 +248,15 @@ async fn submit_page(
         .await
 }
 
+/// The high-water mark a finished stream stores (none for a backfill).
+fn end_mark(env: &StreamEnv, job: &JobPlan, last: &StreamPosition) -> Option<String> {
+    if env.keep_mark {
+        incremental::next_mark(job, last.max_seen.as_ref())
+    } else {
+        None
+    }
+}
+
 /// The last page: its rows, the cleared cursor and the new high-water mark
 /// in one transaction.
 async fn finish_with(
@@ -256,11 +265,7 @@ async fn finish_with(
     key: &StreamKey,
     page: Page,
 ) -> Result<(), RunError> {
-    let mark = if env.keep_mark {
-        incremental::next_mark(job, page.position.max_seen.as_ref())
-    } else {
-        None
-    };
+    let mark = end_mark(env, job, &page.position);
     let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
     env.writer
         .call(move |store| {
@@ -277,11 +282,7 @@ async fn finish(
     key: &StreamKey,
     last: StreamPosition,
 ) -> Result<(), RunError> {
-    let mark = if env.keep_mark {
-        incremental::next_mark(job, last.max_seen.as_ref())
-    } else {
-        None
-    };
+    let mark = end_mark(env, job, &last);
     let (key, run_id) = (key.clone(), env.run_id);
     env.writer
         .call(move |store| store.finish_stream(&key, run_id, mark.as_deref()))

@@ -31,7 +31,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::error::StoreError;
 use super::leases::stale_cutoff;
 use super::open::{SqliteStore, now};
-use super::streams::{BACKFILL_END, BACKFILL_PREFIX};
+use super::streams::{BACKFILL_END, BACKFILL_PREFIX, job_err, stream_err};
 use super::tables::swap_in;
 use super::types::{RunId, StreamKey, TableSpec};
 use crate::plan::WriteMode;
@@ -666,29 +666,6 @@ fn holder_alive(
 
 fn db_err(action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + Copy {
     move |source| StoreError::Database {
-        action,
-        source: Box::new(source),
-    }
-}
-
-fn job_err<'a>(
-    job: &'a str,
-    action: &'static str,
-) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 'a {
-    move |source| StoreError::Job {
-        job: job.to_string(),
-        action,
-        source: Box::new(source),
-    }
-}
-
-fn stream_err<'a>(
-    stream: &'a StreamKey,
-    action: &'static str,
-) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 'a {
-    move |source| StoreError::Stream {
-        job: stream.job.clone(),
-        partition: stream.partition.clone(),
         action,
         source: Box::new(source),
     }

@@ -186,7 +186,7 @@ fn delete_stream_row(conn: &Connection, table: &str, stream: &StreamKey) -> rusq
         .map(drop)
 }
 
-fn stream_err<'a>(
+pub(super) fn stream_err<'a>(
     stream: &'a StreamKey,
     action: &'static str,
 ) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 'a {
@@ -198,7 +198,7 @@ fn stream_err<'a>(
     }
 }
 
-fn job_err<'a>(
+pub(super) fn job_err<'a>(
     job: &'a str,
     action: &'static str,
 ) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 'a {

@@ -62,6 +62,16 @@ impl SqliteStore {
     }
 }
 
+/// Whether a page's rows upsert on `_pk` (else plain inserts): merge
+/// always, replace when the job has a primary key, append never.
+pub(crate) fn upserts(table: &TableSpec) -> bool {
+    match table.mode {
+        WriteMode::Merge => true,
+        WriteMode::Append => false,
+        WriteMode::Replace => table.has_primary_key,
+    }
+}
+
 /// The table `apply_page` writes for this spec.
 pub(crate) fn write_target(table: &TableSpec) -> String {
     match table.mode {

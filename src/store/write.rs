@@ -20,10 +20,9 @@ use super::open::{SqliteStore, now};
 use super::shards::{HeldClaim, check_claim};
 use super::sql::{json_to_sql, quote_ident};
 use super::streams::end_stream;
-use super::tables::{FIXED_COLUMNS, write_target};
+use super::tables::{FIXED_COLUMNS, upserts, write_target};
 use super::types::{RunId, StreamKey, TableSpec};
 use crate::fetch::Record;
-use crate::plan::WriteMode;
 
 /// Rows per INSERT statement: measured sweet spot on the spike.
 const ROWS_PER_STATEMENT: usize = 50;
@@ -214,11 +213,7 @@ struct InsertShape<'a> {
 
 impl<'a> InsertShape<'a> {
     fn new(target: &'a str, table: &'a TableSpec) -> Self {
-        let upsert = match table.mode {
-            WriteMode::Merge => true,
-            WriteMode::Append => false,
-            WriteMode::Replace => table.has_primary_key,
-        };
+        let upsert = upserts(table);
         InsertShape {
             target,
             table,
@@ -327,6 +322,7 @@ impl<'a> InsertShape<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::WriteMode;
     use crate::store::StreamKey;
 
     fn record(i: usize) -> Record {

@@ -8,7 +8,7 @@ use postgres::GenericClient;
 use super::super::error::StoreError;
 use super::super::open::now;
 use super::super::sql::{quote_ident, staging_name};
-use super::super::tables::{FIXED_COLUMNS, write_target};
+use super::super::tables::{FIXED_COLUMNS, upserts, write_target};
 use super::super::types::{RunId, StreamKey, TableSpec};
 use super::super::write::check_columns;
 use super::conn::Session;
@@ -63,14 +63,6 @@ impl Columns {
 /// SQLite).
 fn json_text(value: &serde_json::Value) -> Option<String> {
     (!value.is_null()).then(|| value.to_string())
-}
-
-fn upserts(table: &TableSpec) -> bool {
-    match table.mode {
-        WriteMode::Merge => true,
-        WriteMode::Append => false,
-        WriteMode::Replace => table.has_primary_key,
-    }
 }
 
 /// `INSERT ... SELECT FROM unnest(...)`: `$1` `_synced_at`, `$2` `_run_id`,
