@@ -69,21 +69,7 @@ async fn serve(bad: &'static str) -> (String, Arc<AtomicU32>) {
 }
 
 fn page_job(base: &str) -> String {
-    format!(
-        r#"{BEARER}
-[request]
-url = "{base}/items"
-[pagination]
-type = "page"
-[records]
-path = "/data"
-primary_key = ["/id"]
-[retry]
-max_attempts = 2
-initial_backoff = "1ms"
-max_backoff = "2ms"
-"#
-    )
+    common::page_job(base, "", 2)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

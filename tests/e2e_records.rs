@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{BEARER, Project, TOKEN, describe};
+use common::{Project, TOKEN, describe};
 use serde_json::{Value, json};
 
 /// Answers `?page=N` with `pages(N, hit)`, where `hit` counts requests for
@@ -90,22 +90,7 @@ fn error_page() -> Value {
 }
 
 fn job(base: &str, extra: &str) -> String {
-    format!(
-        r#"{BEARER}
-[request]
-url = "{base}/items"
-[pagination]
-type = "page"
-[records]
-path = "/data"
-primary_key = ["/id"]
-{extra}
-[retry]
-max_attempts = 3
-initial_backoff = "1ms"
-max_backoff = "2ms"
-"#
-    )
+    common::page_job(base, extra, 3)
 }
 
 const INCREMENTAL_ERRORS: &str = r#"error_path = "/error"

@@ -81,23 +81,10 @@ mode = "append"
 }
 
 fn items_job(base: &str) -> String {
-    format!(
-        r#"{BEARER}
-[request]
-url = "{base}/items"
-[pagination]
-type = "page"
-[records]
-path = "/data"
-primary_key = ["/id"]
-[output]
-mode = "merge"
-columns = {{ name = "/name" }}
-[retry]
-max_attempts = 2
-initial_backoff = "1ms"
-max_backoff = "2ms"
-"#
+    common::page_job(
+        base,
+        "[output]\nmode = \"merge\"\ncolumns = { name = \"/name\" }",
+        2,
     )
 }
 

@@ -114,6 +114,28 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// A `page`-paginated job on `{base}/items` with the test bearer token,
+/// records under `/data` keyed by `/id`, `extra` lines after the key (more
+/// `[records]` keys, or further sections) and fast retries.
+pub fn page_job(base: &str, extra: &str, max_attempts: u32) -> String {
+    format!(
+        r#"{BEARER}
+[request]
+url = "{base}/items"
+[pagination]
+type = "page"
+[records]
+path = "/data"
+primary_key = ["/id"]
+{extra}
+[retry]
+max_attempts = {max_attempts}
+initial_backoff = "1ms"
+max_backoff = "2ms"
+"#
+    )
+}
+
 /// A bearer auth table reading the test token from the environment.
 pub const BEARER: &str = r#"auth = { type = "bearer", token = { env = "TEST_TOKEN" } }"#;
 /// Serve `app` on 127.0.0.1 on a free port, in the background; its base URL.
