@@ -167,6 +167,46 @@ async fn a_token_revoked_mid_sync_is_refreshed_once_and_the_sync_continues() {
     );
 }
 
+/// semantics.md: one refresh however many requests see the revoked token.
+/// Fetching ahead, several pages of one stream carry the old token at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_while_pages_are_fetched_ahead_is_refreshed_once() {
+    let server = OAuthServer::start(Behaviour {
+        pages: 8,
+        revoke_at_page: Some(3),
+        // Slow pages: the requests fetched ahead overlap, so several carry
+        // the revoked token.
+        page_delay: Duration::from_millis(20),
+        ..Behaviour::default()
+    })
+    .await;
+    let project = project(&server, "concurrency = 8", CC, None);
+    let job = server.job("acme", None).replace(
+        "type = \"next_url\"\nnext_url_path = \"/next\"",
+        "type = \"page\"\ntotal_pages_path = \"/total_pages\"",
+    );
+    assert!(job.contains("total_pages_path"), "{job}");
+    project.job("items", &job);
+    let output = server.run(&project, &["run"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(project.rows("items").len(), server.expected_rows(1));
+    assert_eq!(server.access_tokens().len(), 2, "one refresh");
+    let mut answered: Vec<u64> = server
+        .api_requests()
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.page)
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=8).collect::<Vec<_>>(), "each page once");
+    let refused = server
+        .api_requests()
+        .into_iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert!(refused >= 1, "page 3 met the revoked token");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_401_fails_the_stream_naming_the_job_and_the_page() {
     let server = OAuthServer::start(Behaviour {

@@ -502,7 +502,8 @@ async fn items(
     } else {
         json!(behaviour.last_next)
     };
-    axum::Json(json!({"data": data, "next": next})).into_response()
+    // `total_pages` lets a `page` job fetch ahead; `next_url` jobs ignore it.
+    axum::Json(json!({"data": data, "next": next, "total_pages": behaviour.pages})).into_response()
 }
 
 /// Wait until `count` page-1 requests have arrived, then until `expiry`
