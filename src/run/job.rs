@@ -141,32 +141,29 @@ async fn run_leased(
     started: Instant,
     phases: Option<&[Phase]>,
 ) -> JobSummary {
-    let run_id = match env
+    // A shard's run is recorded with its shard in one transaction.
+    let shard = env.shard.as_ref().map(|shard| {
+        (
+            shard.sharding.invocation.clone(),
+            shard.index(),
+            env.holder.clone(),
+        )
+    });
+    let name = job.name.clone();
+    let begun = env
         .writer
-        .call({
-            let name = job.name.clone();
-            move |store| store.begin_run(&name)
+        .call(move |store| match shard {
+            Some((invocation, index, holder)) => {
+                store.begin_shard_run(&name, &invocation, index, &holder)
+            }
+            None => store.begin_run(&name),
         })
-        .await
-    {
+        .await;
+    let run_id = match begun {
         Ok(Ok(id)) => id,
         Ok(Err(err)) => return summary.failed(RunError::Store(err), started),
         Err(err) => return summary.failed(err, started),
     };
-    if let Some(shard) = &env.shard {
-        let (invocation, index, holder) = (
-            shard.sharding.invocation.clone(),
-            shard.index(),
-            env.holder.clone(),
-        );
-        let tagged = env
-            .writer
-            .call(move |store| store.tag_run(run_id, &invocation, index, &holder))
-            .await;
-        if !matches!(tagged, Ok(Ok(()))) {
-            tracing::warn!(job = %job.name, "could not record the shard of the run");
-        }
-    }
     // Every line logged for this job carries its name and run id (JSON logs).
     // ERROR level so that the span is enabled whatever the filter lets through.
     let span = tracing::error_span!("job", job = %job.name, run_id = run_id.0);

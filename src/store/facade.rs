@@ -416,13 +416,13 @@ impl Store {
         both!(mut self, db => db.complete_sharded_pass(invocation, job, table))
     }
 
-    pub fn tag_run(
+    pub fn begin_shard_run(
         &mut self,
-        run_id: RunId,
+        job: &str,
         invocation: &str,
         shard: u32,
         holder: &str,
-    ) -> Result<(), StoreError> {
-        both!(mut self, db => db.tag_run(run_id, invocation, shard, holder))
+    ) -> Result<RunId, StoreError> {
+        both!(mut self, db => db.begin_shard_run(job, invocation, shard, holder))
     }
 }

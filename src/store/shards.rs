@@ -606,28 +606,31 @@ impl SqliteStore {
         Ok(true)
     }
 
-    /// Record that run `run_id` is shard `shard` of `invocation`, run by
-    /// `holder` (so a process taking its streams over can mark it
-    /// interrupted, and `status` readers can tell shards apart).
-    pub fn tag_run(
+    /// Start a run of `job` as shard `shard` of `invocation`, run by
+    /// `holder`, in one transaction: a run row without its shard would never
+    /// be marked interrupted by whoever takes its streams over.
+    pub fn begin_shard_run(
         &mut self,
-        run_id: RunId,
+        job: &str,
         invocation: &str,
         shard: u32,
         holder: &str,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO run_shards (run_id, invocation, shard, holder)
-                 VALUES (?1, ?2, ?3, ?4)",
-                (run_id.0, invocation, shard, holder),
-            )
-            .map(drop)
-            .map_err(|source| StoreError::Run {
-                run_id: run_id.0,
-                action: "record its shard",
-                source: Box::new(source),
-            })
+    ) -> Result<RunId, StoreError> {
+        let err = job_err(job, "record the start of a shard's run");
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO runs (job, started_at, status) VALUES (?1, ?2, 'running')",
+            (job, now()),
+        )
+        .map_err(err)?;
+        let run_id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO run_shards (run_id, invocation, shard, holder) VALUES (?1, ?2, ?3, ?4)",
+            (run_id, invocation, shard, holder),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(RunId(run_id))
     }
 }
 
@@ -824,10 +827,8 @@ mod tests {
     fn taking_a_stream_over_interrupts_the_dead_holders_run(db) {
         let mut store = db.store();
         store.register_holder("inv", "a", 0, false).unwrap();
-        let dead_run = store.begin_run("orders").unwrap();
-        store.tag_run(dead_run, "inv", 0, "a").unwrap();
-        let other_job = store.begin_run("items").unwrap();
-        store.tag_run(other_job, "inv", 0, "a").unwrap();
+        store.begin_shard_run("orders", "inv", 0, "a").unwrap();
+        store.begin_shard_run("items", "inv", 0, "a").unwrap();
         claim(&mut store, "a", &alive);
         assert_eq!(
             claim(&mut store, "b", &|h: &str| h == "a"),
@@ -993,8 +994,7 @@ mod tests {
         let mut store = db.store();
         let plain = store.begin_run("orders").unwrap();
         store.finish_run(plain, &succeeded()).unwrap();
-        let sharded = store.begin_run("orders").unwrap();
-        store.tag_run(sharded, "inv", 0, "a").unwrap();
+        let sharded = store.begin_shard_run("orders", "inv", 0, "a").unwrap();
         store.finish_run(sharded, &succeeded()).unwrap();
         let started = store.query_text(&format!("SELECT started_at FROM runs WHERE id = {}", plain.0));
         assert_eq!(
@@ -1012,8 +1012,7 @@ mod tests {
         let mut store = db.store();
         let table = spec(WriteMode::Append);
         store.prepare_table(&table).unwrap();
-        let run = store.begin_run("orders").unwrap();
-        store.tag_run(run, "inv", 0, "a").unwrap();
+        let run = store.begin_shard_run("orders", "inv", 0, "a").unwrap();
         store
             .finish_stream(&StreamKey::new("orders", "eu"), run, None)
             .unwrap();

@@ -456,25 +456,32 @@ impl PgStore {
         })?
     }
 
-    pub(crate) fn tag_run(
+    pub(crate) fn begin_shard_run(
         &mut self,
-        run_id: RunId,
+        job: &str,
         invocation: &str,
         shard: u32,
         holder: &str,
-    ) -> Result<(), StoreError> {
-        let (invocation, holder) = (invocation.to_string(), holder.to_string());
+    ) -> Result<RunId, StoreError> {
+        let err = job_err(job, "record the start of a shard's run");
+        let (job, invocation, holder) =
+            (job.to_string(), invocation.to_string(), holder.to_string());
         self.conn.run(move |s| {
-            s.client
-                .execute(
-                    "INSERT INTO run_shards (run_id, invocation, shard, holder)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (run_id) DO UPDATE SET invocation = excluded.invocation,
-                         shard = excluded.shard, holder = excluded.holder",
-                    &[&run_id.0, &invocation, &shard_int(shard), &holder],
+            let mut tx = s.client.transaction().map_err(&err)?;
+            let run_id: i64 = tx
+                .query_one(
+                    "INSERT INTO runs (job, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
+                    &[&job, &now()],
                 )
-                .map(drop)
-                .map_err(run_err(run_id, "record its shard"))
+                .map_err(&err)?
+                .get(0);
+            tx.execute(
+                "INSERT INTO run_shards (run_id, invocation, shard, holder) VALUES ($1, $2, $3, $4)",
+                &[&run_id, &invocation, &shard_int(shard), &holder],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(RunId(run_id))
         })?
     }
 }
