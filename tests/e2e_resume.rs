@@ -22,22 +22,7 @@ async fn slow_server(customers: u64, orders: u64, events: u64) -> DemoServer {
 }
 
 fn customers_job(base: &str) -> String {
-    format!(
-        r#"{BEARER}
-[request]
-url = "{base}/v1/customers"
-query = {{ limit = "10" }}
-[pagination]
-type = "cursor"
-cursor_path = "/meta/next_cursor"
-cursor_param = "cursor"
-[records]
-path = "/data"
-primary_key = ["/id"]
-[output]
-mode = "merge"
-"#
-    )
+    common::demo_customers_job(base, "[output]\nmode = \"merge\"\n")
 }
 
 fn orders_job(base: &str) -> String {

@@ -33,23 +33,7 @@ async fn demo() -> DemoServer {
 /// a 404 (fails at once, so the file shows both outcomes).
 fn project(base: &str) -> Project {
     let project = Project::new();
-    project.job(
-        "customers",
-        &format!(
-            r#"{BEARER}
-[request]
-url = "{base}/v1/customers"
-query = {{ limit = "10" }}
-[pagination]
-type = "cursor"
-cursor_path = "/meta/next_cursor"
-cursor_param = "cursor"
-[records]
-path = "/data"
-primary_key = ["/id"]
-"#
-        ),
-    );
+    project.job("customers", &common::demo_customers_job(base, ""));
     project.job(
         "missing",
         &format!(

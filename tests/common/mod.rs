@@ -114,6 +114,25 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// The demo API's customers, 10 per page through its cursor, with the test
+/// bearer token; `extra` lines follow (an `[output]` table, say).
+pub fn demo_customers_job(base: &str, extra: &str) -> String {
+    format!(
+        r#"{BEARER}
+[request]
+url = "{base}/v1/customers"
+query = {{ limit = "10" }}
+[pagination]
+type = "cursor"
+cursor_path = "/meta/next_cursor"
+cursor_param = "cursor"
+[records]
+path = "/data"
+primary_key = ["/id"]
+{extra}"#
+    )
+}
+
 /// A `page`-paginated job on `{base}/items` with the test bearer token,
 /// records under `/data` keyed by `/id`, `extra` lines after the key (more
 /// `[records]` keys, or further sections) and fast retries.
