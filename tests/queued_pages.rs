@@ -1,7 +1,8 @@
-//! A stream queues each page behind the one being written (so the writer
-//! goes straight on to it). When a page fails to commit, the page queued
-//! behind it must not commit either: its checkpoint would claim the failed
-//! page's rows were stored, and a resume would skip them.
+//! A stream queues up to three pages behind the one being written (so the
+//! writer goes straight on from one commit to the next). When a page fails
+//! to commit, the pages queued behind it must not commit either: their
+//! checkpoints would claim the failed page's rows were stored, and a resume
+//! would skip them.
 
 mod common;
 
@@ -11,7 +12,7 @@ use axum::routing::get;
 use common::{Project, describe};
 use serde_json::{Value, json};
 
-const PAGES: u64 = 4;
+const PAGES: u64 = 6;
 const PER_PAGE: u64 = 3;
 
 /// Page `n` of a `next_url` stream: ids `3n+1 ..= 3n+3`.
@@ -35,7 +36,7 @@ fn run_id_of(project: &Project, id: u64) -> i64 {
 }
 
 #[tokio::test]
-async fn a_page_queued_behind_a_failed_commit_is_not_written() {
+async fn pages_queued_behind_a_failed_commit_are_not_written() {
     let base = common::serve(Router::new().route("/p/{n}", get(page))).await;
     let project = Project::new();
     project.job(
@@ -47,13 +48,13 @@ async fn a_page_queued_behind_a_failed_commit_is_not_written() {
     );
     let first = project.run(&["run"]).await;
     assert!(first.status.success(), "{}", describe(&first));
-    assert_eq!(project.rows("t").len(), 12);
+    assert_eq!(project.rows("t").len(), 18);
     let first_run = run_id_of(&project, 7);
 
-    // The second run's page 1 (ids 4-6) fails to commit. Page 2 (ids 7-9)
-    // is always queued behind it: the stream hands page k to the writer
-    // before it waits for page k-1's answer, and the writer runs them in
-    // order, so page 2's command runs after page 1's failure.
+    // The second run's page 1 (ids 4-6) fails to commit. Pages 2, 3 and 4
+    // (ids 7-15) are always queued behind it: the stream waits for page k's
+    // answer only once it has handed over page k+3, and the writer runs
+    // them in order, so their commands run after page 1's failure.
     project
         .open()
         .execute_batch(
@@ -70,7 +71,7 @@ async fn a_page_queued_behind_a_failed_commit_is_not_written() {
         second_run, first_run,
         "page 0 was written by the second run"
     );
-    for id in [4, 7, 9, 10] {
+    for id in [4, 7, 9, 10, 13, 15, 16] {
         assert_eq!(run_id_of(&project, id), first_run, "id {id}");
     }
     let position: String = db
