@@ -11,6 +11,7 @@
 mod database;
 mod error;
 mod facade;
+mod file_sync;
 mod leases;
 mod open;
 mod postgres;

@@ -9,13 +9,16 @@
 //!
 //! The WAL is copied into the database by a second connection
 //! ([`Store::wal_checkpointer`]) on a thread beside the writer, so the
-//! writer does not stop every few pages to do it inline.
+//! writer does not stop every few pages to do it inline; that thread also
+//! flushes the database file, so the checkpoint the writer does wait for
+//! has little left to flush.
 
 use std::time::Duration;
 
 use rusqlite::{CachedStatement, Connection, OpenFlags};
 
 use super::error::StoreError;
+use super::file_sync::sync_database_file;
 use super::open::{SqliteStore, now};
 use super::shards::{HeldClaim, check_claim};
 use super::sql::{json_to_sql, quote_ident};
@@ -152,7 +155,11 @@ impl SqliteStore {
         Ok(Some(move || {
             other
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .map_err(db("checkpoint the WAL"))
+                .map_err(db("checkpoint the WAL"))?;
+            // SQLite flushes the database file only after a checkpoint that
+            // copied the whole WAL, the one the writer waits for; flushing
+            // here, off the writer's path, leaves that wait little to write.
+            sync_database_file(&other).map_err(db("flush the database file"))
         }))
     }
 
