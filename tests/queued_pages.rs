@@ -6,8 +6,11 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::routing::get;
 use common::{Project, describe};
 use serde_json::{Value, json};
@@ -15,8 +18,9 @@ use serde_json::{Value, json};
 const PAGES: u64 = 6;
 const PER_PAGE: u64 = 3;
 
-/// Page `n` of a `next_url` stream: ids `3n+1 ..= 3n+3`.
-async fn page(Path(n): Path<u64>) -> axum::Json<Value> {
+/// Page `n` of a `next_url` stream: ids `3n+1 ..= 3n+3`. Counts requests.
+async fn page(State(requests): State<Arc<AtomicU64>>, Path(n): Path<u64>) -> axum::Json<Value> {
+    requests.fetch_add(1, Ordering::SeqCst);
     let data: Vec<Value> = (1..=PER_PAGE)
         .map(|i| json!({"id": n * PER_PAGE + i}))
         .collect();
@@ -37,7 +41,13 @@ fn run_id_of(project: &Project, id: u64) -> i64 {
 
 #[tokio::test]
 async fn pages_queued_behind_a_failed_commit_are_not_written() {
-    let base = common::serve(Router::new().route("/p/{n}", get(page))).await;
+    let requests = Arc::new(AtomicU64::new(0));
+    let base = common::serve(
+        Router::new()
+            .route("/p/{n}", get(page))
+            .with_state(requests.clone()),
+    )
+    .await;
     let project = Project::new();
     project.job(
         "pages",
@@ -62,8 +72,14 @@ async fn pages_queued_behind_a_failed_commit_are_not_written() {
              BEGIN SELECT RAISE(ABORT, 'boom'); END;",
         )
         .expect("trigger");
+    requests.store(0, Ordering::SeqCst);
     let second = project.run(&["run"]).await;
     assert!(!second.status.success(), "{}", describe(&second));
+    // At most three pages handed over and not yet committed: the stream
+    // waits for page 0 once it has handed over page 3, and for page 1 (the
+    // failure) once it has handed over page 4. So page 5 is never asked
+    // for; a stream that did not wait would have fetched it.
+    assert_eq!(requests.load(Ordering::SeqCst), 5, "{}", describe(&second));
 
     let db = project.open();
     let second_run = run_id_of(&project, 1);
