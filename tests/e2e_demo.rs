@@ -39,3 +39,33 @@ async fn demo_syncs_every_demo_record_and_prints_a_summary() {
         .unwrap();
     assert_eq!(paid, 2_000, "declared columns are filled");
 }
+
+/// `--db` with a PostgreSQL URL: the demo names the database with its
+/// password hidden, even when the server cannot be reached (here a closed
+/// port), and writes no SQLite file in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_into_a_postgres_url_never_prints_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_apisync"))
+        .args([
+            "demo",
+            "--port",
+            "0",
+            "--db",
+            "postgres://demo:hunter2@127.0.0.1:1/sync?sslmode=disable",
+        ])
+        .current_dir(dir.path())
+        .env_remove("DEMO_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let text = describe(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("into postgres://demo:***@127.0.0.1:1/sync"),
+        "{text}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+}

@@ -247,7 +247,9 @@ fn configmap_project() -> ProjectPlan {
     // The real paths exist only in the pod; everything else is as deployed.
     let overrides = SettingsOverrides {
         jobs_dir: Some(jobs_dir),
-        database: Some(dir.path().join("apisync.db")),
+        database: Some(apisync::store::DatabaseArg::new(
+            dir.path().join("apisync.db").to_string_lossy(),
+        )),
         ..SettingsOverrides::default()
     };
     load_project_with_env(Some(&dir.path().join("apisync.toml")), &overrides, &[], &[])

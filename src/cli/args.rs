@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::store::DatabaseArg;
+
 /// Declarative batch sync of paginated JSON APIs into SQLite.
 #[derive(Debug, Parser)]
 #[command(name = "apisync", version, about, long_about = None)]
@@ -21,7 +23,7 @@ pub struct GlobalArgs {
     pub config: Option<PathBuf>,
     /// SQLite database file or postgres:// URL (overrides `database` and APISYNC_DATABASE).
     #[arg(long, global = true, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    pub db: Option<DatabaseArg>,
     /// Most HTTP requests in flight at once, all jobs together.
     #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<usize>,
@@ -207,3 +209,18 @@ pub const CLI_ENV: &[&str] = &[
 /// `status` use instead of the system clock, so due times can be checked
 /// without waiting for real time.
 pub const NOW_ENV: &str = "APISYNC_NOW";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parsed command line's Debug never shows a `--db` password.
+    #[test]
+    fn debug_of_the_arguments_hides_a_database_password() {
+        let url = "postgres://app:s3cr3t-pw@db:5432/sync";
+        let cli = Cli::try_parse_from(["apisync", "--db", url, "status"]).unwrap();
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(debug.contains("postgres://app:***@db:5432/sync"), "{debug}");
+    }
+}

@@ -9,6 +9,7 @@ use super::args::{DemoArgs, GlobalArgs};
 use crate::demo::{DEMO_JOBS, DEMO_PORT, DEMO_TOKEN, DEMO_TOKEN_ENV, DemoConfig, DemoServer};
 use crate::plan::{AuthPlan, ProjectPlan, SecretSource, SettingsOverrides, load_project};
 use crate::secret::Secret;
+use crate::store::DatabaseArg;
 
 /// The database the demo writes, in the current folder.
 const DEMO_DB: &str = "apisync-demo.db";
@@ -51,7 +52,10 @@ async fn sync_demo(global: &GlobalArgs, port: u16) -> Exit {
             return Exit::Failed;
         }
     };
-    let database = global.db.clone().unwrap_or_else(|| DEMO_DB.into());
+    let database = global
+        .db
+        .clone()
+        .unwrap_or_else(|| DatabaseArg::new(DEMO_DB));
     let plan = match demo_plan(folder.path(), port, &database) {
         Ok(plan) => plan,
         Err(message) => {
@@ -59,10 +63,10 @@ async fn sync_demo(global: &GlobalArgs, port: u16) -> Exit {
             return Exit::Failed;
         }
     };
+    // `database` shows itself with any password hidden.
     println!(
-        "syncing {} demo jobs from http://127.0.0.1:{port} into {}",
+        "syncing {} demo jobs from http://127.0.0.1:{port} into {database}",
         plan.jobs.len(),
-        database.display()
     );
     let jobs = plan.jobs.clone();
     let exit = super::commands::execute(
@@ -74,16 +78,19 @@ async fn sync_demo(global: &GlobalArgs, port: u16) -> Exit {
     )
     .await;
     if exit == Exit::Ok {
-        println!(
-            "\ntry: sqlite3 {} \"SELECT status, count(*), round(sum(total), 2) FROM demo_orders GROUP BY status\"",
-            database.display()
-        );
+        let query =
+            "SELECT status, count(*), round(sum(total), 2) FROM demo_orders GROUP BY status";
+        if database.is_url() {
+            println!("\ntry, in psql: {query}");
+        } else {
+            println!("\ntry: sqlite3 {database} \"{query}\"");
+        }
     }
     exit
 }
 
 /// Write the embedded job files into `folder` (with the chosen port) and plan them.
-fn demo_plan(folder: &Path, port: u16, database: &Path) -> Result<ProjectPlan, String> {
+fn demo_plan(folder: &Path, port: u16, database: &DatabaseArg) -> Result<ProjectPlan, String> {
     let jobs = folder.join("jobs");
     std::fs::create_dir_all(&jobs).map_err(|e| format!("cannot write the demo jobs: {e}"))?;
     for (name, text) in DEMO_JOBS {
@@ -96,7 +103,14 @@ fn demo_plan(folder: &Path, port: u16, database: &Path) -> Result<ProjectPlan, S
     }
     let config = folder.join("apisync.toml");
     std::fs::write(&config, "").map_err(|e| format!("cannot write the demo config: {e}"))?;
-    let database = std::path::absolute(database).map_err(|e| format!("bad database path: {e}"))?;
+    // The plan is read from a temporary folder: a SQLite path is made
+    // absolute first, so it stays relative to where the demo was started.
+    let database = match database.is_url() {
+        true => database.clone(),
+        false => std::path::absolute(database.expose())
+            .map(|path| DatabaseArg::new(path.to_string_lossy()))
+            .map_err(|e| format!("bad database path: {e}"))?,
+    };
     let overrides = SettingsOverrides {
         database: Some(database),
         ..SettingsOverrides::default()

@@ -11,14 +11,14 @@ use super::diagnostics::Diagnostic;
 use crate::definition::ProjectDef;
 use crate::definition::suggest::closest;
 use crate::plan::Settings;
-use crate::store::Database;
+use crate::store::{Database, DatabaseArg};
 
 const SETTING_KEYS: &[&str] = &["database", "jobs_dir", "concurrency", "job_concurrency"];
 
 /// Values given on the command line; they win over file and environment.
 #[derive(Debug, Clone, Default)]
 pub struct SettingsOverrides {
-    pub database: Option<PathBuf>,
+    pub database: Option<DatabaseArg>,
     pub jobs_dir: Option<PathBuf>,
     pub concurrency: Option<usize>,
     pub job_concurrency: Option<usize>,
@@ -56,7 +56,7 @@ pub(crate) fn layer(
     apply_env(&mut settings, env, out);
     if let Some(v) = &overrides.database {
         // As given on the command line: relative to the working directory.
-        settings.database = database_setting(&v.to_string_lossy(), Path::new(""), out);
+        settings.database = database_setting(v.expose(), Path::new(""), out);
     }
     if let Some(v) = &overrides.jobs_dir {
         settings.jobs_dir = v.clone();

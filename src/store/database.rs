@@ -2,8 +2,10 @@
 //! `postgres://` URL. The `database` setting chooses; nothing outside the
 //! store looks inside this type.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::secret::Secret;
 
@@ -53,6 +55,56 @@ impl fmt::Debug for Database {
             Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
             Database::Postgres(url) => f.debug_tuple("Postgres").field(url).finish(),
         }
+    }
+}
+
+/// A `database` value as typed on the command line (`--db`), before it is
+/// read: a SQLite path, or a `postgres://` URL that may hold a password.
+/// The text is a [`Secret`], so the parsed arguments' `Debug` never shows
+/// a password; `Display` and `Debug` show the path, or the URL with its
+/// password as `***` ([`Database::from_setting`] reads it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseArg(Secret);
+
+impl DatabaseArg {
+    pub fn new(text: impl Into<String>) -> Self {
+        DatabaseArg(Secret::new(text))
+    }
+
+    /// The text as typed, for [`Database::from_setting`]; never print it.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// Whether it names a PostgreSQL server rather than a SQLite file.
+    pub fn is_url(&self) -> bool {
+        PostgresUrl::looks_like(self.0.expose())
+    }
+}
+
+impl FromStr for DatabaseArg {
+    type Err = Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseArg::new(text))
+    }
+}
+
+impl fmt::Display for DatabaseArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Database::from_setting(self.0.expose(), Path::new("")) {
+            Ok(database) => database.fmt(f),
+            // An unreadable URL may still hold a password.
+            Err(_) => f.write_str("postgres://..."),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseArg")
+            .field(&format_args!("{self}"))
+            .finish()
     }
 }
 
@@ -306,5 +358,25 @@ mod tests {
             assert!(!shown.contains("pw1"), "{shown}");
             assert!(shown.contains("hint:"), "{shown}");
         }
+    }
+
+    /// `--db` may carry a password: the argument's Display and Debug show
+    /// it hidden; a path shows as typed.
+    #[test]
+    fn a_database_argument_never_shows_its_password() {
+        let arg = DatabaseArg::new(URL);
+        assert!(arg.is_url());
+        assert_eq!(arg.expose(), URL);
+        assert_eq!(
+            arg.to_string(),
+            "postgres://app:***@db:5432/sync?sslmode=require"
+        );
+        let unreadable = DatabaseArg::new("postgres://app:s3cr3t@[bad");
+        assert_eq!(unreadable.to_string(), "postgres://...");
+        assert!(!format!("{unreadable:?}").contains("s3cr3t"));
+
+        let path = DatabaseArg::new("data/apisync.db");
+        assert!(!path.is_url());
+        assert_eq!(path.to_string(), "data/apisync.db");
     }
 }

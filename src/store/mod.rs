@@ -31,7 +31,7 @@ mod test_db;
 #[cfg(test)]
 mod tests;
 
-pub use database::{Database, DatabaseError, PostgresUrl};
+pub use database::{Database, DatabaseArg, DatabaseError, PostgresUrl};
 pub use error::StoreError;
 pub use facade::{Store, StoreReader};
 pub use leases::LeaseOutcome;
