@@ -481,4 +481,77 @@ mod backend_tests {
             ]]
         );
     }
+
+    /// Two shards upserting pages that share keys, in opposite orders:
+    /// PostgreSQL aborts one transaction as the deadlock victim. The page
+    /// is written again once the other side commits, instead of failing
+    /// its stream.
+    #[test]
+    fn a_page_aborted_as_a_deadlock_victim_is_written_again() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = db.store();
+        let table = TableSpec {
+            table: "t".into(),
+            mode: WriteMode::Merge,
+            columns: vec![],
+            has_primary_key: true,
+        };
+        store.prepare_table(&table).unwrap();
+        let run = store.begin_run("t").unwrap();
+        let key = StreamKey::new("t", "");
+        let record = |id: u64, v: &str| Record {
+            json: format!(r#"{{"id":{id},"v":"{v}"}}"#),
+            pk: Some(format!("[{id}]")),
+            columns: vec![],
+        };
+        store
+            .apply_page(
+                &key,
+                &table,
+                run,
+                &[record(1, "old"), record(2, "old")],
+                "{}",
+            )
+            .unwrap();
+        // This page's deadlock check runs 2 s after it starts waiting; the
+        // other side's only after 60 s, so the page is the victim.
+        store.exec_sql("SET deadlock_timeout = '2s'");
+        let mut other = db.store();
+        other.exec_sql(
+            "BEGIN; SET LOCAL deadlock_timeout = '60s';
+             UPDATE t SET _run_id = _run_id WHERE _pk = '[2]'",
+        );
+        let mut watcher = db.store();
+        let lock_waits = "SELECT count(*) FROM pg_stat_activity
+                          WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        std::thread::scope(|scope| {
+            // Upserts [1] (taking its row), then waits for [2].
+            let page = scope.spawn(|| {
+                let page = [record(1, "new"), record(2, "new")];
+                store.apply_page(&key, &table, run, &page, r#"{"page":2}"#)
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while watcher.query_text(lock_waits) != [[Some("1".to_string())]] {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the page never waited for row [2]"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            // Now the other side wants [1]: a cycle, and the page is aborted.
+            other.exec_sql("UPDATE t SET _run_id = _run_id WHERE _pk = '[1]'");
+            other.exec_sql("COMMIT");
+            page.join().unwrap().unwrap();
+        });
+        assert_eq!(
+            store.query_text("SELECT _data->>'v' FROM t ORDER BY _pk"),
+            [[Some("new".to_string())], [Some("new".to_string())]]
+        );
+        assert_eq!(
+            store.query_text("SELECT position FROM checkpoints WHERE job = 't'"),
+            [[Some(r#"{"page":2}"#.to_string())]]
+        );
+    }
 }

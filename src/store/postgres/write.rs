@@ -105,8 +105,32 @@ fn insert_sql(target: &str, table: &TableSpec) -> String {
     sql
 }
 
-/// Step of a page's transaction after its rows.
-type After = Box<dyn FnOnce(&mut postgres::Transaction<'_>) -> Result<(), StoreError> + Send>;
+/// Step of a page's transaction after its rows; `Fn`, since a transaction
+/// PostgreSQL aborts as a deadlock victim is run again.
+type After = Box<dyn Fn(&mut postgres::Transaction<'_>) -> Result<(), StoreError> + Send>;
+
+/// Times a page's transaction runs again after PostgreSQL aborted it as a
+/// deadlock victim or for a serialization failure. Shards of one job may
+/// upsert pages that share keys, in different orders: each waits for a row
+/// the other locked, PostgreSQL aborts one after `deadlock_timeout` (1 s by
+/// default), and the other goes on. Running the victim's page again then
+/// just waits for the survivor's commit; without it the stream failed and
+/// needed a rerun.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// Why one try at a page's transaction failed.
+enum Attempt {
+    /// Deadlock or serialization failure: the transaction may run again.
+    Conflict(postgres::Error),
+    Failed(StoreError),
+}
+
+fn is_conflict(err: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    err.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
 
 impl PgStore {
     pub(crate) fn apply_page(
@@ -172,23 +196,43 @@ impl PgStore {
                 action: "write a page",
                 source: Box::new(source),
             };
+            // A conflict is retryable; any other database error is not.
+            let attempt_err = |source: postgres::Error| match is_conflict(&source) {
+                true => Attempt::Conflict(source),
+                false => Attempt::Failed(row_err(source)),
+            };
             let insert = session.prepared(&sql).map_err(row_err)?;
             let Session { client, .. } = session;
-            let mut tx = client.transaction().map_err(row_err)?;
-            check_claim(&mut tx, &stream, claim.as_ref())?;
-            if !rows.data.is_empty() {
-                let synced_at = now();
-                let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    vec![&synced_at, &run_id.0, &rows.pk, &rows.data];
-                params.extend(
-                    rows.declared
-                        .iter()
-                        .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
-                );
-                tx.execute(&insert, &params).map_err(row_err)?;
+            let mut retries = 0;
+            loop {
+                let attempt = (|| {
+                    let mut tx = client.transaction().map_err(attempt_err)?;
+                    check_claim(&mut tx, &stream, claim.as_ref()).map_err(Attempt::Failed)?;
+                    if !rows.data.is_empty() {
+                        let synced_at = now();
+                        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                            vec![&synced_at, &run_id.0, &rows.pk, &rows.data];
+                        params.extend(
+                            rows.declared
+                                .iter()
+                                .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
+                        );
+                        tx.execute(&insert, &params).map_err(attempt_err)?;
+                    }
+                    after(&mut tx).map_err(Attempt::Failed)?;
+                    tx.commit().map_err(attempt_err)
+                })();
+                match attempt {
+                    Ok(()) => return Ok(()),
+                    Err(Attempt::Conflict(source)) if retries < CONFLICT_RETRIES => {
+                        retries += 1;
+                        tracing::debug!(table = %target, retry = retries, error = %source,
+                            "a page's transaction was aborted by a conflict; writing it again");
+                    }
+                    Err(Attempt::Conflict(source)) => return Err(row_err(source)),
+                    Err(Attempt::Failed(err)) => return Err(err),
+                }
             }
-            after(&mut tx)?;
-            tx.commit().map_err(row_err)
         })?
     }
 
