@@ -38,6 +38,8 @@ enum Rule {
     AfterAnswer(usize),
     /// Answer with this status.
     Status(u16),
+    /// Answer the next request with this status, then as usual.
+    StatusOnce(u16),
     /// Answer nothing (400 after `HOLD_LIMIT`).
     Hang,
     /// Answer after this long: server latency, so that requests sent
@@ -152,7 +154,14 @@ async fn answer(
         api: api.clone(),
         page: (path.clone(), index),
     };
-    let rule = api.rules.lock().unwrap().get(&index).copied();
+    let rule = {
+        let mut rules = api.rules.lock().unwrap();
+        let rule = rules.get(&index).copied();
+        if let Some(Rule::StatusOnce(_)) = rule {
+            rules.remove(&index);
+        }
+        rule
+    };
     let held = |waited: bool, what: String| {
         (!waited).then(|| {
             let message = format!("page {index} of {path} was held for {what} in vain");
@@ -172,7 +181,7 @@ async fn answer(
             format!("the answer to page {n}"),
         ),
         Some(Rule::Hang) => held(api.wait(|_| false).await, "nothing".into()),
-        Some(Rule::Status(status)) => {
+        Some(Rule::Status(status) | Rule::StatusOnce(status)) => {
             let status = StatusCode::from_u16(status).expect("a status code");
             Some((status, "failing on purpose").into_response())
         }
@@ -205,6 +214,15 @@ const PAGE: &str = "[pagination]\ntype = \"page\"\nsize_param = \"per_page\"\nsi
 fn job(url: &str, pagination: &str) -> String {
     format!(
         "[request]\nurl = \"{url}\"\n{pagination}[records]\npath = \"/data\"\n[output]\ntable = \"items\"\nmode = \"append\"\n[retry]\nmax_attempts = 2\ninitial_backoff = \"1ms\"\nmax_backoff = \"2ms\"\n"
+    )
+}
+
+/// A merge-mode job: rows keyed by `/id`, so a page written twice would
+/// not show; for starting a stream over, which writes pages again.
+fn merge_job(url: &str, pagination: &str) -> String {
+    job(url, pagination).replace(
+        "[records]\npath = \"/data\"\n[output]\ntable = \"items\"\nmode = \"append\"\n",
+        "[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n[output]\ntable = \"items\"\nmode = \"merge\"\n",
     )
 }
 
@@ -313,6 +331,109 @@ async fn a_failed_page_keeps_the_pages_before_it_and_the_rerun_starts_there() {
         arrived.iter().all(|page| (5..10).contains(page)),
         "{arrived:?}"
     );
+    assert_eq!(ids(&project), (0..100).collect::<Vec<_>>());
+}
+
+/// A saved offset the API no longer accepts (a 4xx on the resumed page) is
+/// dropped: the stream starts over from its first page, alone, fetches
+/// ahead again from there, and ends with every record.
+#[tokio::test]
+async fn a_rejected_saved_offset_starts_the_stream_over_and_fetches_ahead_again() {
+    let (api, base) = Api::start(100, 100, 100).await;
+    api.rule(5, Rule::Status(500));
+    let project = project(
+        "concurrency = 8\n",
+        &merge_job(&format!("{base}/items"), OFFSET),
+    );
+    let output = project.run(&["run"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(
+        checkpoint(&project)["next"],
+        json!({"type": "offset", "offset": 50})
+    );
+
+    api.clear();
+    // The resumed request is refused once; after the restart pages 2 and 4
+    // are answered only together, so they must be fetched ahead.
+    api.rule(5, Rule::StatusOnce(400));
+    api.rule(2, Rule::AfterArrival(4));
+    api.rule(4, Rule::AfterArrival(2));
+    let output = project.run(&["run"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("rejected the saved position"),
+        "{}",
+        describe(&output)
+    );
+    let arrived = api.arrived();
+    assert_eq!(arrived[..2], [5, 0], "{arrived:?}");
+    assert!(each_once(&arrived[1..]), "{arrived:?}");
+    assert!(api.most_in_flight() > 1, "{}", api.most_in_flight());
+    let mut stored = ids(&project);
+    stored.sort_unstable();
+    assert_eq!(stored, (0..100).collect::<Vec<_>>());
+}
+
+/// Run 1 fails at page 5 (500 past its retries), leaving pages 0-4
+/// written and the checkpoint at offset 50; run 2's resumed request is
+/// refused once with a 400.
+async fn resume_refused(project: &Project, api: &Api) -> std::process::Output {
+    api.rule(5, Rule::Status(500));
+    let output = project.run(&["run"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    api.clear();
+    api.rule(5, Rule::StatusOnce(400));
+    project.run(&["run"]).await
+}
+
+/// In append mode starting over would append pages 0-4 again: the stream
+/// stops instead, keeps its rows and its checkpoint, and says what to do.
+#[tokio::test]
+async fn a_rejected_saved_offset_in_append_mode_stops_the_stream_instead_of_doubling_rows() {
+    let (api, base) = Api::start(100, 100, 100).await;
+    let project = project("concurrency = 8\n", &job(&format!("{base}/items"), OFFSET));
+    let output = resume_refused(&project, &api).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = describe(&output);
+    assert!(text.contains("returned 400"), "{text}");
+    assert!(text.contains("that was the saved position"), "{text}");
+    assert!(text.contains("append mode"), "{text}");
+    assert!(text.contains("apisync reset items"), "{text}");
+    assert_eq!(api.arrived(), [5], "nothing after the refused request");
+    assert_eq!(ids(&project), (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        checkpoint(&project)["next"],
+        json!({"type": "offset", "offset": 50})
+    );
+}
+
+/// Replace mode without a primary key: the half-built staging table would
+/// get pages 0-4 twice. The stream stops; `apisync reset` drops the staging
+/// table, and the next run builds the table once.
+#[tokio::test]
+async fn a_rejected_saved_offset_in_replace_mode_without_a_key_stops_and_reset_recovers() {
+    let (api, base) = Api::start(100, 100, 100).await;
+    let text =
+        job(&format!("{base}/items"), OFFSET).replace("mode = \"append\"", "mode = \"replace\"");
+    let project = project("concurrency = 8\n", &text);
+    let output = resume_refused(&project, &api).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let shown = describe(&output);
+    assert!(
+        shown.contains("replace mode without a primary_key"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("drops the half-built staging table"),
+        "{shown}"
+    );
+
+    let reset = project.run(&["reset", "items"]).await;
+    assert_eq!(reset.status.code(), Some(0), "{}", describe(&reset));
+    api.clear();
+    let output = project.run(&["run"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(ids(&project), (0..100).collect::<Vec<_>>());
 }
 

@@ -34,10 +34,35 @@ pub enum RunError {
         url: String,
         after: std::time::Duration,
     },
+    #[error(
+        "{source}; that was the saved position{}, and starting over from the high-water mark would write again the pages this stream already wrote ({mode} has no key to merge them on), so the stream stopped and keeps its checkpoint (to start over: {})",
+        partition_label(.partition),
+        position_rejected_remedy(.job, .mode)
+    )]
+    PositionRejected {
+        job: String,
+        partition: String,
+        /// "append mode", or "replace mode without a primary_key".
+        mode: &'static str,
+        #[source]
+        source: Box<FetchError>,
+    },
     #[error("cannot start the database writer thread: {0}")]
     WriterThread(#[source] std::io::Error),
     #[error("the database writer stopped unexpectedly (see the error logged before this)")]
     WriterGone,
+}
+
+/// How to start over when a rejected position cannot be dropped safely.
+fn position_rejected_remedy(job: &str, mode: &str) -> String {
+    match mode.starts_with("replace") {
+        true => format!(
+            "`apisync reset {job}` drops the half-built staging table, and the next run builds the table again from the first page"
+        ),
+        false => format!(
+            "delete the rows this stream wrote since it last finished, whose `_run_id` is that of the runs since then, then run `apisync reset {job}`, which also forgets the high-water mark"
+        ),
+    }
 }
 
 /// ` (partition "eu")`, or nothing for an unpartitioned job.

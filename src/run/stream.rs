@@ -22,8 +22,9 @@ use super::incremental;
 use super::{RunError, StreamProgress, Writer};
 use crate::auth::Credential;
 use crate::fetch::{HttpClient, NextRequest, Page, RequestStats, StreamFetcher, StreamPosition};
+use crate::plan::WriteMode;
 use crate::plan::{JobPlan, Partition};
-use crate::store::{RunId, StoreError, StreamKey, TableSpec};
+use crate::store::{RunId, StoreError, StreamKey, TableSpec, upserts};
 
 /// `--stall-timeout` when not given: far above any sane page time, so it
 /// only ends streams that are really stuck.
@@ -96,6 +97,19 @@ pub(crate) async fn run_stream(
         fetch_and_write(env, watch, &job, &partition, &key, position.clone(), counts).await;
     match result {
         Err(RunError::Fetch(err)) if resumed && counts.pages == 0 && err.is_client_error() => {
+            // Starting over writes this pass's pages again: harmless where
+            // rows upsert on their key, doubled records where they do not.
+            if !upserts(&env.table) {
+                return Err(RunError::PositionRejected {
+                    job: job.name.clone(),
+                    partition: partition.key.clone(),
+                    mode: match env.table.mode {
+                        WriteMode::Replace => "replace mode without a primary_key",
+                        WriteMode::Append | WriteMode::Merge => "append mode",
+                    },
+                    source: Box::new(err),
+                });
+            }
             tracing::warn!(job = %job.name, partition = %partition.key, error = %err,
                 "the API rejected the saved position; dropping it and starting the stream over from its high-water mark");
             let restart = StreamPosition {

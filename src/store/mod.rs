@@ -37,5 +37,6 @@ pub use facade::{Store, StoreReader};
 pub use leases::LeaseOutcome;
 pub use shards::{ClaimEnd, StreamClaim, StreamState};
 pub use streams::BACKFILL_PREFIX;
+pub(crate) use tables::upserts;
 pub use tokens::{DbTokenStore, SqliteTokenStore, TokensError};
 pub use types::{JobStatus, RunId, RunOutcome, RunStatus, StreamKey, TableSpec};
