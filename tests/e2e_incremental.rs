@@ -366,6 +366,15 @@ async fn full_refresh_and_reset_ignore_or_forget_the_mark() {
         "a full refresh still leaves a mark"
     );
 
+    run_ok(&project, &["reset", "items", "--keep-marks"]).await;
+    api.data.lock().unwrap().seen.clear();
+    run_ok(&project, &["run"]).await;
+    assert_eq!(
+        since_params(&api),
+        vec![Some(minutes(7))],
+        "reset --keep-marks keeps the mark"
+    );
+
     run_ok(&project, &["reset", "items"]).await;
     api.data.lock().unwrap().seen.clear();
     run_ok(&project, &["run"]).await;

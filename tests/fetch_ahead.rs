@@ -399,13 +399,26 @@ async fn a_rejected_saved_offset_in_append_mode_stops_the_stream_instead_of_doub
     assert!(text.contains("returned 400"), "{text}");
     assert!(text.contains("that was the saved position"), "{text}");
     assert!(text.contains("append mode"), "{text}");
-    assert!(text.contains("apisync reset items"), "{text}");
+    assert!(text.contains("apisync reset items --keep-marks"), "{text}");
     assert_eq!(api.arrived(), [5], "nothing after the refused request");
     assert_eq!(ids(&project), (0..50).collect::<Vec<_>>());
     assert_eq!(
         checkpoint(&project)["next"],
         json!({"type": "offset", "offset": 50})
     );
+
+    // What the error says to do: delete the rows of the pass (here all of
+    // them: the stream never finished), reset keeping the marks, run.
+    project
+        .open()
+        .execute_batch("DELETE FROM items")
+        .expect("delete");
+    let reset = project.run(&["reset", "items", "--keep-marks"]).await;
+    assert_eq!(reset.status.code(), Some(0), "{}", describe(&reset));
+    api.clear();
+    let output = project.run(&["run"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(ids(&project), (0..100).collect::<Vec<_>>());
 }
 
 /// Replace mode without a primary key: the half-built staging table would

@@ -153,6 +153,11 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct ResetArgs {
     pub job: String,
+    /// Keep the high-water marks: forget only checkpoints, finished
+    /// partitions and a replace job's staging table, so the next run starts
+    /// each stream over from its mark instead of from `initial`.
+    #[arg(long)]
+    pub keep_marks: bool,
 }
 
 #[derive(Debug, Args)]

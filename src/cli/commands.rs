@@ -11,7 +11,7 @@ use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
 use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
 use crate::run::{JobMode, RunSummary, date_slices, select_due, select_jobs};
-use crate::store::{DbTokenStore, Store};
+use crate::store::{DbTokenStore, Reset, Store};
 
 pub async fn dispatch(cli: Cli) -> Exit {
     let global = &cli.global;
@@ -333,14 +333,18 @@ fn reset(global: &GlobalArgs, args: &ResetArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    let (reset, forgotten) = match args.keep_marks {
+        true => (
+            Reset::KeepMarks,
+            "checkpoints forgotten, high-water marks kept",
+        ),
+        false => (Reset::Marks, "checkpoints and high-water marks forgotten"),
+    };
     let result = Store::open(&plan.settings.database)
-        .and_then(|mut store| store.reset_job(&args.job, &table));
+        .and_then(|mut store| store.reset_job(&args.job, &table, reset));
     match result {
         Ok(()) => {
-            println!(
-                "job \"{}\": checkpoints and high-water marks forgotten",
-                args.job
-            );
+            println!("job \"{}\": {forgotten}", args.job);
             Exit::Ok
         }
         Err(err) => {

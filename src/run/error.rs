@@ -60,7 +60,7 @@ fn position_rejected_remedy(job: &str, mode: &str) -> String {
             "`apisync reset {job}` drops the half-built staging table, and the next run builds the table again from the first page"
         ),
         false => format!(
-            "delete the rows this stream wrote since it last finished, whose `_run_id` is that of the runs since then, then run `apisync reset {job}`, which also forgets the high-water mark"
+            "delete the rows this stream wrote since it last finished, whose `_run_id` is that of the runs since then, then `apisync reset {job} --keep-marks` starts it over from its high-water mark"
         ),
     }
 }

@@ -19,7 +19,7 @@ use super::open::SqliteStore;
 use super::postgres::{PgReader, PgStore};
 use super::reader::SqliteReader;
 use super::shards::{ClaimEnd, HeldClaim, StreamClaim, StreamState};
-use super::types::{JobStatus, RunId, RunOutcome, StreamKey, TableSpec};
+use super::types::{JobStatus, Reset, RunId, RunOutcome, StreamKey, TableSpec};
 use crate::fetch::Record;
 
 /// Copies SQLite's WAL into the database when called (see
@@ -180,8 +180,8 @@ impl Store {
         both!(mut self, db => db.complete_backfill(job))
     }
 
-    pub fn reset_job(&mut self, job: &str, table: &str) -> Result<(), StoreError> {
-        both!(mut self, db => db.reset_job(job, table))
+    pub fn reset_job(&mut self, job: &str, table: &str, reset: Reset) -> Result<(), StoreError> {
+        both!(mut self, db => db.reset_job(job, table, reset))
     }
 
     pub fn begin_run(&mut self, job: &str) -> Result<RunId, StoreError> {

@@ -16,7 +16,7 @@ use super::open::{SqliteStore, now};
 use super::shards::{HeldClaim, check_claim};
 use super::sql::{quote_ident, staging_name};
 use super::tables::swap_in;
-use super::types::{RunId, StreamKey, TableSpec};
+use super::types::{Reset, RunId, StreamKey, TableSpec};
 use crate::plan::WriteMode;
 
 /// Stream keys of a backfill start with this, so a backfill's slices keep
@@ -123,23 +123,31 @@ impl SqliteStore {
             .map_err(job_err(job, "complete the backfill"))
     }
 
-    /// `apisync reset`: forget checkpoints, marks and finished partitions of
-    /// `job`, and drop its staging table, so the next run starts from scratch.
-    /// Rows already synced and the run history stay.
-    pub fn reset_job(&mut self, job: &str, table: &str) -> Result<(), StoreError> {
+    /// `apisync reset`: forget checkpoints, finished partitions and (unless
+    /// kept) marks of `job`, and drop its staging table, so the next run
+    /// starts from scratch, or from each stream's mark. Rows already synced
+    /// and the run history stay.
+    pub fn reset_job(&mut self, job: &str, table: &str, reset: Reset) -> Result<(), StoreError> {
         let err = job_err(job, "reset its state");
         let tx = self.conn.transaction().map_err(err)?;
-        for sql in [
-            "DELETE FROM checkpoints WHERE job = ?1",
-            "DELETE FROM marks WHERE job = ?1",
-            "DELETE FROM finished_streams WHERE job = ?1",
-        ] {
-            tx.execute(sql, [job]).map_err(err)?;
+        for sql in reset_statements(reset) {
+            tx.execute(&sql.replace("$1", "?1"), [job]).map_err(err)?;
         }
         let drop_staging = format!("DROP TABLE IF EXISTS {}", quote_ident(&staging_name(table)));
         tx.execute_batch(&drop_staging).map_err(err)?;
         tx.commit().map_err(err)
     }
+}
+
+/// What `reset_job` deletes, with `$1` for the job (both backends).
+pub(crate) fn reset_statements(reset: Reset) -> impl Iterator<Item = &'static str> {
+    let marks = (reset == Reset::Marks).then_some("DELETE FROM marks WHERE job = $1");
+    [
+        "DELETE FROM checkpoints WHERE job = $1",
+        "DELETE FROM finished_streams WHERE job = $1",
+    ]
+    .into_iter()
+    .chain(marks)
 }
 
 /// Clear the stream's checkpoint, store its mark and record it finished,

@@ -52,6 +52,16 @@ impl TableSpec {
 #[serde(transparent)]
 pub struct RunId(pub i64);
 
+/// What `apisync reset` forgets besides checkpoints, finished partitions
+/// and a replace job's staging table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// The high-water marks too: the next run starts from `initial`.
+    Marks,
+    /// Not the marks (`--keep-marks`): each stream starts over from its mark.
+    KeepMarks,
+}
+
 impl fmt::Display for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -10,9 +10,9 @@ use super::super::error::StoreError;
 use super::super::leases::{LeaseOutcome, ORPHANED, lease_decision};
 use super::super::open::now;
 use super::super::sql::{quote_ident, staging_name};
-use super::super::streams::BACKFILL_PREFIX;
+use super::super::streams::{BACKFILL_PREFIX, reset_statements};
 use super::super::types::{
-    JobStatus, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec,
+    JobStatus, Reset, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec,
 };
 use super::open_tx::OpenTx;
 use super::shards::check_claim;
@@ -212,16 +212,17 @@ impl PgStore {
         })?
     }
 
-    pub(crate) fn reset_job(&mut self, job: &str, table: &str) -> Result<(), StoreError> {
+    pub(crate) fn reset_job(
+        &mut self,
+        job: &str,
+        table: &str,
+        reset: Reset,
+    ) -> Result<(), StoreError> {
         let (job, table) = (job.to_string(), table.to_string());
         self.conn.run(move |s| {
             let err = job_err(&job, "reset its state");
             let mut tx = s.client.transaction().map_err(&err)?;
-            for sql in [
-                "DELETE FROM checkpoints WHERE job = $1",
-                "DELETE FROM marks WHERE job = $1",
-                "DELETE FROM finished_streams WHERE job = $1",
-            ] {
+            for sql in reset_statements(reset) {
                 tx.execute(sql, &[&job]).map_err(&err)?;
             }
             let drop_staging = format!(

@@ -193,7 +193,7 @@ fn reset_forgets_state_and_staging_but_keeps_rows_and_other_jobs(db) {
         .apply_page(&other, &merge, run, &[], "\"k cp\"")
         .unwrap();
 
-    store.reset_job("j", "j").unwrap();
+    store.reset_job("j", "j", crate::store::Reset::Marks).unwrap();
     for partition in ["a", "b"] {
         assert_eq!(
             store.load_checkpoint(&stream("j", partition)).unwrap(),
@@ -210,6 +210,36 @@ fn reset_forgets_state_and_staging_but_keeps_rows_and_other_jobs(db) {
     assert_eq!(
         store.load_checkpoint(&other).unwrap().as_deref(),
         Some("\"k cp\"")
+    );
+}
+}
+
+backend_test! {
+fn reset_keeping_marks_forgets_positions_and_staging_only(db) {
+    let (mut store, run) = store_with_run(db, "j");
+    let replace = spec("j", WriteMode::Replace, &[], false);
+    store.prepare_table(&replace).unwrap();
+    store
+        .apply_page(&stream("j", "a"), &replace, run, &[], "\"cp\"")
+        .unwrap();
+    store
+        .finish_stream(&stream("j", "b"), run, Some("7"))
+        .unwrap();
+
+    store.reset_job("j", "j", crate::store::Reset::KeepMarks).unwrap();
+    assert_eq!(store.load_checkpoint(&stream("j", "a")).unwrap(), None);
+    assert_eq!(
+        store.load_mark(&stream("j", "b")).unwrap().as_deref(),
+        Some("7"),
+        "the mark is kept"
+    );
+    assert!(
+        store.finished_partitions("j").unwrap().is_empty(),
+        "finished partitions are forgotten: their rows went with the staging table"
+    );
+    assert!(
+        store.count_rows("_apisync_staging_j").is_err(),
+        "staging dropped"
     );
 }
 }

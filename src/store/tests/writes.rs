@@ -268,7 +268,7 @@ fn hostile_identifiers_cannot_inject_sql(db) {
         store.status(&[("evil", evil_table)]).unwrap()[0].rows,
         Some(1)
     );
-    store.reset_job("evil", evil_table).unwrap();
+    store.reset_job("evil", evil_table, crate::store::Reset::Marks).unwrap();
     let (tables_sql, column_sql) = if db.is_postgres() {
         (
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
