@@ -5,16 +5,22 @@ mod common;
 
 use common::describe;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_syncs_every_demo_record_and_prints_a_summary() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_apisync"))
+/// `apisync demo --port 0 ARGS...` run in `dir`, with the demo token unset.
+async fn demo(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_apisync"))
         .args(["demo", "--port", "0"])
-        .current_dir(dir.path())
+        .args(args)
+        .current_dir(dir)
         .env_remove("DEMO_API_TOKEN")
         .output()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_syncs_every_demo_record_and_prints_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = demo(dir.path(), &[]).await;
     let text = describe(&output);
     assert!(output.status.success(), "{text}");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -46,19 +52,8 @@ async fn demo_syncs_every_demo_record_and_prints_a_summary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_into_a_postgres_url_never_prints_its_password() {
     let dir = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_apisync"))
-        .args([
-            "demo",
-            "--port",
-            "0",
-            "--db",
-            "postgres://demo:hunter2@127.0.0.1:1/sync?sslmode=disable",
-        ])
-        .current_dir(dir.path())
-        .env_remove("DEMO_API_TOKEN")
-        .output()
-        .await
-        .unwrap();
+    let url = "postgres://demo:hunter2@127.0.0.1:1/sync?sslmode=disable";
+    let output = demo(dir.path(), &["--db", url]).await;
     let text = describe(&output);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
