@@ -1,7 +1,8 @@
 //! The single writer: one OS thread owns the `Store`; async tasks send it
 //! closures over a bounded channel and await the answer. A bounded channel
-//! plus "await the previous page's commit before sending the next" keeps
-//! memory bounded by configuration, however large the sync.
+//! plus streams that wait for their oldest page's commit before fetching
+//! more (`PAGES_AHEAD_OF_COMMIT` in `stream.rs`) keeps memory bounded by
+//! configuration, however large the sync.
 //!
 //! Beside it, a checkpoint thread copies the WAL into the database file
 //! (see [`WalThread`]): measured on 1M records, that work done inline took
@@ -15,7 +16,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::RunError;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 type Command = Box<dyn FnOnce(&mut Store) + Send>;
 
@@ -120,7 +121,7 @@ impl WalThread {
     /// None (SQLite then checkpoints inline, as it does by default) for an
     /// in-memory database, or when the thread or connection cannot be had.
     fn start(store: &Store) -> Option<WalThread> {
-        let mut checkpoint = match store.wal_checkpointer() {
+        let checkpoint = match store.wal_checkpointer() {
             Ok(Some(checkpoint)) => checkpoint,
             Ok(None) => return None,
             Err(err) => {
@@ -132,20 +133,7 @@ impl WalThread {
         let (requests, queue) = std_mpsc::sync_channel::<CheckpointRequest>(1);
         let spawned = std::thread::Builder::new()
             .name("apisync-wal".into())
-            .spawn(move || {
-                let mut warned = false;
-                while let Ok(request) = queue.recv() {
-                    if let Err(err) = checkpoint()
-                        && !warned
-                    {
-                        tracing::warn!(error = %err, "WAL checkpoint failed; the WAL file may grow until the run ends");
-                        warned = true;
-                    }
-                    if let Some(done) = request {
-                        let _ = done.send(());
-                    }
-                }
-            });
+            .spawn(move || run_checkpoints(&queue, checkpoint));
         match spawned {
             Ok(handle) => Some(WalThread {
                 requests: Some(requests),
@@ -176,6 +164,34 @@ impl WalThread {
     }
 }
 
+/// Checkpoint on each request until the writer hangs up, or until the first
+/// failure: then stop for the rest of the process.
+///
+/// Stopping is what keeps a failed write safe. A failed checkpoint or flush
+/// means a write to the database file may not have reached the disk, and
+/// Linux reports that once per file handle: a later flush on this handle
+/// would succeed, SQLite would count the WAL as copied and start it over,
+/// and the frames behind the lost write would be gone. Without more
+/// checkpoints here, the WAL keeps every committed page (it grows for the
+/// rest of the run), the writer's own handle still sees the error when it
+/// closes, and the next open copies the WAL in again.
+fn run_checkpoints(
+    queue: &std_mpsc::Receiver<CheckpointRequest>,
+    mut checkpoint: impl FnMut() -> Result<(), StoreError>,
+) {
+    while let Ok(request) = queue.recv() {
+        let result = checkpoint();
+        if let Some(done) = request {
+            let _ = done.send(());
+        }
+        if let Err(err) = result {
+            tracing::error!(error = %err,
+                "copying the WAL into the database file failed; apisync stops copying it for the rest of this run, so every committed page stays in the WAL file (hint: check the disk; the next run copies the WAL in)");
+            return;
+        }
+    }
+}
+
 impl Drop for WalThread {
     fn drop(&mut self) {
         self.requests = None;
@@ -190,6 +206,34 @@ impl Drop for WalThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a failed checkpoint no other one runs (a later one could count
+    /// the WAL as copied over a lost write); a writer waiting on the failed
+    /// one is answered, and later requests find the thread gone.
+    #[test]
+    fn checkpoints_stop_at_the_first_failure() {
+        let (requests, queue) = std_mpsc::sync_channel::<CheckpointRequest>(1);
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let thread = std::thread::spawn(move || {
+            run_checkpoints(&queue, move || {
+                match counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => Ok(()),
+                    _ => Err(StoreError::ConnectionLost {
+                        database: "test.db".into(),
+                    }),
+                }
+            })
+        });
+        for _ in 0..2 {
+            let (reply, answer) = std_mpsc::sync_channel(1);
+            requests.send(Some(reply)).unwrap();
+            answer.recv().unwrap();
+        }
+        thread.join().unwrap();
+        assert!(requests.send(None).is_err(), "the thread stopped");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
     use crate::fetch::Record;
     use crate::plan::WriteMode;
     use crate::store::{StreamKey, TableSpec};

@@ -7,6 +7,9 @@
 //! for: its fsync then wrote out every page copied since the last one
 //! (about 26 MB per wait on the benchmark), with the writer waiting.
 //! Flushing after each background checkpoint leaves that wait little to do.
+//! A failed flush stops that thread's checkpoints for good (see
+//! `run::writer::run_checkpoints`): the error is reported once per handle,
+//! and a later success must not let SQLite start the WAL over.
 //!
 //! Why not `File::open(path)?.sync_data()`: closing any descriptor of a file
 //! drops every POSIX lock this process holds on it, SQLite's included
