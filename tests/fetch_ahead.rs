@@ -400,6 +400,13 @@ async fn a_rejected_saved_offset_in_append_mode_stops_the_stream_instead_of_doub
     assert!(text.contains("that was the saved position"), "{text}");
     assert!(text.contains("append mode"), "{text}");
     assert!(text.contains("apisync reset items --keep-marks"), "{text}");
+    let refused = project.run(&["reset", "items", "--partition", "eu"]).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    assert!(
+        describe(&refused).contains("the job has no partitions"),
+        "{}",
+        describe(&refused)
+    );
     assert_eq!(api.arrived(), [5], "nothing after the refused request");
     assert_eq!(ids(&project), (0..50).collect::<Vec<_>>());
     assert_eq!(
@@ -437,6 +444,20 @@ async fn a_rejected_saved_offset_in_replace_mode_without_a_key_stops_and_reset_r
         "{shown}"
     );
 
+    // Keeping marks would keep those of partitions whose rows only the
+    // dropped staging table held: refused, as is a partition of a job
+    // without partitions.
+    for flags in [&["--keep-marks"][..], &["--partition", "eu"][..]] {
+        let refused = project
+            .run(&[&["reset", "items"][..], flags].concat())
+            .await;
+        assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+        assert!(
+            describe(&refused).contains("cannot be used with a replace job"),
+            "{}",
+            describe(&refused)
+        );
+    }
     reset_then_every_record_once(&project, &api, &["reset", "items"]).await;
 }
 

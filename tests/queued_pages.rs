@@ -75,9 +75,9 @@ async fn pages_queued_behind_a_failed_commit_are_not_written() {
     requests.store(0, Ordering::SeqCst);
     let second = project.run(&["run"]).await;
     assert!(!second.status.success(), "{}", describe(&second));
-    // At most three pages handed over and not yet committed: the stream
-    // waits for page 0 once it has handed over page 3, and for page 1 (the
-    // failure) once it has handed over page 4. So page 5 is never asked
+    // A stream fetches while up to three of its pages are with the writer:
+    // it waits for page 0 when it hands over page 3, and for page 1 (the
+    // failure) when it hands over page 4. So page 5 is never asked
     // for; a stream that did not wait would have fetched it.
     assert_eq!(requests.load(Ordering::SeqCst), 5, "{}", describe(&second));
 

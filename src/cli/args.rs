@@ -153,11 +153,15 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct ResetArgs {
     pub job: String,
-    /// Keep the high-water marks: forget only checkpoints, finished
-    /// partitions and a replace job's staging table, so the next run starts
-    /// each stream over from its mark instead of from `initial`.
+    /// Keep the high-water marks: forget only checkpoints and finished
+    /// partitions, so the next run starts each stream over from its mark
+    /// instead of from `initial` (not for replace jobs).
     #[arg(long)]
     pub keep_marks: bool,
+    /// Reset only this partition's stream (its key as `apisync status`
+    /// shows it); not for replace jobs.
+    #[arg(long, value_name = "KEY")]
+    pub partition: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,9 +9,9 @@ use super::args::NOW_ENV;
 use super::args::{BackfillArgs, Cli, Command, GlobalArgs, MetricsArgs, ResetArgs, RunArgs};
 use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
-use crate::plan::{Loaded, ProjectPlan, SettingsOverrides, load_project};
+use crate::plan::{JobPlan, Loaded, ProjectPlan, SettingsOverrides, WriteMode, load_project};
 use crate::run::{JobMode, RunSummary, date_slices, select_due, select_jobs};
-use crate::store::{DbTokenStore, Reset, Store};
+use crate::store::{DbTokenStore, Reset, Store, StreamKey};
 
 pub async fn dispatch(cli: Cli) -> Exit {
     let global = &cli.global;
@@ -317,22 +317,49 @@ fn exit_for(summary: &RunSummary, signal: Option<Exit>) -> Exit {
     }
 }
 
+/// Why `reset` would leave a job in a state that loses rows, if it would.
+fn reset_refusal(job: &JobPlan, args: &ResetArgs) -> Option<String> {
+    let replace = job.output.mode == WriteMode::Replace;
+    if replace && args.keep_marks {
+        // A finished partition's mark moved past rows that only the
+        // staging table (dropped by reset) holds.
+        return Some(
+            "--keep-marks cannot be used with a replace job: its marks describe rows of the staging table that reset drops (hint: `apisync reset JOB` rebuilds the table from the start)".into(),
+        );
+    }
+    if args.partition.is_some() && replace {
+        return Some(
+            "--partition cannot be used with a replace job: its staging table holds every partition (hint: reset the whole job)".into(),
+        );
+    }
+    if args.partition.is_some() && job.partitions.is_none() {
+        return Some("--partition: the job has no partitions (hint: leave it out)".into());
+    }
+    None
+}
+
 fn reset(global: &GlobalArgs, args: &ResetArgs) -> Exit {
     let plan = match load(global) {
         Ok(plan) => plan,
         Err(exit) => return exit,
     };
-    let table = match select_jobs(&plan, std::slice::from_ref(&args.job), &[]) {
-        Ok(jobs) => jobs
-            .into_iter()
-            .map(|j| j.output.table)
-            .next()
-            .unwrap_or_default(),
+    let job = match select_jobs(&plan, std::slice::from_ref(&args.job), &[]) {
+        Ok(jobs) => match jobs.into_iter().next() {
+            Some(job) => job,
+            None => {
+                eprintln!("error: no job \"{}\"", args.job);
+                return Exit::Usage;
+            }
+        },
         Err(err) => {
             eprintln!("error: {err}");
             return Exit::Usage;
         }
     };
+    if let Some(refusal) = reset_refusal(&job, args) {
+        eprintln!("error: job \"{}\": {refusal}", job.name);
+        return Exit::Usage;
+    }
     let (reset, forgotten) = match args.keep_marks {
         true => (
             Reset::KeepMarks,
@@ -340,11 +367,19 @@ fn reset(global: &GlobalArgs, args: &ResetArgs) -> Exit {
         ),
         false => (Reset::Marks, "checkpoints and high-water marks forgotten"),
     };
-    let result = Store::open(&plan.settings.database)
-        .and_then(|mut store| store.reset_job(&args.job, &table, reset));
+    let result = Store::open(&plan.settings.database).and_then(|mut store| match &args.partition {
+        Some(partition) => {
+            store.reset_stream(&StreamKey::new(job.name.clone(), partition.clone()), reset)
+        }
+        None => store.reset_job(&job.name, &job.output.table, reset),
+    });
     match result {
         Ok(()) => {
-            println!("job \"{}\": {forgotten}", args.job);
+            let scope = match &args.partition {
+                Some(partition) => format!(" (partition \"{partition}\")"),
+                None => String::new(),
+            };
+            println!("job \"{}\"{scope}: {forgotten}", args.job);
             Exit::Ok
         }
         Err(err) => {

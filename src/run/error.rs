@@ -35,17 +35,17 @@ pub enum RunError {
         after: std::time::Duration,
     },
     #[error(
-        "{source}; that was the saved position{}, and starting over from the high-water mark would write again the pages this stream already wrote ({mode} has no key to merge them on), so the stream stopped and keeps its checkpoint (to start over: {})",
+        "{refused}; that was the saved position{}, and starting over from the high-water mark would write again the pages this stream already wrote ({mode} has no key to merge them on), so the stream stopped and keeps its checkpoint (hint: {})",
         partition_label(.partition),
-        position_rejected_remedy(.job, .mode)
+        position_rejected_remedy(.job, .partition, .mode)
     )]
     PositionRejected {
         job: String,
         partition: String,
         /// "append mode", or "replace mode without a primary_key".
         mode: &'static str,
-        #[source]
-        source: Box<FetchError>,
+        /// The refused request (shown in the message, not as a source).
+        refused: Box<FetchError>,
     },
     #[error("cannot start the database writer thread: {0}")]
     WriterThread(#[source] std::io::Error),
@@ -54,13 +54,18 @@ pub enum RunError {
 }
 
 /// How to start over when a rejected position cannot be dropped safely.
-fn position_rejected_remedy(job: &str, mode: &str) -> String {
-    match mode.starts_with("replace") {
-        true => format!(
+fn position_rejected_remedy(job: &str, partition: &str, mode: &str) -> String {
+    if mode.starts_with("replace") {
+        return format!(
             "`apisync reset {job}` drops the half-built staging table, and the next run builds the table again from the first page"
+        );
+    }
+    match partition {
+        "" => format!(
+            "to start over, delete the rows this stream wrote since it last finished (their `_run_id` is that of the runs since then), then run `apisync reset {job} --keep-marks`, which starts it over from its high-water mark"
         ),
-        false => format!(
-            "delete the rows this stream wrote since it last finished, whose `_run_id` is that of the runs since then, then `apisync reset {job} --keep-marks` starts it over from its high-water mark"
+        key => format!(
+            "to start over, delete this partition's rows written since it last finished (the runs since then, whose `_run_id` other partitions share), then run `apisync reset {job} --partition {key} --keep-marks`, which starts it over from its high-water mark"
         ),
     }
 }

@@ -67,17 +67,17 @@ pub(crate) struct StreamOutcome {
 /// skipped, behind a failed one).
 type PendingCommit = oneshot::Receiver<Result<(), StoreError>>;
 
-/// Pages a stream may have handed to the writer and not yet seen committed.
-/// Once there are this many, the stream waits for the oldest before it
-/// fetches again, so a stream holds at most this many pages in the writer's
-/// queue plus the one it is fetching (besides the fetch-ahead window of
-/// offset and page streams, at most `fetch::ahead::MAX_WIDTH` pages).
+/// Pages of a stream that may be with the writer (queued or being written)
+/// while the stream fetches the next one. Handing over one more makes the
+/// stream wait for the oldest commit first, so at most four pages of a
+/// stream are in memory here (besides the fetch-ahead window of offset and
+/// page streams, at most `fetch::ahead::MAX_WIDTH` pages).
 ///
 /// One was enough to overlap a fetch with a write, but left the writer idle
 /// whenever a fetch took longer than a commit (a CPU busy elsewhere, a WAL
-/// checkpoint): the writer bounds a sequential stream, and three pages
-/// queued measured +15% records/s on 1M records (docs/benchmarks.md); four
-/// and five measured no more.
+/// checkpoint): the writer bounds a sequential stream, and three measured
+/// +15% records/s on 1M records (docs/benchmarks.md); four and five
+/// measured no more.
 const PAGES_AHEAD_OF_COMMIT: usize = 3;
 
 pub(crate) async fn run_stream(
@@ -103,11 +103,11 @@ pub(crate) async fn run_stream(
                 return Err(RunError::PositionRejected {
                     job: job.name.clone(),
                     partition: partition.key.clone(),
-                    mode: match env.table.mode {
-                        WriteMode::Replace => "replace mode without a primary_key",
-                        WriteMode::Append | WriteMode::Merge => "append mode",
+                    mode: match env.table.mode == WriteMode::Replace {
+                        true => "replace mode without a primary_key",
+                        false => "append mode",
                     },
-                    source: Box::new(err),
+                    refused: Box::new(err),
                 });
             }
             tracing::warn!(job = %job.name, partition = %partition.key, error = %err,

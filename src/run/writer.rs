@@ -20,9 +20,9 @@ use crate::store::{Store, StoreError};
 
 type Command = Box<dyn FnOnce(&mut Store) + Send>;
 
-/// How many commands may wait for the writer. Each stream has at most
-/// three pages handed over (`PAGES_AHEAD_OF_COMMIT` in `stream.rs`); this
-/// bounds the pages waiting across all streams, whatever the concurrency.
+/// How many commands may wait for the writer. Each stream has at most four
+/// pages handed over (`PAGES_AHEAD_OF_COMMIT` in `stream.rs`); this bounds
+/// the pages waiting across all streams, whatever the concurrency.
 const QUEUE: usize = 16;
 
 /// Commands (mostly page commits) between two nudges of the checkpoint

@@ -184,6 +184,10 @@ impl Store {
         both!(mut self, db => db.reset_job(job, table, reset))
     }
 
+    pub fn reset_stream(&mut self, stream: &StreamKey, reset: Reset) -> Result<(), StoreError> {
+        both!(mut self, db => db.reset_stream(stream, reset))
+    }
+
     pub fn begin_run(&mut self, job: &str) -> Result<RunId, StoreError> {
         both!(mut self, db => db.begin_run(job))
     }

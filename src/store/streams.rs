@@ -130,24 +130,43 @@ impl SqliteStore {
     pub fn reset_job(&mut self, job: &str, table: &str, reset: Reset) -> Result<(), StoreError> {
         let err = job_err(job, "reset its state");
         let tx = self.conn.transaction().map_err(err)?;
-        for sql in reset_statements(reset) {
+        for sql in reset_statements(reset, false) {
             tx.execute(&sql.replace("$1", "?1"), [job]).map_err(err)?;
         }
         let drop_staging = format!("DROP TABLE IF EXISTS {}", quote_ident(&staging_name(table)));
         tx.execute_batch(&drop_staging).map_err(err)?;
         tx.commit().map_err(err)
     }
+
+    /// `apisync reset JOB --partition KEY`: the same for one stream, whose
+    /// rows share no staging table with other streams (not for replace).
+    pub fn reset_stream(&mut self, stream: &StreamKey, reset: Reset) -> Result<(), StoreError> {
+        let err = stream_err(stream, "reset its state");
+        let tx = self.conn.transaction().map_err(err)?;
+        for sql in reset_statements(reset, true) {
+            let sql = sql.replace("$1", "?1").replace("$2", "?2");
+            tx.execute(&sql, [&stream.job, &stream.partition])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
 }
 
-/// What `reset_job` deletes, with `$1` for the job (both backends).
-pub(crate) fn reset_statements(reset: Reset) -> impl Iterator<Item = &'static str> {
-    let marks = (reset == Reset::Marks).then_some("DELETE FROM marks WHERE job = $1");
-    [
-        "DELETE FROM checkpoints WHERE job = $1",
-        "DELETE FROM finished_streams WHERE job = $1",
-    ]
-    .into_iter()
-    .chain(marks)
+/// What a reset deletes (both backends): `$1` is the job, and with
+/// `one_partition` `$2` the partition.
+pub(crate) fn reset_statements(reset: Reset, one_partition: bool) -> Vec<String> {
+    let tables: &[&str] = match reset {
+        Reset::Marks => &["checkpoints", "finished_streams", "marks"],
+        Reset::KeepMarks => &["checkpoints", "finished_streams"],
+    };
+    let scope = match one_partition {
+        true => "job = $1 AND partition = $2",
+        false => "job = $1",
+    };
+    tables
+        .iter()
+        .map(|table| format!("DELETE FROM {table} WHERE {scope}"))
+        .collect()
 }
 
 /// Clear the stream's checkpoint, store its mark and record it finished,

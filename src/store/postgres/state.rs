@@ -222,8 +222,8 @@ impl PgStore {
         self.conn.run(move |s| {
             let err = job_err(&job, "reset its state");
             let mut tx = s.client.transaction().map_err(&err)?;
-            for sql in reset_statements(reset) {
-                tx.execute(sql, &[&job]).map_err(&err)?;
+            for sql in reset_statements(reset, false) {
+                tx.execute(&sql, &[&job]).map_err(&err)?;
             }
             let drop_staging = format!(
                 "DROP TABLE IF EXISTS {}",
@@ -231,6 +231,23 @@ impl PgStore {
             );
             tx.batch_execute(&drop_staging).map_err(&err)?;
             tx.commit().map_err(&err)
+        })?
+    }
+
+    pub(crate) fn reset_stream(
+        &mut self,
+        stream: &StreamKey,
+        reset: Reset,
+    ) -> Result<(), StoreError> {
+        let stream = stream.clone();
+        self.conn.run(move |s| {
+            let err = stream_err(&stream, "reset its state");
+            let mut tx = s.client.transaction().map_err(err.clone())?;
+            for sql in reset_statements(reset, true) {
+                tx.execute(&sql, &[&stream.job, &stream.partition])
+                    .map_err(err.clone())?;
+            }
+            tx.commit().map_err(err)
         })?
     }
 

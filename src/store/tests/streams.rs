@@ -215,12 +215,12 @@ fn reset_forgets_state_and_staging_but_keeps_rows_and_other_jobs(db) {
 }
 
 backend_test! {
-fn reset_keeping_marks_forgets_positions_and_staging_only(db) {
+fn reset_keeping_marks_forgets_positions_only(db) {
     let (mut store, run) = store_with_run(db, "j");
-    let replace = spec("j", WriteMode::Replace, &[], false);
-    store.prepare_table(&replace).unwrap();
+    let append = spec("j", WriteMode::Append, &[], false);
+    store.prepare_table(&append).unwrap();
     store
-        .apply_page(&stream("j", "a"), &replace, run, &[], "\"cp\"")
+        .apply_page(&stream("j", "a"), &append, run, &[], "\"cp\"")
         .unwrap();
     store
         .finish_stream(&stream("j", "b"), run, Some("7"))
@@ -233,14 +233,41 @@ fn reset_keeping_marks_forgets_positions_and_staging_only(db) {
         Some("7"),
         "the mark is kept"
     );
-    assert!(
-        store.finished_partitions("j").unwrap().is_empty(),
-        "finished partitions are forgotten: their rows went with the staging table"
+    assert!(store.finished_partitions("j").unwrap().is_empty());
+}
+}
+
+backend_test! {
+fn resetting_one_partition_leaves_the_others(db) {
+    let (mut store, run) = store_with_run(db, "j");
+    let append = spec("j", WriteMode::Append, &[], false);
+    store.prepare_table(&append).unwrap();
+    for partition in ["a", "b"] {
+        store
+            .apply_page(&stream("j", partition), &append, run, &[], "\"cp\"")
+            .unwrap();
+        store
+            .finish_stream(&stream("j", &format!("{partition}-done")), run, Some("7"))
+            .unwrap();
+    }
+
+    store
+        .reset_stream(&stream("j", "a"), crate::store::Reset::KeepMarks)
+        .unwrap();
+    store
+        .reset_stream(&stream("j", "a-done"), crate::store::Reset::Marks)
+        .unwrap();
+    assert_eq!(store.load_checkpoint(&stream("j", "a")).unwrap(), None);
+    assert_eq!(
+        store.load_checkpoint(&stream("j", "b")).unwrap().as_deref(),
+        Some("\"cp\"")
     );
-    assert!(
-        store.count_rows("_apisync_staging_j").is_err(),
-        "staging dropped"
+    assert_eq!(store.load_mark(&stream("j", "a-done")).unwrap(), None);
+    assert_eq!(
+        store.load_mark(&stream("j", "b-done")).unwrap().as_deref(),
+        Some("7")
     );
+    assert_eq!(store.finished_partitions("j").unwrap(), ["b-done"]);
 }
 }
 
