@@ -524,22 +524,13 @@ mod backend_tests {
              UPDATE t SET _run_id = _run_id WHERE _pk = '[2]'",
         );
         let mut watcher = db.store();
-        let lock_waits = "SELECT count(*) FROM pg_stat_activity
-                          WHERE datname = current_database() AND wait_event_type = 'Lock'";
         std::thread::scope(|scope| {
             // Upserts [1] (taking its row), then waits for [2].
             let page = scope.spawn(|| {
                 let page = [record(1, "new"), record(2, "new")];
                 store.apply_page(&key, &table, run, &page, r#"{"page":2}"#)
             });
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while watcher.query_text(lock_waits) != [[Some("1".to_string())]] {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the page never waited for row [2]"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            wait_for_a_lock_wait(&mut watcher);
             // Now the other side wants [1]: a cycle, and the page is aborted.
             other.exec_sql("UPDATE t SET _run_id = _run_id WHERE _pk = '[1]'");
             other.exec_sql("COMMIT");
@@ -553,5 +544,70 @@ mod backend_tests {
             store.query_text("SELECT position FROM checkpoints WHERE job = 't'"),
             [[Some(r#"{"page":2}"#.to_string())]]
         );
+    }
+
+    /// Under REPEATABLE READ or SERIALIZABLE the checkpoint's upsert can be
+    /// refused (40001) when another transaction changed that row meanwhile;
+    /// the page runs again, as for a deadlock.
+    #[test]
+    fn a_page_whose_checkpoint_hits_a_serialization_failure_is_written_again() {
+        let Some(db) = TestDb::postgres() else {
+            return;
+        };
+        let mut store = db.store();
+        let table = TableSpec {
+            table: "t".into(),
+            mode: WriteMode::Merge,
+            columns: vec![],
+            has_primary_key: true,
+        };
+        store.prepare_table(&table).unwrap();
+        let run = store.begin_run("t").unwrap();
+        let key = StreamKey::new("t", "");
+        let record = |id: u64| Record {
+            json: format!(r#"{{"id":{id}}}"#),
+            pk: Some(format!("[{id}]")),
+            columns: vec![],
+        };
+        store
+            .apply_page(&key, &table, run, &[record(1)], r#"{"page":1}"#)
+            .unwrap();
+        store.exec_sql("SET default_transaction_isolation = 'repeatable read'");
+        let mut other = db.store();
+        other.exec_sql("BEGIN; UPDATE checkpoints SET updated_at = updated_at WHERE job = 't'");
+        let mut watcher = db.store();
+        std::thread::scope(|scope| {
+            // Takes its snapshot with its rows, then waits for the
+            // checkpoint row the other transaction holds.
+            let page =
+                scope.spawn(|| store.apply_page(&key, &table, run, &[record(2)], r#"{"page":2}"#));
+            wait_for_a_lock_wait(&mut watcher);
+            // Once that commits, the page's upsert is refused (40001).
+            other.exec_sql("COMMIT");
+            page.join().unwrap().unwrap();
+        });
+        assert_eq!(
+            store.query_text("SELECT position FROM checkpoints WHERE job = 't'"),
+            [[Some(r#"{"page":2}"#.to_string())]]
+        );
+        assert_eq!(
+            store.query_text("SELECT count(*) FROM t"),
+            [[Some("2".to_string())]]
+        );
+    }
+
+    /// Until a backend of this database waits for a lock; bounded at 30 s
+    /// (PostgreSQL has no event for it).
+    fn wait_for_a_lock_wait(watcher: &mut Store) {
+        let lock_waits = "SELECT count(*) FROM pg_stat_activity
+                          WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while watcher.query_text(lock_waits) != [[Some("1".to_string())]] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no transaction ever waited for a lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -125,6 +125,21 @@ enum Attempt {
     Failed(StoreError),
 }
 
+/// Whether a store error comes from a deadlock or serialization failure.
+fn caused_by_conflict(err: &StoreError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<postgres::Error>()
+            .is_some_and(is_conflict)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 fn is_conflict(err: &postgres::Error) -> bool {
     use postgres::error::SqlState;
     err.code().is_some_and(|code| {
@@ -230,6 +245,15 @@ impl PgStore {
                             "a page's transaction was aborted by a conflict; writing it again");
                     }
                     Err(Attempt::Conflict(source)) => return Err(row_err(source)),
+                    // The claim check and the checkpoint can be aborted
+                    // the same way (40001 under SERIALIZABLE).
+                    Err(Attempt::Failed(err))
+                        if retries < CONFLICT_RETRIES && caused_by_conflict(&err) =>
+                    {
+                        retries += 1;
+                        tracing::debug!(table = %target, retry = retries, error = %err,
+                            "a page's transaction was aborted by a conflict; writing it again");
+                    }
                     Err(Attempt::Failed(err)) => return Err(err),
                 }
             }
