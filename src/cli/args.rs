@@ -22,6 +22,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH", env = "APISYNC_CONFIG")]
     pub config: Option<PathBuf>,
     /// SQLite database file or postgres:// URL (overrides `database` and APISYNC_DATABASE).
+    /// A password here shows in the process list: prefer APISYNC_DATABASE for URLs.
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<DatabaseArg>,
     /// Most HTTP requests in flight at once, all jobs together.
