@@ -104,17 +104,12 @@ pub struct SqliteTokenStore {
 }
 
 impl SqliteTokenStore {
-    /// Create the table if needed. Blocking: call before the runtime is busy
-    /// (or from `spawn_blocking`).
+    /// The token table of the database at `path`. Nothing is opened yet:
+    /// each use connects and creates the table if needed. Opening the file
+    /// here, before the run's own store, created a new database only to
+    /// close it again (its WAL checkpointed, fsynced and deleted) at the
+    /// start of every first run; most runs never touch a refresh token.
     pub fn open(path: &Path) -> Result<Self, TokensError> {
-        let open_error = |source| TokensError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = connect(path, BUSY_TIMEOUT).map_err(open_error)?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
-            .map_err(open_error)?;
-        conn.execute_batch(SCHEMA).map_err(open_error)?;
         Ok(SqliteTokenStore {
             path: path.to_path_buf(),
         })
@@ -124,8 +119,11 @@ impl SqliteTokenStore {
 fn connect(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))?;
     // A stored rotation must survive a power cut: it replaced the old token.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The run's migrations create it too; a token command may come first.
+    conn.execute_batch(SCHEMA)?;
     Ok(conn)
 }
 
