@@ -179,7 +179,7 @@ pub fn records_array<'a>(
 /// way.
 pub fn build_records(items: &[&str], job: &JobPlan) -> Result<PageRecords, DecodeError> {
     match raw_key_pointers(job) {
-        Some(pointers) => build_from_raw(items, &pointers),
+        Some(pointers) => build_keyed(items, |index, raw| raw_primary_key(&pointers, raw, index)),
         None => build_parsed(items, job),
     }
 }
@@ -294,35 +294,20 @@ fn read_in_one_pass<'a>(
         }
     }
     let records = match &keys {
-        Some(pointers) => build_from_found(&scanned.items, &scanned.keys, pointers),
+        Some(pointers) => {
+            // The one pass kept each item's key values, `pointers.len()` an item.
+            let width = pointers.len();
+            build_keyed(&scanned.items, |index, _| {
+                key_text(
+                    pointers,
+                    &scanned.keys[index * width..(index + 1) * width],
+                    index,
+                )
+            })
+        }
         None => build_parsed(&scanned.items, job),
     };
     Some(records.map(|records| (records, BodyView::Scanned { text, found })))
-}
-
-/// The fast path over what the one pass found: `keys` holds each item's
-/// key values, `pointers.len()` an item.
-fn build_from_found(
-    items: &[&str],
-    keys: &[Option<&str>],
-    pointers: &[(&str, Vec<String>)],
-) -> Result<PageRecords, DecodeError> {
-    let mut records = Vec::with_capacity(items.len());
-    let width = pointers.len();
-    for (index, raw) in items.iter().enumerate() {
-        let found = &keys[index * width..(index + 1) * width];
-        records.push(Record {
-            json: raw.to_string(),
-            pk: key_text(pointers, found, index)?,
-            columns: Vec::new(),
-        });
-    }
-    Ok(PageRecords {
-        records,
-        received: items.len() as u64,
-        last: None,
-        max_seen: None,
-    })
 }
 
 /// The primary key pointers as tokens when the job needs nothing but the
@@ -346,16 +331,18 @@ fn raw_key_pointers(job: &JobPlan) -> Option<Vec<(&str, Vec<String>)>> {
         .collect()
 }
 
-/// The fast path: no `Value` of the record, only of its key values.
-fn build_from_raw(
+/// The fast path: no `Value` of the record, only its primary key, which
+/// `key_of(index, raw)` reads (from the raw text, or from what the one pass
+/// over the body found).
+fn build_keyed(
     items: &[&str],
-    pointers: &[(&str, Vec<String>)],
+    mut key_of: impl FnMut(usize, &str) -> Result<Option<String>, DecodeError>,
 ) -> Result<PageRecords, DecodeError> {
     let mut records = Vec::with_capacity(items.len());
     for (index, raw) in items.iter().enumerate() {
         records.push(Record {
             json: raw.to_string(),
-            pk: raw_primary_key(pointers, raw, index)?,
+            pk: key_of(index, raw)?,
             columns: Vec::new(),
         });
     }
