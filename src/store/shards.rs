@@ -31,10 +31,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::error::StoreError;
 use super::leases::stale_cutoff;
 use super::open::{SqliteStore, now};
+use super::streams::end_pass;
 use super::streams::{BACKFILL_END, BACKFILL_PREFIX, job_err, stream_err};
-use super::tables::swap_in;
 use super::types::{RunId, StreamKey, TableSpec};
-use crate::plan::WriteMode;
 
 /// How long the per-stream rows of an invocation are kept: a rerun of an
 /// invocation older than this runs its unfinished jobs' streams again.
@@ -588,15 +587,7 @@ impl SqliteStore {
             (invocation, job, BACKFILL_PREFIX, BACKFILL_END),
         )
         .map_err(err)?;
-        if table.mode == WriteMode::Replace {
-            swap_in(&tx, &table.table)?;
-        }
-        tx.execute(
-            "DELETE FROM finished_streams WHERE job = ?1
-             AND NOT (partition >= ?2 AND partition < ?3)",
-            (job, BACKFILL_PREFIX, BACKFILL_END),
-        )
-        .map_err(err)?;
+        end_pass(&tx, job, table)?;
         tx.execute(
             "INSERT INTO invocation_jobs (invocation, job, completed_at) VALUES (?1, ?2, ?3)",
             (invocation, job, &at),
@@ -677,6 +668,7 @@ fn db_err(action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + Copy
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::WriteMode;
     use crate::store::Store;
     use crate::store::test_db::backend_test;
 

@@ -98,15 +98,7 @@ impl SqliteStore {
     pub fn complete_job_pass(&mut self, job: &str, table: &TableSpec) -> Result<(), StoreError> {
         let err = job_err(job, "complete the pass");
         let tx = self.conn.transaction().map_err(err)?;
-        if table.mode == WriteMode::Replace {
-            swap_in(&tx, &table.table)?;
-        }
-        tx.execute(
-            "DELETE FROM finished_streams WHERE job = ?1
-             AND NOT (partition >= ?2 AND partition < ?3)",
-            (job, BACKFILL_PREFIX, BACKFILL_END),
-        )
-        .map_err(err)?;
+        end_pass(&tx, job, table)?;
         tx.commit().map_err(err)
     }
 
@@ -150,6 +142,21 @@ impl SqliteStore {
         }
         tx.commit().map_err(err)
     }
+}
+
+/// The end of a job's pass, inside the caller's transaction: a replace
+/// table swapped in, and the finished set (backfill slices aside) forgotten.
+pub(crate) fn end_pass(conn: &Connection, job: &str, table: &TableSpec) -> Result<(), StoreError> {
+    if table.mode == WriteMode::Replace {
+        swap_in(conn, &table.table)?;
+    }
+    conn.execute(
+        "DELETE FROM finished_streams WHERE job = ?1
+         AND NOT (partition >= ?2 AND partition < ?3)",
+        (job, BACKFILL_PREFIX, BACKFILL_END),
+    )
+    .map(drop)
+    .map_err(job_err(job, "complete the pass"))
 }
 
 /// What a reset deletes (both backends): `$1` is the job, and with

@@ -24,10 +24,9 @@ use postgres::GenericClient;
 
 use super::PgStore;
 use super::open_tx::OpenTx;
+use super::state::end_pass;
 use super::state::{job_err, stream_err};
-use super::write::swap_in;
 use super::{xact_lock, xact_lock_shared};
-use crate::plan::WriteMode;
 use crate::store::error::StoreError;
 use crate::store::leases::stale_cutoff;
 use crate::store::open::now;
@@ -438,14 +437,7 @@ impl PgStore {
                 &[&invocation, &job, &BACKFILL_PREFIX],
             )
             .map_err(&err)?;
-            if table.mode == WriteMode::Replace {
-                swap_in(&mut tx, &table.table)?;
-            }
-            tx.execute(
-                "DELETE FROM finished_streams WHERE job = $1 AND NOT starts_with(partition, $2)",
-                &[&job, &BACKFILL_PREFIX],
-            )
-            .map_err(&err)?;
+            end_pass(&mut tx, &job, &table)?;
             tx.execute(
                 "INSERT INTO invocation_jobs (invocation, job, completed_at) VALUES ($1, $2, $3)",
                 &[&invocation, &job, &at],

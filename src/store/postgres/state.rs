@@ -36,6 +36,24 @@ pub(super) fn stream_err(
     }
 }
 
+/// The end of a job's pass, inside the caller's transaction: a replace
+/// table swapped in, and the finished set (backfill slices aside) forgotten.
+pub(super) fn end_pass(
+    tx: &mut postgres::Transaction<'_>,
+    job: &str,
+    table: &TableSpec,
+) -> Result<(), StoreError> {
+    if table.mode == WriteMode::Replace {
+        swap_in(tx, &table.table)?;
+    }
+    tx.execute(
+        "DELETE FROM finished_streams WHERE job = $1 AND NOT starts_with(partition, $2)",
+        &[&job, &BACKFILL_PREFIX],
+    )
+    .map(drop)
+    .map_err(job_err(job, "complete the pass"))
+}
+
 pub(super) fn job_err(
     job: &str,
     action: &'static str,
@@ -187,14 +205,7 @@ impl PgStore {
         self.conn.run(move |s| {
             let err = job_err(&job, "complete the pass");
             let mut tx = s.client.transaction().map_err(&err)?;
-            if table.mode == WriteMode::Replace {
-                swap_in(&mut tx, &table.table)?;
-            }
-            tx.execute(
-                "DELETE FROM finished_streams WHERE job = $1 AND NOT starts_with(partition, $2)",
-                &[&job, &BACKFILL_PREFIX],
-            )
-            .map_err(&err)?;
+            end_pass(&mut tx, &job, &table)?;
             tx.commit().map_err(&err)
         })?
     }
