@@ -118,14 +118,8 @@ type After = Box<dyn Fn(&mut postgres::Transaction<'_>) -> Result<(), StoreError
 /// needed a rerun.
 const CONFLICT_RETRIES: u32 = 3;
 
-/// Why one try at a page's transaction failed.
-enum Attempt {
-    /// Deadlock or serialization failure: the transaction may run again.
-    Conflict(postgres::Error),
-    Failed(StoreError),
-}
-
-/// Whether a store error comes from a deadlock or serialization failure.
+/// Whether a store error comes from a deadlock or serialization failure
+/// (in the rows, the claim check or the checkpoint alike).
 fn caused_by_conflict(err: &StoreError) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(error) = cause {
@@ -211,18 +205,13 @@ impl PgStore {
                 action: "write a page",
                 source: Box::new(source),
             };
-            // A conflict is retryable; any other database error is not.
-            let attempt_err = |source: postgres::Error| match is_conflict(&source) {
-                true => Attempt::Conflict(source),
-                false => Attempt::Failed(row_err(source)),
-            };
             let insert = session.prepared(&sql).map_err(row_err)?;
             let Session { client, .. } = session;
             let mut retries = 0;
             loop {
                 let attempt = (|| {
-                    let mut tx = client.transaction().map_err(attempt_err)?;
-                    check_claim(&mut tx, &stream, claim.as_ref()).map_err(Attempt::Failed)?;
+                    let mut tx = client.transaction().map_err(row_err)?;
+                    check_claim(&mut tx, &stream, claim.as_ref())?;
                     if !rows.data.is_empty() {
                         let synced_at = now();
                         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
@@ -232,29 +221,18 @@ impl PgStore {
                                 .iter()
                                 .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
                         );
-                        tx.execute(&insert, &params).map_err(attempt_err)?;
+                        tx.execute(&insert, &params).map_err(row_err)?;
                     }
-                    after(&mut tx).map_err(Attempt::Failed)?;
-                    tx.commit().map_err(attempt_err)
+                    after(&mut tx)?;
+                    tx.commit().map_err(row_err)
                 })();
                 match attempt {
-                    Ok(()) => return Ok(()),
-                    Err(Attempt::Conflict(source)) if retries < CONFLICT_RETRIES => {
-                        retries += 1;
-                        tracing::debug!(table = %target, retry = retries, error = %source,
-                            "a page's transaction was aborted by a conflict; writing it again");
-                    }
-                    Err(Attempt::Conflict(source)) => return Err(row_err(source)),
-                    // The claim check and the checkpoint can be aborted
-                    // the same way (40001 under SERIALIZABLE).
-                    Err(Attempt::Failed(err))
-                        if retries < CONFLICT_RETRIES && caused_by_conflict(&err) =>
-                    {
+                    Err(err) if retries < CONFLICT_RETRIES && caused_by_conflict(&err) => {
                         retries += 1;
                         tracing::debug!(table = %target, retry = retries, error = %err,
                             "a page's transaction was aborted by a conflict; writing it again");
                     }
-                    Err(Attempt::Failed(err)) => return Err(err),
+                    done => return done,
                 }
             }
         })?
