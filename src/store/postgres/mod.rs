@@ -492,15 +492,7 @@ mod backend_tests {
             return;
         };
         let mut store = db.store();
-        let table = TableSpec {
-            table: "t".into(),
-            mode: WriteMode::Merge,
-            columns: vec![],
-            has_primary_key: true,
-        };
-        store.prepare_table(&table).unwrap();
-        let run = store.begin_run("t").unwrap();
-        let key = StreamKey::new("t", "");
+        let (table, run, key) = merge_table_t(&mut store);
         let record = |id: u64, v: &str| Record {
             json: format!(r#"{{"id":{id},"v":"{v}"}}"#),
             pk: Some(format!("[{id}]")),
@@ -555,15 +547,7 @@ mod backend_tests {
             return;
         };
         let mut store = db.store();
-        let table = TableSpec {
-            table: "t".into(),
-            mode: WriteMode::Merge,
-            columns: vec![],
-            has_primary_key: true,
-        };
-        store.prepare_table(&table).unwrap();
-        let run = store.begin_run("t").unwrap();
-        let key = StreamKey::new("t", "");
+        let (table, run, key) = merge_table_t(&mut store);
         let record = |id: u64| Record {
             json: format!(r#"{{"id":{id}}}"#),
             pk: Some(format!("[{id}]")),
@@ -594,6 +578,19 @@ mod backend_tests {
             store.query_text("SELECT count(*) FROM t"),
             [[Some("2".to_string())]]
         );
+    }
+
+    /// A merge table `t` prepared, a run begun, and its stream's key.
+    fn merge_table_t(store: &mut Store) -> (TableSpec, crate::store::RunId, StreamKey) {
+        let table = TableSpec {
+            table: "t".into(),
+            mode: WriteMode::Merge,
+            columns: vec![],
+            has_primary_key: true,
+        };
+        store.prepare_table(&table).unwrap();
+        let run = store.begin_run("t").unwrap();
+        (table, run, StreamKey::new("t", ""))
     }
 
     /// Until a backend of this database waits for a lock; bounded at 30 s
