@@ -56,11 +56,28 @@ pub fn parse_body(resp: &PageResponse) -> Result<&RawValue, DecodeError> {
             "the body nests arrays or objects deeper than {MAX_NESTING} levels (at byte {at}); apisync refuses such pages (hint: check what the server sends; no job setting raises this limit)"
         )));
     }
-    let text = std::str::from_utf8(&resp.body);
-    let parsed = text
-        .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str::<&RawValue>(text).map_err(|e| e.to_string()));
-    parsed.map_err(|reason| not_json(resp, &reason))
+    // JSON is UTF-8 (RFC 8259 section 8.1). A body that is not arrived
+    // whole, so fetching it again returns the same bytes: not retried.
+    let text = std::str::from_utf8(&resp.body).map_err(|e| not_utf8(resp, &e))?;
+    serde_json::from_str::<&RawValue>(text).map_err(|e| not_json(resp, &e.to_string()))
+}
+
+fn not_utf8(resp: &PageResponse, error: &std::str::Utf8Error) -> DecodeError {
+    let at = error.valid_up_to();
+    let bad: Vec<String> = resp.body[at..]
+        .iter()
+        .take(error.error_len().unwrap_or(4))
+        .map(|b| format!("{b:#04x}"))
+        .collect();
+    let charset = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| format!(" (Content-Type: {})", String::from_utf8_lossy(v.as_bytes())))
+        .unwrap_or_default();
+    fatal(format!(
+        "the body is not UTF-8: invalid byte(s) {} at byte {at}{charset}; JSON must be UTF-8 (hint: the API sends another encoding; ask it for UTF-8, e.g. an Accept-Charset: utf-8 header in request.headers)",
+        bad.join(" ")
+    ))
 }
 
 /// The byte offset where `body` first opens a level deeper than `limit`,
@@ -357,6 +374,7 @@ fn build_keyed(
 
 /// The slow path: each record parsed once into a `Value`.
 fn build_parsed(items: &[&str], job: &JobPlan) -> Result<PageRecords, DecodeError> {
+    let pointers = key_pointers(job)?;
     let mut page = PageRecords {
         received: items.len() as u64,
         ..PageRecords::default()
@@ -371,7 +389,7 @@ fn build_parsed(items: &[&str], job: &JobPlan) -> Result<PageRecords, DecodeErro
         if keep {
             page.records.push(Record {
                 json: raw.to_string(),
-                pk: primary_key(&job.records.primary_key, &value, index)?,
+                pk: raw_primary_key(&pointers, raw, index)?,
                 columns: job
                     .output
                     .columns
@@ -393,26 +411,23 @@ fn missing_key(index: usize, pointer: &str) -> DecodeError {
     ))
 }
 
-/// The canonical JSON array of the key values: `[1]` and `["1"]` differ.
-fn primary_key(
-    pointers: &[String],
-    value: &Value,
-    index: usize,
-) -> Result<Option<String>, DecodeError> {
-    if pointers.is_empty() {
-        return Ok(None);
-    }
-    let mut parts = Vec::with_capacity(pointers.len());
-    for pointer in pointers {
-        match value.pointer(pointer) {
-            Some(part) if !part.is_null() => parts.push(part.clone()),
-            _ => return Err(missing_key(index, pointer)),
-        }
-    }
-    Ok(Some(Value::Array(parts).to_string()))
+/// The primary key pointers as tokens, for the path that parses records:
+/// the key is read from the raw text there too, so both paths write the
+/// same `_pk` (integers exactly as sent, see [`canonical_into`]).
+fn key_pointers(job: &JobPlan) -> Result<Vec<(&str, Vec<String>)>, DecodeError> {
+    job.records
+        .primary_key
+        .iter()
+        .map(|p| {
+            tokens(p)
+                .map(|t| (p.as_str(), t))
+                .map_err(|e| fatal(format!("records.primary_key {p:?}: {e}")))
+        })
+        .collect()
 }
 
-/// [`primary_key`] over the raw record: the same text, byte for byte.
+/// The canonical JSON array of the key values (`[1]` and `["1"]` differ),
+/// read from the raw record.
 fn raw_primary_key(
     pointers: &[(&str, Vec<String>)],
     raw: &str,
@@ -432,7 +447,7 @@ fn raw_primary_key(
 }
 
 /// The `_pk` text from each key pointer's raw value (`found`, in pointer
-/// order): the same text, byte for byte, as [`primary_key`] writes.
+/// order), in [`canonical_into`]'s form.
 fn key_text(
     pointers: &[(&str, Vec<String>)],
     found: &[Option<&str>],
@@ -458,26 +473,65 @@ fn key_text(
     Ok(Some(out))
 }
 
-/// Append the compact serialization of the JSON `text` (as `Value`'s
-/// `to_string` writes it). Plain strings (no escapes) and small unsigned
-/// integers are already in that form and are copied; anything else (escapes,
-/// signs, fractions, exponents, big numbers, arrays, objects) is parsed and
-/// written back.
+/// Append the canonical text of the JSON `text`: compact, strings with
+/// serde_json's escapes, object members sorted by key (the last of a
+/// repeated key wins), as `Value`'s `to_string` writes them, except that an
+/// integer is copied exactly as sent, whatever its size: ids beyond 2^64
+/// (or 2^53, where other tools lose them) must not meet in an `f64`, or two
+/// records would share one key. Other numbers (fractions, exponents) keep
+/// the shortest `f64` form they always had, so existing keys do not change.
 fn canonical_into(out: &mut String, text: &str, index: usize) -> Result<(), DecodeError> {
+    let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
     let bytes = text.as_bytes();
-    let plain_string = bytes.len() >= 2 && bytes[0] == b'"' && !bytes.contains(&b'\\');
-    // u64::MAX has 20 digits: 19 always fit, and JSON forbids leading zeros
-    // (except "0" itself, which is canonical too).
-    let small_integer =
-        !bytes.is_empty() && bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit);
-    if plain_string || small_integer {
-        out.push_str(text);
-        return Ok(());
+    let invalid =
+        |e: serde_json::Error| fatal(format!("record {index} of the page is not valid JSON: {e}"));
+    match bytes.first() {
+        Some(b'"') if !bytes.contains(&b'\\') => out.push_str(text),
+        Some(b'"') => {
+            let value: String = serde_json::from_str(text).map_err(invalid)?;
+            out.push_str(&Value::String(value).to_string());
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(invalid)?;
+            out.push('[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                canonical_into(out, item.get(), index)?;
+            }
+            out.push(']');
+        }
+        Some(b'{') => {
+            let members: std::collections::BTreeMap<String, &RawValue> =
+                serde_json::from_str(text).map_err(invalid)?;
+            out.push('{');
+            for (n, (key, item)) in members.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_into(out, item.get(), index)?;
+            }
+            out.push('}');
+        }
+        _ if is_integer_literal(bytes) => out.push_str(text),
+        _ => {
+            let value: Value = serde_json::from_str(text).map_err(invalid)?;
+            out.push_str(&value.to_string());
+        }
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| fatal(format!("record {index} of the page is not valid JSON: {e}")))?;
-    out.push_str(&value.to_string());
     Ok(())
+}
+
+/// A JSON integer as the grammar writes it: an optional `-`, then `0` or
+/// digits without a leading zero.
+fn is_integer_literal(bytes: &[u8]) -> bool {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits.len() == 1 || digits[0] != b'0')
 }
 
 /// Fold the record's cursor into `max`; false when the record is skipped
@@ -674,6 +728,91 @@ pub(crate) mod tests {
         assert_eq!(page.last, Some(json!({"id":"1","x":[1,2]})));
     }
 
+    /// The key as `Value` writes it: the oracle for keys whose numbers fit
+    /// an `i64`, `u64` or `f64` exactly.
+    fn primary_key(
+        pointers: &[String],
+        value: &Value,
+        index: usize,
+    ) -> Result<Option<String>, DecodeError> {
+        if pointers.is_empty() {
+            return Ok(None);
+        }
+        let mut parts = Vec::with_capacity(pointers.len());
+        for pointer in pointers {
+            match value.pointer(pointer) {
+                Some(part) if !part.is_null() => parts.push(part.clone()),
+                _ => return Err(missing_key(index, pointer)),
+            }
+        }
+        Ok(Some(Value::Array(parts).to_string()))
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_a_final_error_with_its_offset() {
+        let mut body = br#"{"data":[{"id":1,"name":"caf"#.to_vec();
+        body.extend_from_slice(&[0xe9, b'"', b'}', b']', b'}']); // Latin-1 'é'
+        let resp = PageResponse {
+            url: "http://127.0.0.1:9/v1/orders".parse().unwrap(),
+            status: 200,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from(body),
+        };
+        let err = read_page(&resp, &job(PaginationKind::None)).unwrap_err();
+        assert!(!err.retryable, "fetching again returns the same bytes");
+        assert!(
+            err.message
+                .starts_with("the body is not UTF-8: invalid byte(s) 0xe9 at byte 28;"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn integers_beyond_f64_keep_distinct_keys_on_every_path() {
+        // Two ids that meet as the same f64 (and beyond u64), alone and nested.
+        let body = r#"{"data":[{"id":12345678901234567890123,"c":{"k":[98765432109876543210987]}},{"id":12345678901234567890124,"c":{"k":[98765432109876543210986]}},{"id":-9223372036854775809,"c":{"k":[1.50]}}]}"#;
+        let expected = [
+            (
+                "[12345678901234567890123]",
+                "[{\"k\":[98765432109876543210987]}]",
+            ),
+            (
+                "[12345678901234567890124]",
+                "[{\"k\":[98765432109876543210986]}]",
+            ),
+            ("[-9223372036854775809]", "[{\"k\":[1.5]}]"),
+        ];
+        for (pointer, column) in [("/id", 0), ("/c", 1)] {
+            let keys = |plan: &JobPlan| -> Vec<String> {
+                let resp = PageResponse {
+                    url: "http://127.0.0.1:9/v1/orders".parse().unwrap(),
+                    status: 200,
+                    headers: http::HeaderMap::new(),
+                    body: bytes::Bytes::from(body),
+                };
+                let (page, _) = read_page(&resp, plan).unwrap();
+                page.records.iter().map(|r| r.pk.clone().unwrap()).collect()
+            };
+            let mut plan = job(PaginationKind::None);
+            plan.records.primary_key = vec![pointer.into()];
+            plan.output.columns.clear();
+            let raw = keys(&plan);
+            // Declared columns make records parse: the key must not change.
+            plan.output.columns = vec![crate::plan::ColumnPlan {
+                name: "c".into(),
+                pointer: "/c".into(),
+            }];
+            let parsed = keys(&plan);
+            let want: Vec<&str> = expected
+                .iter()
+                .map(|e| if column == 0 { e.0 } else { e.1 })
+                .collect();
+            assert_eq!(raw, want, "raw path, key {pointer}");
+            assert_eq!(parsed, want, "parsing path, key {pointer}");
+        }
+    }
+
     /// The pk (or the error message) of each record, by the raw path and by
     /// the parsed path.
     type Keys = Vec<Result<Option<String>, String>>;
@@ -729,7 +868,21 @@ pub(crate) mod tests {
             r#"{"id": {}}"#,
         ];
         let (fast, slow) = both_paths(&records, &["/id"]);
-        assert_eq!(fast, slow);
+        // Integers beyond u64 (and -0) are kept as sent, where `Value` goes
+        // through an f64 and would give distinct ids one key.
+        let exact = [
+            (3, "[-0]"),
+            (7, "[18446744073709551616]"),
+            (8, "[123456789012345678901234567890]"),
+        ];
+        for (n, key) in exact {
+            assert_eq!(fast[n], Ok(Some(key.to_string())), "record {n}");
+        }
+        for (n, (fast, slow)) in fast.iter().zip(&slow).enumerate() {
+            if exact.iter().all(|(e, _)| *e != n) {
+                assert_eq!(fast, slow, "record {n}");
+            }
+        }
         // The cases that say what the comparison is about.
         let pk = |n: usize| fast[n].clone().unwrap().unwrap();
         assert_eq!(pk(0), "[1]");
@@ -794,7 +947,9 @@ pub(crate) mod tests {
                     format!(r#"{{"id": {int}, "n": {{"id": {big}}}}}"#),
                     format!(r#"{{"id": {big}}}"#),
                     format!(r#"{{"id": {float:e}}}"#),
-                    format!(r#"{{"id": [{float}, {plain}, {{"k": {int}}}]}}"#),
+                    // `{float:?}` always writes a fraction or an exponent:
+                    // an integer literal is a key's exact text by design.
+                    format!(r#"{{"id": [{float:?}, {plain}, {{"k": {int}}}]}}"#),
                 ];
                 let items: Vec<&str> = records.iter().map(String::as_str).collect();
                 let (fast, slow) = both_paths(&items, &["/id"]);
@@ -838,12 +993,12 @@ pub(crate) mod tests {
         assert_eq!(decode(&plan, body).unwrap().last, Some(json!({"id": "1"})));
         plan.pagination.kind = cursor(false);
         assert!(raw_key_pointers(&plan).is_some());
-        // A pointer that is not RFC 6901 keeps the parsed path and its error.
+        // A pointer that is not RFC 6901 takes the parsed path, which names it.
         plan.records.primary_key = vec!["id".into()];
         assert!(raw_key_pointers(&plan).is_none());
         let err = decode(&plan, body).unwrap_err();
         assert!(
-            err.message.contains("record 0") && err.message.contains("at id"),
+            err.message.starts_with("records.primary_key \"id\": "),
             "{}",
             err.message
         );

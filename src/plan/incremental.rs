@@ -4,6 +4,7 @@ use super::checks;
 use super::diagnostics::Sink;
 use crate::definition::{
     CursorTypeDef, IncrementalDef, LookbackDef, OnMissingCursorDef, ParamInDef, PartitionsDef,
+    ScalarDef,
 };
 use crate::plan::{
     CursorType, IncrementalPlan, Lookback, OnMissingCursor, ParamLocation, PartitionsPlan,
@@ -111,6 +112,36 @@ fn lookback(cursor_type: CursorType, value: &LookbackDef) -> Result<Lookback, ch
     }
 }
 
+/// The listed values, refused when two name the same stream: each value is
+/// a stream's checkpoint key, so `"eu"` twice (or `1` and `"1"`, both the
+/// text `1`) would make two streams share one checkpoint and write twice.
+fn unique_values(
+    values: &toml::Spanned<Vec<ScalarDef>>,
+    sink: &mut Sink<'_>,
+) -> Option<Vec<String>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut repeated = Vec::new();
+    for value in values.get_ref() {
+        if !seen.insert(value.0.as_str()) && !repeated.contains(&value.0.as_str()) {
+            repeated.push(value.0.as_str());
+        }
+    }
+    if repeated.is_empty() {
+        return Some(values.get_ref().iter().map(|v| v.0.clone()).collect());
+    }
+    let list: Vec<String> = repeated.iter().map(|v| format!("{v:?}")).collect();
+    sink.at(
+        values,
+        "partitions.values",
+        format!(
+            "`values` lists {} more than once: each value is one stream with its own checkpoint, so a repeated value would be fetched and written twice",
+            list.join(", ")
+        ),
+        Some("list each value once (a number and the same number as a string count as one)".into()),
+    );
+    None
+}
+
 pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Option<PartitionsPlan> {
     let given = [
         def.values.is_some(),
@@ -144,9 +175,7 @@ pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Optio
             );
             return None;
         }
-        return Some(PartitionsPlan::Values(
-            values.get_ref().iter().map(|v| v.0.clone()).collect(),
-        ));
+        return unique_values(values, sink).map(PartitionsPlan::Values);
     }
     if let Some(job) = &def.from_job {
         let Some(field) = &def.field else {

@@ -303,6 +303,21 @@ fn plan_output(def: &JobDef, job: &str, has_pk: bool, sink: &mut Sink<'_>) -> Op
             }
             ModeDef::Merge => WriteMode::Merge,
             ModeDef::Append => WriteMode::Append,
+            // A replace pass swaps in exactly what it fetched; an incremental
+            // pass fetches only what changed since the mark, so the swap
+            // would empty the table of everything that did not change.
+            ModeDef::Replace if def.incremental.is_some() => {
+                sink.at(
+                    m,
+                    "output.mode",
+                    "mode = \"replace\" cannot be combined with [incremental]: the second run would fetch only what changed and swap that in, emptying the table of everything else",
+                    Some(
+                        "use mode = \"merge\" (with a primary key) to keep the incremental sync, or remove [incremental] to fetch everything on every run".into(),
+                    ),
+                );
+                ok = false;
+                WriteMode::Replace
+            }
             ModeDef::Replace => WriteMode::Replace,
         },
         None if has_pk => WriteMode::Merge,
