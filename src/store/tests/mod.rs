@@ -5,4 +5,5 @@ mod replace;
 mod status;
 mod streams;
 mod support;
+mod swap_atomic;
 mod writes;
