@@ -40,11 +40,12 @@ pub fn watch(cancel: CancellationToken) -> Stopped {
                 std::process::exit(i32::from(128 + signal));
             }
             record.0.store(signal, Ordering::SeqCst);
+            cancel.cancel();
+            // Logged once the stop is in force, so the line proves it.
             tracing::warn!(
                 signal,
                 "stopping: no new requests; committing complete pages"
             );
-            cancel.cancel();
         }
     });
     stopped
