@@ -197,7 +197,7 @@ pub(crate) fn save_checkpoint(
     position: &str,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO checkpoints (job, partition, position, updated_at) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO _apisync_checkpoints (job, partition, position, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (job, partition) DO UPDATE
          SET position = excluded.position, updated_at = excluded.updated_at",
     )

@@ -9,7 +9,7 @@ use postgres::GenericClient;
 use super::super::error::StoreError;
 use super::super::leases::{LeaseOutcome, ORPHANED, lease_decision};
 use super::super::open::now;
-use super::super::sql::{quote_ident, staging_name};
+use super::super::sql::{PG_STATE_TABLES, quote_ident, staging_name};
 use super::super::streams::{BACKFILL_PREFIX, reset_statements};
 use super::super::types::{
     JobStatus, Reset, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec,
@@ -47,7 +47,7 @@ pub(super) fn end_pass(
         swap_in(tx, &table.table)?;
     }
     tx.execute(
-        "DELETE FROM finished_streams WHERE job = $1 AND NOT starts_with(partition, $2)",
+        "DELETE FROM _apisync.finished_streams WHERE job = $1 AND NOT starts_with(partition, $2)",
         &[&job, &BACKFILL_PREFIX],
     )
     .map(drop)
@@ -72,7 +72,7 @@ pub(crate) fn save_checkpoint(
     position: &str,
 ) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO checkpoints (job, partition, position, updated_at) VALUES ($1, $2, $3, $4)
+        "INSERT INTO _apisync.checkpoints (job, partition, position, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (job, partition) DO UPDATE
          SET position = excluded.position, updated_at = excluded.updated_at",
         &[&stream.job, &stream.partition, &position, &now()],
@@ -92,13 +92,13 @@ pub(crate) fn end_stream(
     let err = stream_err(stream, "record the end of the stream");
     let at = now();
     c.execute(
-        "DELETE FROM checkpoints WHERE job = $1 AND partition = $2",
+        "DELETE FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
         &[&stream.job, &stream.partition],
     )
     .map_err(&err)?;
     if let Some(value) = mark {
         c.execute(
-            "INSERT INTO marks (job, partition, value, updated_at) VALUES ($1, $2, $3, $4)
+            "INSERT INTO _apisync.marks (job, partition, value, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (job, partition) DO UPDATE
              SET value = excluded.value, updated_at = excluded.updated_at",
             &[&stream.job, &stream.partition, &value, &at],
@@ -106,7 +106,7 @@ pub(crate) fn end_stream(
         .map_err(&err)?;
     }
     c.execute(
-        "INSERT INTO finished_streams (job, partition, run_id, finished_at) VALUES ($1, $2, $3, $4)
+        "INSERT INTO _apisync.finished_streams (job, partition, run_id, finished_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (job, partition) DO UPDATE
          SET run_id = excluded.run_id, finished_at = excluded.finished_at",
         &[&stream.job, &stream.partition, &run_id.0, &at],
@@ -117,7 +117,7 @@ pub(crate) fn end_stream(
 
 fn finished_partitions(c: &mut impl GenericClient, job: &str) -> PgResult<Vec<String>> {
     Ok(c.query(
-        "SELECT partition FROM finished_streams WHERE job = $1 ORDER BY partition",
+        "SELECT partition FROM _apisync.finished_streams WHERE job = $1 ORDER BY partition",
         &[&job],
     )?
     .iter()
@@ -128,7 +128,7 @@ fn finished_partitions(c: &mut impl GenericClient, job: &str) -> PgResult<Vec<St
 impl PgStore {
     pub(crate) fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.load_value(
-            "SELECT position FROM checkpoints WHERE job = $1 AND partition = $2",
+            "SELECT position FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
             stream,
             "load the checkpoint",
         )
@@ -136,7 +136,7 @@ impl PgStore {
 
     pub(crate) fn load_mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.load_value(
-            "SELECT value FROM marks WHERE job = $1 AND partition = $2",
+            "SELECT value FROM _apisync.marks WHERE job = $1 AND partition = $2",
             stream,
             "load the mark",
         )
@@ -163,7 +163,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .execute(
-                    "DELETE FROM checkpoints WHERE job = $1 AND partition = $2",
+                    "DELETE FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
                     &[&stream.job, &stream.partition],
                 )
                 .map(drop)
@@ -215,7 +215,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .execute(
-                    "DELETE FROM finished_streams WHERE job = $1 AND starts_with(partition, $2)",
+                    "DELETE FROM _apisync.finished_streams WHERE job = $1 AND starts_with(partition, $2)",
                     &[&job, &BACKFILL_PREFIX],
                 )
                 .map(drop)
@@ -233,7 +233,7 @@ impl PgStore {
         self.conn.run(move |s| {
             let err = job_err(&job, "reset its state");
             let mut tx = s.client.transaction().map_err(&err)?;
-            for sql in reset_statements(reset, false) {
+            for sql in reset_statements(reset, false, PG_STATE_TABLES) {
                 tx.execute(&sql, &[&job]).map_err(&err)?;
             }
             let drop_staging = format!(
@@ -254,7 +254,7 @@ impl PgStore {
         self.conn.run(move |s| {
             let err = stream_err(&stream, "reset its state");
             let mut tx = s.client.transaction().map_err(err.clone())?;
-            for sql in reset_statements(reset, true) {
+            for sql in reset_statements(reset, true, PG_STATE_TABLES) {
                 tx.execute(&sql, &[&stream.job, &stream.partition])
                     .map_err(err.clone())?;
             }
@@ -267,7 +267,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .query_one(
-                    "INSERT INTO runs (job, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
+                    "INSERT INTO _apisync.runs (job, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
                     &[&job, &now()],
                 )
                 .map(|r| RunId(r.get(0)))
@@ -286,7 +286,7 @@ impl PgStore {
             let changed = s
                 .client
                 .execute(
-                    "UPDATE runs SET status = $2, finished_at = $3, pages = $4, records = $5, error = $6
+                    "UPDATE _apisync.runs SET status = $2, finished_at = $3, pages = $4, records = $5, error = $6
                      WHERE id = $1",
                     &[
                         &run_id.0,
@@ -359,7 +359,7 @@ impl PgStore {
             xact_lock(&mut s.client, &format!("lease:{name}"))?;
             s.client
                 .query_opt(
-                    "SELECT holder, heartbeat_at FROM job_leases WHERE job = $1",
+                    "SELECT holder, heartbeat_at FROM _apisync.job_leases WHERE job = $1",
                     &[&name],
                 )
                 .map(|row| row.map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
@@ -376,14 +376,14 @@ impl PgStore {
         tx.commit_after(err(), move |s| {
             let at = now();
             s.client.execute(
-                "INSERT INTO job_leases (job, holder, acquired_at, heartbeat_at) VALUES ($1, $2, $3, $3)
+                "INSERT INTO _apisync.job_leases (job, holder, acquired_at, heartbeat_at) VALUES ($1, $2, $3, $3)
                  ON CONFLICT (job) DO UPDATE SET holder = excluded.holder,
                      acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
                 &[&name, &me, &at],
             )?;
             s.client
                 .execute(
-                    "UPDATE runs SET status = 'interrupted', finished_at = $2,
+                    "UPDATE _apisync.runs SET status = 'interrupted', finished_at = $2,
                          error = coalesce(error, $3)
                      WHERE job = $1 AND status = 'running'",
                     &[&name, &at, &ORPHANED],
@@ -398,7 +398,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .execute(
-                    "UPDATE job_leases SET heartbeat_at = $3 WHERE job = $1 AND holder = $2",
+                    "UPDATE _apisync.job_leases SET heartbeat_at = $3 WHERE job = $1 AND holder = $2",
                     &[&job, &holder, &now()],
                 )
                 .map(|changed| changed == 1)
@@ -411,7 +411,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .execute(
-                    "DELETE FROM job_leases WHERE job = $1 AND holder = $2",
+                    "DELETE FROM _apisync.job_leases WHERE job = $1 AND holder = $2",
                     &[&job, &holder],
                 )
                 .map(drop)
@@ -426,7 +426,7 @@ fn clamp(n: u64) -> i64 {
 
 fn last_success(c: &mut impl GenericClient, job: &str) -> PgResult<Option<String>> {
     c.query_opt(
-        "SELECT started_at FROM runs WHERE job = $1 AND status = 'succeeded'
+        "SELECT started_at FROM _apisync.runs WHERE job = $1 AND status = 'succeeded'
          ORDER BY id DESC LIMIT 1",
         &[&job],
     )
@@ -437,7 +437,7 @@ fn job_status(c: &mut impl GenericClient, job: &str, table: &str) -> PgResult<Jo
     let last_run = c
         .query_opt(
             "SELECT id, status, started_at, finished_at, pages, records, error
-             FROM runs WHERE job = $1 ORDER BY id DESC LIMIT 1",
+             FROM _apisync.runs WHERE job = $1 ORDER BY id DESC LIMIT 1",
             &[&job],
         )?
         .map(|r| -> RunRecord {
@@ -468,10 +468,10 @@ fn job_status(c: &mut impl GenericClient, job: &str, table: &str) -> PgResult<Jo
         rows,
         checkpoints: by_partition(
             c,
-            "SELECT partition, position FROM checkpoints WHERE job = $1",
+            "SELECT partition, position FROM _apisync.checkpoints WHERE job = $1",
             job,
         )?,
-        marks: by_partition(c, "SELECT partition, value FROM marks WHERE job = $1", job)?,
+        marks: by_partition(c, "SELECT partition, value FROM _apisync.marks WHERE job = $1", job)?,
         finished_partitions: finished_partitions(c, job)?,
     })
 }

@@ -247,8 +247,12 @@ fn merge_into_a_table_created_by_append_is_refused(db) {
 
 backend_test! {
 fn hostile_identifiers_cannot_inject_sql(db) {
-    let evil_table = r#"x"; DROP TABLE runs; --"#;
-    let evil_column = r#"c" TEXT); DROP TABLE checkpoints; --"#;
+    // What an injection would drop: apisync's own tables, on each backend.
+    let (evil_table, evil_column) = if db.is_postgres() {
+        (r#"x"; DROP TABLE _apisync.runs; --"#, r#"c" TEXT); DROP TABLE _apisync.checkpoints; --"#)
+    } else {
+        (r#"x"; DROP TABLE _apisync_runs; --"#, r#"c" TEXT); DROP TABLE _apisync_checkpoints; --"#)
+    };
     let (mut store, run) = store_with_run(db, "evil");
     for mode in [WriteMode::Merge, WriteMode::Replace] {
         let table = spec(evil_table, mode, &[evil_column], true);
@@ -292,11 +296,13 @@ fn hostile_identifiers_cannot_inject_sql(db) {
         .into_iter()
         .filter_map(|mut row| row.remove(0))
         .collect();
-    for expected in ["runs", "checkpoints", evil_table] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+    assert!(
+        names.iter().any(|n| n == evil_table),
+        "{evil_table} missing from {names:?}"
+    );
+    for state in ["_apisync_runs", "_apisync_checkpoints"] {
+        // Fails (panics) if the table is gone.
+        store.query_text(&format!("SELECT count(*) FROM {state}"));
     }
     assert_eq!(
         scalar(&mut store, &column_sql).as_deref(),
