@@ -117,6 +117,24 @@ pub enum StoreError {
     )]
     ClaimLost { job: String, partition: String },
 
+    /// A job's lease moved to another process (this one looked dead to
+    /// it) while this one still wrote the job: its page is not written, so
+    /// two processes never both write one job.
+    #[error(
+        "job \"{job}\": the lease of this job was {} while this process ({holder}) held it, \
+         because its heartbeat was older than the stale limit; this process stops writing the job \
+         and the page was not written (hint: the other process continues the job from its last checkpoint; \
+         if this process was only slow, give it more time: see the stale limit in docs/jobs.md)",
+        lease_now(now.as_deref())
+    )]
+    LeaseLost {
+        job: String,
+        /// This process's holder name.
+        holder: String,
+        /// Who holds the lease now, if anyone.
+        now: Option<String>,
+    },
+
     #[error("job \"{job}\": could not {action}")]
     Job {
         job: String,
@@ -139,6 +157,13 @@ pub enum StoreError {
         #[source]
         source: Box<DbError>,
     },
+}
+
+fn lease_now(now: Option<&str>) -> String {
+    match now {
+        Some(other) => format!("taken over by {other}"),
+        None => "released by another process".to_string(),
+    }
 }
 
 /// Unpartitioned streams (partition "") are named by their job alone.

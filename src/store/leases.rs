@@ -117,6 +117,44 @@ impl SqliteStore {
     }
 }
 
+/// Refuse a write for `job` unless `holder` (this process, when it runs
+/// the job under a lease) still holds the job's lease. Called inside the
+/// transaction of every page, end of stream and end of pass: a process that
+/// stalled past the stale limit and lost its lease cannot append after the
+/// process that took it over. Unleased writes (sharded runs, tests) pass.
+pub(crate) fn check_lease(
+    conn: &rusqlite::Connection,
+    job: &str,
+    holder: Option<&str>,
+) -> Result<(), StoreError> {
+    let Some(holder) = holder else { return Ok(()) };
+    let now: Option<String> = conn
+        .query_row(
+            "SELECT holder FROM _apisync_job_leases WHERE job = ?1",
+            [job],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|source| StoreError::Job {
+            job: job.to_string(),
+            action: "check its lease",
+            source: Box::new(source),
+        })?;
+    lease_held(job, holder, now)
+}
+
+/// `Ok` when the lease row names `holder`, else [`StoreError::LeaseLost`].
+pub(crate) fn lease_held(job: &str, holder: &str, now: Option<String>) -> Result<(), StoreError> {
+    match now {
+        Some(now) if now == holder => Ok(()),
+        now => Err(StoreError::LeaseLost {
+            job: job.to_string(),
+            holder: holder.to_string(),
+            now,
+        }),
+    }
+}
+
 /// Who may take a job's lease, whichever database keeps it: given the
 /// current lease (holder, heartbeat), `Ok(replaced)` when `holder` may take
 /// it (naming the dead or stale holder it replaces, if any), or the

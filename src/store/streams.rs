@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::error::StoreError;
 use super::open::{SqliteStore, now};
+use super::leases::check_lease;
 use super::shards::{HeldClaim, check_claim};
 use super::sql::{SQLITE_STATE_PREFIX, quote_ident, staging_name};
 use super::tables::swap_in;
@@ -74,10 +75,12 @@ impl SqliteStore {
         run_id: RunId,
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
         let err = stream_err(stream, "record the end of the stream");
         let tx = self.conn.transaction().map_err(err)?;
         check_claim(&tx, stream, claim)?;
+        check_lease(&tx, &stream.job, lease)?;
         end_stream(&tx, stream, run_id, mark)?;
         tx.commit().map_err(err)
     }
@@ -95,9 +98,15 @@ impl SqliteStore {
     /// forget the finished set, in one transaction. A crash before it leaves
     /// the pass complete but unswapped, and the rerun (skipping every
     /// partition) swaps then; a crash after it leaves nothing to redo.
-    pub fn complete_job_pass(&mut self, job: &str, table: &TableSpec) -> Result<(), StoreError> {
+    pub fn complete_job_pass(
+        &mut self,
+        job: &str,
+        table: &TableSpec,
+        lease: Option<&str>,
+    ) -> Result<(), StoreError> {
         let err = job_err(job, "complete the pass");
         let tx = self.conn.transaction().map_err(err)?;
+        check_lease(&tx, job, lease)?;
         end_pass(&tx, job, table)?;
         tx.commit().map_err(err)
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use postgres::GenericClient;
 
 use super::super::error::StoreError;
-use super::super::leases::{LeaseOutcome, ORPHANED, lease_decision};
+use super::super::leases::{LeaseOutcome, ORPHANED, lease_decision, lease_held};
 use super::super::open::now;
 use super::super::sql::{PG_STATE_TABLES, quote_ident, staging_name};
 use super::super::streams::{BACKFILL_PREFIX, reset_statements};
@@ -22,6 +22,27 @@ use crate::plan::WriteMode;
 use crate::store::shards::HeldClaim;
 
 type PgResult<T> = Result<T, postgres::Error>;
+
+/// Refuse a write for `job` unless `holder` still holds the job's lease
+/// (see the SQLite `check_lease`). `FOR SHARE` holds off a takeover (an
+/// UPDATE of the row) until this transaction ends, and a takeover that
+/// committed first is seen: the page commits before the takeover or not
+/// at all.
+pub(crate) fn check_lease(
+    c: &mut impl GenericClient,
+    job: &str,
+    holder: Option<&str>,
+) -> Result<(), StoreError> {
+    let Some(holder) = holder else { return Ok(()) };
+    let now: Option<String> = c
+        .query_opt(
+            "SELECT holder FROM _apisync.job_leases WHERE job = $1 FOR SHARE",
+            &[&job],
+        )
+        .map_err(job_err(job, "check its lease"))?
+        .map(|r| r.get(0));
+    lease_held(job, holder, now)
+}
 
 pub(super) fn stream_err(
     stream: &StreamKey,
@@ -177,12 +198,15 @@ impl PgStore {
         run_id: RunId,
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
         let (stream, mark, claim) = (stream.clone(), mark.map(str::to_string), claim.cloned());
+        let lease = lease.map(str::to_string);
         self.conn.run(move |s| {
             let err = stream_err(&stream, "record the end of the stream");
             let mut tx = s.client.transaction().map_err(&err)?;
             check_claim(&mut tx, &stream, claim.as_ref())?;
+            check_lease(&mut tx, &stream.job, lease.as_deref())?;
             end_stream(&mut tx, &stream, run_id, mark.as_deref())?;
             tx.commit().map_err(&err)
         })?
@@ -200,11 +224,13 @@ impl PgStore {
         &mut self,
         job: &str,
         table: &TableSpec,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (job, table) = (job.to_string(), table.clone());
+        let (job, table, lease) = (job.to_string(), table.clone(), lease.map(str::to_string));
         self.conn.run(move |s| {
             let err = job_err(&job, "complete the pass");
             let mut tx = s.client.transaction().map_err(&err)?;
+            check_lease(&mut tx, &job, lease.as_deref())?;
             end_pass(&mut tx, &job, &table)?;
             tx.commit().map_err(&err)
         })?

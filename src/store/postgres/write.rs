@@ -13,7 +13,7 @@ use super::super::types::{RunId, StreamKey, TableSpec};
 use super::super::write::check_columns;
 use super::conn::Session;
 use super::shards::check_claim;
-use super::state::{end_stream, save_checkpoint};
+use super::state::{check_lease, end_stream, save_checkpoint};
 use super::{PgStore, xact_lock};
 use crate::fetch::Record;
 use crate::plan::WriteMode;
@@ -181,11 +181,14 @@ impl PgStore {
             Box::new(move |tx| end_stream(tx, &key, run_id, mark.as_deref())),
         )
     }
+        lease: Option<&str>,
 
     /// A page's rows, then `after`, in one transaction; first of all, the
-    /// stream's claim if it has one (a page of a stream taken over takes no
-    /// row lock).
+    /// stream's claim and the job's lease if it has them (a page of a
+    /// stream taken over takes no row lock).
+    #[allow(clippy::too_many_arguments)]
     fn write_rows_then(
+            lease,
         &mut self,
         stream: &StreamKey,
         claim: Option<&HeldClaim>,
@@ -201,11 +204,13 @@ impl PgStore {
         let rows = Columns::new(records, table.columns.len(), upserts(table));
         self.conn.run(move |session| {
             let row_err = |source: postgres::Error| StoreError::Table {
+        lease: Option<&str>,
                 table: target.clone(),
                 action: "write a page",
                 source: Box::new(source),
             };
             let insert = session.prepared(&sql).map_err(row_err)?;
+            lease,
             let Session { client, .. } = session;
             let mut retries = 0;
             loop {
@@ -220,6 +225,7 @@ impl PgStore {
                             rows.declared
                                 .iter()
                                 .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
+        lease: Option<&str>,
                         );
                         tx.execute(&insert, &params).map_err(row_err)?;
                     }
@@ -227,6 +233,7 @@ impl PgStore {
                     tx.commit().map_err(row_err)
                 })();
                 match attempt {
+        let lease = lease.map(str::to_string);
                     Err(err) if retries < CONFLICT_RETRIES && caused_by_conflict(&err) => {
                         retries += 1;
                         tracing::debug!(table = %target, retry = retries, error = %err,
@@ -243,6 +250,7 @@ impl PgStore {
         if target.len() > MAX_IDENT || table.table.len() > MAX_IDENT {
             return Err(StoreError::NameTooLong {
                 table: table.table.clone(),
+                    check_lease(&mut tx, &stream.job, lease.as_deref())?;
             });
         }
         let table = table.clone();
