@@ -310,3 +310,52 @@ fn hostile_identifiers_cannot_inject_sql(db) {
     );
 }
 }
+
+backend_test! {
+fn a_nul_in_a_string_is_stored_and_nothing_else_changes(db) {
+    let (mut store, run) = store_with_run(db, "nul");
+    let table = spec("nul", WriteMode::Merge, &["c"], true);
+    store.prepare_table(&table).unwrap();
+    // JSON text as an API sends it: a NUL escape in a value, in a key and in
+    // a declared column, beside an escaped backslash followed by "u0000",
+    // which is text and must stay as it is.
+    let record = |id: u64, json: &str, column: Value| Record {
+        json: json.to_string(),
+        pk: Some(format!("[{id}]")),
+        columns: vec![column],
+    };
+    let page = [
+        record(1, r#"{"id":1,"v":"a\u0000b","k\u0000":1}"#, json!("c\u{0}d")),
+        record(2, r#"{"id":2,"v":"a\\u0000b"}"#, json!("c\\u0000d")),
+    ];
+    store
+        .apply_page(&stream("nul", ""), &table, run, &page, "{}")
+        .unwrap();
+    let (nul, column) = if db.is_postgres() {
+        // jsonb cannot hold NUL: the six characters `\u0000` stand for it.
+        ("a\\u0000b", "c\\u0000d")
+    } else {
+        ("a\u{0}b", "c\u{0}d")
+    };
+    assert_eq!(values(&store, "nul"), [nul, "a\\u0000b"]);
+    let rows: Vec<Value> = store
+        .table_rows("nul")
+        .unwrap()
+        .iter()
+        .map(|row| serde_json::from_str(row).unwrap())
+        .collect();
+    let key = if db.is_postgres() { "k\\u0000" } else { "k\u{0}" };
+    assert_eq!(rows[0][key], 1, "{rows:?}");
+    let columns_sql = if db.is_postgres() {
+        "SELECT c #>> '{}' FROM nul ORDER BY _pk"
+    } else {
+        "SELECT c FROM nul ORDER BY _pk"
+    };
+    let columns: Vec<Option<String>> = store
+        .query_text(columns_sql)
+        .into_iter()
+        .map(|mut row| row.remove(0))
+        .collect();
+    assert_eq!(columns, [Some(column.to_string()), Some("c\\u0000d".to_string())]);
+}
+}
