@@ -110,7 +110,7 @@ async fn replace_jobs_named_like_apisync_tables_leave_its_state_alone() {
         assert_eq!(job["rows"], 3, "{job}");
     }
     let items = jobs.iter().find(|j| j["job"] == "items").expect("items");
-    assert_eq!(items["marks"][""], "30", "{items}");
+    assert_eq!(items["marks"][""], 30, "{items}");
 }
 
 #[tokio::test]
@@ -135,11 +135,11 @@ async fn tables_in_apisyncs_or_sqlites_namespace_are_refused_with_their_place() 
     let text = describe(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
     for needle in [
-        "explicit.toml:6:9: job \"explicit\": table name \"_APISYNC_marks\" starts with `_apisync_`, which is reserved (hint: ",
-        "internal.toml:6:9: job \"internal\": table name \"Sqlite_stat1\" starts with `sqlite_`, which is reserved (hint: ",
+        "explicit.toml:8:9: job \"explicit\": table name \"_APISYNC_marks\" starts with `_apisync_`, which is reserved (hint: ",
+        "internal.toml:8:9: job \"internal\": table name \"Sqlite_stat1\" starts with `sqlite_`, which is reserved (hint: ",
         "_apisync_runs.toml: job \"_apisync_runs\": table name \"_apisync_runs\" starts with `_apisync_`, which is reserved (hint: ",
         "the table is named after the job unless [output] sets `table`",
-        "column name \"_apisync_x\" starts with `_`, which is reserved",
+        "column.toml:8:13: job \"column\": column name \"_apisync_x\" starts with `_`, which is reserved",
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }

@@ -115,7 +115,7 @@ async fn assert_status_reads_the_old_state(project: &Project) {
     let items = job("items");
     assert_eq!(items["last_run"]["status"], "succeeded", "{items}");
     assert_eq!(items["last_run"]["records"], 3, "{items}");
-    assert_eq!(items["marks"][""], "30", "{items}");
+    assert_eq!(items["marks"][""], 30, "{items}");
     let parts = job("parts");
     assert_eq!(parts["last_run"]["status"], "interrupted", "{parts}");
     assert_eq!(parts["checkpoints"]["b"]["next"]["cursor"], "b-page-2", "{parts}");
