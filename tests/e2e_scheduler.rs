@@ -443,7 +443,9 @@ initial = "2020-01-01T00:00:00Z"
 fn marks(project: &Project) -> Vec<(String, String)> {
     let db = project.open();
     let mut stmt = db
-        .prepare("SELECT partition, value FROM _apisync_marks WHERE job = 'daily' ORDER BY partition")
+        .prepare(
+            "SELECT partition, value FROM _apisync_marks WHERE job = 'daily' ORDER BY partition",
+        )
         .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()

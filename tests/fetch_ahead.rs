@@ -558,7 +558,9 @@ async fn an_empty_page_before_the_claimed_total_ends_the_stream() {
     );
     let stream: i64 = project
         .open()
-        .query_row("SELECT count(*) FROM _apisync_checkpoints", [], |row| row.get(0))
+        .query_row("SELECT count(*) FROM _apisync_checkpoints", [], |row| {
+            row.get(0)
+        })
         .expect("count checkpoints");
     assert_eq!(stream, 0, "a finished stream keeps no cursor");
 }

@@ -118,7 +118,10 @@ async fn assert_status_reads_the_old_state(project: &Project) {
     assert_eq!(items["marks"][""], 30, "{items}");
     let parts = job("parts");
     assert_eq!(parts["last_run"]["status"], "interrupted", "{parts}");
-    assert_eq!(parts["checkpoints"]["b"]["next"]["cursor"], "b-page-2", "{parts}");
+    assert_eq!(
+        parts["checkpoints"]["b"]["next"]["cursor"], "b-page-2",
+        "{parts}"
+    );
     assert_eq!(parts["marks"]["a"], "a-mark", "{parts}");
 }
 
@@ -131,7 +134,11 @@ async fn assert_rerun_resumes_from_the_mark(project: &Project, api: &Api) {
         .filter(|s| s.path == "/items")
         .map(|s| s.param("since").map(str::to_string))
         .collect();
-    assert_eq!(asked, [Some("30".to_string())], "the mark of the old database is used");
+    assert_eq!(
+        asked,
+        [Some("30".to_string())],
+        "the mark of the old database is used"
+    );
 }
 
 fn sqlite_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
@@ -171,7 +178,9 @@ async fn a_schema_4_sqlite_database_keeps_every_row_under_the_new_names() {
     let conn = project.open();
     let rows = |sql: &str| sqlite_rows(&conn, sql);
     assert_eq!(
-        rows("SELECT group_concat(version) FROM (SELECT version FROM _apisync_schema_version ORDER BY version)"),
+        rows(
+            "SELECT group_concat(version) FROM (SELECT version FROM _apisync_schema_version ORDER BY version)"
+        ),
         ["1,2,3,4,5"]
     );
     assert_eq!(
@@ -198,7 +207,10 @@ async fn a_schema_4_sqlite_database_keeps_every_row_under_the_new_names() {
         rows("SELECT auth, refresh_token FROM _apisync_refresh_tokens"),
         ["crm|fixture-rotated-refresh-token"]
     );
-    assert_eq!(rows("SELECT invocation FROM _apisync_invocations"), ["inv-1"]);
+    assert_eq!(
+        rows("SELECT invocation FROM _apisync_invocations"),
+        ["inv-1"]
+    );
     assert_eq!(
         rows("SELECT holder, ended_at IS NOT NULL FROM _apisync_invocation_holders"),
         ["oldhost:4242:abcd|1"]
@@ -225,7 +237,9 @@ async fn a_schema_4_sqlite_database_keeps_every_row_under_the_new_names() {
     );
     assert_eq!(rows("PRAGMA foreign_key_check"), Vec::<String>::new());
     assert_eq!(
-        rows("SELECT name FROM sqlite_schema WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name"),
+        rows(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ),
         ["_apisync_run_shards_by_holder", "_apisync_runs_by_job"]
     );
     let old: Vec<String> = rows("SELECT name FROM sqlite_schema")
@@ -238,11 +252,17 @@ async fn a_schema_4_sqlite_database_keeps_every_row_under_the_new_names() {
     assert_rerun_resumes_from_the_mark(&project, &api).await;
     let conn = project.open();
     assert_eq!(
-        sqlite_rows(&conn, "SELECT value FROM _apisync_marks WHERE job = 'items'"),
+        sqlite_rows(
+            &conn,
+            "SELECT value FROM _apisync_marks WHERE job = 'items'"
+        ),
         ["40"]
     );
     assert_eq!(
-        sqlite_rows(&conn, "SELECT json_extract(_data, '$.id') FROM items ORDER BY 1"),
+        sqlite_rows(
+            &conn,
+            "SELECT json_extract(_data, '$.id') FROM items ORDER BY 1"
+        ),
         ["1", "2", "3", "4"]
     );
 }
@@ -333,7 +353,10 @@ async fn a_schema_4_postgres_database_moves_into_the_apisync_schema() {
         rows("SELECT auth, refresh_token FROM _apisync.refresh_tokens"),
         ["crm|fixture-rotated-refresh-token"]
     );
-    assert_eq!(rows("SELECT invocation FROM _apisync.invocations"), ["inv-1"]);
+    assert_eq!(
+        rows("SELECT invocation FROM _apisync.invocations"),
+        ["inv-1"]
+    );
     assert_eq!(
         rows("SELECT holder, ended_at IS NOT NULL FROM _apisync.invocation_holders"),
         ["oldhost:4242:abcd|t"]

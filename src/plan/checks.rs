@@ -75,7 +75,10 @@ pub(crate) fn table_name(name: &str) -> Result<(), Problem> {
         ));
     }
     let lower = name.to_ascii_lowercase();
-    match RESERVED_TABLE_PREFIXES.iter().find(|p| lower.starts_with(**p)) {
+    match RESERVED_TABLE_PREFIXES
+        .iter()
+        .find(|p| lower.starts_with(**p))
+    {
         None => Ok(()),
         Some(prefix) => Err((
             format!("table name \"{name}\" starts with `{prefix}`, which is reserved"),
@@ -198,7 +201,13 @@ mod tests {
         assert!(table_name("acme_orders").is_ok());
         assert!(table_name("1x").is_err() && table_name("a-b").is_err());
         assert!(table_name("runs").is_ok() && table_name("Marks").is_ok());
-        for reserved in ["_apisync_runs", "_APISYNC_marks", "_Apisync_Staging_x", "sqlite_stat1", "SQLite_x"] {
+        for reserved in [
+            "_apisync_runs",
+            "_APISYNC_marks",
+            "_Apisync_Staging_x",
+            "sqlite_stat1",
+            "SQLite_x",
+        ] {
             assert!(table_name(reserved).is_err(), "{reserved}");
         }
         assert!(table_name("_apisync").is_ok() && table_name("my_sqlite_x").is_ok());

@@ -290,7 +290,11 @@ fn plan_output(def: &JobDef, job: &str, has_pk: bool, sink: &mut Sink<'_>) -> Op
         None => {
             ok &= checks::table_name(job)
                 .map_err(|(m, h)| {
-                    let hint = h.map(|h| format!("{h}: the table is named after the job unless [output] sets `table`"));
+                    let hint = h.map(|h| {
+                        format!(
+                            "{h}: the table is named after the job unless [output] sets `table`"
+                        )
+                    });
                     sink.file("output.table", m, hint)
                 })
                 .is_ok();

@@ -306,7 +306,10 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         store
             .conn
-            .execute("INSERT INTO _apisync_schema_version VALUES (999, 'later')", [])
+            .execute(
+                "INSERT INTO _apisync_schema_version VALUES (999, 'later')",
+                [],
+            )
             .unwrap();
         drop(store);
         let err = SqliteStore::open(&path).unwrap_err();

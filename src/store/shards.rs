@@ -270,8 +270,11 @@ impl SqliteStore {
             source: Box::new(source),
         };
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("DELETE FROM _apisync_run_shards WHERE run_id = ?1", [run_id.0])
-            .map_err(err)?;
+        tx.execute(
+            "DELETE FROM _apisync_run_shards WHERE run_id = ?1",
+            [run_id.0],
+        )
+        .map_err(err)?;
         tx.execute(
             "DELETE FROM _apisync_runs WHERE id = ?1
              AND NOT EXISTS (SELECT 1 FROM _apisync_finished_streams WHERE run_id = ?1)",

@@ -12,8 +12,8 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::error::StoreError;
-use super::open::{SqliteStore, now};
 use super::leases::check_lease;
+use super::open::{SqliteStore, now};
 use super::shards::{HeldClaim, check_claim};
 use super::sql::{SQLITE_STATE_PREFIX, quote_ident, staging_name};
 use super::tables::swap_in;

@@ -364,7 +364,15 @@ mod tests {
         // Two full statements of 50 rows and a remainder of 23.
         let page: Vec<Record> = (0..123).map(record).collect();
         store
-            .apply_page(&StreamKey::new("t", ""), &table, run, &page, "{}", None, None)
+            .apply_page(
+                &StreamKey::new("t", ""),
+                &table,
+                run,
+                &page,
+                "{}",
+                None,
+                None,
+            )
             .unwrap();
         let mut stmt = store
             .conn

@@ -117,7 +117,10 @@ pub(crate) fn migrate(conn: &PgConn) -> Result<(), StoreError> {
         xact_lock(&mut tx, "migrate").map_err(db)?;
         ensure_version_table(&mut tx).map_err(db)?;
         let applied: Vec<i64> = tx
-            .query("SELECT version FROM _apisync.schema_version ORDER BY version", &[])
+            .query(
+                "SELECT version FROM _apisync.schema_version ORDER BY version",
+                &[],
+            )
             .map_err(db)?
             .iter()
             .map(|r| r.get(0))
@@ -590,7 +593,9 @@ mod backend_tests {
             .unwrap();
         store.exec_sql("SET default_transaction_isolation = 'repeatable read'");
         let mut other = db.store();
-        other.exec_sql("BEGIN; UPDATE _apisync.checkpoints SET updated_at = updated_at WHERE job = 't'");
+        other.exec_sql(
+            "BEGIN; UPDATE _apisync.checkpoints SET updated_at = updated_at WHERE job = 't'",
+        );
         let mut watcher = db.store();
         std::thread::scope(|scope| {
             // Takes its snapshot with its rows, then waits for the

@@ -158,8 +158,11 @@ impl PgStore {
         let err = run_err(run_id, "forget an empty shard run");
         self.conn.run(move |s| {
             let mut tx = s.client.transaction().map_err(&err)?;
-            tx.execute("DELETE FROM _apisync.run_shards WHERE run_id = $1", &[&run_id.0])
-                .map_err(&err)?;
+            tx.execute(
+                "DELETE FROM _apisync.run_shards WHERE run_id = $1",
+                &[&run_id.0],
+            )
+            .map_err(&err)?;
             tx.execute(
                 "DELETE FROM _apisync.runs WHERE id = $1
                  AND NOT EXISTS (SELECT 1 FROM _apisync.finished_streams WHERE run_id = $1)",

@@ -497,7 +497,11 @@ fn job_status(c: &mut impl GenericClient, job: &str, table: &str) -> PgResult<Jo
             "SELECT partition, position FROM _apisync.checkpoints WHERE job = $1",
             job,
         )?,
-        marks: by_partition(c, "SELECT partition, value FROM _apisync.marks WHERE job = $1", job)?,
+        marks: by_partition(
+            c,
+            "SELECT partition, value FROM _apisync.marks WHERE job = $1",
+            job,
+        )?,
         finished_partitions: finished_partitions(c, job)?,
     })
 }
