@@ -125,7 +125,7 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if !table_exists(&tx, VERSION_TABLE)? {
-            if table_exists(&tx, LEGACY_VERSION_TABLE)? {
+            if is_legacy_version_table(&tx)? {
                 tx.execute_batch("ALTER TABLE schema_version RENAME TO _apisync_schema_version")?;
             } else {
                 tx.execute_batch(
@@ -172,6 +172,19 @@ impl SqliteStore {
                 source: Box::new(source),
             })
     }
+}
+
+/// Whether `schema_version` is the one an older apisync wrote (exactly its
+/// two columns), not a table of another tool that shares the database
+/// (Flyway's was called that too): only apisync's is taken over.
+fn is_legacy_version_table(conn: &Connection) -> rusqlite::Result<bool> {
+    let columns: Option<String> = conn.query_row(
+        "SELECT group_concat(name, ',') FROM
+             (SELECT name FROM pragma_table_info(?1) ORDER BY cid)",
+        [LEGACY_VERSION_TABLE],
+        |r| r.get(0),
+    )?;
+    Ok(columns.as_deref() == Some("version,applied_at"))
 }
 
 fn set_pragmas(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -280,6 +293,27 @@ mod tests {
             .query_row("SELECT count(*) FROM _apisync_job_leases", [], |r| r.get(0))
             .unwrap();
         assert_eq!(leases, 0);
+    }
+
+    #[test]
+    fn another_tools_schema_version_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "CREATE TABLE schema_version (installed_rank INTEGER, version TEXT, script TEXT);
+                 INSERT INTO schema_version VALUES (1, '1.0', 'V1__init.sql');",
+            )
+            .unwrap();
+        drop(other);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(applied(&store), (1..=latest_version()).collect::<Vec<_>>());
+        let script: String = store
+            .conn
+            .query_row("SELECT script FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(script, "V1__init.sql");
     }
 
     #[test]

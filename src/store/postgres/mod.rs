@@ -172,7 +172,17 @@ fn ensure_version_table(tx: &mut postgres::Transaction<'_>) -> Result<(), postgr
     if exists(tx, "_apisync.schema_version")? {
         return Ok(());
     }
-    if exists(tx, "schema_version")? {
+    // Only the one an older apisync wrote (exactly its two columns), not
+    // a table of another tool that shares the database (Flyway's was
+    // called `schema_version` too).
+    let legacy: Option<String> = tx
+        .query_one(
+            "SELECT string_agg(attname::text, ',' ORDER BY attnum) FROM pg_attribute
+             WHERE attrelid = to_regclass('schema_version') AND attnum > 0 AND NOT attisdropped",
+            &[],
+        )?
+        .get(0);
+    if legacy.as_deref() == Some("version,applied_at") {
         return tx.batch_execute("ALTER TABLE schema_version SET SCHEMA _apisync");
     }
     tx.batch_execute(
