@@ -65,7 +65,7 @@ fn ids(project: &Project) -> Vec<u64> {
 fn marks(project: &Project) -> Vec<String> {
     let db = rusqlite::Connection::open(project.path().join("apisync.db")).expect("db");
     let mut stmt = db
-        .prepare("SELECT value FROM marks WHERE job = 'items'")
+        .prepare("SELECT value FROM _apisync_marks WHERE job = 'items'")
         .expect("marks table");
     stmt.query_map([], |row| row.get::<_, String>(0))
         .expect("query")

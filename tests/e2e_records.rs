@@ -134,7 +134,7 @@ async fn an_error_inside_a_200_fails_the_run_is_never_written_and_keeps_the_mark
     project.job("items", &job(&base, INCREMENTAL_ERRORS));
     let output = project.run(&["run"]).await;
     assert!(output.status.success(), "{}", describe(&output));
-    let mark = "SELECT value FROM marks WHERE job = ?1";
+    let mark = "SELECT value FROM _apisync_marks WHERE job = ?1";
     assert_eq!(stored(&project, mark, "items").as_deref(), Some("15"));
 
     failing.store(true, Ordering::SeqCst);
@@ -163,7 +163,7 @@ async fn an_error_inside_a_200_fails_the_run_is_never_written_and_keeps_the_mark
         Some("15"),
         "the mark did not move"
     );
-    let checkpoint = "SELECT position FROM checkpoints WHERE job = ?1";
+    let checkpoint = "SELECT position FROM _apisync_checkpoints WHERE job = ?1";
     let position: Value =
         serde_json::from_str(&stored(&project, checkpoint, "items").expect("a checkpoint"))
             .unwrap();
@@ -273,13 +273,13 @@ async fn hostile_names_are_refused_before_anything_is_sent() {
         (
             "quote",
             r#"[output]
-table = 'x"; DROP TABLE runs; --'"#,
+table = 'x"; DROP TABLE _apisync_runs; --'"#,
         ),
         ("semicolon", "[output]\ntable = \"a;b\""),
         ("comment", "[output]\ntable = \"t -- c\""),
         (
             "column",
-            "[output]\ncolumns = { 'c\" TEXT); DROP TABLE checkpoints; --' = \"/id\" }",
+            "[output]\ncolumns = { 'c\" TEXT); DROP TABLE _apisync_checkpoints; --' = \"/id\" }",
         ),
     ];
     for (name, output_table) in hostile {
@@ -289,7 +289,7 @@ table = 'x"; DROP TABLE runs; --'"#,
     let text = describe(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
     for needle in [
-        r#"x"; DROP TABLE runs; --"#,
+        r#"x"; DROP TABLE _apisync_runs; --"#,
         "a;b",
         "t -- c",
         "not a valid identifier",

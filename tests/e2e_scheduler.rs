@@ -195,7 +195,7 @@ fn summary_status(output: &std::process::Output, job: &str) -> Option<String> {
 fn lease_rows(project: &Project) -> Vec<(String, String)> {
     let db = project.open();
     let mut stmt = db
-        .prepare("SELECT job, holder FROM job_leases ORDER BY job")
+        .prepare("SELECT job, holder FROM _apisync_job_leases ORDER BY job")
         .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -308,9 +308,9 @@ async fn the_lease_of_a_killed_or_stale_holder_is_taken_over() {
     // A holder on another host whose heartbeat went stale long ago.
     let db = project.open();
     db.execute_batch(
-        "INSERT INTO job_leases VALUES ('remote', 'elsewhere:4242:cafe',
+        "INSERT INTO _apisync_job_leases VALUES ('remote', 'elsewhere:4242:cafe',
              '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:00.000Z');
-         INSERT INTO runs (job, started_at, status) VALUES ('remote', '2020-01-01T00:00:00.000Z', 'running');",
+         INSERT INTO _apisync_runs (job, started_at, status) VALUES ('remote', '2020-01-01T00:00:00.000Z', 'running');",
     )
     .unwrap();
     let taken = project.run(&["run", "remote"]).await;
@@ -318,7 +318,7 @@ async fn the_lease_of_a_killed_or_stale_holder_is_taken_over() {
     assert_eq!(api.hits("/plain/remote"), 1);
     assert!(lease_rows(&project).is_empty());
     let statuses: Vec<(String, String)> = db
-        .prepare("SELECT job, status FROM runs ORDER BY id")
+        .prepare("SELECT job, status FROM _apisync_runs ORDER BY id")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -342,7 +342,7 @@ async fn the_lease_of_a_killed_or_stale_holder_is_taken_over() {
     // A live holder elsewhere with a fresh heartbeat is respected.
     let fresh = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     db.execute(
-        "INSERT INTO job_leases VALUES ('remote', 'elsewhere:4242:cafe', ?1, ?1)",
+        "INSERT INTO _apisync_job_leases VALUES ('remote', 'elsewhere:4242:cafe', ?1, ?1)",
         [&fresh],
     )
     .unwrap();
@@ -443,7 +443,9 @@ initial = "2020-01-01T00:00:00Z"
 fn marks(project: &Project) -> Vec<(String, String)> {
     let db = project.open();
     let mut stmt = db
-        .prepare("SELECT partition, value FROM marks WHERE job = 'daily' ORDER BY partition")
+        .prepare(
+            "SELECT partition, value FROM _apisync_marks WHERE job = 'daily' ORDER BY partition",
+        )
         .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -475,7 +477,7 @@ async fn a_backfill_of_thirty_daily_slices_resumes_after_a_kill_and_keeps_the_ma
     let finished_at_kill: i64 = project
         .open()
         .query_row(
-            "SELECT count(*) FROM finished_streams WHERE job = 'daily'",
+            "SELECT count(*) FROM _apisync_finished_streams WHERE job = 'daily'",
             [],
             |r| r.get(0),
         )
@@ -517,7 +519,7 @@ async fn a_backfill_of_thirty_daily_slices_resumes_after_a_kill_and_keeps_the_ma
     let left: i64 = project
         .open()
         .query_row(
-            "SELECT count(*) FROM finished_streams WHERE job = 'daily'",
+            "SELECT count(*) FROM _apisync_finished_streams WHERE job = 'daily'",
             [],
             |r| r.get(0),
         )
@@ -543,7 +545,7 @@ async fn due_selects_exactly_the_jobs_due_at_the_given_clock() {
     project
         .open()
         .execute_batch(
-            "INSERT INTO runs (job, started_at, status) VALUES
+            "INSERT INTO _apisync_runs (job, started_at, status) VALUES
                  ('quarterly', '2026-01-01T10:00:00.000Z', 'succeeded'),
                  ('nightly', '2026-01-01T03:00:05.000Z', 'succeeded'),
                  ('nightly', '2026-01-01T09:00:00.000Z', 'failed'),

@@ -245,7 +245,7 @@ fn checkpoint(project: &Project) -> Value {
     let text: String = project
         .open()
         .query_row(
-            "SELECT position FROM checkpoints WHERE job = 'items'",
+            "SELECT position FROM _apisync_checkpoints WHERE job = 'items'",
             [],
             |row| row.get(0),
         )
@@ -558,7 +558,9 @@ async fn an_empty_page_before_the_claimed_total_ends_the_stream() {
     );
     let stream: i64 = project
         .open()
-        .query_row("SELECT count(*) FROM checkpoints", [], |row| row.get(0))
+        .query_row("SELECT count(*) FROM _apisync_checkpoints", [], |row| {
+            row.get(0)
+        })
         .expect("count checkpoints");
     assert_eq!(stream, 0, "a finished stream keeps no cursor");
 }

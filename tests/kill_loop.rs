@@ -102,7 +102,7 @@ fn ids(project: &Project, table: &str) -> Vec<u64> {
 fn checkpoints(project: &Project) -> BTreeMap<String, Value> {
     let db = project.open();
     let mut statement = db
-        .prepare("SELECT job, position FROM checkpoints")
+        .prepare("SELECT job, position FROM _apisync_checkpoints")
         .expect("checkpoints table");
     statement
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))

@@ -52,7 +52,7 @@ fn checkpoint(project: &Project, job: &str) -> Option<serde_json::Value> {
     let db = project.open();
     let text: Option<String> = db
         .query_row(
-            "SELECT position FROM checkpoints WHERE job = ?1",
+            "SELECT position FROM _apisync_checkpoints WHERE job = ?1",
             [job],
             |row| row.get(0),
         )

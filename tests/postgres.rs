@@ -115,7 +115,7 @@ async fn a_run_into_postgres_resumes_from_its_checkpoint_and_never_shows_the_pas
         [[Some((2 * PAGE_SIZE).to_string())]],
         "pages 1 and 2 committed"
     );
-    let checkpoint = db.query("SELECT position FROM checkpoints WHERE job = 'items'");
+    let checkpoint = db.query("SELECT position FROM _apisync.checkpoints WHERE job = 'items'");
     assert_eq!(checkpoint.len(), 1, "a checkpoint after page 2");
 
     api.broken.store(false, Ordering::SeqCst);
@@ -151,10 +151,10 @@ async fn a_run_into_postgres_resumes_from_its_checkpoint_and_never_shows_the_pas
         [[Some("item 42".to_string())]]
     );
     assert!(
-        db.query("SELECT 1 FROM checkpoints").is_empty(),
+        db.query("SELECT 1 FROM _apisync.checkpoints").is_empty(),
         "the finished stream's checkpoint is gone"
     );
-    let statuses = db.query("SELECT status FROM runs ORDER BY id");
+    let statuses = db.query("SELECT status FROM _apisync.runs ORDER BY id");
     assert_eq!(
         statuses,
         [
@@ -264,7 +264,7 @@ async fn two_processes_racing_to_refresh_a_rotated_token_spend_it_once() {
         "the second process refreshed with the token the first one stored"
     );
     assert_eq!(
-        db.query("SELECT refresh_token FROM _apisync_refresh_tokens WHERE auth = 'acme'"),
+        db.query("SELECT refresh_token FROM _apisync.refresh_tokens WHERE auth = 'acme'"),
         [[Some(refresh[2].clone())]]
     );
     for table in ["items_a", "items_b"] {

@@ -92,7 +92,7 @@ async fn pages_queued_behind_a_failed_commit_are_not_written() {
     }
     let position: String = db
         .query_row(
-            "SELECT position FROM checkpoints WHERE job = 'pages'",
+            "SELECT position FROM _apisync_checkpoints WHERE job = 'pages'",
             [],
             |r| r.get(0),
         )

@@ -358,15 +358,15 @@ async fn four_shards_sync_two_hundred_partitions_each_page_exactly_once(backend:
     // The pass completed once, on whichever shard finished last: the
     // finished set is cleared and the job is complete in the invocation.
     let count = |query: &str| db.scalar(query).expect("a count");
-    assert_eq!(count("SELECT count(*) FROM finished_streams"), "0");
+    assert_eq!(count("SELECT count(*) FROM _apisync_finished_streams"), "0");
     assert_eq!(
         count(
-            "SELECT count(*) FROM invocation_jobs WHERE invocation = 'inv-four' AND job = 'items'"
+            "SELECT count(*) FROM _apisync_invocation_jobs WHERE invocation = 'inv-four' AND job = 'items'"
         ),
         "1"
     );
     let shards = db.query(
-        "SELECT s.shard FROM runs r JOIN run_shards s ON s.run_id = r.id
+        "SELECT s.shard FROM _apisync_runs r JOIN _apisync_run_shards s ON s.run_id = r.id
          WHERE r.job = 'items' AND r.status = 'succeeded' ORDER BY s.shard",
     );
     let shard = |n: &str| vec![Some(n.to_string())];
@@ -448,7 +448,7 @@ async fn a_killed_shard_is_finished_by_a_stealing_shard_and_its_rerun_has_nothin
 
     // The killed run is interrupted (its streams were taken over).
     let killed_status = db.scalar(
-        "SELECT r.status FROM runs r JOIN run_shards s ON s.run_id = r.id
+        "SELECT r.status FROM _apisync_runs r JOIN _apisync_run_shards s ON s.run_id = r.id
          WHERE s.invocation = 'inv-kill' AND s.shard = 1",
     );
     assert_eq!(killed_status.as_deref(), Some("interrupted"));
@@ -660,7 +660,7 @@ async fn due_shards_decide_as_of_their_invocation_start(backend: Backend) {
     // The next invocation a minute later: the job succeeded in the last
     // one, so it is not due on any shard.
     let started = db
-        .scalar("SELECT started_at FROM invocations WHERE invocation = 'inv-due'")
+        .scalar("SELECT started_at FROM _apisync_invocations WHERE invocation = 'inv-due'")
         .expect("the invocation's start");
     let later =
         chrono::DateTime::parse_from_rfc3339(&started).unwrap() + chrono::Duration::minutes(1);
@@ -703,8 +703,8 @@ async fn a_retried_shard_waits_for_a_dead_predecessor_on_another_node_then_takes
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let dead = "other-node:4242:0badf00d";
     db.execute(&format!(
-        "INSERT INTO invocation_holders VALUES ('inv-node', '{dead}', 1, FALSE, '{now}', '{now}', NULL);
-         INSERT INTO invocation_streams VALUES ('inv-node', 'items', '{}', 1, 'running', '{dead}', '{now}', NULL);",
+        "INSERT INTO _apisync_invocation_holders VALUES ('inv-node', '{dead}', 1, FALSE, '{now}', '{now}', NULL);
+         INSERT INTO _apisync_invocation_streams VALUES ('inv-node', 'items', '{}', 1, 'running', '{dead}', '{now}', NULL);",
         mine[0]
     ));
     let retry = shard_command(&project, 1, 2, "inv-node", &[])
@@ -764,12 +764,12 @@ async fn sigterm_gives_a_shards_streams_back_and_the_rerun_resumes_them(backend:
 
     // The stream was given back and the process recorded its end.
     let running = db.scalar(
-        "SELECT count(*) FROM invocation_streams
+        "SELECT count(*) FROM _apisync_invocation_streams
          WHERE invocation = 'inv-term' AND status = 'running'",
     );
     assert_eq!(running.as_deref(), Some("0"));
     let ended = db
-        .query("SELECT ended_at IS NOT NULL FROM invocation_holders WHERE invocation = 'inv-term'");
+        .query("SELECT ended_at IS NOT NULL FROM _apisync_invocation_holders WHERE invocation = 'inv-term'");
     assert_eq!(ended.len(), 1, "one process: {ended:?}");
     assert!(
         matches!(ended[0][0].as_deref(), Some("1" | "t")),

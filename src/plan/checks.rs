@@ -61,14 +61,35 @@ pub(crate) fn rate_limit(text: &str) -> Result<RateLimit, Problem> {
     Ok(RateLimit { count, per })
 }
 
+/// Table name prefixes users may not take, compared ASCII
+/// case-insensitively (as SQLite compares names): apisync's own tables and
+/// replace jobs' staging tables start with `_apisync_`, and SQLite refuses
+/// to create tables starting with `sqlite_`.
+pub(crate) const RESERVED_TABLE_PREFIXES: &[&str] = &["_apisync_", "sqlite_"];
+
 pub(crate) fn table_name(name: &str) -> Result<(), Problem> {
-    if is_identifier(name) {
-        return Ok(());
+    if !is_identifier(name) {
+        return Err((
+            format!("table name \"{name}\" is not a valid identifier"),
+            Some("use letters, digits and `_`, not starting with a digit".into()),
+        ));
     }
-    Err((
-        format!("table name \"{name}\" is not a valid identifier"),
-        Some("use letters, digits and `_`, not starting with a digit".into()),
-    ))
+    let lower = name.to_ascii_lowercase();
+    match RESERVED_TABLE_PREFIXES
+        .iter()
+        .find(|p| lower.starts_with(**p))
+    {
+        None => Ok(()),
+        Some(prefix) => Err((
+            format!("table name \"{name}\" starts with `{prefix}`, which is reserved"),
+            Some(match *prefix {
+                "_apisync_" => "apisync keeps its own tables (run history, checkpoints, marks, \
+                                leases, staging tables) under `_apisync_`; choose another name"
+                    .into(),
+                _ => "SQLite keeps its own tables under `sqlite_`; choose another name".into(),
+            }),
+        )),
+    }
 }
 
 pub(crate) fn column_name(name: &str) -> Result<(), Problem> {
@@ -179,6 +200,18 @@ mod tests {
         }
         assert!(table_name("acme_orders").is_ok());
         assert!(table_name("1x").is_err() && table_name("a-b").is_err());
+        assert!(table_name("runs").is_ok() && table_name("Marks").is_ok());
+        for reserved in [
+            "_apisync_runs",
+            "_APISYNC_marks",
+            "_Apisync_Staging_x",
+            "sqlite_stat1",
+            "SQLite_x",
+        ] {
+            assert!(table_name(reserved).is_err(), "{reserved}");
+        }
+        assert!(table_name("_apisync").is_ok() && table_name("my_sqlite_x").is_ok());
+        assert!(column_name("_apisync_x").is_err() && column_name("_partition").is_err());
         assert!(column_name("_data").is_err() && column_name("status").is_ok());
         assert!(pointer("p", "", true).is_ok() && pointer("p", "", false).is_err());
         assert!(pointer("p", "/a~1b", false).is_ok() && pointer("p", "/a~2", false).is_err());

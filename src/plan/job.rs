@@ -285,7 +285,21 @@ fn plan_output(def: &JobDef, job: &str, has_pk: bool, sink: &mut Sink<'_>) -> Op
                 .is_ok();
             t.get_ref().clone()
         }
-        None => job.to_string(),
+        // The job's name (its file's name) becomes the table name: a job
+        // file called `_apisync_runs.toml` must not write apisync's table.
+        None => {
+            ok &= checks::table_name(job)
+                .map_err(|(m, h)| {
+                    let hint = h.map(|h| {
+                        format!(
+                            "{h}: the table is named after the job unless [output] sets `table`"
+                        )
+                    });
+                    sink.file("output.table", m, hint)
+                })
+                .is_ok();
+            job.to_string()
+        }
     };
     let mode = match output.and_then(|o| o.mode.as_ref()) {
         Some(m) => match m.get_ref() {

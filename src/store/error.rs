@@ -1,5 +1,7 @@
-//! Errors of the store. Each names the database object it was working on;
-//! the SQLite or PostgreSQL cause is chained as the source.
+//! Errors of the store. Each names the database object it was working on
+//! and says what to do; the SQLite or PostgreSQL cause is chained as the
+//! source and its text is part of the message too (see [`causes`]), so
+//! `{err}` alone shows it: do not print the chain again.
 
 use std::path::PathBuf;
 
@@ -10,14 +12,19 @@ pub(crate) type DbError = dyn std::error::Error + Send + Sync + 'static;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {}: cannot open (hint: check that the folder exists and is writable)", path.display())]
+    #[error("database {}: cannot open: {} (hint: check that the folder exists and is writable)", path.display(), causes(source.as_ref()))]
     Open {
         path: PathBuf,
         #[source]
         source: Box<DbError>,
     },
 
-    #[error("database {}: could not set pragma {pragma}", path.display())]
+    #[error(
+        "database {}: could not set pragma {pragma}: {} \
+         (hint: check that the file is a SQLite database on a local disk that apisync may write)",
+        path.display(),
+        causes(source.as_ref())
+    )]
     Pragma {
         path: PathBuf,
         pragma: &'static str,
@@ -26,8 +33,9 @@ pub enum StoreError {
     },
 
     #[error(
-        "database {database}: cannot connect \
-         (hint: check the host, port, user, password and sslmode in the URL, and that the server is running)"
+        "database {database}: cannot connect: {} \
+         (hint: check the host, port, user, password and sslmode in the URL, and that the server is running)",
+        causes(source.as_ref())
     )]
     Connect {
         /// The URL with its password hidden.
@@ -53,14 +61,19 @@ pub enum StoreError {
         supported: i64,
     },
 
-    #[error("database: could not apply schema migration {version}")]
+    #[error(
+        "database: could not apply schema migration {version}: {} \
+         (hint: the migration was rolled back; check that the database user may create and alter \
+         tables (on PostgreSQL also schemas), then rerun)",
+        causes(source.as_ref())
+    )]
     Migration {
         version: i64,
         #[source]
         source: Box<DbError>,
     },
 
-    #[error("table \"{table}\": could not {action}")]
+    #[error("table \"{table}\": could not {action}: {} (hint: {RERUN})", causes(source.as_ref()))]
     Table {
         table: String,
         action: &'static str,
@@ -99,7 +112,11 @@ pub enum StoreError {
         reason: &'static str,
     },
 
-    #[error("job \"{job}\"{}: could not {action}", partition_label(partition))]
+    #[error(
+        "job \"{job}\"{}: could not {action}: {} (hint: {RERUN})",
+        partition_label(partition),
+        causes(source.as_ref())
+    )]
     Stream {
         job: String,
         partition: String,
@@ -117,7 +134,25 @@ pub enum StoreError {
     )]
     ClaimLost { job: String, partition: String },
 
-    #[error("job \"{job}\": could not {action}")]
+    /// A job's lease moved to another process (this one looked dead to
+    /// it) while this one still wrote the job: its page is not written, so
+    /// two processes never both write one job.
+    #[error(
+        "job \"{job}\": the lease of this job was {} while this process ({holder}) held it, \
+         because its heartbeat was older than the stale limit; this process stops writing the job \
+         and the page was not written (hint: the other process continues the job from its last checkpoint; \
+         if this process was only slow, give it more time: see the stale limit in docs/jobs.md)",
+        lease_now(now.as_deref())
+    )]
+    LeaseLost {
+        job: String,
+        /// This process's holder name.
+        holder: String,
+        /// Who holds the lease now, if anyone.
+        now: Option<String>,
+    },
+
+    #[error("job \"{job}\": could not {action}: {} (hint: {RERUN})", causes(source.as_ref()))]
     Job {
         job: String,
         action: &'static str,
@@ -125,7 +160,7 @@ pub enum StoreError {
         source: Box<DbError>,
     },
 
-    #[error("run {run_id}: could not {action}")]
+    #[error("run {run_id}: could not {action}: {} (hint: {RERUN})", causes(source.as_ref()))]
     Run {
         run_id: i64,
         action: &'static str,
@@ -133,12 +168,40 @@ pub enum StoreError {
         source: Box<DbError>,
     },
 
-    #[error("database: could not {action}")]
+    #[error("database: could not {action}: {} (hint: {RERUN})", causes(source.as_ref()))]
     Database {
         action: &'static str,
         #[source]
         source: Box<DbError>,
     },
+}
+
+/// What to do after a failed statement: its transaction rolled back.
+const RERUN: &str = "nothing of this step was committed; fix the cause and rerun: \
+                     each stream resumes from its last checkpoint";
+
+/// The database's own error text: the cause and each of its causes, a
+/// repeated text once (PostgreSQL's error says "db error" and keeps the
+/// server's message in its source). Part of each message's Display, as
+/// errors are shown with `{err}` (logs, the run table, the summary).
+fn causes(source: &DbError) -> String {
+    let mut parts = vec![source.to_string()];
+    let mut next = source.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
+}
+
+fn lease_now(now: Option<&str>) -> String {
+    match now {
+        Some(other) => format!("taken over by {other}"),
+        None => "released by another process".to_string(),
+    }
 }
 
 /// Unpartitioned streams (partition "") are named by their job alone.
@@ -153,6 +216,34 @@ fn partition_label(partition: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Shaped like `postgres::Error`: a bland text, the server's message
+    /// in its source.
+    #[derive(Debug)]
+    struct DbLike;
+
+    impl std::fmt::Display for DbLike {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("db error")
+        }
+    }
+
+    impl std::error::Error for DbLike {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&ServerMessage)
+        }
+    }
+
+    #[derive(Debug)]
+    struct ServerMessage;
+
+    impl std::fmt::Display for ServerMessage {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("ERROR: relation \"_apisync.job_leases\" does not exist")
+        }
+    }
+
+    impl std::error::Error for ServerMessage {}
 
     #[test]
     fn messages_name_the_thing_first() {
@@ -177,6 +268,21 @@ mod tests {
             },
             StoreError::NoStaging {
                 table: "orders".into(),
+            },
+            StoreError::Job {
+                job: "orders".into(),
+                action: "check its lease",
+                source: Box::new(DbLike),
+            },
+            StoreError::LeaseLost {
+                job: "orders".into(),
+                holder: "here:1:a".into(),
+                now: Some("there:2:b".into()),
+            },
+            StoreError::LeaseLost {
+                job: "orders".into(),
+                holder: "here:1:a".into(),
+                now: None,
             },
         ];
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();

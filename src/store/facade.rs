@@ -35,6 +35,11 @@ pub struct Store {
     /// pages check the claim inside their transaction (see
     /// [`Store::claim_stream`]).
     claims: HashMap<StreamKey, HeldClaim>,
+    /// Jobs whose lease this store took, and the holder it took them as:
+    /// every page, end of stream and end of pass of such a job checks the
+    /// lease inside its transaction, so a process that lost its lease to
+    /// another (its heartbeat went stale) stops writing at once.
+    leases: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -71,6 +76,7 @@ impl Store {
         Ok(Store {
             backend,
             claims: HashMap::new(),
+            leases: HashMap::new(),
         })
     }
 
@@ -79,6 +85,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(SqliteStore::open_in_memory()?),
             claims: HashMap::new(),
+            leases: HashMap::new(),
         })
     }
 
@@ -120,7 +127,8 @@ impl Store {
         position: &str,
     ) -> Result<(), StoreError> {
         let claim = self.claims.get(stream);
-        both!(mut self, db => db.apply_page(stream, table, run_id, records, position, claim))
+        let lease = self.leases.get(&stream.job).map(String::as_str);
+        both!(mut self, db => db.apply_page(stream, table, run_id, records, position, claim, lease))
     }
 
     /// The stream's last page and the end of the stream, in one transaction.
@@ -133,7 +141,8 @@ impl Store {
         mark: Option<&str>,
     ) -> Result<(), StoreError> {
         let claim = self.claims.get(stream);
-        both!(mut self, db => db.apply_last_page(stream, table, run_id, records, mark, claim))
+        let lease = self.leases.get(&stream.job).map(String::as_str);
+        both!(mut self, db => db.apply_last_page(stream, table, run_id, records, mark, claim, lease))
     }
 
     /// Create the table `apply_page` writes (or add new declared columns).
@@ -165,7 +174,8 @@ impl Store {
         mark: Option<&str>,
     ) -> Result<(), StoreError> {
         let claim = self.claims.get(stream);
-        both!(mut self, db => db.finish_stream(stream, run_id, mark, claim))
+        let lease = self.leases.get(&stream.job).map(String::as_str);
+        both!(mut self, db => db.finish_stream(stream, run_id, mark, claim, lease))
     }
 
     pub fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError> {
@@ -173,7 +183,8 @@ impl Store {
     }
 
     pub fn complete_job_pass(&mut self, job: &str, table: &TableSpec) -> Result<(), StoreError> {
-        both!(mut self, db => db.complete_job_pass(job, table))
+        let lease = self.leases.get(job).map(String::as_str);
+        both!(mut self, db => db.complete_job_pass(job, table, lease))
     }
 
     pub fn complete_backfill(&mut self, job: &str) -> Result<(), StoreError> {
@@ -214,7 +225,12 @@ impl Store {
         stale_after: Duration,
         is_dead: impl Fn(&str) -> bool,
     ) -> Result<LeaseOutcome, StoreError> {
-        both!(mut self, db => db.try_acquire_lease(job, holder, stale_after, &is_dead))
+        let outcome =
+            both!(mut self, db => db.try_acquire_lease(job, holder, stale_after, &is_dead))?;
+        if let LeaseOutcome::Acquired { .. } = outcome {
+            self.leases.insert(job.to_string(), holder.to_string());
+        }
+        Ok(outcome)
     }
 
     pub fn renew_lease(&mut self, job: &str, holder: &str) -> Result<bool, StoreError> {
@@ -222,6 +238,9 @@ impl Store {
     }
 
     pub fn release_lease(&mut self, job: &str, holder: &str) -> Result<(), StoreError> {
+        if self.leases.get(job).is_some_and(|held| held == holder) {
+            self.leases.remove(job);
+        }
         both!(mut self, db => db.release_lease(job, holder))
     }
 

@@ -56,7 +56,7 @@ impl SqliteStore {
             .map_err(err)?;
         let current: Option<(String, String)> = tx
             .query_row(
-                "SELECT holder, heartbeat_at FROM job_leases WHERE job = ?1",
+                "SELECT holder, heartbeat_at FROM _apisync_job_leases WHERE job = ?1",
                 [job],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -68,14 +68,14 @@ impl SqliteStore {
         };
         let at = now();
         tx.execute(
-            "INSERT INTO job_leases (job, holder, acquired_at, heartbeat_at) VALUES (?1, ?2, ?3, ?3)
+            "INSERT INTO _apisync_job_leases (job, holder, acquired_at, heartbeat_at) VALUES (?1, ?2, ?3, ?3)
              ON CONFLICT (job) DO UPDATE SET holder = excluded.holder,
                  acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
             (job, holder, &at),
         )
         .map_err(err)?;
         tx.execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = ?2,
+            "UPDATE _apisync_runs SET status = 'interrupted', finished_at = ?2,
                  error = coalesce(error, ?3)
              WHERE job = ?1 AND status = 'running'",
             (job, &at, ORPHANED),
@@ -90,7 +90,7 @@ impl SqliteStore {
     pub fn renew_lease(&mut self, job: &str, holder: &str) -> Result<bool, StoreError> {
         self.conn
             .execute(
-                "UPDATE job_leases SET heartbeat_at = ?3 WHERE job = ?1 AND holder = ?2",
+                "UPDATE _apisync_job_leases SET heartbeat_at = ?3 WHERE job = ?1 AND holder = ?2",
                 (job, holder, now()),
             )
             .map(|changed| changed == 1)
@@ -105,7 +105,7 @@ impl SqliteStore {
     pub fn release_lease(&mut self, job: &str, holder: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "DELETE FROM job_leases WHERE job = ?1 AND holder = ?2",
+                "DELETE FROM _apisync_job_leases WHERE job = ?1 AND holder = ?2",
                 (job, holder),
             )
             .map(drop)
@@ -114,6 +114,44 @@ impl SqliteStore {
                 action: "release its lease",
                 source: Box::new(source),
             })
+    }
+}
+
+/// Refuse a write for `job` unless `holder` (this process, when it runs
+/// the job under a lease) still holds the job's lease. Called inside the
+/// transaction of every page, end of stream and end of pass: a process that
+/// stalled past the stale limit and lost its lease cannot append after the
+/// process that took it over. Unleased writes (sharded runs, tests) pass.
+pub(crate) fn check_lease(
+    conn: &rusqlite::Connection,
+    job: &str,
+    holder: Option<&str>,
+) -> Result<(), StoreError> {
+    let Some(holder) = holder else { return Ok(()) };
+    let now: Option<String> = conn
+        .query_row(
+            "SELECT holder FROM _apisync_job_leases WHERE job = ?1",
+            [job],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|source| StoreError::Job {
+            job: job.to_string(),
+            action: "check its lease",
+            source: Box::new(source),
+        })?;
+    lease_held(job, holder, now)
+}
+
+/// `Ok` when the lease row names `holder`, else [`StoreError::LeaseLost`].
+pub(crate) fn lease_held(job: &str, holder: &str, now: Option<String>) -> Result<(), StoreError> {
+    match now {
+        Some(now) if now == holder => Ok(()),
+        now => Err(StoreError::LeaseLost {
+            job: job.to_string(),
+            holder: holder.to_string(),
+            now,
+        }),
     }
 }
 
@@ -207,10 +245,10 @@ mod tests {
     fn a_stale_or_dead_holder_is_replaced_and_its_running_run_interrupted(db) {
         let mut store = db.store();
         store.exec_sql(
-                "INSERT INTO job_leases VALUES ('orders', 'h:1:x', '2020-01-01T00:00:00.000Z',
+                "INSERT INTO _apisync_job_leases VALUES ('orders', 'h:1:x', '2020-01-01T00:00:00.000Z',
                                                 '2020-01-01T00:00:00.000Z');
-                 INSERT INTO runs (job, started_at, status) VALUES ('orders', '2020-01-01T00:00:00.000Z', 'running');
-                 INSERT INTO runs (job, started_at, status) VALUES ('other', '2020-01-01T00:00:00.000Z', 'running');",
+                 INSERT INTO _apisync_runs (job, started_at, status) VALUES ('orders', '2020-01-01T00:00:00.000Z', 'running');
+                 INSERT INTO _apisync_runs (job, started_at, status) VALUES ('other', '2020-01-01T00:00:00.000Z', 'running');",
         );
         let outcome = store
             .try_acquire_lease("orders", "me", MINUTE, alive)
@@ -221,7 +259,7 @@ mod tests {
                 replaced: Some("h:1:x".into())
             }
         );
-        let statuses = store.query_text("SELECT job, status FROM runs ORDER BY id");
+        let statuses = store.query_text("SELECT job, status FROM _apisync_runs ORDER BY id");
         let text = |s: &str| Some(s.to_string());
         assert_eq!(
             statuses,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::error::StoreError;
+use super::tables::table_exists;
 
 /// Embedded migrations, in order. Adding one is one line here plus its file;
 /// an applied migration is never edited.
@@ -14,7 +15,14 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/0002_refresh_tokens.sql")),
     (3, include_str!("../../migrations/0003_leases.sql")),
     (4, include_str!("../../migrations/0004_shards.sql")),
+    (5, include_str!("../../migrations/0005_own_namespace.sql")),
 ];
+
+/// Which migrations a database has seen, since schema 5.
+const VERSION_TABLE: &str = "_apisync_schema_version";
+
+/// Its name before schema 5, in a database an older apisync wrote.
+const LEGACY_VERSION_TABLE: &str = "schema_version";
 
 /// How long a statement waits for another connection's write lock.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -74,18 +82,11 @@ impl SqliteStore {
             action: "read the schema version",
             source: Box::new(source),
         };
-        self.conn
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS schema_version (
-                     version INTEGER PRIMARY KEY,
-                     applied_at TEXT NOT NULL
-                 )",
-            )
-            .map_err(db)?;
+        self.ensure_version_table().map_err(db)?;
         let applied: Vec<i64> = {
             let mut stmt = self
                 .conn
-                .prepare("SELECT version FROM schema_version ORDER BY version")
+                .prepare("SELECT version FROM _apisync_schema_version ORDER BY version")
                 .map_err(db)?;
             let rows = stmt.query_map([], |r| r.get(0)).map_err(db)?;
             rows.collect::<Result<_, _>>().map_err(db)?
@@ -111,6 +112,33 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Create the bookkeeping table, or give an older database's
+    /// `schema_version` its name of schema 5 on (`_apisync_schema_version`,
+    /// out of the names user tables take) before the versions are read.
+    /// Checked again under the write lock, so processes opening one old
+    /// database at once rename it once. Read-only when nothing is to do.
+    fn ensure_version_table(&mut self) -> rusqlite::Result<()> {
+        if table_exists(&self.conn, VERSION_TABLE)? {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !table_exists(&tx, VERSION_TABLE)? {
+            if is_legacy_version_table(&tx)? {
+                tx.execute_batch("ALTER TABLE schema_version RENAME TO _apisync_schema_version")?;
+            } else {
+                tx.execute_batch(
+                    "CREATE TABLE _apisync_schema_version (
+                         version INTEGER PRIMARY KEY,
+                         applied_at TEXT NOT NULL
+                     )",
+                )?;
+            }
+        }
+        tx.commit()
+    }
+
     fn apply_migration(&mut self, version: i64, sql: &str) -> rusqlite::Result<()> {
         // Write-locked from the start and checked again inside: processes
         // opening a new database at once (the shards of a sharded run)
@@ -119,7 +147,7 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let applied: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM schema_version WHERE version = ?1)",
+            "SELECT EXISTS (SELECT 1 FROM _apisync_schema_version WHERE version = ?1)",
             [version],
             |r| r.get(0),
         )?;
@@ -128,7 +156,7 @@ impl SqliteStore {
         }
         tx.execute_batch(sql)?;
         tx.execute(
-            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            "INSERT INTO _apisync_schema_version (version, applied_at) VALUES (?1, ?2)",
             (version, now()),
         )?;
         tx.commit()
@@ -144,6 +172,19 @@ impl SqliteStore {
                 source: Box::new(source),
             })
     }
+}
+
+/// Whether `schema_version` is the one an older apisync wrote (exactly its
+/// two columns), not a table of another tool that shares the database
+/// (Flyway's was called that too): only apisync's is taken over.
+fn is_legacy_version_table(conn: &Connection) -> rusqlite::Result<bool> {
+    let columns: Option<String> = conn.query_row(
+        "SELECT group_concat(name, ',') FROM
+             (SELECT name FROM pragma_table_info(?1) ORDER BY cid)",
+        [LEGACY_VERSION_TABLE],
+        |r| r.get(0),
+    )?;
+    Ok(columns.as_deref() == Some("version,applied_at"))
 }
 
 fn set_pragmas(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -198,7 +239,7 @@ mod tests {
     fn applied(store: &SqliteStore) -> Vec<i64> {
         let mut stmt = store
             .conn
-            .prepare("SELECT version FROM schema_version ORDER BY version")
+            .prepare("SELECT version FROM _apisync_schema_version ORDER BY version")
             .unwrap();
         stmt.query_map([], |r| r.get(0))
             .unwrap()
@@ -214,7 +255,7 @@ mod tests {
         first
             .conn
             .execute(
-                "INSERT INTO runs (job, started_at, status) VALUES ('j', 't', 'running')",
+                "INSERT INTO _apisync_runs (job, started_at, status) VALUES ('j', 't', 'running')",
                 [],
             )
             .unwrap();
@@ -225,7 +266,7 @@ mod tests {
         assert_eq!(versions.len(), MIGRATIONS.len());
         let runs: i64 = second
             .conn
-            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM _apisync_runs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(runs, 1);
     }
@@ -234,24 +275,45 @@ mod tests {
     fn every_missing_version_is_applied_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let store = SqliteStore::open(&path).unwrap();
-        // A database left at version 1 by an old apisync.
-        store
-            .conn
-            .execute_batch(
-                "DELETE FROM schema_version WHERE version > 1;
-                 DROP TABLE _apisync_refresh_tokens;
-                 DROP TABLE job_leases;",
-            )
-            .unwrap();
-        drop(store);
+        // A database left at version 1 by an old apisync (its bookkeeping
+        // table had no prefix then).
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(&format!(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+             {}
+             INSERT INTO schema_version VALUES (1, 'then');",
+            MIGRATIONS[0].1
+        ))
+        .unwrap();
+        drop(old);
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(applied(&store), (1..=latest_version()).collect::<Vec<_>>());
         let leases: i64 = store
             .conn
-            .query_row("SELECT count(*) FROM job_leases", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM _apisync_job_leases", [], |r| r.get(0))
             .unwrap();
         assert_eq!(leases, 0);
+    }
+
+    #[test]
+    fn another_tools_schema_version_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "CREATE TABLE schema_version (installed_rank INTEGER, version TEXT, script TEXT);
+                 INSERT INTO schema_version VALUES (1, '1.0', 'V1__init.sql');",
+            )
+            .unwrap();
+        drop(other);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(applied(&store), (1..=latest_version()).collect::<Vec<_>>());
+        let script: String = store
+            .conn
+            .query_row("SELECT script FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(script, "V1__init.sql");
     }
 
     #[test]
@@ -278,7 +340,10 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         store
             .conn
-            .execute("INSERT INTO schema_version VALUES (999, 'later')", [])
+            .execute(
+                "INSERT INTO _apisync_schema_version VALUES (999, 'later')",
+                [],
+            )
             .unwrap();
         drop(store);
         let err = SqliteStore::open(&path).unwrap_err();

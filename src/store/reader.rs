@@ -97,7 +97,7 @@ impl SqliteReader {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT partition FROM finished_streams
+                "SELECT partition FROM _apisync_finished_streams
                  WHERE job = ?1 AND partition IN (SELECT value FROM json_each(?2))",
             )
             .map_err(err)?;

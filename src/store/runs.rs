@@ -18,7 +18,7 @@ impl SqliteStore {
     pub fn begin_run(&mut self, job: &str) -> Result<RunId, StoreError> {
         self.conn
             .execute(
-                "INSERT INTO runs (job, started_at, status) VALUES (?1, ?2, 'running')",
+                "INSERT INTO _apisync_runs (job, started_at, status) VALUES (?1, ?2, 'running')",
                 (job, now()),
             )
             .map(|_| RunId(self.conn.last_insert_rowid()))
@@ -39,7 +39,7 @@ impl SqliteStore {
         let changed = self
             .conn
             .execute(
-                "UPDATE runs SET status = ?2, finished_at = ?3, pages = ?4, records = ?5, error = ?6
+                "UPDATE _apisync_runs SET status = ?2, finished_at = ?3, pages = ?4, records = ?5, error = ?6
                  WHERE id = ?1",
                 (
                     run_id.0,
@@ -68,7 +68,7 @@ impl SqliteStore {
             let started: Option<String> = self
                 .conn
                 .prepare_cached(
-                    "SELECT started_at FROM runs WHERE job = ?1 AND status = 'succeeded'
+                    "SELECT started_at FROM _apisync_runs WHERE job = ?1 AND status = 'succeeded'
                      ORDER BY id DESC LIMIT 1",
                 )
                 .and_then(|mut stmt| stmt.query_row([job], |r| r.get(0)).optional())
@@ -107,14 +107,14 @@ fn job_status(conn: &Connection, job: &str, table: &str) -> rusqlite::Result<Job
     let last_run = conn
         .query_row(
             "SELECT id, status, started_at, finished_at, pages, records, error
-             FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1",
+             FROM _apisync_runs WHERE job = ?1 ORDER BY id DESC LIMIT 1",
             [job],
             run_record,
         )
         .optional()?;
     let last_success_started_at = conn
         .query_row(
-            "SELECT started_at FROM runs WHERE job = ?1 AND status = 'succeeded'
+            "SELECT started_at FROM _apisync_runs WHERE job = ?1 AND status = 'succeeded'
              ORDER BY id DESC LIMIT 1",
             [job],
             |r| r.get(0),
@@ -137,12 +137,12 @@ fn job_status(conn: &Connection, job: &str, table: &str) -> rusqlite::Result<Job
         rows,
         checkpoints: by_partition(
             conn,
-            "SELECT partition, position FROM checkpoints WHERE job = ?1",
+            "SELECT partition, position FROM _apisync_checkpoints WHERE job = ?1",
             job,
         )?,
         marks: by_partition(
             conn,
-            "SELECT partition, value FROM marks WHERE job = ?1",
+            "SELECT partition, value FROM _apisync_marks WHERE job = ?1",
             job,
         )?,
         finished_partitions: finished_partitions(conn, job)?,

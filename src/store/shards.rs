@@ -136,7 +136,7 @@ pub(crate) fn check_claim(
     let Some(claim) = claim else { return Ok(()) };
     let held: bool = tx
         .query_row(
-            "SELECT EXISTS (SELECT 1 FROM invocation_streams
+            "SELECT EXISTS (SELECT 1 FROM _apisync_invocation_streams
              WHERE invocation = ?1 AND job = ?2 AND partition = ?3 AND holder = ?4
                AND status = 'running')",
             (
@@ -192,18 +192,18 @@ impl SqliteStore {
         // Per-stream rows of old invocations: one per stream per run adds
         // up. Which jobs completed in them (small) is kept for `--due`.
         let old = stale_cutoff(KEEP_STREAMS);
-        for table in ["invocation_streams", "invocation_holders"] {
+        for table in ["_apisync_invocation_streams", "_apisync_invocation_holders"] {
             tx.execute(
                 &format!(
                     "DELETE FROM {table} WHERE invocation <> ?2 AND invocation IN
-                         (SELECT invocation FROM invocations WHERE started_at < ?1)"
+                         (SELECT invocation FROM _apisync_invocations WHERE started_at < ?1)"
                 ),
                 [&old, invocation],
             )
             .map_err(err)?;
         }
         tx.execute(
-            "INSERT INTO invocation_holders
+            "INSERT INTO _apisync_invocation_holders
                  (invocation, holder, shard, steal, started_at, heartbeat_at, ended_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5, NULL)
              ON CONFLICT (invocation, holder) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
@@ -245,12 +245,12 @@ impl SqliteStore {
                 .conn
                 .prepare_cached(
                     "SELECT max(started_at) FROM (
-                         SELECT started_at FROM runs
+                         SELECT started_at FROM _apisync_runs
                          WHERE job = ?1 AND status = 'succeeded'
-                           AND id NOT IN (SELECT run_id FROM run_shards)
+                           AND id NOT IN (SELECT run_id FROM _apisync_run_shards)
                          UNION ALL
-                         SELECT i.started_at FROM invocation_jobs j
-                         JOIN invocations i ON i.invocation = j.invocation
+                         SELECT i.started_at FROM _apisync_invocation_jobs j
+                         JOIN _apisync_invocations i ON i.invocation = j.invocation
                          WHERE j.job = ?1 AND j.invocation <> ?2)",
                 )
                 .and_then(|mut stmt| stmt.query_row((job, invocation), |r| r.get(0)))
@@ -270,11 +270,14 @@ impl SqliteStore {
             source: Box::new(source),
         };
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("DELETE FROM run_shards WHERE run_id = ?1", [run_id.0])
-            .map_err(err)?;
         tx.execute(
-            "DELETE FROM runs WHERE id = ?1
-             AND NOT EXISTS (SELECT 1 FROM finished_streams WHERE run_id = ?1)",
+            "DELETE FROM _apisync_run_shards WHERE run_id = ?1",
+            [run_id.0],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "DELETE FROM _apisync_runs WHERE id = ?1
+             AND NOT EXISTS (SELECT 1 FROM _apisync_finished_streams WHERE run_id = ?1)",
             [run_id.0],
         )
         .map_err(err)?;
@@ -285,7 +288,7 @@ impl SqliteStore {
     pub fn renew_holder(&mut self, invocation: &str, holder: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "UPDATE invocation_holders SET heartbeat_at = ?3
+                "UPDATE _apisync_invocation_holders SET heartbeat_at = ?3
                  WHERE invocation = ?1 AND holder = ?2",
                 (invocation, holder, now()),
             )
@@ -298,7 +301,7 @@ impl SqliteStore {
     pub fn end_holder(&mut self, invocation: &str, holder: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "UPDATE invocation_holders SET ended_at = ?3
+                "UPDATE _apisync_invocation_holders SET ended_at = ?3
                  WHERE invocation = ?1 AND holder = ?2",
                 (invocation, holder, now()),
             )
@@ -334,8 +337,8 @@ impl SqliteStore {
             .map_err(err)?;
         let finished: bool = tx
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM invocation_jobs WHERE invocation = ?1 AND job = ?2)
-                     OR EXISTS (SELECT 1 FROM finished_streams WHERE job = ?2 AND partition = ?3)",
+                "SELECT EXISTS (SELECT 1 FROM _apisync_invocation_jobs WHERE invocation = ?1 AND job = ?2)
+                     OR EXISTS (SELECT 1 FROM _apisync_finished_streams WHERE job = ?2 AND partition = ?3)",
                 (invocation, &stream.job, &stream.partition),
                 |r| r.get(0),
             )
@@ -345,7 +348,7 @@ impl SqliteStore {
         }
         let row: Option<(String, String)> = tx
             .query_row(
-                "SELECT status, holder FROM invocation_streams
+                "SELECT status, holder FROM _apisync_invocation_streams
                  WHERE invocation = ?1 AND job = ?2 AND partition = ?3",
                 (invocation, &stream.job, &stream.partition),
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -373,7 +376,7 @@ impl SqliteStore {
         };
         let at = now();
         tx.execute(
-            "INSERT INTO invocation_streams
+            "INSERT INTO _apisync_invocation_streams
                  (invocation, job, partition, shard, status, holder, claimed_at, finished_at)
              VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, NULL)
              ON CONFLICT (invocation, job, partition) DO UPDATE SET status = 'running',
@@ -390,10 +393,10 @@ impl SqliteStore {
         .map_err(err)?;
         if let Some(old) = &taken_from {
             tx.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?2,
+                "UPDATE _apisync_runs SET status = 'interrupted', finished_at = ?2,
                      error = coalesce(error, ?4)
                  WHERE status = 'running' AND job = ?3
-                   AND id IN (SELECT run_id FROM run_shards WHERE holder = ?1)",
+                   AND id IN (SELECT run_id FROM _apisync_run_shards WHERE holder = ?1)",
                 (old, &at, &stream.job, TAKEN_OVER),
             )
             .map_err(err)?;
@@ -419,14 +422,14 @@ impl SqliteStore {
         };
         let changed = if end == ClaimEnd::Release {
             self.conn.execute(
-                "DELETE FROM invocation_streams
+                "DELETE FROM _apisync_invocation_streams
                  WHERE invocation = ?1 AND job = ?2 AND partition = ?3 AND holder = ?4
                    AND status = 'running'",
                 (invocation, &stream.job, &stream.partition, holder),
             )
         } else {
             self.conn.execute(
-                "UPDATE invocation_streams SET status = ?5, finished_at = ?6
+                "UPDATE _apisync_invocation_streams SET status = ?5, finished_at = ?6
                  WHERE invocation = ?1 AND job = ?2 AND partition = ?3 AND holder = ?4
                    AND status = 'running'",
                 (
@@ -455,7 +458,7 @@ impl SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT 1 FROM invocation_streams
+                "SELECT 1 FROM _apisync_invocation_streams
                  WHERE invocation = ?1 AND job = ?2 AND partition = ?3 AND status = 'done'",
             )
             .map_err(err)?;
@@ -482,7 +485,7 @@ impl SqliteStore {
             let mut stmt = self
                 .conn
                 .prepare_cached(
-                    "SELECT partition, status, holder FROM invocation_streams
+                    "SELECT partition, status, holder FROM _apisync_invocation_streams
                      WHERE invocation = ?1 AND job = ?2 AND status <> 'done' ORDER BY partition",
                 )
                 .map_err(err)?;
@@ -518,7 +521,7 @@ impl SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT holder, shard FROM invocation_holders
+                "SELECT holder, shard FROM _apisync_invocation_holders
                  WHERE invocation = ?1 AND ended_at IS NULL AND heartbeat_at >= ?2",
             )
             .map_err(err)?;
@@ -541,7 +544,7 @@ impl SqliteStore {
     pub fn job_completed_in(&self, invocation: &str, job: &str) -> Result<bool, StoreError> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM invocation_jobs WHERE invocation = ?1 AND job = ?2)",
+                "SELECT EXISTS (SELECT 1 FROM _apisync_invocation_jobs WHERE invocation = ?1 AND job = ?2)",
                 (invocation, job),
                 |r| r.get(0),
             )
@@ -568,7 +571,7 @@ impl SqliteStore {
             .map_err(err)?;
         let done: bool = tx
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM invocation_jobs WHERE invocation = ?1 AND job = ?2)",
+                "SELECT EXISTS (SELECT 1 FROM _apisync_invocation_jobs WHERE invocation = ?1 AND job = ?2)",
                 (invocation, job),
                 |r| r.get(0),
             )
@@ -578,18 +581,18 @@ impl SqliteStore {
         }
         let at = now();
         tx.execute(
-            "INSERT INTO invocation_streams
+            "INSERT INTO _apisync_invocation_streams
                  (invocation, job, partition, shard, status, holder, claimed_at, finished_at)
              SELECT ?1, job, partition, -1, 'done', '', finished_at, finished_at
-             FROM finished_streams WHERE job = ?2 AND NOT (partition >= ?3 AND partition < ?4)
+             FROM _apisync_finished_streams WHERE job = ?2 AND NOT (partition >= ?3 AND partition < ?4)
              ON CONFLICT (invocation, job, partition) DO UPDATE SET status = 'done',
-                 finished_at = coalesce(invocation_streams.finished_at, excluded.finished_at)",
+                 finished_at = coalesce(_apisync_invocation_streams.finished_at, excluded.finished_at)",
             (invocation, job, BACKFILL_PREFIX, BACKFILL_END),
         )
         .map_err(err)?;
         end_pass(&tx, job, table)?;
         tx.execute(
-            "INSERT INTO invocation_jobs (invocation, job, completed_at) VALUES (?1, ?2, ?3)",
+            "INSERT INTO _apisync_invocation_jobs (invocation, job, completed_at) VALUES (?1, ?2, ?3)",
             (invocation, job, &at),
         )
         .map_err(err)?;
@@ -610,13 +613,13 @@ impl SqliteStore {
         let err = job_err(job, "record the start of a shard's run");
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
-            "INSERT INTO runs (job, started_at, status) VALUES (?1, ?2, 'running')",
+            "INSERT INTO _apisync_runs (job, started_at, status) VALUES (?1, ?2, 'running')",
             (job, now()),
         )
         .map_err(err)?;
         let run_id = tx.last_insert_rowid();
         tx.execute(
-            "INSERT INTO run_shards (run_id, invocation, shard, holder) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO _apisync_run_shards (run_id, invocation, shard, holder) VALUES (?1, ?2, ?3, ?4)",
             (run_id, invocation, shard, holder),
         )
         .map_err(err)?;
@@ -628,12 +631,12 @@ impl SqliteStore {
 /// Record `invocation` as started at `at` unless it is known; its start.
 fn begin_invocation(conn: &Connection, invocation: &str, at: &str) -> rusqlite::Result<String> {
     conn.execute(
-        "INSERT INTO invocations (invocation, started_at) VALUES (?1, ?2)
+        "INSERT INTO _apisync_invocations (invocation, started_at) VALUES (?1, ?2)
          ON CONFLICT (invocation) DO NOTHING",
         (invocation, at),
     )?;
     conn.query_row(
-        "SELECT started_at FROM invocations WHERE invocation = ?1",
+        "SELECT started_at FROM _apisync_invocations WHERE invocation = ?1",
         [invocation],
         |r| r.get(0),
     )
@@ -649,7 +652,7 @@ fn holder_alive(
     is_dead: &impl Fn(&str) -> bool,
 ) -> rusqlite::Result<bool> {
     let fresh: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM invocation_holders
+        "SELECT EXISTS (SELECT 1 FROM _apisync_invocation_holders
                  WHERE invocation = ?1 AND holder = ?2 AND ended_at IS NULL
                    AND heartbeat_at >= ?3)",
         (invocation, holder, stale_cutoff(stale_after)),
@@ -828,7 +831,7 @@ mod tests {
                 taken_from: Some("a".into())
             }
         );
-        let runs = store.query_text("SELECT job, status, error FROM runs ORDER BY id");
+        let runs = store.query_text("SELECT job, status, error FROM _apisync_runs ORDER BY id");
         assert_eq!(
             runs,
             [
@@ -907,9 +910,9 @@ mod tests {
     fn a_stale_heartbeat_frees_a_claim(db) {
         let mut store = db.store();
         store.exec_sql(
-            "INSERT INTO invocation_holders VALUES ('inv', 'far', 1, FALSE,
+            "INSERT INTO _apisync_invocation_holders VALUES ('inv', 'far', 1, FALSE,
                  '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:00.000Z', NULL);
-             INSERT INTO invocation_streams VALUES ('inv', 'orders', 'eu', 1, 'running', 'far',
+             INSERT INTO _apisync_invocation_streams VALUES ('inv', 'orders', 'eu', 1, 'running', 'far',
                  '2020-01-01T00:00:00.000Z', NULL);",
         );
         assert_eq!(store.live_shards("inv", MINUTE, alive).unwrap(), BTreeSet::new());
@@ -926,10 +929,10 @@ mod tests {
     fn registering_prunes_stream_rows_of_old_invocations_but_keeps_their_jobs(db) {
         let mut store = db.store();
         store.exec_sql(
-            "INSERT INTO invocations VALUES ('old', '2020-01-01T00:00:00.000Z');
-             INSERT INTO invocation_streams VALUES ('old', 'orders', 'eu', 0, 'done', 'h',
+            "INSERT INTO _apisync_invocations VALUES ('old', '2020-01-01T00:00:00.000Z');
+             INSERT INTO _apisync_invocation_streams VALUES ('old', 'orders', 'eu', 0, 'done', 'h',
                  '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:01.000Z');
-             INSERT INTO invocation_jobs VALUES ('old', 'orders', '2020-01-01T00:00:02.000Z');",
+             INSERT INTO _apisync_invocation_jobs VALUES ('old', 'orders', '2020-01-01T00:00:02.000Z');",
         );
         store.register_holder("new", "a", 0, false).unwrap();
         store
@@ -944,21 +947,21 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            store.query_text("SELECT invocation FROM invocation_streams"),
+            store.query_text("SELECT invocation FROM _apisync_invocation_streams"),
             [[Some("new".to_string())]]
         );
         assert!(store.job_completed_in("old", "orders").unwrap());
         // An old invocation still running (a long backfill, a pod retried a
         // week later) never prunes its own rows.
         store.exec_sql(
-            "INSERT INTO invocations VALUES ('late', '2020-01-01T00:00:00.000Z');
-             INSERT INTO invocation_streams VALUES ('late', 'orders', 'us', 0, 'running', 'b',
+            "INSERT INTO _apisync_invocations VALUES ('late', '2020-01-01T00:00:00.000Z');
+             INSERT INTO _apisync_invocation_streams VALUES ('late', 'orders', 'us', 0, 'running', 'b',
                  '2020-01-01T00:00:00.000Z', NULL);",
         );
         store.register_holder("late", "c", 1, false).unwrap();
         assert_eq!(
             store.query_text(
-                "SELECT invocation, partition FROM invocation_streams ORDER BY invocation"
+                "SELECT invocation, partition FROM _apisync_invocation_streams ORDER BY invocation"
             ),
             [
                 [Some("late".to_string()), Some("us".to_string())],
@@ -988,14 +991,14 @@ mod tests {
         store.finish_run(plain, &succeeded()).unwrap();
         let sharded = store.begin_shard_run("orders", "inv", 0, "a").unwrap();
         store.finish_run(sharded, &succeeded()).unwrap();
-        let started = store.query_text(&format!("SELECT started_at FROM runs WHERE id = {}", plain.0));
+        let started = store.query_text(&format!("SELECT started_at FROM _apisync_runs WHERE id = {}", plain.0));
         assert_eq!(
             store.last_success_starts_before(&["orders", "never"], "inv").unwrap(),
             std::collections::BTreeMap::from([("orders".to_string(), started[0][0].clone().unwrap())])
         );
         store.discard_empty_run(sharded).unwrap();
-        assert_eq!(store.query_text("SELECT count(*) FROM runs"), [[Some("1".to_string())]]);
-        assert_eq!(store.query_text("SELECT count(*) FROM run_shards"), [[Some("0".to_string())]]);
+        assert_eq!(store.query_text("SELECT count(*) FROM _apisync_runs"), [[Some("1".to_string())]]);
+        assert_eq!(store.query_text("SELECT count(*) FROM _apisync_run_shards"), [[Some("0".to_string())]]);
     }
     }
 
@@ -1051,7 +1054,7 @@ mod tests {
             BTreeSet::new(),
             "nobody registered"
         );
-        assert_eq!(store.query_text("SELECT count(*) FROM runs"), [[Some("1".to_string())]]);
+        assert_eq!(store.query_text("SELECT count(*) FROM _apisync_runs"), [[Some("1".to_string())]]);
     }
     }
 
@@ -1123,7 +1126,7 @@ mod tests {
         );
         assert_eq!(outcomes.iter().filter(|(_, done)| *done).count(), 1, "{outcomes:?}");
         assert_eq!(
-            setup.query_text("SELECT count(*) FROM invocations"),
+            setup.query_text("SELECT count(*) FROM _apisync_invocations"),
             [[Some("1".to_string())]]
         );
     }

@@ -12,9 +12,10 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::error::StoreError;
+use super::leases::check_lease;
 use super::open::{SqliteStore, now};
 use super::shards::{HeldClaim, check_claim};
-use super::sql::{quote_ident, staging_name};
+use super::sql::{SQLITE_STATE_PREFIX, quote_ident, staging_name};
 use super::tables::swap_in;
 use super::types::{Reset, RunId, StreamKey, TableSpec};
 use crate::plan::WriteMode;
@@ -31,7 +32,7 @@ impl SqliteStore {
     /// The saved position JSON of an unfinished stream.
     pub fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.load_value(
-            "SELECT position FROM checkpoints WHERE job = ?1 AND partition = ?2",
+            "SELECT position FROM _apisync_checkpoints WHERE job = ?1 AND partition = ?2",
             stream,
             "load the checkpoint",
         )
@@ -40,7 +41,7 @@ impl SqliteStore {
     /// The incremental high-water mark JSON the stream's last finish stored.
     pub fn load_mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.load_value(
-            "SELECT value FROM marks WHERE job = ?1 AND partition = ?2",
+            "SELECT value FROM _apisync_marks WHERE job = ?1 AND partition = ?2",
             stream,
             "load the mark",
         )
@@ -60,7 +61,7 @@ impl SqliteStore {
 
     /// Drop a saved cursor the API refused; the mark stays.
     pub fn clear_checkpoint(&mut self, stream: &StreamKey) -> Result<(), StoreError> {
-        delete_stream_row(&self.conn, "checkpoints", stream)
+        delete_stream_row(&self.conn, "_apisync_checkpoints", stream)
             .map_err(stream_err(stream, "clear the checkpoint"))
     }
 
@@ -74,10 +75,12 @@ impl SqliteStore {
         run_id: RunId,
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
         let err = stream_err(stream, "record the end of the stream");
         let tx = self.conn.transaction().map_err(err)?;
         check_claim(&tx, stream, claim)?;
+        check_lease(&tx, &stream.job, lease)?;
         end_stream(&tx, stream, run_id, mark)?;
         tx.commit().map_err(err)
     }
@@ -95,9 +98,15 @@ impl SqliteStore {
     /// forget the finished set, in one transaction. A crash before it leaves
     /// the pass complete but unswapped, and the rerun (skipping every
     /// partition) swaps then; a crash after it leaves nothing to redo.
-    pub fn complete_job_pass(&mut self, job: &str, table: &TableSpec) -> Result<(), StoreError> {
+    pub fn complete_job_pass(
+        &mut self,
+        job: &str,
+        table: &TableSpec,
+        lease: Option<&str>,
+    ) -> Result<(), StoreError> {
         let err = job_err(job, "complete the pass");
         let tx = self.conn.transaction().map_err(err)?;
+        check_lease(&tx, job, lease)?;
         end_pass(&tx, job, table)?;
         tx.commit().map_err(err)
     }
@@ -108,7 +117,7 @@ impl SqliteStore {
     pub fn complete_backfill(&mut self, job: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "DELETE FROM finished_streams WHERE job = ?1 AND partition >= ?2 AND partition < ?3",
+                "DELETE FROM _apisync_finished_streams WHERE job = ?1 AND partition >= ?2 AND partition < ?3",
                 (job, BACKFILL_PREFIX, BACKFILL_END),
             )
             .map(drop)
@@ -122,7 +131,7 @@ impl SqliteStore {
     pub fn reset_job(&mut self, job: &str, table: &str, reset: Reset) -> Result<(), StoreError> {
         let err = job_err(job, "reset its state");
         let tx = self.conn.transaction().map_err(err)?;
-        for sql in reset_statements(reset, false) {
+        for sql in reset_statements(reset, false, SQLITE_STATE_PREFIX) {
             tx.execute(&sql.replace("$1", "?1"), [job]).map_err(err)?;
         }
         let drop_staging = format!("DROP TABLE IF EXISTS {}", quote_ident(&staging_name(table)));
@@ -135,7 +144,7 @@ impl SqliteStore {
     pub fn reset_stream(&mut self, stream: &StreamKey, reset: Reset) -> Result<(), StoreError> {
         let err = stream_err(stream, "reset its state");
         let tx = self.conn.transaction().map_err(err)?;
-        for sql in reset_statements(reset, true) {
+        for sql in reset_statements(reset, true, SQLITE_STATE_PREFIX) {
             let sql = sql.replace("$1", "?1").replace("$2", "?2");
             tx.execute(&sql, [&stream.job, &stream.partition])
                 .map_err(err)?;
@@ -151,7 +160,7 @@ pub(crate) fn end_pass(conn: &Connection, job: &str, table: &TableSpec) -> Resul
         swap_in(conn, &table.table)?;
     }
     conn.execute(
-        "DELETE FROM finished_streams WHERE job = ?1
+        "DELETE FROM _apisync_finished_streams WHERE job = ?1
          AND NOT (partition >= ?2 AND partition < ?3)",
         (job, BACKFILL_PREFIX, BACKFILL_END),
     )
@@ -160,8 +169,10 @@ pub(crate) fn end_pass(conn: &Connection, job: &str, table: &TableSpec) -> Resul
 }
 
 /// What a reset deletes (both backends): `$1` is the job, and with
-/// `one_partition` `$2` the partition.
-pub(crate) fn reset_statements(reset: Reset, one_partition: bool) -> Vec<String> {
+/// `one_partition` `$2` the partition. `namespace` goes before each of
+/// apisync's table names: [`SQLITE_STATE_PREFIX`] or `_apisync.` (see
+/// [`super::sql::PG_STATE_SCHEMA`]).
+pub(crate) fn reset_statements(reset: Reset, one_partition: bool, namespace: &str) -> Vec<String> {
     let tables: &[&str] = match reset {
         Reset::Marks => &["checkpoints", "finished_streams", "marks"],
         Reset::KeepMarks => &["checkpoints", "finished_streams"],
@@ -172,7 +183,7 @@ pub(crate) fn reset_statements(reset: Reset, one_partition: bool) -> Vec<String>
     };
     tables
         .iter()
-        .map(|table| format!("DELETE FROM {table} WHERE {scope}"))
+        .map(|table| format!("DELETE FROM {namespace}{table} WHERE {scope}"))
         .collect()
 }
 
@@ -185,11 +196,11 @@ pub(crate) fn end_stream(
     mark: Option<&str>,
 ) -> Result<(), StoreError> {
     let err = stream_err(stream, "record the end of the stream");
-    delete_stream_row(conn, "checkpoints", stream).map_err(err)?;
+    delete_stream_row(conn, "_apisync_checkpoints", stream).map_err(err)?;
     let at = now();
     if let Some(value) = mark {
         conn.execute(
-            "INSERT INTO marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO _apisync_marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (job, partition) DO UPDATE
              SET value = excluded.value, updated_at = excluded.updated_at",
             (&stream.job, &stream.partition, value, &at),
@@ -197,7 +208,7 @@ pub(crate) fn end_stream(
         .map_err(err)?;
     }
     conn.execute(
-        "INSERT OR REPLACE INTO finished_streams (job, partition, run_id, finished_at)
+        "INSERT OR REPLACE INTO _apisync_finished_streams (job, partition, run_id, finished_at)
          VALUES (?1, ?2, ?3, ?4)",
         (&stream.job, &stream.partition, run_id.0, &at),
     )
@@ -207,7 +218,7 @@ pub(crate) fn end_stream(
 
 pub(crate) fn finished_partitions(conn: &Connection, job: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT partition FROM finished_streams WHERE job = ?1 ORDER BY partition",
+        "SELECT partition FROM _apisync_finished_streams WHERE job = ?1 ORDER BY partition",
     )?;
     stmt.query_map([job], |r| r.get(0))?.collect()
 }

@@ -19,6 +19,7 @@ use rusqlite::{CachedStatement, Connection, OpenFlags};
 
 use super::error::StoreError;
 use super::file_sync::sync_database_file;
+use super::leases::check_lease;
 use super::open::{SqliteStore, now};
 use super::shards::{HeldClaim, check_claim};
 use super::sql::{json_to_sql, quote_ident};
@@ -55,19 +56,23 @@ impl SqliteStore {
         records: &[Record],
         position: &str,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.write_rows_then(stream, claim, table, run_id, records, |tx| {
+        self.write_rows_then(stream, claim, lease, table, run_id, records, |tx| {
             save_checkpoint(tx, stream, position)
         })
     }
 
     /// A page's rows, then `after` (the checkpoint, or the end of the
-    /// stream), in one transaction; first of all, the stream's claim if it
-    /// has one (a page of a stream taken over takes no row lock).
+    /// stream), in one transaction; first of all, the stream's claim and the
+    /// job's lease if it has them (a page of a stream taken over takes no
+    /// row lock).
+    #[allow(clippy::too_many_arguments)]
     fn write_rows_then(
         &mut self,
         stream: &StreamKey,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
@@ -88,6 +93,7 @@ impl SqliteStore {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(row_err)?;
         check_claim(&tx, stream, claim)?;
+        check_lease(&tx, &stream.job, lease)?;
         InsertShape::new(&target, table)
             .write_all(&tx, records, &now(), run_id)
             .map_err(row_err)?;
@@ -109,8 +115,9 @@ impl SqliteStore {
         records: &[Record],
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.write_rows_then(stream, claim, table, run_id, records, |tx| {
+        self.write_rows_then(stream, claim, lease, table, run_id, records, |tx| {
             end_stream(tx, stream, run_id, mark)
         })
     }
@@ -197,7 +204,7 @@ pub(crate) fn save_checkpoint(
     position: &str,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO checkpoints (job, partition, position, updated_at) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO _apisync_checkpoints (job, partition, position, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (job, partition) DO UPDATE
          SET position = excluded.position, updated_at = excluded.updated_at",
     )
@@ -357,7 +364,15 @@ mod tests {
         // Two full statements of 50 rows and a remainder of 23.
         let page: Vec<Record> = (0..123).map(record).collect();
         store
-            .apply_page(&StreamKey::new("t", ""), &table, run, &page, "{}", None)
+            .apply_page(
+                &StreamKey::new("t", ""),
+                &table,
+                run,
+                &page,
+                "{}",
+                None,
+                None,
+            )
             .unwrap();
         let mut stmt = store
             .conn

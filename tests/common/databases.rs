@@ -122,11 +122,13 @@ impl TestDatabase {
         }
     }
 
-    /// Every row of `query`.
+    /// Every row of `query`. apisync's own tables are named as on SQLite
+    /// (`_apisync_runs`); on PostgreSQL they are read in their schema
+    /// (`_apisync.runs`).
     pub fn query(&self, query: &str) -> Rows {
         match self {
             TestDatabase::Sqlite(path) => sqlite_rows(path, query),
-            TestDatabase::Postgres(db) => db.query(query),
+            TestDatabase::Postgres(db) => db.query(&state_names_for_postgres(query)),
         }
     }
 
@@ -137,7 +139,7 @@ impl TestDatabase {
                 .expect("open database")
                 .execute_batch(statements)
                 .expect("execute"),
-            TestDatabase::Postgres(db) => drop(db.query(statements)),
+            TestDatabase::Postgres(db) => drop(db.query(&state_names_for_postgres(statements))),
         }
     }
 
@@ -167,6 +169,46 @@ impl TestDatabase {
             })
             .collect()
     }
+}
+
+/// apisync's own tables, by their name in the PostgreSQL schema `_apisync`;
+/// on SQLite each is `_apisync_` and the name.
+const STATE_TABLES: &[&str] = &[
+    "schema_version",
+    "runs",
+    "checkpoints",
+    "marks",
+    "finished_streams",
+    "job_leases",
+    "invocations",
+    "invocation_holders",
+    "invocation_streams",
+    "invocation_jobs",
+    "run_shards",
+    "refresh_tokens",
+];
+
+/// `_apisync_runs` (SQLite's name) as `_apisync.runs` (PostgreSQL's).
+pub fn state_names_for_postgres(sql: &str) -> String {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find("_apisync_") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let tail = &from["_apisync_".len()..];
+        let end = tail.find(|c: char| !is_ident(c)).unwrap_or(tail.len());
+        let starts_word = !before.ends_with(is_ident);
+        out.push_str(if starts_word && STATE_TABLES.contains(&&tail[..end]) {
+            "_apisync."
+        } else {
+            "_apisync_"
+        });
+        out.push_str(&tail[..end]);
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn sqlite_rows(path: &Path, query: &str) -> Rows {

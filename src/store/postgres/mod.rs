@@ -31,6 +31,7 @@ use postgres::GenericClient;
 
 use super::database::PostgresUrl;
 use super::error::StoreError;
+use super::sql::PG_STATE_SCHEMA;
 pub(crate) use conn::PgConn;
 pub(crate) use read::PgReader;
 
@@ -51,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../../migrations/postgres/0004_shards.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/postgres/0005_own_namespace.sql"),
     ),
 ];
 
@@ -110,19 +115,12 @@ pub(crate) fn migrate(conn: &PgConn) -> Result<(), StoreError> {
         };
         let mut tx = session.client.transaction().map_err(db)?;
         xact_lock(&mut tx, "migrate").map_err(db)?;
-        // Created only when missing: CREATE ... IF NOT EXISTS would still
-        // need the CREATE privilege on the schema.
-        if !write::table_exists(&mut tx, "schema_version").map_err(db)? {
-            tx.batch_execute(
-                "CREATE TABLE schema_version (
-                     version bigint PRIMARY KEY,
-                     applied_at text NOT NULL
-                 )",
-            )
-            .map_err(db)?;
-        }
+        ensure_version_table(&mut tx).map_err(db)?;
         let applied: Vec<i64> = tx
-            .query("SELECT version FROM schema_version ORDER BY version", &[])
+            .query(
+                "SELECT version FROM _apisync.schema_version ORDER BY version",
+                &[],
+            )
             .map_err(db)?
             .iter()
             .map(|r| r.get(0))
@@ -143,7 +141,7 @@ pub(crate) fn migrate(conn: &PgConn) -> Result<(), StoreError> {
             };
             tx.batch_execute(sql).map_err(failed)?;
             tx.execute(
-                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                "INSERT INTO _apisync.schema_version (version, applied_at) VALUES ($1, $2)",
                 &[&version, &super::open::now()],
             )
             .map_err(failed)?;
@@ -152,10 +150,53 @@ pub(crate) fn migrate(conn: &PgConn) -> Result<(), StoreError> {
     })?
 }
 
+/// Create the schema `_apisync` and its bookkeeping table, or move an older
+/// database's `schema_version` (found through the search_path, where schema
+/// 1 created it) into it; migration 5 moves the other tables. Objects are
+/// created only when missing: CREATE ... IF NOT EXISTS would still need the
+/// CREATE privilege on the database or schema.
+fn ensure_version_table(tx: &mut postgres::Transaction<'_>) -> Result<(), postgres::Error> {
+    let exists = |tx: &mut postgres::Transaction<'_>, name: &str| {
+        tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .map(|r| r.get::<_, bool>(0))
+    };
+    let schema: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&PG_STATE_SCHEMA],
+        )?
+        .get(0);
+    if !schema {
+        tx.batch_execute("CREATE SCHEMA _apisync")?;
+    }
+    if exists(tx, "_apisync.schema_version")? {
+        return Ok(());
+    }
+    // Only the one an older apisync wrote (exactly its two columns), not
+    // a table of another tool that shares the database (Flyway's was
+    // called `schema_version` too).
+    let legacy: Option<String> = tx
+        .query_one(
+            "SELECT string_agg(attname::text, ',' ORDER BY attnum) FROM pg_attribute
+             WHERE attrelid = to_regclass('schema_version') AND attnum > 0 AND NOT attisdropped",
+            &[],
+        )?
+        .get(0);
+    if legacy.as_deref() == Some("version,applied_at") {
+        return tx.batch_execute("ALTER TABLE schema_version SET SCHEMA _apisync");
+    }
+    tx.batch_execute(
+        "CREATE TABLE _apisync.schema_version (
+             version bigint PRIMARY KEY,
+             applied_at text NOT NULL
+         )",
+    )
+}
+
 #[cfg(test)]
 impl PgStore {
     pub(crate) fn exec_sql(&mut self, sql: &str) {
-        let sql = sql.to_string();
+        let sql = super::sql::state_names_for_postgres(sql);
         self.conn
             .run(move |s| s.client.batch_execute(&sql))
             .expect("connection")
@@ -163,7 +204,7 @@ impl PgStore {
     }
 
     pub(crate) fn query_text(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
-        let sql = sql.to_string();
+        let sql = super::sql::state_names_for_postgres(sql);
         let messages = self
             .conn
             .run(move |s| s.client.simple_query(&sql))
@@ -298,9 +339,9 @@ mod backend_tests {
         let mut store = db.store();
         assert_eq!(
             store.query_text(
-                "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM _apisync.schema_version"
             ),
-            [[Some("1,2,3,4".to_string())]]
+            [[Some("1,2,3,4,5".to_string())]]
         );
     }
 
@@ -310,7 +351,7 @@ mod backend_tests {
             return;
         };
         let mut store = db.store();
-        store.exec_sql("INSERT INTO schema_version VALUES (999, 'later')");
+        store.exec_sql("INSERT INTO _apisync.schema_version VALUES (999, 'later')");
         drop(store);
         let err = Store::open(&db.database).unwrap_err();
         assert!(
@@ -382,10 +423,12 @@ mod backend_tests {
             "SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p
              WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
         );
+        // apisync's tables are `_apisync_NAME` on SQLite, `_apisync.NAME`
+        // on PostgreSQL.
         let on_postgres = columns(
             &pg,
-            "SELECT table_name::text, column_name::text FROM information_schema.columns
-             WHERE table_schema = current_schema()",
+            "SELECT '_apisync_' || table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = '_apisync'",
         );
         assert!(on_sqlite.len() > 20, "{on_sqlite:?}");
         assert_eq!(on_postgres, on_sqlite);
@@ -410,7 +453,9 @@ mod backend_tests {
         owner.exec_sql(&format!(
             "CREATE ROLE {role} LOGIN;
              REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT USAGE ON SCHEMA _apisync TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA _apisync TO {role};"
         ));
         drop(owner);
         let mut url = url::Url::parse(url(&db).expose()).unwrap();
@@ -533,7 +578,7 @@ mod backend_tests {
             [[Some("new".to_string())], [Some("new".to_string())]]
         );
         assert_eq!(
-            store.query_text("SELECT position FROM checkpoints WHERE job = 't'"),
+            store.query_text("SELECT position FROM _apisync.checkpoints WHERE job = 't'"),
             [[Some(r#"{"page":2}"#.to_string())]]
         );
     }
@@ -558,7 +603,9 @@ mod backend_tests {
             .unwrap();
         store.exec_sql("SET default_transaction_isolation = 'repeatable read'");
         let mut other = db.store();
-        other.exec_sql("BEGIN; UPDATE checkpoints SET updated_at = updated_at WHERE job = 't'");
+        other.exec_sql(
+            "BEGIN; UPDATE _apisync.checkpoints SET updated_at = updated_at WHERE job = 't'",
+        );
         let mut watcher = db.store();
         std::thread::scope(|scope| {
             // Takes its snapshot with its rows, then waits for the
@@ -571,7 +618,7 @@ mod backend_tests {
             page.join().unwrap().unwrap();
         });
         assert_eq!(
-            store.query_text("SELECT position FROM checkpoints WHERE job = 't'"),
+            store.query_text("SELECT position FROM _apisync.checkpoints WHERE job = 't'"),
             [[Some(r#"{"page":2}"#.to_string())]]
         );
         assert_eq!(

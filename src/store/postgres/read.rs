@@ -133,7 +133,7 @@ impl PgReader {
         self.conn.run(move |s| {
             s.client
                 .query(
-                    "SELECT partition FROM finished_streams WHERE job = $1 AND partition = ANY($2)",
+                    "SELECT partition FROM _apisync.finished_streams WHERE job = $1 AND partition = ANY($2)",
                     &[&job, &partitions],
                 )
                 .map(|rows| rows.iter().map(|r| r.get(0)).collect())

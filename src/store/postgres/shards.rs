@@ -85,11 +85,11 @@ impl PgStore {
             // orders could deadlock.
             xact_lock(&mut tx, "shard-prune").map_err(&err)?;
             let old = stale_cutoff(KEEP_STREAMS);
-            for table in ["invocation_streams", "invocation_holders"] {
+            for table in ["_apisync.invocation_streams", "_apisync.invocation_holders"] {
                 tx.execute(
                     &format!(
                         "DELETE FROM {table} WHERE invocation <> $2 AND invocation IN
-                             (SELECT invocation FROM invocations
+                             (SELECT invocation FROM _apisync.invocations
                               WHERE started_at COLLATE \"C\" < $1)"
                     ),
                     &[&old, &invocation],
@@ -97,7 +97,7 @@ impl PgStore {
                 .map_err(&err)?;
             }
             tx.execute(
-                "INSERT INTO invocation_holders
+                "INSERT INTO _apisync.invocation_holders
                      (invocation, holder, shard, steal, started_at, heartbeat_at, ended_at)
                  VALUES ($1, $2, $3, $4, $5, $5, NULL)
                  ON CONFLICT (invocation, holder) DO UPDATE
@@ -132,12 +132,12 @@ impl PgStore {
             let stmt = s
                 .prepared(
                     "SELECT max(started_at COLLATE \"C\") FROM (
-                         SELECT r.started_at FROM runs r
+                         SELECT r.started_at FROM _apisync.runs r
                          WHERE r.job = $1 AND r.status = 'succeeded'
-                           AND NOT EXISTS (SELECT 1 FROM run_shards t WHERE t.run_id = r.id)
+                           AND NOT EXISTS (SELECT 1 FROM _apisync.run_shards t WHERE t.run_id = r.id)
                          UNION ALL
-                         SELECT i.started_at FROM invocation_jobs j
-                         JOIN invocations i ON i.invocation = j.invocation
+                         SELECT i.started_at FROM _apisync.invocation_jobs j
+                         JOIN _apisync.invocations i ON i.invocation = j.invocation
                          WHERE j.job = $1 AND j.invocation <> $2) s",
                 )
                 .map_err(db_err("read the last successful runs"))?;
@@ -158,11 +158,14 @@ impl PgStore {
         let err = run_err(run_id, "forget an empty shard run");
         self.conn.run(move |s| {
             let mut tx = s.client.transaction().map_err(&err)?;
-            tx.execute("DELETE FROM run_shards WHERE run_id = $1", &[&run_id.0])
-                .map_err(&err)?;
             tx.execute(
-                "DELETE FROM runs WHERE id = $1
-                 AND NOT EXISTS (SELECT 1 FROM finished_streams WHERE run_id = $1)",
+                "DELETE FROM _apisync.run_shards WHERE run_id = $1",
+                &[&run_id.0],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "DELETE FROM _apisync.runs WHERE id = $1
+                 AND NOT EXISTS (SELECT 1 FROM _apisync.finished_streams WHERE run_id = $1)",
                 &[&run_id.0],
             )
             .map_err(&err)?;
@@ -176,7 +179,7 @@ impl PgStore {
         holder: &str,
     ) -> Result<(), StoreError> {
         self.stamp_holder(
-            "UPDATE invocation_holders SET heartbeat_at = $3 WHERE invocation = $1 AND holder = $2",
+            "UPDATE _apisync.invocation_holders SET heartbeat_at = $3 WHERE invocation = $1 AND holder = $2",
             invocation,
             holder,
             "renew this process's heartbeat",
@@ -185,7 +188,7 @@ impl PgStore {
 
     pub(crate) fn end_holder(&mut self, invocation: &str, holder: &str) -> Result<(), StoreError> {
         self.stamp_holder(
-            "UPDATE invocation_holders SET ended_at = $3 WHERE invocation = $1 AND holder = $2",
+            "UPDATE _apisync.invocation_holders SET ended_at = $3 WHERE invocation = $1 AND holder = $2",
             invocation,
             holder,
             "record the end of this process",
@@ -244,7 +247,7 @@ impl PgStore {
         tx.commit_after(err, move |s| {
             let at = now();
             let claim = s.prepared(
-                "INSERT INTO invocation_streams
+                "INSERT INTO _apisync.invocation_streams
                      (invocation, job, partition, shard, status, holder, claimed_at, finished_at)
                  VALUES ($1, $2, $3, $4, 'running', $5, $6, NULL)
                  ON CONFLICT (invocation, job, partition) DO UPDATE SET status = 'running',
@@ -257,10 +260,10 @@ impl PgStore {
             )?;
             if let Some(old) = old {
                 s.client.execute(
-                    "UPDATE runs SET status = 'interrupted', finished_at = $2,
+                    "UPDATE _apisync.runs SET status = 'interrupted', finished_at = $2,
                          error = coalesce(error, $4)
                      WHERE status = 'running' AND job = $3
-                       AND id IN (SELECT run_id FROM run_shards WHERE holder = $1)",
+                       AND id IN (SELECT run_id FROM _apisync.run_shards WHERE holder = $1)",
                     &[&old, &at, &key.job, &TAKEN_OVER],
                 )?;
             }
@@ -282,7 +285,7 @@ impl PgStore {
         self.conn.run(move |s| {
             let changed = match end {
                 ClaimEnd::Release => s.client.execute(
-                    "DELETE FROM invocation_streams
+                    "DELETE FROM _apisync.invocation_streams
                      WHERE invocation = $1 AND job = $2 AND partition = $3 AND holder = $4
                        AND status = 'running'",
                     &[&invocation, &key.job, &key.partition, &holder],
@@ -294,7 +297,7 @@ impl PgStore {
                         "failed"
                     };
                     s.client.execute(
-                        "UPDATE invocation_streams SET status = $5, finished_at = $6
+                        "UPDATE _apisync.invocation_streams SET status = $5, finished_at = $6
                          WHERE invocation = $1 AND job = $2 AND partition = $3 AND holder = $4
                            AND status = 'running'",
                         &[
@@ -323,7 +326,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .query(
-                    "SELECT partition FROM invocation_streams
+                    "SELECT partition FROM _apisync.invocation_streams
                      WHERE invocation = $1 AND job = $2 AND status = 'done'
                        AND partition = ANY($3)",
                     &[&invocation, &job, &partitions],
@@ -346,10 +349,10 @@ impl PgStore {
             s.client
                 .query(
                     "SELECT st.partition, st.status, st.holder, EXISTS (
-                         SELECT 1 FROM invocation_holders h
+                         SELECT 1 FROM _apisync.invocation_holders h
                          WHERE h.invocation = st.invocation AND h.holder = st.holder
                            AND h.ended_at IS NULL AND h.heartbeat_at COLLATE \"C\" >= $3)
-                     FROM invocation_streams st
+                     FROM _apisync.invocation_streams st
                      WHERE st.invocation = $1 AND st.job = $2 AND st.status <> 'done'
                      ORDER BY st.partition",
                     &[&inv, &job_name, &cutoff],
@@ -383,7 +386,7 @@ impl PgStore {
         let rows = self.conn.run(move |s| {
             s.client
                 .query(
-                    "SELECT holder, shard FROM invocation_holders
+                    "SELECT holder, shard FROM _apisync.invocation_holders
                      WHERE invocation = $1 AND ended_at IS NULL
                        AND heartbeat_at COLLATE \"C\" >= $2",
                     &[&invocation, &cutoff],
@@ -428,10 +431,10 @@ impl PgStore {
             }
             let at = now();
             tx.execute(
-                "INSERT INTO invocation_streams
+                "INSERT INTO _apisync.invocation_streams
                      (invocation, job, partition, shard, status, holder, claimed_at, finished_at)
                  SELECT $1, job, partition, -1, 'done', '', finished_at, finished_at
-                 FROM finished_streams WHERE job = $2 AND NOT starts_with(partition, $3)
+                 FROM _apisync.finished_streams WHERE job = $2 AND NOT starts_with(partition, $3)
                  ON CONFLICT (invocation, job, partition) DO UPDATE SET status = 'done',
                      finished_at = coalesce(invocation_streams.finished_at, excluded.finished_at)",
                 &[&invocation, &job, &BACKFILL_PREFIX],
@@ -439,7 +442,7 @@ impl PgStore {
             .map_err(&err)?;
             end_pass(&mut tx, &job, &table)?;
             tx.execute(
-                "INSERT INTO invocation_jobs (invocation, job, completed_at) VALUES ($1, $2, $3)",
+                "INSERT INTO _apisync.invocation_jobs (invocation, job, completed_at) VALUES ($1, $2, $3)",
                 &[&invocation, &job, &at],
             )
             .map_err(&err)?;
@@ -462,13 +465,13 @@ impl PgStore {
             let mut tx = s.client.transaction().map_err(&err)?;
             let run_id: i64 = tx
                 .query_one(
-                    "INSERT INTO runs (job, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
+                    "INSERT INTO _apisync.runs (job, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
                     &[&job, &now()],
                 )
                 .map_err(&err)?
                 .get(0);
             tx.execute(
-                "INSERT INTO run_shards (run_id, invocation, shard, holder) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO _apisync.run_shards (run_id, invocation, shard, holder) VALUES ($1, $2, $3, $4)",
                 &[&run_id, &invocation, &shard_int(shard), &holder],
             )
             .map_err(&err)?;
@@ -483,12 +486,12 @@ impl PgStore {
 fn begin_invocation(c: &mut impl GenericClient, invocation: &str, at: &str) -> PgResult<String> {
     xact_lock(c, &format!("invocation:{invocation}"))?;
     c.execute(
-        "INSERT INTO invocations (invocation, started_at) VALUES ($1, $2)
+        "INSERT INTO _apisync.invocations (invocation, started_at) VALUES ($1, $2)
          ON CONFLICT (invocation) DO NOTHING",
         &[&invocation, &at],
     )?;
     c.query_one(
-        "SELECT started_at FROM invocations WHERE invocation = $1",
+        "SELECT started_at FROM _apisync.invocations WHERE invocation = $1",
         &[&invocation],
     )
     .map(|r| r.get(0))
@@ -496,7 +499,7 @@ fn begin_invocation(c: &mut impl GenericClient, invocation: &str, at: &str) -> P
 
 fn job_completed(c: &mut impl GenericClient, invocation: &str, job: &str) -> PgResult<bool> {
     c.query_one(
-        "SELECT EXISTS (SELECT 1 FROM invocation_jobs WHERE invocation = $1 AND job = $2)",
+        "SELECT EXISTS (SELECT 1 FROM _apisync.invocation_jobs WHERE invocation = $1 AND job = $2)",
         &[&invocation, &job],
     )
     .map(|r| r.get(0))
@@ -510,8 +513,8 @@ fn find_claim(
     cutoff: &str,
 ) -> PgResult<Found> {
     let finished = s.prepared(
-        "SELECT EXISTS (SELECT 1 FROM invocation_jobs WHERE invocation = $1 AND job = $2)
-             OR EXISTS (SELECT 1 FROM finished_streams WHERE job = $2 AND partition = $3)",
+        "SELECT EXISTS (SELECT 1 FROM _apisync.invocation_jobs WHERE invocation = $1 AND job = $2)
+             OR EXISTS (SELECT 1 FROM _apisync.finished_streams WHERE job = $2 AND partition = $3)",
     )?;
     if s.client
         .query_one(&finished, &[&invocation, &key.job, &key.partition])?
@@ -521,10 +524,10 @@ fn find_claim(
     }
     let claim = s.prepared(
         "SELECT st.status, st.holder, EXISTS (
-             SELECT 1 FROM invocation_holders h
+             SELECT 1 FROM _apisync.invocation_holders h
              WHERE h.invocation = st.invocation AND h.holder = st.holder
                AND h.ended_at IS NULL AND h.heartbeat_at COLLATE \"C\" >= $4)
-         FROM invocation_streams st
+         FROM _apisync.invocation_streams st
          WHERE st.invocation = $1 AND st.job = $2 AND st.partition = $3",
     )?;
     let row = s
@@ -557,7 +560,7 @@ pub(crate) fn check_claim(
     let Some(claim) = claim else { return Ok(()) };
     let held = tx
         .query_opt(
-            "SELECT 1 FROM invocation_streams
+            "SELECT 1 FROM _apisync.invocation_streams
              WHERE invocation = $1 AND job = $2 AND partition = $3 AND holder = $4
                AND status = 'running'
              FOR SHARE",

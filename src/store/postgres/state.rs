@@ -7,9 +7,9 @@ use std::time::Duration;
 use postgres::GenericClient;
 
 use super::super::error::StoreError;
-use super::super::leases::{LeaseOutcome, ORPHANED, lease_decision};
+use super::super::leases::{LeaseOutcome, ORPHANED, lease_decision, lease_held};
 use super::super::open::now;
-use super::super::sql::{quote_ident, staging_name};
+use super::super::sql::{PG_STATE_TABLES, quote_ident, staging_name};
 use super::super::streams::{BACKFILL_PREFIX, reset_statements};
 use super::super::types::{
     JobStatus, Reset, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec,
@@ -22,6 +22,27 @@ use crate::plan::WriteMode;
 use crate::store::shards::HeldClaim;
 
 type PgResult<T> = Result<T, postgres::Error>;
+
+/// Refuse a write for `job` unless `holder` still holds the job's lease
+/// (see the SQLite `check_lease`). `FOR SHARE` holds off a takeover (an
+/// UPDATE of the row) until this transaction ends, and a takeover that
+/// committed first is seen: the page commits before the takeover or not
+/// at all.
+pub(crate) fn check_lease(
+    c: &mut impl GenericClient,
+    job: &str,
+    holder: Option<&str>,
+) -> Result<(), StoreError> {
+    let Some(holder) = holder else { return Ok(()) };
+    let now: Option<String> = c
+        .query_opt(
+            "SELECT holder FROM _apisync.job_leases WHERE job = $1 FOR SHARE",
+            &[&job],
+        )
+        .map_err(job_err(job, "check its lease"))?
+        .map(|r| r.get(0));
+    lease_held(job, holder, now)
+}
 
 pub(super) fn stream_err(
     stream: &StreamKey,
@@ -47,7 +68,7 @@ pub(super) fn end_pass(
         swap_in(tx, &table.table)?;
     }
     tx.execute(
-        "DELETE FROM finished_streams WHERE job = $1 AND NOT starts_with(partition, $2)",
+        "DELETE FROM _apisync.finished_streams WHERE job = $1 AND NOT starts_with(partition, $2)",
         &[&job, &BACKFILL_PREFIX],
     )
     .map(drop)
@@ -72,7 +93,7 @@ pub(crate) fn save_checkpoint(
     position: &str,
 ) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO checkpoints (job, partition, position, updated_at) VALUES ($1, $2, $3, $4)
+        "INSERT INTO _apisync.checkpoints (job, partition, position, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (job, partition) DO UPDATE
          SET position = excluded.position, updated_at = excluded.updated_at",
         &[&stream.job, &stream.partition, &position, &now()],
@@ -92,13 +113,13 @@ pub(crate) fn end_stream(
     let err = stream_err(stream, "record the end of the stream");
     let at = now();
     c.execute(
-        "DELETE FROM checkpoints WHERE job = $1 AND partition = $2",
+        "DELETE FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
         &[&stream.job, &stream.partition],
     )
     .map_err(&err)?;
     if let Some(value) = mark {
         c.execute(
-            "INSERT INTO marks (job, partition, value, updated_at) VALUES ($1, $2, $3, $4)
+            "INSERT INTO _apisync.marks (job, partition, value, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (job, partition) DO UPDATE
              SET value = excluded.value, updated_at = excluded.updated_at",
             &[&stream.job, &stream.partition, &value, &at],
@@ -106,7 +127,7 @@ pub(crate) fn end_stream(
         .map_err(&err)?;
     }
     c.execute(
-        "INSERT INTO finished_streams (job, partition, run_id, finished_at) VALUES ($1, $2, $3, $4)
+        "INSERT INTO _apisync.finished_streams (job, partition, run_id, finished_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (job, partition) DO UPDATE
          SET run_id = excluded.run_id, finished_at = excluded.finished_at",
         &[&stream.job, &stream.partition, &run_id.0, &at],
@@ -117,7 +138,7 @@ pub(crate) fn end_stream(
 
 fn finished_partitions(c: &mut impl GenericClient, job: &str) -> PgResult<Vec<String>> {
     Ok(c.query(
-        "SELECT partition FROM finished_streams WHERE job = $1 ORDER BY partition",
+        "SELECT partition FROM _apisync.finished_streams WHERE job = $1 ORDER BY partition",
         &[&job],
     )?
     .iter()
@@ -128,7 +149,7 @@ fn finished_partitions(c: &mut impl GenericClient, job: &str) -> PgResult<Vec<St
 impl PgStore {
     pub(crate) fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.load_value(
-            "SELECT position FROM checkpoints WHERE job = $1 AND partition = $2",
+            "SELECT position FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
             stream,
             "load the checkpoint",
         )
@@ -136,7 +157,7 @@ impl PgStore {
 
     pub(crate) fn load_mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.load_value(
-            "SELECT value FROM marks WHERE job = $1 AND partition = $2",
+            "SELECT value FROM _apisync.marks WHERE job = $1 AND partition = $2",
             stream,
             "load the mark",
         )
@@ -163,7 +184,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .execute(
-                    "DELETE FROM checkpoints WHERE job = $1 AND partition = $2",
+                    "DELETE FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
                     &[&stream.job, &stream.partition],
                 )
                 .map(drop)
@@ -177,12 +198,15 @@ impl PgStore {
         run_id: RunId,
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
         let (stream, mark, claim) = (stream.clone(), mark.map(str::to_string), claim.cloned());
+        let lease = lease.map(str::to_string);
         self.conn.run(move |s| {
             let err = stream_err(&stream, "record the end of the stream");
             let mut tx = s.client.transaction().map_err(&err)?;
             check_claim(&mut tx, &stream, claim.as_ref())?;
+            check_lease(&mut tx, &stream.job, lease.as_deref())?;
             end_stream(&mut tx, &stream, run_id, mark.as_deref())?;
             tx.commit().map_err(&err)
         })?
@@ -200,11 +224,13 @@ impl PgStore {
         &mut self,
         job: &str,
         table: &TableSpec,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (job, table) = (job.to_string(), table.clone());
+        let (job, table, lease) = (job.to_string(), table.clone(), lease.map(str::to_string));
         self.conn.run(move |s| {
             let err = job_err(&job, "complete the pass");
             let mut tx = s.client.transaction().map_err(&err)?;
+            check_lease(&mut tx, &job, lease.as_deref())?;
             end_pass(&mut tx, &job, &table)?;
             tx.commit().map_err(&err)
         })?
@@ -215,7 +241,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .execute(
-                    "DELETE FROM finished_streams WHERE job = $1 AND starts_with(partition, $2)",
+                    "DELETE FROM _apisync.finished_streams WHERE job = $1 AND starts_with(partition, $2)",
                     &[&job, &BACKFILL_PREFIX],
                 )
                 .map(drop)
@@ -233,7 +259,7 @@ impl PgStore {
         self.conn.run(move |s| {
             let err = job_err(&job, "reset its state");
             let mut tx = s.client.transaction().map_err(&err)?;
-            for sql in reset_statements(reset, false) {
+            for sql in reset_statements(reset, false, PG_STATE_TABLES) {
                 tx.execute(&sql, &[&job]).map_err(&err)?;
             }
             let drop_staging = format!(
@@ -254,7 +280,7 @@ impl PgStore {
         self.conn.run(move |s| {
             let err = stream_err(&stream, "reset its state");
             let mut tx = s.client.transaction().map_err(err.clone())?;
-            for sql in reset_statements(reset, true) {
+            for sql in reset_statements(reset, true, PG_STATE_TABLES) {
                 tx.execute(&sql, &[&stream.job, &stream.partition])
                     .map_err(err.clone())?;
             }
@@ -267,7 +293,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .query_one(
-                    "INSERT INTO runs (job, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
+                    "INSERT INTO _apisync.runs (job, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
                     &[&job, &now()],
                 )
                 .map(|r| RunId(r.get(0)))
@@ -286,7 +312,7 @@ impl PgStore {
             let changed = s
                 .client
                 .execute(
-                    "UPDATE runs SET status = $2, finished_at = $3, pages = $4, records = $5, error = $6
+                    "UPDATE _apisync.runs SET status = $2, finished_at = $3, pages = $4, records = $5, error = $6
                      WHERE id = $1",
                     &[
                         &run_id.0,
@@ -359,7 +385,7 @@ impl PgStore {
             xact_lock(&mut s.client, &format!("lease:{name}"))?;
             s.client
                 .query_opt(
-                    "SELECT holder, heartbeat_at FROM job_leases WHERE job = $1",
+                    "SELECT holder, heartbeat_at FROM _apisync.job_leases WHERE job = $1",
                     &[&name],
                 )
                 .map(|row| row.map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))))
@@ -376,14 +402,14 @@ impl PgStore {
         tx.commit_after(err(), move |s| {
             let at = now();
             s.client.execute(
-                "INSERT INTO job_leases (job, holder, acquired_at, heartbeat_at) VALUES ($1, $2, $3, $3)
+                "INSERT INTO _apisync.job_leases (job, holder, acquired_at, heartbeat_at) VALUES ($1, $2, $3, $3)
                  ON CONFLICT (job) DO UPDATE SET holder = excluded.holder,
                      acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
                 &[&name, &me, &at],
             )?;
             s.client
                 .execute(
-                    "UPDATE runs SET status = 'interrupted', finished_at = $2,
+                    "UPDATE _apisync.runs SET status = 'interrupted', finished_at = $2,
                          error = coalesce(error, $3)
                      WHERE job = $1 AND status = 'running'",
                     &[&name, &at, &ORPHANED],
@@ -398,7 +424,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .execute(
-                    "UPDATE job_leases SET heartbeat_at = $3 WHERE job = $1 AND holder = $2",
+                    "UPDATE _apisync.job_leases SET heartbeat_at = $3 WHERE job = $1 AND holder = $2",
                     &[&job, &holder, &now()],
                 )
                 .map(|changed| changed == 1)
@@ -411,7 +437,7 @@ impl PgStore {
         self.conn.run(move |s| {
             s.client
                 .execute(
-                    "DELETE FROM job_leases WHERE job = $1 AND holder = $2",
+                    "DELETE FROM _apisync.job_leases WHERE job = $1 AND holder = $2",
                     &[&job, &holder],
                 )
                 .map(drop)
@@ -426,7 +452,7 @@ fn clamp(n: u64) -> i64 {
 
 fn last_success(c: &mut impl GenericClient, job: &str) -> PgResult<Option<String>> {
     c.query_opt(
-        "SELECT started_at FROM runs WHERE job = $1 AND status = 'succeeded'
+        "SELECT started_at FROM _apisync.runs WHERE job = $1 AND status = 'succeeded'
          ORDER BY id DESC LIMIT 1",
         &[&job],
     )
@@ -437,7 +463,7 @@ fn job_status(c: &mut impl GenericClient, job: &str, table: &str) -> PgResult<Jo
     let last_run = c
         .query_opt(
             "SELECT id, status, started_at, finished_at, pages, records, error
-             FROM runs WHERE job = $1 ORDER BY id DESC LIMIT 1",
+             FROM _apisync.runs WHERE job = $1 ORDER BY id DESC LIMIT 1",
             &[&job],
         )?
         .map(|r| -> RunRecord {
@@ -468,10 +494,14 @@ fn job_status(c: &mut impl GenericClient, job: &str, table: &str) -> PgResult<Jo
         rows,
         checkpoints: by_partition(
             c,
-            "SELECT partition, position FROM checkpoints WHERE job = $1",
+            "SELECT partition, position FROM _apisync.checkpoints WHERE job = $1",
             job,
         )?,
-        marks: by_partition(c, "SELECT partition, value FROM marks WHERE job = $1", job)?,
+        marks: by_partition(
+            c,
+            "SELECT partition, value FROM _apisync.marks WHERE job = $1",
+            job,
+        )?,
         finished_partitions: finished_partitions(c, job)?,
     })
 }

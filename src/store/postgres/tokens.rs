@@ -35,7 +35,7 @@ impl PgTokenStore {
 fn read(client: &mut postgres::Client, auth: &str) -> Result<Option<Secret>, postgres::Error> {
     client
         .query_opt(
-            "SELECT refresh_token FROM _apisync_refresh_tokens WHERE auth = $1",
+            "SELECT refresh_token FROM _apisync.refresh_tokens WHERE auth = $1",
             &[&auth],
         )
         .map(|row| row.map(|r| Secret::new(r.get::<_, String>(0))))
@@ -104,7 +104,7 @@ impl RefreshGuard for PgGuard {
             conn.run(move |s| {
                 if let Some(token) = rotated {
                     s.client.execute(
-                        "INSERT INTO _apisync_refresh_tokens (auth, refresh_token, updated_at)
+                        "INSERT INTO _apisync.refresh_tokens (auth, refresh_token, updated_at)
                          VALUES ($1, $2, $3)
                          ON CONFLICT (auth) DO UPDATE SET
                            refresh_token = excluded.refresh_token, updated_at = excluded.updated_at",

@@ -13,7 +13,7 @@ use super::super::types::{RunId, StreamKey, TableSpec};
 use super::super::write::check_columns;
 use super::conn::Session;
 use super::shards::check_claim;
-use super::state::{end_stream, save_checkpoint};
+use super::state::{check_lease, end_stream, save_checkpoint};
 use super::{PgStore, xact_lock};
 use crate::fetch::Record;
 use crate::plan::WriteMode;
@@ -53,7 +53,7 @@ impl Columns {
             .collect();
         Columns {
             pk: kept.iter().map(|r| r.pk.clone()).collect(),
-            data: kept.iter().map(|r| r.json.clone()).collect(),
+            data: kept.iter().map(|r| jsonb_safe(&r.json)).collect(),
             declared,
         }
     }
@@ -62,7 +62,38 @@ impl Columns {
 /// A declared column's value as jsonb text; JSON null is SQL NULL (as on
 /// SQLite).
 fn json_text(value: &serde_json::Value) -> Option<String> {
-    (!value.is_null()).then(|| value.to_string())
+    (!value.is_null()).then(|| jsonb_safe(&value.to_string()))
+}
+
+/// JSON text that jsonb accepts. jsonb refuses the escape `\u0000` (NUL
+/// cannot be in PostgreSQL text), so a page holding one could never
+/// commit. Each such escape becomes `\\u0000`: the string then holds the
+/// six characters `\u0000` where the API sent a NUL (documented in
+/// docs/postgres.md). Nothing else changes: an escaped backslash (`\\`)
+/// followed by `u0000` is text already and is copied as it is. The text is
+/// valid JSON, so a backslash is always the start of an escape.
+fn jsonb_safe(json: &str) -> String {
+    const NUL: &str = "\\u0000";
+    if !json.contains(NUL) {
+        return json.to_string();
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    let mut rest = json;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        if escape.starts_with(NUL) {
+            out.push_str("\\\\u0000");
+            rest = &escape[NUL.len()..];
+        } else {
+            // The backslash and the character it escapes (a `\\` too).
+            let len = escape[1..].chars().next().map_or(1, |c| 1 + c.len_utf8());
+            out.push_str(&escape[..len]);
+            rest = &escape[len..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `INSERT ... SELECT FROM unnest(...)`: `$1` `_synced_at`, `$2` `_run_id`,
@@ -150,11 +181,13 @@ impl PgStore {
         records: &[Record],
         position: &str,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
         let (key, position) = (stream.clone(), position.to_string());
         self.write_rows_then(
             stream,
             claim,
+            lease,
             table,
             run_id,
             records,
@@ -170,11 +203,13 @@ impl PgStore {
         records: &[Record],
         mark: Option<&str>,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
     ) -> Result<(), StoreError> {
         let (key, mark) = (stream.clone(), mark.map(str::to_string));
         self.write_rows_then(
             stream,
             claim,
+            lease,
             table,
             run_id,
             records,
@@ -183,12 +218,14 @@ impl PgStore {
     }
 
     /// A page's rows, then `after`, in one transaction; first of all, the
-    /// stream's claim if it has one (a page of a stream taken over takes no
-    /// row lock).
+    /// stream's claim and the job's lease if it has them (a page of a
+    /// stream taken over takes no row lock).
+    #[allow(clippy::too_many_arguments)]
     fn write_rows_then(
         &mut self,
         stream: &StreamKey,
         claim: Option<&HeldClaim>,
+        lease: Option<&str>,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
@@ -196,6 +233,7 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         check_columns(table, records)?;
         let (stream, claim) = (stream.clone(), claim.cloned());
+        let lease = lease.map(str::to_string);
         let target = write_target(table);
         let sql = insert_sql(&target, table);
         let rows = Columns::new(records, table.columns.len(), upserts(table));
@@ -212,6 +250,7 @@ impl PgStore {
                 let attempt = (|| {
                     let mut tx = client.transaction().map_err(row_err)?;
                     check_claim(&mut tx, &stream, claim.as_ref())?;
+                    check_lease(&mut tx, &stream.job, lease.as_deref())?;
                     if !rows.data.is_empty() {
                         let synced_at = now();
                         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =

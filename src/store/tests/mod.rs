@@ -1,6 +1,7 @@
 //! Behaviour tests of the store against real SQLite databases (in memory or
 //! temp files) with hand-made pages.
 
+mod leases;
 mod replace;
 mod status;
 mod streams;

@@ -62,7 +62,7 @@ fn the_last_page_and_the_end_of_its_stream_commit_together(db) {
     store
         .apply_page(&t, &table, run, &[unkeyed(r#"{"n":3}"#)], "{\"pages\":1}")
         .unwrap();
-    store.exec_sql("DROP TABLE marks");
+    store.exec_sql("DROP TABLE _apisync_marks");
     assert!(
         store
             .apply_last_page(&t, &table, run, &[unkeyed(r#"{"n":4}"#)], Some("4"))
@@ -320,7 +320,7 @@ fn a_page_whose_checkpoint_cannot_be_saved_leaves_no_rows(db) {
     store
         .apply_page(&s, &table, run, &[unkeyed(r#"{"n":1}"#)], "{\"pages\":1}")
         .unwrap();
-    store.exec_sql("DROP TABLE checkpoints");
+    store.exec_sql("DROP TABLE _apisync_checkpoints");
     assert!(
         store
             .apply_page(&s, &table, run, &[unkeyed(r#"{"n":2}"#)], "{\"pages\":2}")

@@ -247,8 +247,12 @@ fn merge_into_a_table_created_by_append_is_refused(db) {
 
 backend_test! {
 fn hostile_identifiers_cannot_inject_sql(db) {
-    let evil_table = r#"x"; DROP TABLE runs; --"#;
-    let evil_column = r#"c" TEXT); DROP TABLE checkpoints; --"#;
+    // What an injection would drop: apisync's own tables, on each backend.
+    let (evil_table, evil_column) = if db.is_postgres() {
+        (r#"x"; DROP TABLE _apisync.runs; --"#, r#"c" TEXT); DROP TABLE _apisync.checkpoints; --"#)
+    } else {
+        (r#"x"; DROP TABLE _apisync_runs; --"#, r#"c" TEXT); DROP TABLE _apisync_checkpoints; --"#)
+    };
     let (mut store, run) = store_with_run(db, "evil");
     for mode in [WriteMode::Merge, WriteMode::Replace] {
         let table = spec(evil_table, mode, &[evil_column], true);
@@ -292,15 +296,66 @@ fn hostile_identifiers_cannot_inject_sql(db) {
         .into_iter()
         .filter_map(|mut row| row.remove(0))
         .collect();
-    for expected in ["runs", "checkpoints", evil_table] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+    assert!(
+        names.iter().any(|n| n == evil_table),
+        "{evil_table} missing from {names:?}"
+    );
+    for state in ["_apisync_runs", "_apisync_checkpoints"] {
+        // Fails (panics) if the table is gone.
+        store.query_text(&format!("SELECT count(*) FROM {state}"));
     }
     assert_eq!(
         scalar(&mut store, &column_sql).as_deref(),
         Some(evil_column)
     );
+}
+}
+
+backend_test! {
+fn a_nul_in_a_string_is_stored_and_nothing_else_changes(db) {
+    let (mut store, run) = store_with_run(db, "nul");
+    let table = spec("nul", WriteMode::Merge, &["c"], true);
+    store.prepare_table(&table).unwrap();
+    // JSON text as an API sends it: a NUL escape in a value, in a key and in
+    // a declared column, beside an escaped backslash followed by "u0000",
+    // which is text and must stay as it is.
+    let record = |id: u64, json: &str, column: Value| Record {
+        json: json.to_string(),
+        pk: Some(format!("[{id}]")),
+        columns: vec![column],
+    };
+    let page = [
+        record(1, r#"{"id":1,"v":"a\u0000b","k\u0000":1}"#, json!("c\u{0}d")),
+        record(2, r#"{"id":2,"v":"a\\u0000b"}"#, json!("c\\u0000d")),
+    ];
+    store
+        .apply_page(&stream("nul", ""), &table, run, &page, "{}")
+        .unwrap();
+    let (nul, column) = if db.is_postgres() {
+        // jsonb cannot hold NUL: the six characters `\u0000` stand for it.
+        ("a\\u0000b", "c\\u0000d")
+    } else {
+        ("a\u{0}b", "c\u{0}d")
+    };
+    assert_eq!(values(&store, "nul"), [nul, "a\\u0000b"]);
+    let rows: Vec<Value> = store
+        .table_rows("nul")
+        .unwrap()
+        .iter()
+        .map(|row| serde_json::from_str(row).unwrap())
+        .collect();
+    let key = if db.is_postgres() { "k\\u0000" } else { "k\u{0}" };
+    assert_eq!(rows[0][key], 1, "{rows:?}");
+    let columns_sql = if db.is_postgres() {
+        "SELECT c #>> '{}' FROM nul ORDER BY _pk"
+    } else {
+        "SELECT c FROM nul ORDER BY _pk"
+    };
+    let columns: Vec<Option<String>> = store
+        .query_text(columns_sql)
+        .into_iter()
+        .map(|mut row| row.remove(0))
+        .collect();
+    assert_eq!(columns, [Some(column.to_string()), Some("c\\u0000d".to_string())]);
 }
 }
