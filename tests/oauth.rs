@@ -117,10 +117,6 @@ async fn token(
         client: client.clone(),
         basic,
     });
-    if server.gate.load(Ordering::SeqCst) {
-        server.arrived.notify_one();
-        server.release.0.acquire().await.unwrap().forget();
-    }
     if server.unavailable.load(Ordering::SeqCst) > 0 {
         server.unavailable.fetch_sub(1, Ordering::SeqCst);
         return (
@@ -144,6 +140,24 @@ async fn token(
         "expires_in": server.expires_in.lock().unwrap().clone(),
         "unknown_field": {"ignored": true},
     });
+    if let Some(refused) = rotate(&server, &form, n, &mut answer) {
+        return refused;
+    }
+    // Held after the server has issued (and rotated): an answer in flight.
+    if server.gate.load(Ordering::SeqCst) {
+        server.arrived.notify_one();
+        server.release.0.acquire().await.unwrap().forget();
+    }
+    axum::Json(answer).into_response()
+}
+
+/// A refresh grant: refuse a spent refresh token, rotate a valid one.
+fn rotate(
+    server: &Server,
+    form: &HashMap<String, String>,
+    n: u64,
+    answer: &mut serde_json::Value,
+) -> Option<Response> {
     if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
         let used = form["refresh_token"].clone();
         *server
@@ -156,7 +170,7 @@ async fn token(
         if !valid.contains(&used) {
             let body =
                 json!({"error": "invalid_grant", "error_description": "refresh token reused"});
-            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+            return Some((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
         }
         if server.rotate.load(Ordering::SeqCst) {
             valid.remove(&used);
@@ -165,7 +179,7 @@ async fn token(
             answer["refresh_token"] = json!(fresh);
         }
     }
-    axum::Json(answer).into_response()
+    None
 }
 
 async fn start() -> (Arc<Server>, url::Url) {
@@ -251,14 +265,14 @@ async fn client_secret_post_sends_credentials_in_the_body_only() {
     assert_eq!(seen.query.as_deref(), Some("tenant=acme"));
 }
 
+/// The expired-token variant (which needs a clock to move) is the unit test
+/// of the same name in `auth/oauth/source.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_four_tasks_with_an_expired_token_cause_one_token_request() {
+async fn sixty_four_tasks_without_a_token_cause_one_token_request() {
     let (server, url) = start().await;
-    *server.expires_in.lock().unwrap() = json!("0"); // as a string: some providers do
+    *server.expires_in.lock().unwrap() = json!("3600"); // as a string: some providers do
     let plan = AuthPlan::ClientCredentials(oauth(&url, ClientAuthMethod::Basic));
     let credential = credential(plan, Arc::new(NoTokenStore));
-    assert_eq!(bearer(&credential).await.1, 1);
-    *server.expires_in.lock().unwrap() = json!(3600);
     server.gate.store(true, Ordering::SeqCst);
 
     let start = Arc::new(tokio::sync::Barrier::new(64));
@@ -274,10 +288,10 @@ async fn sixty_four_tasks_with_an_expired_token_cause_one_token_request() {
     server.arrived.notified().await;
     server.release.0.add_permits(64);
     for task in tasks {
-        assert_eq!(task.await.unwrap(), ("Bearer at-2".to_string(), 2));
+        assert_eq!(task.await.unwrap(), ("Bearer at-1".to_string(), 1));
     }
-    assert_eq!(server.requests(), 2);
-    assert_eq!(credential.token_requests(), 2);
+    assert_eq!(server.requests(), 1);
+    assert_eq!(credential.token_requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,4 +556,130 @@ async fn final_error_message() {
         .unwrap_err();
     let port = url.port().unwrap().to_string();
     insta::assert_snapshot!(error.to_string().replace(&port, "PORT"));
+}
+
+/// Issue 14 item 3: the request that triggered a refresh is dropped (its
+/// timeout, SIGTERM, the stall watchdog) after the server rotated the
+/// refresh token but before the answer arrived. The refresh must still
+/// finish and store the rotated token, or the next refresh sends the spent
+/// one and the provider answers invalid_grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_survives_the_caller_being_dropped_mid_refresh() {
+    let (server, url) = start().await;
+    server.rotate.store(true, Ordering::SeqCst);
+    server.gate.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteTokenStore::open(&dir.path().join("apisync.db")).unwrap());
+    let credential = credential(refresh_plan(&url), store.clone());
+
+    let caller = tokio::spawn({
+        let credential = credential.clone();
+        async move { bearer(&credential).await }
+    });
+    // The server has rotated rt-1 into rt-2 and holds its answer.
+    server.arrived.notified().await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    server.gate.store(false, Ordering::SeqCst);
+    server.release.0.add_permits(1);
+
+    // The next caller gets the token of the refresh that kept going.
+    assert_eq!(bearer(&credential).await, ("Bearer at-1".to_string(), 1));
+    assert_eq!(store.load("acme").await.unwrap().unwrap().expose(), "rt-2");
+    // And the next refresh sends the rotated token, which the server takes.
+    assert_eq!(
+        credential.invalidate(1).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
+    assert_eq!((server.uses("rt-1"), server.uses("rt-2")), (1, 1));
+    assert_eq!(server.requests(), 2);
+}
+
+/// Shutdown: `settle` waits for the refresh in flight, so the rotated
+/// token is stored before the process exits even though no request waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_waits_for_the_refresh_in_flight_to_store_its_rotation() {
+    let (server, url) = start().await;
+    server.rotate.store(true, Ordering::SeqCst);
+    server.gate.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteTokenStore::open(&dir.path().join("apisync.db")).unwrap());
+    let credential = credential(refresh_plan(&url), store.clone());
+
+    let caller = tokio::spawn({
+        let credential = credential.clone();
+        async move { bearer(&credential).await }
+    });
+    server.arrived.notified().await;
+    caller.abort();
+    let settling = tokio::spawn({
+        let credential = credential.clone();
+        async move { credential.settle(Duration::from_secs(600)).await }
+    });
+    server.release.0.add_permits(1);
+    assert!(settling.await.unwrap(), "the refresh finished");
+    assert_eq!(store.load("acme").await.unwrap().unwrap().expose(), "rt-2");
+    // Settled: no new token request starts while the process stops.
+    assert!(credential.invalidate(1).await.is_err());
+    assert_eq!(server.requests(), 1);
+}
+
+/// Issue 14 item 7: a refresh held at the token endpoint does not hold the
+/// database's write lock: another connection commits at once (a busy
+/// timeout of 0 fails on the first SQLITE_BUSY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_in_flight_does_not_hold_the_database_write_lock() {
+    let (server, url) = start().await;
+    server.rotate.store(true, Ordering::SeqCst);
+    server.gate.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("apisync.db");
+    let store = Arc::new(SqliteTokenStore::open(&db).unwrap());
+    let credential = credential(refresh_plan(&url), store.clone());
+    let caller = tokio::spawn({
+        let credential = credential.clone();
+        async move { bearer(&credential).await }
+    });
+    server.arrived.notified().await;
+
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other.busy_timeout(Duration::ZERO).unwrap();
+    let written = other.execute_batch(
+        "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS pages (n INTEGER);
+         INSERT INTO pages VALUES (1); COMMIT;",
+    );
+    server.release.0.add_permits(1);
+    assert!(written.is_ok(), "{written:?}");
+    assert_eq!(caller.await.unwrap().0, "Bearer at-1");
+    assert_eq!(store.load("acme").await.unwrap().unwrap().expose(), "rt-2");
+}
+
+/// Two processes (separate sources and stores, one database file) whose
+/// refreshes overlap: the second waits for the first's lock, then reads
+/// the rotated token; each refresh token is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_refreshes_of_two_processes_spend_each_refresh_token_once() {
+    let (server, url) = start().await;
+    server.rotate.store(true, Ordering::SeqCst);
+    server.gate.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("apisync.db");
+    let one = credential(
+        refresh_plan(&url),
+        Arc::new(SqliteTokenStore::open(&db).unwrap()),
+    );
+    let two = credential(
+        refresh_plan(&url),
+        Arc::new(SqliteTokenStore::open(&db).unwrap()),
+    );
+    let first = tokio::spawn(async move { bearer(&one).await });
+    server.arrived.notified().await;
+    // The first holds the lock at the token endpoint; the second starts now.
+    let second = tokio::spawn(async move { bearer(&two).await });
+    server.gate.store(false, Ordering::SeqCst);
+    server.release.0.add_permits(1);
+    assert_eq!(first.await.unwrap().0, "Bearer at-1");
+    assert_eq!(second.await.unwrap().0, "Bearer at-2");
+    assert_eq!((server.uses("rt-1"), server.uses("rt-2")), (1, 1));
+    assert_eq!(server.requests(), 2);
 }

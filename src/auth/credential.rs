@@ -146,6 +146,16 @@ impl Credential {
         }
     }
 
+    /// Before the process exits: let a token refresh in flight finish and
+    /// store what it got (see `TokenSource::settle`). True unless one was
+    /// still running at `timeout`.
+    pub async fn settle(&self, timeout: std::time::Duration) -> bool {
+        match &self.kind {
+            Kind::Static(_) => true,
+            Kind::OAuth(source) => source.settle(timeout).await,
+        }
+    }
+
     /// Token requests made so far (0 for static credentials), for stats and tests.
     pub fn token_requests(&self) -> u64 {
         match &self.kind {

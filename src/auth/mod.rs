@@ -9,5 +9,5 @@ mod resolve;
 
 pub use credential::{AppliedAuth, Credential, Credentials, Placement, RefreshOutcome};
 pub use error::AuthError;
-pub use oauth::{NoTokenStore, TokenStore};
+pub use oauth::{NoTokenStore, SETTLE_TIMEOUT, TokenStore};
 pub use resolve::resolve_secret;

@@ -151,6 +151,7 @@ async fn execute_with(
         reader: std::sync::Mutex::new(None),
     };
     let jobs = scheduler::run_jobs(&env, jobs, &mode).await;
+    settle_credentials(&env.credentials).await;
     let report = mode.shard.as_ref().map(|s| ShardReport {
         index: s.spec.index,
         count: s.spec.count,
@@ -164,6 +165,22 @@ async fn execute_with(
         jobs,
         shard: report,
     })
+}
+
+/// Before the run returns and the process exits: a token refresh still in
+/// flight (the requests waiting on it were dropped by SIGTERM, a timeout or
+/// the stall watchdog) is let finish, up to `auth::SETTLE_TIMEOUT`, so a
+/// refresh token the server already rotated is stored, not lost.
+async fn settle_credentials(credentials: &HashMap<String, Result<Arc<Credential>, String>>) {
+    let settling = credentials.values().flatten().map(|credential| async move {
+        if !credential.settle(crate::auth::SETTLE_TIMEOUT).await {
+            tracing::warn!(
+                auth = %credential.name(),
+                "a token refresh was still running when the run ended; a refresh token the provider rotated may be lost (hint: if the next run fails with invalid_grant, authorize again)"
+            );
+        }
+    });
+    futures::future::join_all(settling).await;
 }
 
 /// One credential per auth name used by `jobs`, shared by all of them.

@@ -3,12 +3,18 @@
 //! [`DbTokenStore`] is what the runner holds: it forwards to the SQLite store
 //! here or to the PostgreSQL one (`postgres/tokens.rs`, an advisory lock).
 //!
-//! On SQLite the lock is a `BEGIN IMMEDIATE` transaction on a connection of its own,
-//! held while the token request is in flight: a crashed process releases it
-//! with its file handles, so no stale lease is ever left behind. It has its
-//! own connection and creates its own table, so it does not depend on the
-//! rest of the store.
+//! On SQLite the lock is an OS file lock on a sibling file of the database
+//! (`<db>.<auth>.refresh-lock`), not the database's write lock: a refresh
+//! holds it across its token request (up to minutes with retries), and the
+//! write lock held that long made every other writer (pages, checkpoints,
+//! lease heartbeats, other processes) fail after its busy timeout. The
+//! stored token is read in one short statement and a rotated one written in
+//! another; no transaction spans network I/O. A crashed process releases
+//! the file lock with its file handles, so no stale lock is left behind.
+//! The store has its own connections and creates its own table, so it does
+//! not depend on the rest of the store.
 
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,12 +26,18 @@ use super::postgres::tokens::PgTokenStore;
 use crate::auth::oauth::{RefreshGuard, StoreFailure, TokenStore};
 use crate::secret::Secret;
 
+/// The table of rotated refresh tokens (one place, for a rename).
+pub(crate) const TABLE: &str = "_apisync_refresh_tokens";
 const SCHEMA: &str = include_str!("../../migrations/0002_refresh_tokens.sql");
 /// Short reads and writes.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waiting for another process's refresh: longer than its token request
 /// can take with retries (4 attempts of at most 30 s plus backoff).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a waiter tries the refresh lock again. Polling (rather than a
+/// blocking `lock` on a thread) lets a waiter give up at `LOCK_TIMEOUT` and
+/// be dropped at once when the process stops.
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokensError {
@@ -42,6 +54,19 @@ pub enum TokensError {
         #[source]
         source: Box<super::error::DbError>,
     },
+    #[error(
+        "cannot open the refresh lock file {path}: {source} (hint: check that its folder is writable)"
+    )]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another process held the refresh lock {path} for more than {}s (hint: check for a stuck apisync process refreshing the same auth)",
+        LOCK_TIMEOUT.as_secs()
+    )]
+    LockTimeout { path: PathBuf },
     #[error(transparent)]
     Store(#[from] super::StoreError),
     #[error("the refresh token store task stopped unexpectedly")]
@@ -129,12 +154,81 @@ fn connect(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
 
 fn read(conn: &Connection, auth: &str) -> rusqlite::Result<Option<Secret>> {
     conn.query_row(
-        "SELECT refresh_token FROM _apisync_refresh_tokens WHERE auth = ?1",
+        &format!("SELECT refresh_token FROM {TABLE} WHERE auth = ?1"),
         params![auth],
         |row| row.get::<_, String>(0),
     )
     .optional()
     .map(|token| token.map(Secret::new))
+}
+
+/// Store `token` as the refresh token of `auth`, in one short statement.
+fn write(conn: &Connection, auth: &str, token: &Secret) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO {TABLE} (auth, refresh_token, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (auth) DO UPDATE SET
+               refresh_token = excluded.refresh_token, updated_at = excluded.updated_at"
+        ),
+        params![auth, token.expose(), chrono::Utc::now().to_rfc3339()],
+    )
+    .map(drop)
+}
+
+/// The lock file of `auth` beside the database: one per auth, so a token
+/// endpoint that hangs for one auth does not hold up another's refresh.
+fn lock_path(db: &Path, auth: &str) -> PathBuf {
+    let plain = !auth.is_empty()
+        && auth.len() <= 64
+        && auth
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if plain {
+        auth.to_string()
+    } else {
+        format!("{:016x}", fnv1a(auth.as_bytes()))
+    };
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{key}.refresh-lock"));
+    db.with_file_name(name)
+}
+
+/// A hash that every process and version computes alike (std's is not
+/// promised to), so two processes name the same lock file.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Take the exclusive lock on `path`, waiting up to `LOCK_TIMEOUT` for
+/// another process to release it. Released when the file is closed.
+async fn lock(path: PathBuf) -> Result<File, TokensError> {
+    let opened = path.clone();
+    let file = tokio::task::spawn_blocking(move || {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(opened)
+    })
+    .await
+    .map_err(|_| TokensError::Task)?
+    .map_err(|source| TokensError::Lock {
+        path: path.clone(),
+        source,
+    })?;
+    let deadline = tokio::time::Instant::now() + LOCK_TIMEOUT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(LOCK_POLL).await;
+            }
+            Err(TryLockError::WouldBlock) => return Err(TokensError::LockTimeout { path }),
+            Err(TryLockError::Error(source)) => return Err(TokensError::Lock { path, source }),
+        }
+    }
 }
 
 /// Run blocking database work off the async workers.
@@ -155,28 +249,27 @@ impl TokenStore for SqliteTokenStore {
     }
 
     async fn begin_refresh(&self, auth: &str) -> Result<Box<dyn RefreshGuard>, StoreFailure> {
-        let (path, auth) = (self.path.clone(), auth.to_string());
-        let guard = blocking(move || {
-            let conn = connect(&path, LOCK_TIMEOUT)?;
-            conn.execute_batch("BEGIN IMMEDIATE")?;
-            // Read under the lock: another process may have rotated it.
-            let stored = read(&conn, &auth)?;
-            Ok(SqliteGuard {
-                conn: Some(conn),
-                auth,
-                stored,
-            })
-        })
-        .await?;
-        Ok(Box::new(guard))
+        let held = lock(lock_path(&self.path, auth)).await?;
+        // Read under the lock (another process may have rotated it), in
+        // one statement: no transaction stays open.
+        let (path, name) = (self.path.clone(), auth.to_string());
+        let stored = blocking(move || Ok(read(&connect(&path, BUSY_TIMEOUT)?, &name)?)).await?;
+        Ok(Box::new(SqliteGuard {
+            path: self.path.clone(),
+            auth: auth.to_string(),
+            stored,
+            _held: held,
+        }))
     }
 }
 
-/// The held `BEGIN IMMEDIATE` transaction.
+/// The held refresh lock. Dropping it closes the lock file, which releases
+/// the lock: a failed refresh stores nothing.
 struct SqliteGuard {
-    conn: Option<Connection>,
+    path: PathBuf,
     auth: String,
     stored: Option<Secret>,
+    _held: File,
 }
 
 #[async_trait]
@@ -185,38 +278,13 @@ impl RefreshGuard for SqliteGuard {
         self.stored.clone()
     }
 
-    async fn finish(mut self: Box<Self>, rotated: Option<Secret>) -> Result<(), StoreFailure> {
-        let conn = self.conn.take().ok_or(TokensError::Task)?;
-        let auth = self.auth.clone();
-        blocking(move || {
-            if let Some(token) = rotated {
-                conn.execute(
-                    "INSERT INTO _apisync_refresh_tokens (auth, refresh_token, updated_at)
-                     VALUES (?1, ?2, ?3)
-                     ON CONFLICT (auth) DO UPDATE SET
-                       refresh_token = excluded.refresh_token, updated_at = excluded.updated_at",
-                    params![auth, token.expose(), chrono::Utc::now().to_rfc3339()],
-                )?;
-            }
-            conn.execute_batch("COMMIT")?;
-            Ok(())
-        })
-        .await
-    }
-}
-
-impl Drop for SqliteGuard {
-    /// The refresh failed: roll back (closing the connection does) off the
-    /// async workers when there is a runtime to do it on.
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn_blocking(move || drop(conn));
-                }
-                Err(_) => drop(conn),
-            }
-        }
+    async fn finish(self: Box<Self>, rotated: Option<Secret>) -> Result<(), StoreFailure> {
+        let Some(token) = rotated else {
+            return Ok(());
+        };
+        let (path, auth) = (self.path.clone(), self.auth.clone());
+        // The lock (`self`) is held until the rotation is committed.
+        blocking(move || Ok(write(&connect(&path, BUSY_TIMEOUT)?, &auth, &token)?)).await
     }
 }
 
@@ -261,5 +329,54 @@ mod tests {
             held.finish(Some(Secret::new("rt-9"))).await.unwrap();
             assert_eq!(waiting.await.unwrap().as_deref(), Some("rt-9"));
         }
+    }
+
+    /// Issue 14 item 7: a held refresh lock (a token request in flight)
+    /// leaves the database free: another connection takes the write lock
+    /// at once (SQLite, busy timeout 0) or an exclusive lock on the token
+    /// table without waiting (PostgreSQL: no transaction is left open).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_held_refresh_lock_leaves_the_database_free() {
+        for db in backends() {
+            let store = DbTokenStore::open(&db.database).unwrap();
+            let held = store.begin_refresh("crm").await.unwrap();
+            let database = db.database.clone();
+            let other = tokio::task::spawn_blocking(move || match database {
+                Database::Sqlite(path) => {
+                    let conn = Connection::open(path).unwrap();
+                    conn.busy_timeout(Duration::ZERO).unwrap();
+                    conn.execute_batch(&format!(
+                        "BEGIN IMMEDIATE; DELETE FROM {TABLE} WHERE auth = 'none'; COMMIT;"
+                    ))
+                    .map_err(|e| e.to_string())
+                }
+                Database::Postgres(url) => {
+                    let conn = super::super::postgres::PgConn::connect(&url).unwrap();
+                    conn.run(|s| {
+                        s.client.batch_execute(&format!(
+                            "BEGIN; LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE NOWAIT; COMMIT;"
+                        ))
+                    })
+                    .unwrap()
+                    .map_err(|e| e.to_string())
+                }
+            });
+            let result = other.await.unwrap();
+            held.finish(Some(Secret::new("rt-2"))).await.unwrap();
+            assert_eq!(result, Ok(()), "{}", db.database);
+            assert_eq!(store.load("crm").await.unwrap().unwrap().expose(), "rt-2");
+        }
+    }
+
+    #[test]
+    fn one_lock_file_per_auth_beside_the_database() {
+        let db = Path::new("data").join("apisync.db");
+        assert_eq!(
+            lock_path(&db, "crm_eu-2"),
+            Path::new("data").join("apisync.db.crm_eu-2.refresh-lock")
+        );
+        let odd = lock_path(&db, "../x y");
+        assert_eq!(odd.parent(), Some(Path::new("data")));
+        assert_ne!(odd, lock_path(&db, "../x z"));
     }
 }

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use url::{Host, Url};
 
 use super::error::TokenError;
@@ -19,6 +20,10 @@ use crate::secret::{REDACTED, Secret};
 
 /// Per attempt, including reading the body.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the end of a run waits for a token refresh in flight: one
+/// attempt's `REQUEST_TIMEOUT` plus a few seconds to store a rotated
+/// refresh token (no new attempt starts once the run is ending).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(35);
 /// Longest error code or description quoted from a server.
 const QUOTE_LIMIT: usize = 300;
 
@@ -93,13 +98,16 @@ impl Endpoint {
     }
 
     /// Get a token, retrying 5xx, 429 and network errors with backoff.
-    /// `requests` counts every attempt.
+    /// `requests` counts every attempt. Once `closing` is cancelled no
+    /// further attempt starts (the one in flight is let finish: its answer
+    /// may carry a rotated refresh token).
     pub(crate) async fn request(
         &self,
         client: &reqwest::Client,
         grant: &Grant<'_>,
         clock: &Clock,
         requests: &AtomicU64,
+        closing: &CancellationToken,
     ) -> Result<Issued, TokenError> {
         let mut attempt = 1;
         loop {
@@ -125,12 +133,15 @@ impl Endpoint {
                     },
                 ),
             };
-            if attempt >= MAX_ATTEMPTS {
+            if attempt >= MAX_ATTEMPTS || closing.is_cancelled() {
                 return Err(error);
             }
             let delay = timing::backoff(attempt, retry_after, rand::random::<f64>());
             tracing::warn!(url = %self.display_url(), attempt, ?delay, %error, "token request failed; retrying");
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = closing.cancelled() => return Err(error),
+            }
             attempt += 1;
         }
     }
@@ -266,12 +277,18 @@ impl Endpoint {
         }
         let lifetime = match parsed.expires_in {
             None | Some(serde_json::Value::Null) => self.default_lifetime,
-            Some(value) => parse_expires_in(&value)?,
+            // A token expired when issued cannot be meant: providers send 0
+            // for "not stated" or "does not expire". Taken literally it
+            // meant one token request per API request.
+            Some(value) => match parse_expires_in(&value)? {
+                Duration::ZERO => self.default_lifetime,
+                seconds => seconds,
+            },
         };
         Ok(Issued {
             access,
             sent,
-            lifetime: lifetime.min(MAX_LIFETIME),
+            lifetime: timing::clamp_lifetime(lifetime),
             rotated: parsed.refresh_token.filter(|t| !t.is_empty()),
         })
     }
@@ -368,6 +385,44 @@ mod tests {
         assert!(v("\"soon\"").is_err());
         assert!(v("true").is_err());
         assert_eq!(v("1e300").unwrap(), MAX_LIFETIME);
+    }
+
+    fn endpoint(default_lifetime: Duration) -> Endpoint {
+        let plan = OAuthPlan {
+            token_url: Url::parse("https://auth.example/token").unwrap(),
+            client_id: crate::plan::SecretSource::Plain(Secret::new("id")),
+            client_secret: None,
+            scopes: vec![],
+            client_auth: ClientAuthMethod::Basic,
+            refresh_before: Duration::from_secs(60),
+            audience: None,
+            default_lifetime,
+        };
+        Endpoint::new("acme", &plan).unwrap()
+    }
+
+    /// The lifetime a token answer with this `expires_in` is given.
+    fn lifetime(endpoint: &Endpoint, expires_in: &str) -> Duration {
+        let body = format!(
+            r#"{{"access_token": "at", "token_type": "bearer", "expires_in": {expires_in}}}"#
+        );
+        let issued = endpoint.issued(body.as_bytes(), Instant::now()).unwrap();
+        issued.lifetime
+    }
+
+    #[test]
+    fn lifetimes_are_clamped_and_zero_means_not_stated() {
+        let hour = Duration::from_secs(3600);
+        let endpoint = endpoint(hour);
+        assert_eq!(lifetime(&endpoint, "0"), hour);
+        assert_eq!(lifetime(&endpoint, "\"0\""), hour);
+        assert_eq!(lifetime(&endpoint, "0.2"), timing::MIN_LIFETIME);
+        assert_eq!(lifetime(&endpoint, "20"), Duration::from_secs(20));
+        assert_eq!(lifetime(&endpoint, "1000000000000"), MAX_LIFETIME);
+        assert_eq!(lifetime(&endpoint, "1e300"), MAX_LIFETIME);
+        assert_eq!(lifetime(&endpoint, "null"), hour);
+        let forever = self::endpoint(Duration::MAX);
+        assert_eq!(lifetime(&forever, "null"), MAX_LIFETIME);
     }
 
     #[test]

@@ -74,12 +74,16 @@ impl TokenError {
         }
     }
 
-    /// Whether a retry can help: 5xx, 429 and network errors only.
-    pub(crate) fn is_transient(&self) -> bool {
-        match self {
-            TokenError::Status { status, .. } => *status == 429 || (500..=599).contains(status),
-            TokenError::Network { .. } => true,
-            _ => false,
-        }
+    /// Whether asking again later in this process cannot help: the server
+    /// refused the client or the grant (RFC 6749 5.2), or the token type
+    /// is one we cannot use. A failed save, an unparsable answer or a
+    /// status without an OAuth2 error may heal, so they never stick.
+    pub(crate) fn is_final(&self) -> bool {
+        matches!(
+            self,
+            TokenError::InsecureUrl
+                | TokenError::Refused { .. }
+                | TokenError::UnsupportedTokenType { .. }
+        )
     }
 }

@@ -8,6 +8,7 @@ mod source;
 mod store;
 mod timing;
 
+pub use endpoint::SETTLE_TIMEOUT;
 pub use error::TokenError;
 pub use source::TokenSource;
 pub use store::{NoTokenStore, RefreshGuard, StoreFailure, TokenStore};

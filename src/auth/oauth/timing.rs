@@ -14,6 +14,15 @@ const BASE_BACKOFF: Duration = Duration::from_millis(500);
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest lifetime believed, so `sent + lifetime` cannot overflow an `Instant`.
 pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Shortest lifetime believed: with refreshes at half-life, at most two
+/// token requests a second per auth, whatever `expires_in` says. Not more:
+/// real providers issue tokens of a few seconds.
+pub(crate) const MIN_LIFETIME: Duration = Duration::from_secs(1);
+
+/// A lifetime from a server or the configuration, within sane bounds.
+pub(crate) fn clamp_lifetime(lifetime: Duration) -> Duration {
+    lifetime.clamp(MIN_LIFETIME, MAX_LIFETIME)
+}
 
 /// When to refresh a token of `lifetime` whose request was sent at `sent`:
 /// `refresh_before` ahead of expiry, but never before half its life, so a
@@ -22,6 +31,19 @@ pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 pub(crate) fn refresh_at(sent: Instant, lifetime: Duration, refresh_before: Duration) -> Instant {
     let early = lifetime.saturating_sub(refresh_before);
     sent + early.max(lifetime / 2)
+}
+
+/// Shortest and longest wait before a failed refresh is tried again while
+/// the token is still valid.
+const EARLY_RETRY_MIN: Duration = Duration::from_secs(5);
+const EARLY_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// How long to keep a still-valid token after a failed early refresh before
+/// trying again: a quarter of the life `left`, between 5 s and 5 min. Soon
+/// enough for several tries before expiry, rare enough that a failing token
+/// endpoint is not asked on every API request.
+pub(crate) fn early_retry_delay(left: Duration) -> Duration {
+    (left / 4).clamp(EARLY_RETRY_MIN, EARLY_RETRY_MAX)
 }
 
 /// Wait before retry number `failed` (1 after the first failure). A server's
@@ -110,6 +132,14 @@ mod tests {
             refresh_at(sent, 20 * SECOND, 20 * SECOND),
             sent + 10 * SECOND
         );
+    }
+
+    #[test]
+    fn early_retry_waits_a_quarter_of_the_life_left_within_bounds() {
+        assert_eq!(early_retry_delay(60 * SECOND), 15 * SECOND);
+        assert_eq!(early_retry_delay(SECOND), 5 * SECOND);
+        assert_eq!(early_retry_delay(Duration::ZERO), 5 * SECOND);
+        assert_eq!(early_retry_delay(86_400 * SECOND), 300 * SECOND);
     }
 
     #[test]

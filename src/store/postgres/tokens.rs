@@ -1,17 +1,23 @@
-//! Rotated refresh tokens on PostgreSQL. The guard is an open transaction
-//! on a connection of its own holding the advisory lock `refresh:AUTH`
-//! while the token request is in flight: a second process waits for it,
-//! then reads the rotated token. A crashed process's connection closes and
-//! the server releases the lock, so no stale lock is left behind.
+//! Rotated refresh tokens on PostgreSQL. The guard is a connection of its
+//! own holding the session advisory lock `refresh:AUTH` while the token
+//! request is in flight: a second process waits for it, then reads the
+//! rotated token. No transaction stays open across the request (the read
+//! and the write are one statement each): an idle-in-transaction session
+//! held for minutes would hold back vacuum and table locks, and be killed
+//! by `idle_in_transaction_session_timeout`. A crashed process's connection
+//! closes and the server releases the lock, so no stale lock is left behind.
 
 use async_trait::async_trait;
 
 use super::super::database::PostgresUrl;
 use super::super::tokens::{TokensError, blocking};
 use super::conn::PgConn;
-use super::{migrate, xact_lock};
+use super::{LOCK_SPACE, migrate};
 use crate::auth::oauth::{RefreshGuard, StoreFailure, TokenStore};
 use crate::secret::Secret;
+
+/// apisync's refresh tokens, in its own schema (migration 5).
+const TABLE: &str = "_apisync.refresh_tokens";
 
 /// Waiting for another process's refresh: longer than its token request
 /// can take with retries (as on SQLite).
@@ -35,7 +41,7 @@ impl PgTokenStore {
 fn read(client: &mut postgres::Client, auth: &str) -> Result<Option<Secret>, postgres::Error> {
     client
         .query_opt(
-            "SELECT refresh_token FROM _apisync.refresh_tokens WHERE auth = $1",
+            format!("SELECT refresh_token FROM {TABLE} WHERE auth = $1").as_str(),
             &[&auth],
         )
         .map(|row| row.map(|r| Secret::new(r.get::<_, String>(0))))
@@ -68,8 +74,11 @@ impl TokenStore for PgTokenStore {
             let stored = conn
                 .run(move |s| {
                     s.client
-                        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'; BEGIN"))?;
-                    xact_lock(&mut s.client, &format!("refresh:{name}"))?;
+                        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))?;
+                    s.client.execute(
+                        "SELECT pg_advisory_lock($1, hashtext($2))",
+                        &[&LOCK_SPACE, &lock_name(&name)],
+                    )?;
                     read(&mut s.client, &name)
                 })?
                 .map_err(sql_error)?;
@@ -84,7 +93,11 @@ impl TokenStore for PgTokenStore {
     }
 }
 
-/// The open transaction holding the lock.
+fn lock_name(auth: &str) -> String {
+    format!("refresh:{auth}")
+}
+
+/// The connection holding the session lock.
 struct PgGuard {
     conn: Option<PgConn>,
     auth: String,
@@ -104,14 +117,23 @@ impl RefreshGuard for PgGuard {
             conn.run(move |s| {
                 if let Some(token) = rotated {
                     s.client.execute(
-                        "INSERT INTO _apisync.refresh_tokens (auth, refresh_token, updated_at)
-                         VALUES ($1, $2, $3)
-                         ON CONFLICT (auth) DO UPDATE SET
-                           refresh_token = excluded.refresh_token, updated_at = excluded.updated_at",
+                        format!(
+                            "INSERT INTO {TABLE} (auth, refresh_token, updated_at)
+                             VALUES ($1, $2, $3)
+                             ON CONFLICT (auth) DO UPDATE SET
+                               refresh_token = excluded.refresh_token,
+                               updated_at = excluded.updated_at"
+                        )
+                        .as_str(),
                         &[&auth, &token.expose(), &chrono::Utc::now().to_rfc3339()],
                     )?;
                 }
-                s.client.batch_execute("COMMIT")
+                s.client
+                    .execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))",
+                        &[&LOCK_SPACE, &lock_name(&auth)],
+                    )
+                    .map(drop)
             })?
             .map_err(sql_error)
         })
@@ -120,8 +142,8 @@ impl RefreshGuard for PgGuard {
 }
 
 impl Drop for PgGuard {
-    /// The refresh failed: closing the connection rolls back and releases
-    /// the lock; off the async workers when there is a runtime.
+    /// The refresh failed: closing the connection releases the lock; off
+    /// the async workers when there is a runtime.
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             match tokio::runtime::Handle::try_current() {
