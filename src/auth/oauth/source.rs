@@ -244,6 +244,7 @@ impl TokenSource {
             .stored()
             .or_else(|| flight.rotated.clone())
             .unwrap_or_else(|| configured.clone());
+        crate::secret::register(&refresh);
         let issued = self
             .endpoint
             .request(
@@ -261,12 +262,14 @@ impl TokenSource {
                 source,
             })?;
         if let Some(rotated) = &issued.rotated {
+            crate::secret::register(rotated);
             flight.rotated = Some(rotated.clone());
         }
         Ok(issued)
     }
 
     fn install(&self, issued: Issued) -> Arc<Token> {
+        crate::secret::register(&issued.access);
         let mut slot = self
             .snapshot
             .write()
