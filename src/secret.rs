@@ -5,8 +5,18 @@
 //! the crate root and depends on nothing. `Debug` and `Display` print a fixed
 //! redaction; the only way to the value is [`Secret::expose`], which makes
 //! every use greppable.
+//!
+//! Beside the type: where a credential may be sent ([`may_carry_credentials`])
+//! and the scrubber that removes credentials from server text ([`scrub`]).
 
 use std::fmt;
+
+mod destination;
+mod scrub;
+
+pub use destination::Refusal;
+pub(crate) use destination::may_carry_credentials;
+pub use scrub::{MASK, MIN_SCRUBBED_LEN, register, scrub, scrub_bytes};
 
 /// What `Debug` and `Display` print instead of a secret.
 pub const REDACTED: &str = "[redacted]";

@@ -232,3 +232,34 @@ async fn a_refused_first_page_is_a_clear_error_and_writes_nothing() {
     assert_eq!(unknown.status.code(), Some(2), "{}", describe(&unknown));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("auth \"nope\" is not defined"));
 }
+
+/// A credential never goes over plain http to a host that is not loopback:
+/// init refuses before it resolves the secret or opens a connection (the
+/// host does not exist, so a connection attempt would fail differently).
+#[tokio::test]
+async fn auth_over_plain_http_to_a_remote_host_is_refused_before_connecting() {
+    let project = Project::new();
+    let marker = project.path().join("secret-was-resolved");
+    project.config(&format!(
+        "[auth.api]\ntype = \"bearer\"\ntoken = {{ command = [\"sh\", \"-c\", \"touch '{}'; echo tok-1234\"] }}\n",
+        marker.display()
+    ));
+    let output = project
+        .run(&[
+            "init",
+            "items",
+            "--url",
+            "http://example.invalid/items",
+            "--auth",
+            "api",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("http://example.invalid/items"), "{stderr}");
+    assert!(stderr.contains("auth \"api\""), "{stderr}");
+    assert!(stderr.contains("plain http only to loopback"), "{stderr}");
+    assert!(stderr.contains("hint: use https"), "{stderr}");
+    assert!(!marker.exists(), "the secret was resolved: {stderr}");
+    assert!(!project.path().join("jobs/items.toml").exists());
+}

@@ -85,7 +85,10 @@ impl Credential {
                     resolve_secret(username)?.expose(),
                     resolve_secret(password)?.expose()
                 );
-                let encoded = base64::engine::general_purpose::STANDARD.encode(joined);
+                let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(joined));
+                // The header's base64 is what a server echoing headers shows.
+                crate::secret::register(&encoded);
+                let encoded = encoded.expose();
                 Kind::Static(Placement::Header {
                     name: "Authorization".into(),
                     value: Secret::new(format!("Basic {encoded}")),

@@ -9,9 +9,17 @@ use super::AuthError;
 use crate::plan::SecretSource;
 use crate::secret::Secret;
 
-/// Resolve a secret. Trailing newlines of files and command output are
-/// trimmed (Kubernetes secret mounts, `vault kv get` output).
+/// Resolve a secret and register it with the scrubber, so a server that
+/// echoes it never puts it into a log or an error. Trailing newlines of
+/// files and command output are trimmed (Kubernetes secret mounts, `vault
+/// kv get` output).
 pub fn resolve_secret(source: &SecretSource) -> Result<Secret, AuthError> {
+    let secret = resolve(source)?;
+    crate::secret::register(&secret);
+    Ok(secret)
+}
+
+fn resolve(source: &SecretSource) -> Result<Secret, AuthError> {
     match source {
         SecretSource::Plain(secret) => Ok(secret.clone()),
         SecretSource::Env(name) => match std::env::var(name) {

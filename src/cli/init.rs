@@ -23,7 +23,8 @@ pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
             return match err {
                 InitError::Exists { .. }
                 | InitError::BadName { .. }
-                | InitError::UnknownAuth { .. } => Exit::Usage,
+                | InitError::UnknownAuth { .. }
+                | InitError::Refused { .. } => Exit::Usage,
                 _ => Exit::Failed,
             };
         }

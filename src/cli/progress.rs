@@ -65,10 +65,13 @@ impl<'a> MakeWriter<'a> for LogWriter {
 
 impl io::Write for LogWriter {
     /// tracing's formatter hands over each event whole, in one call.
+    /// Each line passes the credential scrubber first (server text in
+    /// error fields, whatever a debug line quotes).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let line = crate::secret::scrub_bytes(buf);
         match TERMINAL.get() {
-            Some(multi) => multi.suspend(|| io::stderr().write_all(buf))?,
-            None => io::stderr().write_all(buf)?,
+            Some(multi) => multi.suspend(|| io::stderr().write_all(&line))?,
+            None => io::stderr().write_all(&line)?,
         }
         Ok(buf.len())
     }

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use url::{Host, Origin, Url};
+use url::{Origin, Url};
 
 use super::error::{FetchError, FetchErrorKind};
 use super::stats::RequestStats;
 use crate::auth::Credential;
 use crate::plan::{HttpMethod, JobPlan, RetryPlan};
-use crate::secret::REDACTED;
+use crate::secret::{REDACTED, Refusal, may_carry_credentials};
 
 /// Everything that decides how one stream's requests are sent.
 #[derive(Debug, Clone)]
@@ -20,7 +20,9 @@ pub struct RequestContext {
     pub(crate) job: String,
     pub(crate) method: HttpMethod,
     pub(crate) credential: Option<Arc<Credential>>,
-    /// Origin of the stream's first URL: the only one that sees the credential.
+    /// The origin the credential is pinned to: that of the job's URL
+    /// template (never of substituted partition values), the only one that
+    /// sees the credential.
     origin: Origin,
     pub(crate) allow_cross_origin: bool,
     pub(crate) timeout: Duration,
@@ -34,7 +36,9 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub fn new(job: &JobPlan, first_url: &Url, credential: Option<Arc<Credential>>) -> Self {
+    /// `pinned` is the URL whose origin alone sees the credential: the job's
+    /// URL template (the stream passes it), or a test server's URL.
+    pub fn new(job: &JobPlan, pinned: &Url, credential: Option<Arc<Credential>>) -> Self {
         let secret_param = credential
             .as_deref()
             .and_then(Credential::query_param)
@@ -43,7 +47,7 @@ impl RequestContext {
             job: job.name.clone(),
             method: job.request.method,
             credential,
-            origin: first_url.origin(),
+            origin: pinned.origin(),
             allow_cross_origin: job.pagination.allow_cross_origin,
             timeout: job.request.timeout,
             retry: job.retry.clone(),
@@ -92,10 +96,22 @@ impl RequestContext {
         url.origin() == self.origin
     }
 
-    /// The credential to attach to a request for `url`: only on the first
-    /// URL's origin.
+    /// The credential to attach to a request for `url`: only on the pinned
+    /// origin.
     pub(crate) fn credential_for(&self, url: &Url) -> Option<&Arc<Credential>> {
         self.credential.as_ref().filter(|_| self.same_origin(url))
+    }
+
+    /// May a request to `url` carry credentials (the auth's, or a job header
+    /// such as `Authorization`)? `Ok(true)`: yes; `Ok(false)`: another
+    /// origin, sent without them; `Err`: the pinned origin itself may not
+    /// see them (plain http to a host that is not loopback).
+    pub(crate) fn credentials_allowed(&self, url: &Url) -> Result<bool, Refusal> {
+        match may_carry_credentials(url, &self.origin) {
+            Ok(()) => Ok(true),
+            Err(Refusal::OtherOrigin { .. } | Refusal::NotWeb { .. }) => Ok(false),
+            Err(refusal) => Err(refusal),
+        }
     }
 
     /// `url` for logs/errors/checkpoints: the api_key query param (if any) replaced by
@@ -144,17 +160,6 @@ pub(crate) fn rewrite_query(url: &Url, name: &str, replacement: Option<&str>) ->
     let mut out = url.clone();
     out.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
     out
-}
-
-/// Plain http may carry credentials only to these: 127.0.0.0/8, ::1 and
-/// "localhost" (tests and local sidecars).
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 #[cfg(test)]
@@ -265,24 +270,5 @@ pub(crate) mod tests {
             rewrite_query(&encoded_name, "api_key", None).as_str(),
             "https://h/p?b"
         );
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        for yes in [
-            "http://127.0.0.1:1/",
-            "http://127.9.9.9/",
-            "http://[::1]:80/",
-            "http://LocalHost/",
-        ] {
-            assert!(is_loopback(&url(yes)), "{yes}");
-        }
-        for no in [
-            "http://10.0.0.1/",
-            "http://example.invalid/",
-            "http://localhost.example.com/",
-        ] {
-            assert!(!is_loopback(&url(no)), "{no}");
-        }
     }
 }

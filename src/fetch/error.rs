@@ -1,12 +1,14 @@
 //! `FetchError`: why a stream's request failed, with the job, the method and
 //! the URL (secrets redacted) as context, so `run` can print one line that
-//! says what to fix. No variant ever carries a token or an api key.
+//! says what to fix. No variant ever carries a token or an api key: server
+//! text is scrubbed when it is read (`send`) and again when the message is
+//! written.
 
 use super::DecodeError;
 
 /// A failed request of one job's stream.
 #[derive(Debug, thiserror::Error)]
-#[error("{}{kind}", prefix(.job, .method, .url))]
+#[error("{}", scrubbed(.job, .method, .url, .kind))]
 pub struct FetchError {
     pub job: String,
     /// `GET` or `POST`; `GET` unless set with [`FetchError::with_method`].
@@ -78,6 +80,13 @@ fn after(attempts: u32) -> String {
         0 | 1 => String::new(),
         n => format!(" after {n} attempts"),
     }
+}
+
+/// The whole sentence, with every credential in use removed: server text
+/// (a body echoing the request URL, a header, a transport error) reaches
+/// logs, the runs table and `status` only through here.
+fn scrubbed(job: &str, method: &str, url: &str, kind: &FetchErrorKind) -> String {
+    crate::secret::scrub(&format!("{}{kind}", prefix(job, method, url))).into_owned()
 }
 
 /// `job "x": GET <url> `, or nothing for errors outside any job.

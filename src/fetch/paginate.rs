@@ -122,6 +122,12 @@ impl Paginator {
         self.base.start_url()
     }
 
+    /// The job's URL template as written: its origin is the only one that
+    /// sees the credential (never one chosen by a partition value).
+    pub fn pinned_url(&self) -> &Url {
+        self.base.pinned_url()
+    }
+
     /// Where the stream stands now.
     pub fn position(&self) -> &StreamPosition {
         &self.position

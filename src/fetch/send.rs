@@ -13,7 +13,7 @@ use url::Url;
 
 use super::authorize::{Attach, AuthNote};
 use super::challenge;
-use super::context::{RequestContext, is_loopback};
+use super::context::RequestContext;
 use super::error::FetchErrorKind;
 use super::retry::{is_retryable_status, is_transient, parse_retry_after};
 use super::stats::RequestStats;
@@ -147,16 +147,20 @@ async fn send_one(
     body: Option<&serde_json::Value>,
 ) -> Result<(Response, Option<AuthNote>), Failure> {
     let credential = ctx.credential_for(url);
-    if credential.is_some() && url.scheme() != "https" && !is_loopback(url) {
-        return Err(Failure::fatal(FetchErrorKind::InsecureTransport));
-    }
+    let carries = credential.is_some() || req.headers.iter().any(|(n, _)| is_credential_header(n));
+    // One rule for the auth and for credential headers the job wrote itself.
+    let with_credentials = match ctx.credentials_allowed(url) {
+        Ok(allowed) => allowed,
+        Err(_) if carries => return Err(Failure::fatal(FetchErrorKind::InsecureTransport)),
+        Err(_) => false,
+    };
     let mut builder = match method {
         HttpMethod::Get => client.get(url.clone()),
         HttpMethod::Post => client.post(url.clone()),
     };
     for (name, value) in &req.headers {
         let credential_header = is_credential_header(name);
-        if credential_header && !ctx.same_origin(url) {
+        if credential_header && !with_credentials {
             continue;
         }
         let Ok(mut value) = http::HeaderValue::from_str(value) else {
@@ -178,7 +182,7 @@ async fn send_one(
         })
     })?;
     let mut extensions = Extensions::new();
-    if let Some(credential) = credential {
+    if let Some(credential) = credential.filter(|_| with_credentials) {
         extensions.insert(Attach(credential.clone()));
     }
     ctx.count(RequestStats::sent);
@@ -309,7 +313,8 @@ async fn status_failure(mut response: Response, note: Option<AuthNote>) -> Failu
     }
 }
 
-/// The first bytes of an error body, lossy UTF-8; a body that breaks off
+/// The first bytes of an error body, lossy UTF-8, scrubbed of credentials
+/// (APIs echo the request URL, api_key and all); a body that breaks off
 /// gives what arrived.
 async fn body_start(response: &mut Response) -> String {
     let mut start = Vec::new();
@@ -320,5 +325,5 @@ async fn body_start(response: &mut Response) -> String {
         }
     }
     start.truncate(BODY_START);
-    String::from_utf8_lossy(&start).into_owned()
+    crate::secret::scrub(&String::from_utf8_lossy(&start)).into_owned()
 }

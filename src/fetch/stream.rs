@@ -37,7 +37,7 @@ impl StreamFetcher {
         let paginator = Paginator::new(&job, &partition, position)?;
         // Credentials belong to the job's own URL, even when resuming at a
         // saved next URL on another origin.
-        let ctx = RequestContext::new(&job, paginator.start_url(), credential);
+        let ctx = RequestContext::new(&job, paginator.pinned_url(), credential);
         let width = http.width_for(paginator.start_url());
         let ahead = Ahead::for_job(&job, width, &paginator);
         Ok(StreamFetcher {

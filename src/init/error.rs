@@ -16,6 +16,12 @@ pub enum InitError {
     UnknownAuth { name: String },
     #[error("auth \"{name}\": {message}")]
     Auth { name: String, message: String },
+    #[error("GET {url} was not sent: auth \"{name}\": {refusal}")]
+    Refused {
+        url: String,
+        name: String,
+        refusal: crate::secret::Refusal,
+    },
     #[error("GET {url} failed: {message}")]
     Fetch { url: String, message: String },
     #[error("GET {url} returned {status}: {snippet} (hint: check the URL and --auth)")]

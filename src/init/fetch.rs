@@ -38,6 +38,16 @@ pub async fn first_page(
     auth: Option<AuthUse<'_>>,
 ) -> Result<FirstPage, InitError> {
     let shown = url.to_string();
+    // Refused before any token request or connection.
+    if let Some(auth) = &auth {
+        crate::secret::may_carry_credentials(url, &url.origin()).map_err(|refusal| {
+            InitError::Refused {
+                url: shown.clone(),
+                name: auth.name.to_string(),
+                refusal,
+            }
+        })?;
+    }
     let fetch_error = |message: String| InitError::Fetch {
         url: shown.clone(),
         message,
@@ -72,6 +82,7 @@ pub async fn first_page(
     }
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
+        let text = crate::secret::scrub(&text);
         let snippet: String = text.trim().chars().take(200).collect();
         return Err(InitError::Status {
             url: shown,

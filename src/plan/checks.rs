@@ -158,6 +158,44 @@ pub(crate) fn url_template(key: &str, template: &str) -> Result<url::Url, Proble
     Ok(url)
 }
 
+/// The placeholders of `text` that this job cannot fill: unknown names, or
+/// (in `request.url`, `url` true) any placeholder in the scheme, host or
+/// port, where a value would choose where the credential goes. `known` are
+/// the names the job's partitions define.
+pub(crate) fn placeholders(key: &str, text: &str, known: &[&str], url: bool) -> Vec<Problem> {
+    use super::template::{UrlPart, placeholders, url_part};
+    let listed = known
+        .iter()
+        .map(|name| format!("{{{name}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let literal = "write {{name}} for a literal {name}";
+    let mut problems = Vec::new();
+    for (name, at) in placeholders(text) {
+        if known.is_empty() && name.starts_with("partition") {
+            problems.push((
+                "`{partition}` is used but the job has no [partitions]".to_string(),
+                Some("add [partitions] or remove the placeholder".into()),
+            ));
+        } else if !known.contains(&name) {
+            let have = match known {
+                [] => "this job has no placeholders (it has no [partitions])".to_string(),
+                _ => format!("this job's placeholders are {listed}"),
+            };
+            problems.push((
+                format!("unknown placeholder `{{{name}}}` in `{key}`"),
+                Some(format!("{have}; {literal}")),
+            ));
+        } else if url && url_part(text, at) == UrlPart::Origin {
+            problems.push((
+                format!("placeholder `{{{name}}}` is in the scheme, host or port of `{key}`"),
+                Some("put placeholders in the path or the query: the origin is where the credential goes, so it is fixed by the job".into()),
+            ));
+        }
+    }
+    problems
+}
+
 /// Standard 5-field cron (minute hour day-of-month month day-of-week), UTC.
 pub(crate) fn cron(text: &str) -> Result<(), Problem> {
     use croner::parser::{CronParser, Seconds, Year};
@@ -218,6 +256,18 @@ mod tests {
         assert!(url_template("url", "https://x.example/{partition}/items").is_ok());
         assert!(url_template("url", "ftp://x.example/").is_err());
         assert!(url_template("url", "/relative").is_err());
+        let known = &["partition"][..];
+        assert!(placeholders("url", "https://x/{partition}?a={{b}}", known, true).is_empty());
+        let unknown = placeholders("url", "https://x/{partition.id}/{bogus}", known, true);
+        assert_eq!(unknown.len(), 2);
+        assert_eq!(
+            unknown[0].0,
+            "unknown placeholder `{partition.id}` in `url`"
+        );
+        assert!(unknown[1].1.as_deref().unwrap().contains("{partition}"));
+        let host = placeholders("url", "https://{partition}.x.example/", known, true);
+        assert!(host[0].0.contains("scheme, host or port"), "{host:?}");
+        assert!(placeholders("headers.X", "{partition}.x.example", known, false).is_empty());
         assert!(cron("*/15 * * * *").is_ok());
         assert!(cron("0 */15 * * * *").is_err() && cron("61 * * * *").is_err());
         assert!(date_or_timestamp("2024-01-01") && date_or_timestamp("2024-01-01T00:00:00Z"));

@@ -50,7 +50,12 @@ pub(crate) fn plan_job(
             sink,
         );
     }
-    let request = plan_request(&def.request, def.partitions.is_some(), sink);
+    let placeholders: &[&str] = match &def.partitions {
+        None => &[],
+        Some(p) if p.dates.is_some() => &["partition.start", "partition.end"],
+        Some(_) => &["partition"],
+    };
+    let request = plan_request(&def.request, placeholders, sink);
     let method = request.as_ref().map_or(HttpMethod::Get, |r| r.method);
     let pagination = plan_pagination(def.pagination.as_ref(), method, sink);
     let records = plan_records(def.records.as_ref(), sink);
@@ -157,7 +162,11 @@ fn check_job_ref(
     }
 }
 
-fn plan_request(def: &RequestDef, partitioned: bool, sink: &mut Sink<'_>) -> Option<RequestPlan> {
+fn plan_request(
+    def: &RequestDef,
+    placeholders: &[&str],
+    sink: &mut Sink<'_>,
+) -> Option<RequestPlan> {
     let mut ok = checks::url_template("url", def.url.get_ref())
         .map_err(|(m, h)| sink.at(&def.url, "request.url", m, h))
         .is_ok();
@@ -186,21 +195,7 @@ fn plan_request(def: &RequestDef, partitioned: bool, sink: &mut Sink<'_>) -> Opt
     let query = pairs(&def.query);
     let headers = pairs(&def.headers);
     let body = def.body.as_ref().map(|b| b.get_ref().clone());
-    if !partitioned {
-        let body_text = body.as_ref().map(|b| b.to_string()).unwrap_or_default();
-        let texts = std::iter::once(def.url.get_ref().as_str())
-            .chain(query.iter().chain(&headers).map(|(_, v)| v.as_str()))
-            .chain(std::iter::once(body_text.as_str()));
-        if texts.into_iter().any(|t| t.contains("{partition")) {
-            sink.at(
-                &def.url,
-                "request",
-                "`{partition}` is used but the job has no [partitions]",
-                Some("add [partitions] or remove the placeholder".into()),
-            );
-            ok = false;
-        }
-    }
+    ok &= check_placeholders(def, placeholders, sink);
     let timeout = match &def.timeout {
         None => Some(Duration::from_secs(30)),
         Some(t) => checks::positive_duration("timeout", t.get_ref())
@@ -216,6 +211,57 @@ fn plan_request(def: &RequestDef, partitioned: bool, sink: &mut Sink<'_>) -> Opt
         timeout: timeout?,
     };
     ok.then_some(plan)
+}
+
+/// Every placeholder of the request must be one the job fills, and none
+/// may stand in the URL's origin. False when a problem was reported.
+fn check_placeholders(def: &RequestDef, known: &[&str], sink: &mut Sink<'_>) -> bool {
+    let mut ok = true;
+    let mut report = |problems: Vec<checks::Problem>, at: std::ops::Range<usize>, key: &str| {
+        for (message, hint) in problems {
+            sink.at_span(at.clone(), key, message, hint);
+            ok = false;
+        }
+    };
+    let url = def.url.get_ref();
+    report(
+        checks::placeholders("request.url", url, known, true),
+        def.url.span(),
+        "request.url",
+    );
+    for (table, map) in [("query", &def.query), ("headers", &def.headers)] {
+        for (name, value) in &map.0 {
+            let key = format!("request.{table}.{}", name.get_ref());
+            let text = &value.get_ref().0;
+            report(
+                checks::placeholders(&key, text, known, false),
+                value.span(),
+                &key,
+            );
+        }
+    }
+    if let Some(body) = &def.body {
+        let mut texts = Vec::new();
+        json_strings(body.get_ref(), &mut texts);
+        for text in texts {
+            report(
+                checks::placeholders("request.body", text, known, false),
+                body.span(),
+                "request.body",
+            );
+        }
+    }
+    ok
+}
+
+/// Every string value in a JSON document (where body placeholders go).
+fn json_strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::String(text) => out.push(text),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| json_strings(v, out)),
+        _ => {}
+    }
 }
 
 fn plan_records(def: Option<&RecordsDef>, sink: &mut Sink<'_>) -> Option<RecordsPlan> {

@@ -11,6 +11,7 @@ mod load;
 mod pagination;
 mod project;
 mod settings;
+mod template;
 mod types;
 
 pub use diagnostics::{Diagnostic, Diagnostics};

@@ -322,12 +322,37 @@ impl Partition {
         }
     }
 
-    /// Replace every `{name}` of `vars` in `template`.
+    /// `template` with every placeholder of `vars` replaced by its value as
+    /// is (headers, JSON body strings, `request.query` values, which the
+    /// URL builder encodes itself); `{{name}}` becomes `{name}`. A
+    /// placeholder without a value stays as written (validation refuses
+    /// unknown names, so only a misuse reaches here).
     pub fn substitute(&self, template: &str) -> String {
-        let mut out = template.to_string();
-        for (name, value) in &self.vars {
-            out = out.replace(&format!("{{{name}}}"), value);
-        }
-        out
+        let filled = super::template::render(template, |name, _| {
+            Ok(self
+                .value(name)
+                .map_or_else(|| format!("{{{name}}}"), str::to_string))
+        });
+        filled.unwrap_or_else(|_: String| template.to_string())
+    }
+
+    /// The URL template with each value encoded for where it stands (one
+    /// path segment, a query component): a value never changes the URL's
+    /// structure. Err for a placeholder in the scheme, host or port, a
+    /// `.`/`..` path segment, or a placeholder without a value.
+    pub fn substitute_url(&self, template: &str) -> Result<String, String> {
+        super::template::render(template, |name, at| {
+            let value = self
+                .value(name)
+                .ok_or_else(|| format!("the placeholder {{{name}}} has no value here"))?;
+            super::template::encode_for_url(value, super::template::url_part(template, at))
+        })
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(var, _)| var == name)
+            .map(|(_, value)| value.as_str())
     }
 }

@@ -180,7 +180,9 @@ async fn run_leased(
     };
     if let Err(err) = result {
         span.in_scope(|| tracing::error!(job = %job.name, error = %err, "job failed"));
-        summary.error.get_or_insert_with(|| err.to_string());
+        summary
+            .error
+            .get_or_insert_with(|| super::summary::error_text(&err));
     }
     if summary.status == JobStatus::Succeeded && summary.streams.is_some_and(|s| s.run == 0) {
         let discarded = env
@@ -217,7 +219,11 @@ async fn record_outcome(env: &RunEnv, run_id: crate::store::RunId, summary: &Job
         },
         pages: summary.pages,
         records: summary.records,
-        error: summary.error.clone(),
+        // Scrubbed again: `held` messages and any later source.
+        error: summary
+            .error
+            .as_deref()
+            .map(|text| crate::secret::scrub(text).into_owned()),
     };
     let recorded = env
         .writer

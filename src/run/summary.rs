@@ -106,7 +106,7 @@ impl JobSummary {
 
     pub(crate) fn failed(mut self, err: RunError, started: std::time::Instant) -> Self {
         self.status = JobStatus::Failed;
-        self.error = Some(err.to_string());
+        self.error = Some(error_text(&err));
         self.seconds = started.elapsed().as_secs_f64();
         self
     }
@@ -123,7 +123,7 @@ impl JobSummary {
     pub(crate) fn skipped(job: &str, err: RunError) -> Self {
         JobSummary {
             status: JobStatus::Skipped,
-            error: Some(err.to_string()),
+            error: Some(error_text(&err)),
             ..JobSummary::new(job)
         }
     }
@@ -194,6 +194,12 @@ impl RunSummary {
         }
         out
     }
+}
+
+/// A job's error as shown, stored in the runs table and read by `status`:
+/// scrubbed of every credential in use, whatever layer built it.
+pub(crate) fn error_text(err: &RunError) -> String {
+    crate::secret::scrub(&err.to_string()).into_owned()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use url::{Host, Url};
+use url::Url;
 
 use super::error::TokenError;
 use super::timing::{self, Clock, MAX_ATTEMPTS, MAX_LIFETIME};
@@ -65,7 +65,8 @@ enum Transient {
 impl Endpoint {
     /// Resolve the client's secrets and check the URL may carry them.
     pub(crate) fn new(auth: &str, plan: &OAuthPlan) -> Result<Self, AuthError> {
-        if !url_may_carry_secrets(&plan.token_url) {
+        if crate::secret::may_carry_credentials(&plan.token_url, &plan.token_url.origin()).is_err()
+        {
             return Err(AuthError::TokenEndpoint {
                 auth: auth.to_string(),
                 message: TokenError::InsecureUrl.to_string(),
@@ -333,20 +334,6 @@ fn basic_header(id: &Secret, secret: &Secret) -> HeaderValue {
     value
 }
 
-/// https anywhere; plain http only to loopback, where nothing travels.
-pub(crate) fn url_may_carry_secrets(url: &Url) -> bool {
-    match url.scheme() {
-        "https" => true,
-        "http" => match url.host() {
-            Some(Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-            None => false,
-        },
-        _ => false,
-    }
-}
-
 fn network_reason(error: reqwest::Error) -> Transient {
     let kind = if error.is_timeout() {
         "timed out"
@@ -362,18 +349,6 @@ fn network_reason(error: reqwest::Error) -> Transient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_https_or_loopback_http() {
-        let ok = |u: &str| url_may_carry_secrets(&Url::parse(u).unwrap());
-        assert!(ok("https://auth.example/token"));
-        assert!(ok("http://127.0.0.1:8080/token"));
-        assert!(ok("http://[::1]/token"));
-        assert!(ok("http://LOCALHOST/token"));
-        assert!(!ok("http://auth.example/token"));
-        assert!(!ok("http://10.0.0.1/token"));
-        assert!(!ok("ftp://auth.example/token"));
-    }
 
     #[test]
     fn expires_in_number_or_string() {

@@ -377,10 +377,12 @@ impl Shared {
                 .or_else(|| state.rotated.clone())
                 .unwrap_or_else(|| configured.clone())
         };
+        crate::secret::register(&refresh);
         let issued = self.request(&Grant::Refresh(&refresh)).await?;
         let unsaved = {
             let mut state = self.lock_state();
             if let Some(rotated) = &issued.rotated {
+                crate::secret::register(rotated);
                 state.rotated = Some(rotated.clone());
                 state.unsaved = Some(rotated.clone());
             }
@@ -392,6 +394,7 @@ impl Shared {
     }
 
     fn install(&self, issued: Issued) -> Arc<Token> {
+        crate::secret::register(&issued.access);
         let mut slot = self
             .snapshot
             .write()

@@ -16,28 +16,35 @@ pub(crate) struct RequestBase {
     method: crate::plan::HttpMethod,
     /// The job URL with the job query appended.
     start: Url,
+    /// The job URL template as written (see `pinned_url`).
+    pinned: Url,
     headers: Vec<(String, String)>,
     body: Option<Value>,
 }
 
 impl RequestBase {
     pub(crate) fn new(job: &JobPlan, partition: &Partition) -> Result<Self, String> {
-        let text = partition.substitute(&job.request.url);
+        let pinned = pinned_url(&job.request.url)?;
+        let text = partition
+            .substitute_url(&job.request.url)
+            .map_err(|e| format!("the job URL cannot take the partition's values: {e} (hint: check request.url and the partition values)"))?;
         let mut start = Url::parse(&text).map_err(|e| {
             format!("the job URL {text:?} is not a valid URL after substitution: {e} (hint: check request.url and the partition values)")
         })?;
+        // Encoding keeps values out of the origin; this is the proof.
+        if start.origin() != pinned.origin() {
+            return Err(format!(
+                "the partition's values change the job URL's origin to {} (hint: keep placeholders out of the scheme, host and port)",
+                start.origin().ascii_serialization()
+            ));
+        }
         if !job.request.query.is_empty() {
             let mut pairs = start.query_pairs_mut();
             for (key, value) in &job.request.query {
                 pairs.append_pair(key, &partition.substitute(value));
             }
         }
-        let headers = job
-            .request
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), partition.substitute(v)))
-            .collect();
+        let headers = substitute_headers(&job.request.headers, partition)?;
         let body = job
             .request
             .body
@@ -46,14 +53,21 @@ impl RequestBase {
         Ok(RequestBase {
             method: job.request.method,
             start,
+            pinned,
             headers,
             body,
         })
     }
 
-    /// The job's own first URL (its origin is the one credentials go to).
+    /// The job's own first URL.
     pub(crate) fn start_url(&self) -> &Url {
         &self.start
+    }
+
+    /// The URL whose origin alone sees the credential: the job's URL
+    /// template, placeholders not substituted.
+    pub(crate) fn pinned_url(&self) -> &Url {
+        &self.pinned
     }
 
     /// The request for `position`.
@@ -181,6 +195,36 @@ pub(crate) fn kind_name(kind: &PaginationKind) -> &'static str {
         PaginationKind::Offset { .. } => "offset",
         PaginationKind::Page { .. } => "page",
     }
+}
+
+/// The job URL template parsed as written: placeholders stay text (the
+/// parser encodes their braces), so the origin is the template's own.
+fn pinned_url(template: &str) -> Result<Url, String> {
+    Url::parse(template).map_err(|e| {
+        format!("the job URL {template:?} is not a valid URL: {e} (hint: check request.url)")
+    })
+}
+
+/// Header values with partition values in, sent as they are: a value that
+/// is not a valid header value (a line break, a control character) is an
+/// error, never sent mangled.
+fn substitute_headers(
+    headers: &[(String, String)],
+    partition: &Partition,
+) -> Result<Vec<(String, String)>, String> {
+    headers
+        .iter()
+        .map(|(name, template)| {
+            let value = partition.substitute(template);
+            match http::HeaderValue::from_str(&value) {
+                Ok(_) => Ok((name.clone(), value)),
+                Err(_) => Err(format!(
+                    "header {name} is not a valid header value with partition {:?} (hint: partition values in headers must be printable text without line breaks)",
+                    partition.key
+                )),
+            }
+        })
+        .collect()
 }
 
 /// `{partition...}` substituted in every string of a JSON body.
