@@ -641,7 +641,7 @@ fn begin_invocation(conn: &Connection, invocation: &str, at: &str) -> rusqlite::
 
 /// A holder is alive when its row is not ended, its heartbeat is fresh and
 /// `is_dead` does not know better. No row: it never registered, so dead.
-fn holder_alive(
+pub(super) fn holder_alive(
     conn: &Connection,
     invocation: &str,
     holder: &str,
