@@ -425,10 +425,13 @@ impl SqliteStore {
                 (invocation, &stream.job, &stream.partition, holder),
             )
         } else {
+            // `done` already: another process completed the job's pass
+            // between this stream's last page and this mark (the pass
+            // marks every finished stream done, keeping its holder).
             self.conn.execute(
-                "UPDATE invocation_streams SET status = ?5, finished_at = ?6
+                "UPDATE invocation_streams SET status = ?5, finished_at = coalesce(finished_at, ?6)
                  WHERE invocation = ?1 AND job = ?2 AND partition = ?3 AND holder = ?4
-                   AND status = 'running'",
+                   AND (status = 'running' OR (status = 'done' AND ?5 = 'done'))",
                 (
                     invocation,
                     &stream.job,

@@ -294,10 +294,13 @@ impl PgStore {
                     } else {
                         "failed"
                     };
+                    // See `store/shards.rs`: `done` already by a pass
+                    // another process completed meanwhile.
                     s.client.execute(
-                        "UPDATE invocation_streams SET status = $5, finished_at = $6
+                        "UPDATE invocation_streams
+                         SET status = $5, finished_at = coalesce(finished_at, $6)
                          WHERE invocation = $1 AND job = $2 AND partition = $3 AND holder = $4
-                           AND status = 'running'",
+                           AND (status = 'running' OR (status = 'done' AND $5 = 'done'))",
                         &[
                             &invocation,
                             &key.job,
