@@ -71,6 +71,8 @@ on_both_backends!(
     due_shards_decide_as_of_their_invocation_start,
     a_retried_shard_waits_for_a_dead_predecessor_on_another_node_then_takes_over,
     sigterm_gives_a_shards_streams_back_and_the_rerun_resumes_them,
+    a_shard_killed_while_waiting_for_its_streams_leaves_no_run_running,
+    stealing_survivors_finish_a_job_whose_shard_was_killed_mid_stream,
 );
 
 /// One request as the server saw it.
@@ -92,10 +94,22 @@ struct Hold {
     reached: Option<oneshot::Sender<()>>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Server {
     hits: Arc<Mutex<Vec<Hit>>>,
     hold: Arc<Mutex<Option<Hold>>>,
+    /// True once the test lets a held request go on.
+    released: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            hits: Arc::default(),
+            hold: Arc::default(),
+            released: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 impl Server {
@@ -112,7 +126,13 @@ impl Server {
         self.hits.lock().unwrap().clone()
     }
 
-    /// Hold `job`/`partition` page `page`; the receiver fires when it arrives.
+    /// Answer the held request (and any later one) after all.
+    fn release(&self) {
+        self.released.send_replace(true);
+    }
+
+    /// Hold `job`/`partition` page `page` (the first request for it only)
+    /// until [`Server::release`]; the receiver fires when it arrives.
     fn hold(&self, job: &str, partition: &str, page: u32) -> oneshot::Receiver<()> {
         let (reached, arrived) = oneshot::channel();
         *self.hold.lock().unwrap() = Some(Hold {
@@ -176,8 +196,9 @@ async fn page(
         }
     };
     if let Some(reached) = held {
+        let mut released = server.released.subscribe();
         let _ = reached.send(());
-        std::future::pending::<()>().await;
+        let _ = released.wait_for(|go| *go).await;
     }
     axum::Json(json!({ "data": records(&job, &partition, page), "total_pages": PAGES }))
         .into_response()
@@ -337,6 +358,7 @@ async fn four_shards_sync_two_hundred_partitions_each_page_exactly_once(backend:
     assert_eq!(table_ids(&db, "items"), all_records("items", &keys));
 
     // Each process reports its own streams and only them.
+    let mut completed_seen = 0;
     for (index, output) in outputs.iter().enumerate() {
         let index = u32::try_from(index).unwrap();
         let own = keys
@@ -349,11 +371,24 @@ async fn four_shards_sync_two_hundred_partitions_each_page_exactly_once(backend:
         assert_eq!(summary["shard"]["count"], 4);
         assert_eq!(summary["shard"]["invocation"], "inv-four");
         let line = job_line(&summary, "items");
-        assert_eq!(line["status"], "succeeded", "{summary}");
+        // `succeeded` when the job was complete in the invocation as the
+        // shard ended, else `held`: left to the shards still running.
+        match line["status"].as_str() {
+            Some("succeeded") => completed_seen += 1,
+            Some("held") => {
+                let error = line["error"].as_str().unwrap_or_default();
+                assert!(error.contains("left to shard(s)"), "{summary}");
+            }
+            _ => panic!("{summary}"),
+        }
         assert_eq!(line["streams"]["run"], own, "{summary}");
         assert_eq!(line["streams"]["stolen"], 0, "{summary}");
         assert_eq!(line["pages"], own * u64::from(PAGES), "{summary}");
     }
+    assert!(
+        completed_seen >= 1,
+        "the shard that completed the pass says so"
+    );
 
     // The pass completed once, on whichever shard finished last: the
     // finished set is cleared and the job is complete in the invocation.
@@ -791,4 +826,248 @@ async fn sigterm_gives_a_shards_streams_back_and_the_rerun_resumes_them(backend:
         };
         assert_eq!(n, expected, "{partition} page {page}");
     }
+}
+
+/// Four unpartitioned jobs, the first of them run whole by shard 2 of 4,
+/// and `items` over 24 partitions: `(job, its partitions)`.
+fn five_jobs(project: &Project, base: &str) -> Vec<(String, Vec<String>)> {
+    let names = [
+        "accounts", "contacts", "orders", "offset", "events", "invoices", "users", "charges",
+    ];
+    let victim = names
+        .iter()
+        .find(|name| job_shard(name, 4) == 2)
+        .expect("a job of shard 2");
+    let mut jobs: Vec<(String, Vec<String>)> = std::iter::once(victim)
+        .chain(names.iter().filter(|name| *name != victim).take(3))
+        .map(|name| (name.to_string(), vec!["whole".to_string()]))
+        .collect();
+    for (name, _) in &jobs {
+        project.job(name, &job_file(base, name, ""));
+    }
+    let keys = partitions(24);
+    project.job(
+        "items",
+        &job_file(base, "items", &partitions_section(&keys)),
+    );
+    jobs.push(("items".into(), keys));
+    jobs
+}
+
+/// Poll `query` (one value) until `done` says so; a bounded deadline turns
+/// a state never reached into a failure, not a hang.
+async fn wait_until(db: &TestDatabase, what: &str, query: &str, done: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let value = db.scalar(query).unwrap_or_default();
+        if done(&value) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {what} (last: {value:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGKILL without reaping: until the test waits for it, the killed shard
+/// is a zombie that /proc still lists, as a killed pod's process can be.
+fn kill_9(child: &tokio::process::Child) {
+    let pid = i32::try_from(child.id().expect("a running child")).expect("a pid");
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    let sent = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(sent, 0, "kill -9 {pid}");
+}
+
+/// Every table holds its server's data exactly once; no `runs` row of the
+/// invocation is left `running`.
+fn assert_exact_and_closed(db: &TestDatabase, jobs: &[(String, Vec<String>)], invocation: &str) {
+    for (job, keys) in jobs {
+        assert_eq!(table_ids(db, job), all_records(job, keys), "table {job}");
+    }
+    let running = db.query(&format!(
+        "SELECT r.job, s.shard FROM _apisync_runs r JOIN _apisync_run_shards s ON s.run_id = r.id
+         WHERE s.invocation = '{invocation}' AND r.status = 'running'"
+    ));
+    assert!(running.is_empty(), "runs left running: {running:?}");
+    let completed = db.scalar(&format!(
+        "SELECT count(*) FROM _apisync_invocation_jobs WHERE invocation = '{invocation}'"
+    ));
+    assert_eq!(completed.as_deref(), Some("5"), "every job complete");
+}
+
+/// Issue 20, first reproduction: a stealing shard holds a stream of shard
+/// 2 when shard 2 starts; shard 2 opens its run and waits for it, and is
+/// killed while waiting. Nobody has to take a stream over from it, yet its
+/// run must not stay `running`.
+async fn a_shard_killed_while_waiting_for_its_streams_leaves_no_run_running(backend: Backend) {
+    let (server, base) = Server::start().await;
+    let Some((project, db)) = project(backend, 2) else {
+        return;
+    };
+    let jobs = five_jobs(&project, &base);
+    let victim = jobs[0].0.clone();
+    let invocation = "inv-wait";
+    // Shard 3 steals shard 2's job and stops on its second page.
+    let arrived = server.hold(&victim, "whole", 2);
+    let mut stealer = shard_command(&project, 3, 4, invocation, &["--steal"])
+        .env(STALE_ENV, "10m")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shard 3");
+    tokio::select! {
+        reached = arrived => reached.expect("the held page arrived"),
+        status = stealer.wait() => panic!("shard 3 ended early: {status:?}"),
+    }
+    // Shard 2 opens its run of the job and waits for the stream shard 3 holds.
+    let mut waiting = shard_command(&project, 2, 4, invocation, &[])
+        .env(STALE_ENV, "10m")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shard 2");
+    wait_until(
+        &db,
+        "shard 2 waiting in an open run",
+        &format!(
+            "SELECT count(*) FROM _apisync_runs r JOIN _apisync_run_shards s ON s.run_id = r.id
+             WHERE s.invocation = '{invocation}' AND s.shard = 2 AND r.job = '{victim}'
+               AND r.status = 'running'"
+        ),
+        |n| n == "1",
+    )
+    .await;
+    kill_9(&waiting);
+    server.release();
+    let survivors = [0, 1].map(|index| {
+        shard_command(&project, index, 4, invocation, &["--steal"])
+            .env(STALE_ENV, "10m")
+            .output()
+    });
+    let (stealer, survivors) = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        futures::future::join(
+            stealer.wait_with_output(),
+            futures::future::join_all(survivors),
+        ),
+    )
+    .await
+    .expect("the shards end (a dead holder must not be waited for until it is stale)");
+    let stealer = stealer.expect("shard 3");
+    assert_eq!(stealer.status.code(), Some(0), "{}", describe(&stealer));
+    for output in survivors {
+        let output = output.expect("a shard");
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    }
+    assert_exact_and_closed(&db, &jobs, invocation);
+    let killed = db.query(&format!(
+        "SELECT r.status FROM _apisync_runs r JOIN _apisync_run_shards s ON s.run_id = r.id
+         WHERE s.invocation = '{invocation}' AND s.shard = 2"
+    ));
+    assert!(!killed.is_empty());
+    assert!(
+        killed
+            .iter()
+            .all(|row| row[0].as_deref() == Some("interrupted")),
+        "{killed:?}"
+    );
+    waiting.wait().await.expect("reap shard 2");
+}
+
+/// Issue 20, second reproduction: shard 2 runs its job and is killed in
+/// the middle of it while the other three, all `--steal`, run. They must
+/// not exit with the job half done: one of them takes it over from its
+/// checkpoint (the killed process is on this host: at once, although
+/// it is an unreaped zombie and the stale limit is 10 minutes).
+async fn stealing_survivors_finish_a_job_whose_shard_was_killed_mid_stream(backend: Backend) {
+    let (server, base) = Server::start().await;
+    let Some((project, db)) = project(backend, 2) else {
+        return;
+    };
+    let jobs = five_jobs(&project, &base);
+    let victim = jobs[0].0.clone();
+    let invocation = "inv-survive";
+    let arrived = server.hold(&victim, "whole", 2);
+    let mut killed = shard_command(&project, 2, 4, invocation, &["--steal"])
+        .env(STALE_ENV, "10m")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shard 2");
+    tokio::select! {
+        reached = arrived => reached.expect("the held page arrived"),
+        status = killed.wait() => panic!("shard 2 ended early: {status:?}"),
+    }
+    let mut survivors: Vec<tokio::process::Child> = [0, 1, 3]
+        .into_iter()
+        .map(|index| {
+            shard_command(&project, index, 4, invocation, &["--steal"])
+                .env(STALE_ENV, "10m")
+                .stdout(Stdio::piped())
+                // Not read until the end: a full pipe would stall it.
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn a survivor")
+        })
+        .collect();
+    // Kill shard 2 once everything else is complete, or as soon as a
+    // survivor gave up early (the bug: it exits with the job half done).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let others = db
+            .scalar(&format!(
+                "SELECT count(*) FROM _apisync_invocation_jobs WHERE invocation = '{invocation}'
+                 AND job <> '{victim}'"
+            ))
+            .unwrap_or_default();
+        let exited = survivors
+            .iter_mut()
+            .any(|s| s.try_wait().expect("try_wait").is_some());
+        if others == "4" || exited {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other jobs never completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    kill_9(&killed);
+    let outputs = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        futures::future::join_all(survivors.into_iter().map(|s| s.wait_with_output())),
+    )
+    .await
+    .expect("the survivors end (a dead holder must not be waited for until it is stale)");
+    let mut ran = 0;
+    for output in outputs {
+        let output = output.expect("a survivor");
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        let summary = summary_json(&output);
+        let line = job_line(&summary, &victim);
+        assert_eq!(line["status"], "succeeded", "{summary}");
+        ran += line["streams"]["run"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(ran, 1, "one survivor took the job over");
+    assert_exact_and_closed(&db, &jobs, invocation);
+    // Page 1 was committed before the kill: the survivor resumed at page 2.
+    let per_page = requests_per_page(&server.hits(), &victim);
+    let pages: Vec<usize> = (1..=PAGES)
+        .map(|page| {
+            per_page
+                .get(&("whole".to_string(), page))
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect();
+    // Pages after it may be asked twice: the one held, and those the
+    // killed shard fetched ahead of its commits.
+    assert_eq!(pages[..2], [1, 2], "{per_page:?}");
+    assert!(
+        pages[2..].iter().all(|n| (1..=2).contains(n)),
+        "{per_page:?}"
+    );
+    killed.wait().await.expect("reap shard 2");
 }

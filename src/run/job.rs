@@ -319,7 +319,14 @@ async fn run_partitions(
                         break;
                     }
                     let busy = pass.run(summary, &mut first_error).await?;
-                    if phase != Phase::Own || busy == 0 || first_error.is_some() {
+                    // A `--steal` shard does not wait here: once through
+                    // its jobs it comes back to every job not complete
+                    // (`finish.rs`), without a run row open meanwhile.
+                    if phase != Phase::Own
+                        || shard.sharding.steal
+                        || busy == 0
+                        || first_error.is_some()
+                    {
                         break;
                     }
                     tracing::info!(job = %job.name, streams = busy,
@@ -358,8 +365,8 @@ struct Pass<'a> {
 /// Whether a stream of a pass ran here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ran {
-    /// It ran in this phase.
-    Here(Phase),
+    /// It ran here; `stolen`: it is another shard's.
+    Here { stolen: bool },
     /// Nothing to do (done, or failed and not ours to retry).
     Skipped,
     /// Another live process holds it.
@@ -426,9 +433,9 @@ impl Pass<'_> {
             summary.records += counts.records;
             summary.interrupted |= counts.interrupted;
             match (ran, summary.streams.as_mut()) {
-                (Ran::Here(phase), Some(streams)) => {
+                (Ran::Here { stolen }, Some(streams)) => {
                     streams.run += 1;
-                    streams.stolen += u64::from(phase == Phase::Steal);
+                    streams.stolen += u64::from(stolen);
                 }
                 (Ran::Busy, _) => busy += 1,
                 _ => {}
@@ -487,12 +494,12 @@ async fn run_one(
             result = Err(err);
         }
     }
-    let phase = claims.map_or(Phase::Own, |(_, phase)| phase);
+    let stolen = claims.is_some_and(|(shard, _)| !shard.owns(&job, &label));
     (
         label,
         (counts, watch.stats.snapshot()),
         result,
-        Ran::Here(phase),
+        Ran::Here { stolen },
     )
 }
 

@@ -41,15 +41,40 @@ pub(super) fn stale_after() -> Duration {
 const WAIT_FIRST: Duration = Duration::from_millis(250);
 const WAIT_CAP: Duration = Duration::from_secs(10);
 
-/// This process's holder id: `hostname:pid:random`. The random part tells
-/// apart two processes that reused a pid.
+/// This process's holder id: `hostname:pid:random@start`. The random part
+/// tells apart two processes that reused a pid in the database; `start`
+/// (the process's start time in clock ticks since boot, field 22 of
+/// `/proc/self/stat`; left out where there is no /proc) lets another
+/// process on this host tell a reused pid from the holder itself.
 pub(crate) fn holder_id() -> String {
+    let start = process_start(std::process::id())
+        .map(|ticks| format!("@{ticks}"))
+        .unwrap_or_default();
     format!(
-        "{}:{}:{:08x}",
+        "{}:{}:{:08x}{start}",
         hostname(),
         std::process::id(),
         rand::random::<u32>()
     )
+}
+
+/// What `/proc/PID/stat` says of a process: its state letter (field 3)
+/// and its start time in clock ticks since boot (field 22). None when the
+/// file cannot be read or parsed.
+fn process_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2 is the command in parentheses and may itself hold spaces
+    // and parentheses: the fields after it start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Fields 4 to 21 lie between the state and the start time.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn process_start(pid: u32) -> Option<u64> {
+    process_stat(pid).map(|(_, start)| start)
 }
 
 fn hostname() -> String {
@@ -66,26 +91,55 @@ fn hostname() -> String {
     }
 }
 
-/// A holder on this host whose process no longer exists is dead for sure:
-/// its lease is taken at once instead of after [`STALE_AFTER`]. Holders on
-/// other hosts, or when liveness cannot be told (no /proc), are judged by
-/// their heartbeat only.
+/// A holder on this host whose process no longer runs is dead for sure:
+/// its lease is taken at once instead of after [`STALE_AFTER`]. No longer
+/// runs: no `/proc/PID`, or a zombie (`Z`, killed but not yet reaped by
+/// its parent, still listed) or dying (`X`) process, or a process whose
+/// start time differs from the one in the holder id (the pid was reused;
+/// holder ids of older versions carry no start time, and are then judged
+/// by the pid alone). Holders on other hosts, or when liveness cannot be
+/// told (no /proc), are judged by their heartbeat only.
 pub(super) fn holder_is_dead(holder: &str, this_holder: &str) -> bool {
-    let host_and_pid = |id: &str| {
-        let mut parts = id.rsplitn(3, ':');
-        let _random = parts.next();
-        let pid = parts.next()?.parse::<u32>().ok()?;
-        Some((parts.next()?.to_string(), pid))
-    };
-    let (Some((host, pid)), Some((my_host, my_pid))) =
-        (host_and_pid(holder), host_and_pid(this_holder))
-    else {
+    let (Some(theirs), Some(mine)) = (HolderId::parse(holder), HolderId::parse(this_holder)) else {
         return false;
     };
-    if host != my_host || pid == my_pid || !std::path::Path::new("/proc/self").exists() {
+    if theirs.host != mine.host
+        || theirs.pid == mine.pid
+        || !std::path::Path::new("/proc/self").exists()
+    {
         return false;
     }
-    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    if !std::path::Path::new(&format!("/proc/{}", theirs.pid)).exists() {
+        return true;
+    }
+    match process_stat(theirs.pid) {
+        Some((state, _)) if matches!(state, 'Z' | 'X' | 'x') => true,
+        Some((_, start)) => theirs.start.is_some_and(|recorded| recorded != start),
+        // Listed but unreadable (it may have just exited): alive until
+        // the next look, or until its heartbeat is stale.
+        None => false,
+    }
+}
+
+/// The parts of a holder id that tell whether it runs on this host.
+struct HolderId<'a> {
+    host: &'a str,
+    pid: u32,
+    start: Option<u64>,
+}
+
+impl<'a> HolderId<'a> {
+    fn parse(id: &'a str) -> Option<HolderId<'a>> {
+        let mut parts = id.rsplitn(3, ':');
+        let random = parts.next()?;
+        let pid = parts.next()?.parse::<u32>().ok()?;
+        let host = parts.next()?;
+        let start = match random.split_once('@') {
+            Some((_, start)) => Some(start.parse::<u64>().ok()?),
+            None => None,
+        };
+        Some(HolderId { host, pid, start })
+    }
 }
 
 /// The outcome of [`acquire`].
@@ -347,5 +401,53 @@ mod tests {
         assert!(!holder_is_dead("elsewhere:999999999:abcd", &me));
         assert!(!holder_is_dead(&me, &me));
         assert!(!holder_is_dead("garbage", &me));
+        assert!(me.contains('@'), "the id carries the start time: {me}");
+    }
+
+    /// A killed process its parent has not reaped yet is still listed in
+    /// /proc (state `Z`): it is dead all the same.
+    #[test]
+    fn a_zombie_on_this_host_is_dead() {
+        let me = holder_id();
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn a child");
+        let pid = child.id();
+        // Not reaped: it stays a zombie until `wait`. Poll its state with
+        // a bound (a deadline for a hung machine, not a synchronisation).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while process_stat(pid).map(|(state, _)| state) != Some('Z') {
+            assert!(std::time::Instant::now() < deadline, "never a zombie");
+            std::thread::yield_now();
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let zombie = format!("{}:{pid}:abcd", hostname());
+        assert!(holder_is_dead(&zombie, &me), "a zombie is dead");
+        child.wait().expect("reap");
+    }
+
+    /// A live process with the holder's pid but another start time is a
+    /// reused pid: the holder is dead. With its own start time it lives.
+    #[test]
+    fn a_reused_pid_is_told_apart_by_its_start_time() {
+        let me = holder_id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn a child");
+        let pid = child.id();
+        let start = process_start(pid).expect("its start time");
+        let host = hostname();
+        assert!(!holder_is_dead(&format!("{host}:{pid}:abcd@{start}"), &me));
+        assert!(holder_is_dead(
+            &format!("{host}:{pid}:abcd@{}", start + 1),
+            &me
+        ));
+        assert!(
+            !holder_is_dead(&format!("{host}:{pid}:abcd"), &me),
+            "no start time: by pid"
+        );
+        child.kill().expect("kill the child");
+        child.wait().expect("reap");
     }
 }

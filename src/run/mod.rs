@@ -5,6 +5,7 @@
 mod dry_run;
 mod due;
 mod error;
+mod finish;
 mod incremental;
 mod job;
 mod lease;
@@ -64,7 +65,7 @@ pub(crate) struct RunEnv {
     /// first one: a sharded child polling its parent every second must not
     /// open a connection each time.
     pub reader: std::sync::Mutex<Option<Arc<std::sync::Mutex<crate::store::StoreReader>>>>,
-    /// This process's job-lease holder id (`hostname:pid:random`).
+    /// This process's job-lease holder id (`hostname:pid:random@start`).
     pub holder: String,
     /// Told about every stream (a live display on a terminal, else nothing).
     pub progress: Arc<dyn Progress>,
@@ -123,7 +124,8 @@ async fn execute_with(
         Some(sharding) => {
             let (started_at, heartbeat) = sharded::register(&writer, sharding, &holder).await?;
             tracing::info!(shard = %sharding.spec, invocation = %sharding.invocation,
-                steal = sharding.steal, "sharded run");
+                steal = sharding.steal, assignment = shard::ASSIGNMENT,
+                version = env!("CARGO_PKG_VERSION"), "sharded run");
             let shard = sharded::ShardEnv {
                 sharding: sharding.clone(),
                 started_at,
@@ -150,7 +152,10 @@ async fn execute_with(
         shard,
         reader: std::sync::Mutex::new(None),
     };
-    let jobs = scheduler::run_jobs(&env, jobs, &mode).await;
+    let mut jobs = scheduler::run_jobs(&env, jobs, &mode).await;
+    if let Some(shard) = &env.shard {
+        finish::finish_shard(&env, shard, &mode, &mut jobs).await;
+    }
     settle_credentials(&env.credentials).await;
     let report = mode.shard.as_ref().map(|s| ShardReport {
         index: s.spec.index,

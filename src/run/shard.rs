@@ -1,12 +1,21 @@
 //! Which shard runs which stream, and how `--shard`, `--invocation` and
 //! `--steal` (or their Kubernetes environment) become a [`Sharding`].
 //!
-//! The assignment is FNV-1a 64 over the job name, the byte 0x1F (unit
-//! separator, which no job name contains) and the partition key, modulo
-//! the shard count. FNV-1a is fixed by its definition (offset basis and
-//! prime below), so the same stream lands on the same shard on every
-//! platform and in every apisync version; std's `DefaultHasher` promises
-//! neither and must never be used here.
+//! The assignment hash ([`ASSIGNMENT`], "fnv1a64-fmix64"): FNV-1a 64 over
+//! the job name, the byte 0x1F (unit separator, which no job name contains)
+//! and the partition key; then MurmurHash3's 64-bit finalizer `fmix64`;
+//! then the remainder modulo the shard count. Why the finalizer: FNV-1a's
+//! low bits depend only on the low bits of each input byte, so modulo a
+//! power of two (4 shards) similar names (`accounts`, `contacts`, ...)
+//! piled up on one shard. `fmix64` folds the high bits into the low ones,
+//! so every bit of the result depends on every input byte.
+//!
+//! Both steps are fixed by their published constants (below), so the same
+//! stream lands on the same shard on every platform and in every apisync
+//! version that uses this hash; std's `DefaultHasher` promises neither and
+//! must never be used here. The unit tests pin known values: changing the
+//! hash changes which shard owns what, so all shards of one invocation
+//! must run the same apisync version (docs/sharding.md).
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +29,9 @@ pub const COUNT_ENV: &str = "APISYNC_SHARD_COUNT";
 /// The id every shard of one invocation shares (the Job's uid on Kubernetes).
 pub const INVOCATION_ENV: &str = "APISYNC_INVOCATION";
 
+/// The name of the assignment hash, as docs/sharding.md gives it.
+pub const ASSIGNMENT: &str = "fnv1a64-fmix64";
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
@@ -30,18 +42,33 @@ pub fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> u64 {
     })
 }
 
+/// MurmurHash3's 64-bit finalizer: an avalanche step, every output bit
+/// depends on every input bit.
+pub fn fmix64(mut hash: u64) -> u64 {
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+/// The assignment hash of `bytes`: `fmix64(fnv1a64(bytes))`.
+pub fn assignment_hash(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    fmix64(fnv1a64(bytes))
+}
+
 /// The shard of one (job, partition) stream of a job that can be split.
 pub fn stream_shard(job: &str, partition: &str, count: u32) -> u32 {
     let bytes = job
         .bytes()
         .chain(std::iter::once(0x1F))
         .chain(partition.bytes());
-    reduce(fnv1a64(bytes), count)
+    reduce(assignment_hash(bytes), count)
 }
 
 /// The shard of a job that runs whole: hash of its name alone.
 pub fn job_shard(job: &str, count: u32) -> u32 {
-    reduce(fnv1a64(job.bytes()), count)
+    reduce(assignment_hash(job.bytes()), count)
 }
 
 fn reduce(hash: u64, count: u32) -> u32 {
@@ -203,53 +230,147 @@ pub fn resolve_sharding(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
 
     /// Known values: these must never change, or shards of different
-    /// apisync versions (a rolling upgrade) would disagree.
+    /// apisync versions (a rolling upgrade) would disagree. Computed with
+    /// an independent implementation (a few lines of Python over the
+    /// published FNV-1a and fmix64 constants).
     #[test]
-    fn the_hash_is_fnv1a64_with_its_published_values() {
+    fn the_hash_is_fnv1a64_then_fmix64_with_pinned_values() {
         assert_eq!(fnv1a64(*b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(*b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a64(*b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(assignment_hash(*b""), 0xefd0_1f60_ba99_2926);
+        assert_eq!(assignment_hash(*b"a"), 0x82a2_a958_a9be_ce5b);
+        assert_eq!(assignment_hash(*b"foobar"), 0x2c22_1949_22d1_672b);
+        assert_eq!(assignment_hash(*b"orders\x1feu"), 0x4e12_72a7_ae2e_fc6a);
         assert_eq!(
             stream_shard("orders", "eu", 1_000_003),
-            u32::try_from(fnv1a64(*b"orders\x1feu") % 1_000_003).unwrap()
+            u32::try_from(0x4e12_72a7_ae2e_fc6a_u64 % 1_000_003).unwrap()
         );
         assert_eq!(
             job_shard("orders", 7),
-            u32::try_from(fnv1a64(*b"orders") % 7).unwrap()
+            u32::try_from(assignment_hash(*b"orders") % 7).unwrap()
         );
-        // Pinned assignments of a few streams over four shards (checked
-        // against an independent FNV-1a implementation).
         let pinned: Vec<u32> = ["p000", "p001", "p002", "p003", "p004", "p005"]
             .iter()
             .map(|p| stream_shard("items", p, 4))
             .collect();
-        assert_eq!(pinned, [0, 3, 2, 1, 0, 3]);
+        assert_eq!(pinned, [2, 2, 1, 0, 0, 2]);
+        let jobs: Vec<u32> = ["accounts", "contacts", "orders", "offset", "events"]
+            .iter()
+            .map(|j| job_shard(j, 4))
+            .collect();
+        assert_eq!(jobs, [1, 2, 1, 0, 3]);
     }
 
+    /// Realistic job names, for the spread tests.
+    const JOB_NAMES: [&str; 24] = [
+        "accounts",
+        "contacts",
+        "orders",
+        "invoices",
+        "offset",
+        "items",
+        "users",
+        "events",
+        "customers",
+        "charges",
+        "refunds",
+        "payouts",
+        "tickets",
+        "issues",
+        "pulls",
+        "commits",
+        "deals",
+        "companies",
+        "products",
+        "variants",
+        "subscriptions",
+        "messages",
+        "channels",
+        "pages",
+    ];
+
+    /// How many of `keys` each of `count` shards gets from `shard`.
+    fn spread(keys: &[String], count: u32, shard: impl Fn(&str) -> u32) -> Vec<usize> {
+        let mut per_shard = vec![0; count as usize];
+        for key in keys {
+            let index = shard(key);
+            assert!(index < count);
+            assert_eq!(shard(key), index, "stable");
+            per_shard[index as usize] += 1;
+        }
+        per_shard
+    }
+
+    /// Realistic partition keys (a year of days, 301 numeric parent ids,
+    /// zero-padded names) spread over 2, 3, 4 and 8 shards as a random
+    /// assignment would: each shard within 3 standard deviations
+    /// (`3 * sqrt(even share)`, binomial) of an even share.
     #[test]
-    fn two_hundred_streams_spread_evenly_and_each_has_one_shard() {
-        let mut per_shard: BTreeMap<u32, usize> = BTreeMap::new();
-        for n in 0..200 {
-            let partition = format!("p{n:03}");
-            let shard = stream_shard("items", &partition, 4);
-            assert!(shard < 4);
-            // Stable: asking again gives the same shard.
-            assert_eq!(stream_shard("items", &partition, 4), shard);
-            *per_shard.entry(shard).or_default() += 1;
+    fn realistic_partition_keys_spread_evenly_over_any_count() {
+        let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+        let sets: [(&str, Vec<String>); 3] = [
+            (
+                "daily",
+                (0..365)
+                    .map(|n| (day + chrono::Days::new(n)).to_string())
+                    .collect(),
+            ),
+            ("contacts", (1..=301).map(|n| n.to_string()).collect()),
+            ("items", (0..200).map(|n| format!("p{n:03}")).collect()),
+        ];
+        for count in [2, 3, 4, 8] {
+            for (job, keys) in &sets {
+                let per_shard = spread(keys, count, |key| stream_shard(job, key, count));
+                let even = keys.len() as f64 / f64::from(count);
+                for n in &per_shard {
+                    assert!(
+                        (*n as f64 - even).abs() <= 3.0 * even.sqrt(),
+                        "{job} over {count} shards: {per_shard:?}"
+                    );
+                }
+            }
         }
-        assert_eq!(per_shard.values().sum::<usize>(), 200);
-        assert_eq!(per_shard.len(), 4, "{per_shard:?}");
-        for (shard, n) in &per_shard {
-            assert!(
-                (30..=70).contains(n),
-                "shard {shard} has {n} of 200: {per_shard:?}"
-            );
+    }
+
+    /// Every bit of the assignment depends on every byte: flipping any one
+    /// bit of a job name moves it to another of four shards about 3 times
+    /// in 4, as a random assignment would. (Plain FNV-1a: 1 in 4, since
+    /// bits 2 to 7 of a byte never reach the two low bits, which is how
+    /// four job names of one project all landed on one shard.)
+    #[test]
+    fn any_bit_of_a_name_moves_it_as_a_random_assignment_would() {
+        let (mut flips, mut moved) = (0u32, 0u32);
+        for name in JOB_NAMES {
+            let shard = job_shard(name, 4);
+            for at in 0..name.len() {
+                for bit in 0..8 {
+                    let mut bytes = name.as_bytes().to_vec();
+                    bytes[at] ^= 1 << bit;
+                    flips += 1;
+                    moved += u32::from(reduce(assignment_hash(bytes), 4) != shard);
+                }
+            }
         }
+        let share = f64::from(moved) / f64::from(flips);
+        assert!(
+            (0.65..=0.85).contains(&share),
+            "{moved} of {flips} flips moved"
+        );
+        // Names that differ in one character's high bits (1, 5, 9) used
+        // to share a shard.
+        let tenants: BTreeSet<u32> = ["tenant_1", "tenant_5", "tenant_9"]
+            .iter()
+            .map(|name| job_shard(name, 4))
+            .collect();
+        assert!(tenants.len() > 1, "{tenants:?}");
+        let per_shard = spread(&JOB_NAMES.map(String::from), 4, |name| job_shard(name, 4));
+        assert!(per_shard.iter().all(|n| *n >= 2), "{per_shard:?}");
     }
 
     #[test]

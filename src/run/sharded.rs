@@ -11,7 +11,7 @@
 //! stream of it is done, whoever ran them. Job leases are not used: stream
 //! claims take their place.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use super::shard::{Sharding, owner};
 use super::summary::JobSummary;
 use super::{RunEnv, RunError, Writer};
 use crate::plan::JobPlan;
-use crate::store::{ClaimEnd, StreamClaim, StreamKey, TableSpec};
+use crate::store::{ClaimEnd, OtherRuns, StreamClaim, StreamKey, TableSpec};
 
 /// How often a child job looks whether its parents completed elsewhere,
 /// and a shard whether its own streams held by others are free again.
@@ -33,7 +33,7 @@ pub(crate) const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a waiting child lists its parent's remaining streams to find
 /// orphaned ones (at most; more often with a short stale limit).
-const FULL_CHECK_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const FULL_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Orphaned streams named in an error, at most.
 const NAMED: usize = 5;
@@ -57,6 +57,10 @@ pub(crate) enum Phase {
     Own,
     /// Any other stream that is not done and no live process holds.
     Steal,
+    /// A `--steal` shard once through its own jobs: any stream of a job
+    /// that is not complete in the invocation, whoever owns it, that no
+    /// live process holds (failed ones are left to their shard's rerun).
+    Finish,
 }
 
 impl ShardEnv {
@@ -64,11 +68,11 @@ impl ShardEnv {
         self.sharding.spec.index
     }
 
-    fn count(&self) -> u32 {
+    pub fn count(&self) -> u32 {
         self.sharding.spec.count
     }
 
-    fn invocation(&self) -> &str {
+    pub fn invocation(&self) -> &str {
         &self.sharding.invocation
     }
 
@@ -87,7 +91,14 @@ impl ShardEnv {
         match phase {
             Phase::Own => mine,
             Phase::Steal => !mine,
+            Phase::Finish => true,
         }
+    }
+
+    /// Whether this shard owns the stream `partition` of `job` (else it
+    /// is stolen when this shard runs it).
+    pub fn owns(&self, job: &JobPlan, partition: &str) -> bool {
+        owner(job, partition, self.count()) == self.index()
     }
 }
 
@@ -111,6 +122,11 @@ pub(crate) async fn register(
     let started = writer
         .call(move |store| store.register_holder(&invocation, &me, index, steal))
         .await??;
+    // A killed process of this invocation may have left runs `running`
+    // (a rerun of its index finds them here, whatever else it does).
+    if let Err(err) = close_dead_runs(writer, sharding, holder).await {
+        tracing::warn!(error = %err, "could not close the runs of stopped shards");
+    }
     let started_at = DateTime::parse_from_rfc3339(&started)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(|_| Utc::now());
@@ -286,6 +302,39 @@ async fn remaining_with(
     live: Option<&Liveness>,
 ) -> Result<Remaining, RunError> {
     let mut left = Remaining::default();
+    for_each_undone(env, shard, job, mode, |key| {
+        left.any = true;
+        let Some(live) = live else {
+            // Only whether any is left was asked.
+            return false;
+        };
+        let index = owner(job, &key, shard.count());
+        let orphaned = match live.claims.get(&key) {
+            Some(alive) => !alive,
+            None => index == shard.index() || !live.shards.contains(&index),
+        };
+        if orphaned {
+            left.orphaned += 1;
+            if left.named.len() < NAMED {
+                left.named.push((key, index));
+            }
+        }
+        true
+    })
+    .await?;
+    Ok(left)
+}
+
+/// Call `each` with every stream of `job` that is not done in this
+/// invocation (the job's own partitions, not yet finished in its pass),
+/// until it answers false.
+async fn for_each_undone(
+    env: &RunEnv,
+    shard: &ShardEnv,
+    job: &JobPlan,
+    mode: &JobMode,
+    mut each: impl FnMut(String) -> bool,
+) -> Result<(), RunError> {
     let mut partitions = unfinished_partitions(env, job, &listing_mode(mode))?
         .chunks(500)
         .boxed();
@@ -307,25 +356,61 @@ async fn remaining_with(
             })
             .await??;
         for key in keys.into_iter().filter(|k| !done.contains(k)) {
-            left.any = true;
-            let Some(live) = live else {
-                // Only whether any is left was asked.
-                return Ok(left);
-            };
-            let index = owner(job, &key, shard.count());
-            let orphaned = match live.claims.get(&key) {
-                Some(alive) => !alive,
-                None => index == shard.index() || !live.shards.contains(&index),
-            };
-            if orphaned {
-                left.orphaned += 1;
-                if left.named.len() < NAMED {
-                    left.named.push((key, index));
-                }
+            if !each(key) {
+                return Ok(());
             }
         }
     }
-    Ok(left)
+    Ok(())
+}
+
+/// How many streams of `job` are not done in this invocation, and the
+/// shards they belong to: whom a job this shard leaves unfinished is
+/// left to.
+pub(crate) async fn undone_owners(
+    env: &RunEnv,
+    shard: &ShardEnv,
+    job: &JobPlan,
+    mode: &JobMode,
+) -> Result<(u64, BTreeSet<u32>), RunError> {
+    let (mut count, mut owners) = (0, BTreeSet::new());
+    for_each_undone(env, shard, job, mode, |key| {
+        count += 1;
+        owners.insert(owner(job, &key, shard.count()));
+        true
+    })
+    .await?;
+    Ok((count, owners))
+}
+
+/// The shard that owns the stream `partition` of `job`.
+pub(crate) fn owner_of(shard: &ShardEnv, job: &JobPlan, partition: &str) -> u32 {
+    owner(job, partition, shard.count())
+}
+
+/// Mark `interrupted` the runs of this invocation whose process stopped
+/// (see `store/shard_runs.rs`); what is still running elsewhere.
+pub(crate) async fn close_dead_runs(
+    writer: &Writer,
+    sharding: &Sharding,
+    holder: &str,
+) -> Result<OtherRuns, RunError> {
+    let (invocation, me) = (sharding.invocation.clone(), holder.to_string());
+    let found = writer
+        .call(move |store| {
+            let mine = me.clone();
+            store.close_dead_runs(&invocation, &me, stale_after(), |other| {
+                holder_is_dead(other, &mine)
+            })
+        })
+        .await??;
+    if found.interrupted > 0 {
+        tracing::warn!(
+            runs = found.interrupted,
+            "marked interrupted the runs of shards whose process stopped before finishing them"
+        );
+    }
+    Ok(found)
 }
 
 async fn remaining(
@@ -350,7 +435,7 @@ struct Liveness {
     /// Claimed (running) streams of the parent: whether the holder lives.
     claims: HashMap<String, bool>,
     /// Shards with a live process.
-    shards: std::collections::BTreeSet<u32>,
+    shards: BTreeSet<u32>,
 }
 
 /// How waiting for the parents ended, when the child may not run.

@@ -120,6 +120,27 @@ impl JobSummary {
         }
     }
 
+    /// Add what a later pass over the same job did (a `--steal` shard
+    /// coming back to a job another shard left): counts add up, a failure
+    /// or an interruption wins over success.
+    pub(crate) fn absorb(&mut self, later: JobSummary) {
+        self.pages += later.pages;
+        self.records += later.records;
+        self.seconds += later.seconds;
+        self.token_requests += later.token_requests;
+        self.http += &later.http;
+        self.interrupted |= later.interrupted;
+        if let Some(more) = later.streams {
+            let streams = self.streams.get_or_insert_default();
+            streams.run += more.run;
+            streams.stolen += more.stolen;
+        }
+        if matches!(later.status, JobStatus::Failed | JobStatus::Interrupted) {
+            self.status = later.status;
+            self.error = self.error.take().or(later.error);
+        }
+    }
+
     pub(crate) fn skipped(job: &str, err: RunError) -> Self {
         JobSummary {
             status: JobStatus::Skipped,

@@ -430,6 +430,16 @@ impl Store {
         both!(self, db => db.job_completed_in(invocation, job))
     }
 
+    pub fn close_dead_runs(
+        &mut self,
+        invocation: &str,
+        me: &str,
+        stale_after: Duration,
+        is_dead: impl Fn(&str) -> bool,
+    ) -> Result<super::OtherRuns, StoreError> {
+        both!(mut self, db => db.close_dead_runs(invocation, me, stale_after, &is_dead))
+    }
+
     pub fn complete_sharded_pass(
         &mut self,
         invocation: &str,

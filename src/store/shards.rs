@@ -428,10 +428,13 @@ impl SqliteStore {
                 (invocation, &stream.job, &stream.partition, holder),
             )
         } else {
+            // `done` already: another process completed the job's pass
+            // between this stream's last page and this mark (the pass
+            // marks every finished stream done, keeping its holder).
             self.conn.execute(
-                "UPDATE _apisync_invocation_streams SET status = ?5, finished_at = ?6
+                "UPDATE _apisync_invocation_streams SET status = ?5, finished_at = coalesce(finished_at, ?6)
                  WHERE invocation = ?1 AND job = ?2 AND partition = ?3 AND holder = ?4
-                   AND status = 'running'",
+                   AND (status = 'running' OR (status = 'done' AND ?5 = 'done'))",
                 (
                     invocation,
                     &stream.job,
@@ -644,7 +647,7 @@ fn begin_invocation(conn: &Connection, invocation: &str, at: &str) -> rusqlite::
 
 /// A holder is alive when its row is not ended, its heartbeat is fresh and
 /// `is_dead` does not know better. No row: it never registered, so dead.
-fn holder_alive(
+pub(super) fn holder_alive(
     conn: &Connection,
     invocation: &str,
     holder: &str,

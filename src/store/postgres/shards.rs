@@ -30,6 +30,7 @@ use super::{xact_lock, xact_lock_shared};
 use crate::store::error::StoreError;
 use crate::store::leases::stale_cutoff;
 use crate::store::open::now;
+use crate::store::shard_runs::OtherRuns;
 use crate::store::shards::{
     ClaimEnd, Found, HeldClaim, KEEP_STREAMS, StreamClaim, StreamState, TAKEN_OVER, decide_claim,
 };
@@ -296,10 +297,13 @@ impl PgStore {
                     } else {
                         "failed"
                     };
+                    // See `store/shards.rs`: `done` already by a pass
+                    // another process completed meanwhile.
                     s.client.execute(
-                        "UPDATE _apisync.invocation_streams SET status = $5, finished_at = $6
+                        "UPDATE _apisync.invocation_streams
+                         SET status = $5, finished_at = coalesce(finished_at, $6)
                          WHERE invocation = $1 AND job = $2 AND partition = $3 AND holder = $4
-                           AND status = 'running'",
+                           AND (status = 'running' OR (status = 'done' AND $5 = 'done'))",
                         &[
                             &invocation,
                             &key.job,
@@ -403,6 +407,67 @@ impl PgStore {
             .filter(|(holder, _)| !is_dead(holder))
             .filter_map(|(_, shard)| u32::try_from(shard).ok())
             .collect())
+    }
+
+    /// See `store/shard_runs.rs`. Liveness is read in one statement and
+    /// `is_dead` asked here; a holder found dead stays dead, so closing its
+    /// runs in a second statement is safe.
+    pub(crate) fn close_dead_runs(
+        &mut self,
+        invocation: &str,
+        me: &str,
+        stale_after: Duration,
+        is_dead: &dyn Fn(&str) -> bool,
+    ) -> Result<OtherRuns, StoreError> {
+        let err = db_err("close the runs of stopped processes of the invocation");
+        let (inv, me) = (invocation.to_string(), me.to_string());
+        let cutoff = stale_cutoff(stale_after);
+        let read_err = err.clone();
+        let holders = self.conn.run(move |s| {
+            s.client
+                .query(
+                    "SELECT s.holder, count(*), EXISTS (
+                         SELECT 1 FROM _apisync.invocation_holders h
+                         WHERE h.invocation = s.invocation AND h.holder = s.holder
+                           AND h.ended_at IS NULL AND h.heartbeat_at COLLATE \"C\" >= $3)
+                     FROM _apisync.runs r JOIN _apisync.run_shards s ON s.run_id = r.id
+                     WHERE s.invocation = $1 AND r.status = 'running' AND s.holder <> $2
+                     GROUP BY s.invocation, s.holder",
+                    &[&inv, &me, &cutoff],
+                )
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2)))
+                        .collect::<Vec<(String, i64, bool)>>()
+                })
+                .map_err(read_err)
+        })??;
+        let mut found = OtherRuns::default();
+        let mut dead = Vec::new();
+        for (holder, running, fresh) in holders {
+            if fresh && !is_dead(&holder) {
+                found.running += u64::try_from(running).unwrap_or(0);
+            } else {
+                dead.push(holder);
+            }
+        }
+        if dead.is_empty() {
+            return Ok(found);
+        }
+        let inv = invocation.to_string();
+        let closed = self.conn.run(move |s| {
+            s.client
+                .execute(
+                    "UPDATE _apisync.runs SET status = 'interrupted', finished_at = $3,
+                         error = coalesce(error, $4)
+                     WHERE status = 'running' AND id IN (
+                         SELECT run_id FROM _apisync.run_shards WHERE invocation = $1 AND holder = ANY($2))",
+                    &[&inv, &dead, &now(), &TAKEN_OVER],
+                )
+                .map_err(err)
+        })??;
+        found.interrupted = closed;
+        Ok(found)
     }
 
     pub(crate) fn job_completed_in(&self, invocation: &str, job: &str) -> Result<bool, StoreError> {
