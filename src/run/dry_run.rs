@@ -1,6 +1,8 @@
-//! `run --dry-run`: the plan in words, sending nothing. Jobs in the order
-//! they would start, their partitions, each stream's first request (secrets
-//! redacted: no credential is even resolved) and where it would resume.
+//! `run --dry-run`: the plan in words, sending nothing and changing
+//! nothing. Jobs in the order they would start, their partitions, each
+//! stream's first request (secrets redacted: no credential is even
+//! resolved) and where it would resume. The database is only looked at:
+//! a missing SQLite file is not created, and none is migrated.
 
 use std::fmt::Write as _;
 
@@ -8,13 +10,20 @@ use super::partitions::{date_slices, value_partition};
 use super::{JobMode, RunError, incremental};
 use crate::fetch::{HttpClient, HttpOptions, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition, PartitionsPlan, ProjectPlan};
-use crate::store::{Store, StreamKey};
+use crate::store::{StoreReader, StreamKey};
 
 /// How many streams of one job are listed before "... and N more".
 const SHOWN_STREAMS: usize = 5;
 
 pub fn dry_run(plan: &ProjectPlan, jobs: &[JobPlan], mode: &JobMode) -> Result<String, RunError> {
-    let store = Store::open(&plan.settings.database)?;
+    let reader = StoreReader::open_to_peek(&plan.settings.database)?;
+    // A database without this version's state (new, or written by an older
+    // apisync that a run would upgrade first) holds no position to show.
+    let store = match reader {
+        Some(reader) if reader.has_state()? => Some(reader),
+        _ => None,
+    };
+    let store = store.as_ref();
     let http = HttpClient::new(&HttpOptions {
         concurrency: 1,
         user_agent: String::new(),
@@ -24,7 +33,7 @@ pub fn dry_run(plan: &ProjectPlan, jobs: &[JobPlan], mode: &JobMode) -> Result<S
     for (index, job) in execution_order(jobs).into_iter().enumerate() {
         let partitions = match &mode.backfill {
             Some(slices) => slices.clone(),
-            None => planned_partitions(&store, plan, job)?,
+            None => planned_partitions(store, plan, job)?,
         };
         let auth = job
             .auth
@@ -41,7 +50,7 @@ pub fn dry_run(plan: &ProjectPlan, jobs: &[JobPlan], mode: &JobMode) -> Result<S
             partitions.len()
         );
         for partition in partitions.iter().take(SHOWN_STREAMS) {
-            let line = describe_stream(&store, &http, job, partition, mode)?;
+            let line = describe_stream(store, &http, job, partition, mode)?;
             let _ = writeln!(out, "   {line}");
         }
         if partitions.len() > SHOWN_STREAMS {
@@ -68,7 +77,7 @@ pub(crate) fn execution_order(jobs: &[JobPlan]) -> Vec<&JobPlan> {
 }
 
 fn planned_partitions(
-    store: &Store,
+    store: Option<&StoreReader>,
     plan: &ProjectPlan,
     job: &JobPlan,
 ) -> Result<Vec<Partition>, RunError> {
@@ -89,17 +98,36 @@ fn planned_partitions(
                 .find(|j| &j.name == parent)
                 .map(|j| j.output.table.clone());
             let table = table.unwrap_or_else(|| parent.clone());
-            match store.distinct_values(&table, field) {
-                Ok(values) => values.iter().map(|v| value_partition(v)).collect(),
+            match store {
+                Some(store) if store.has_table(&table)? => parent_values(store, &table, field)?
+                    .iter()
+                    .map(|v| value_partition(v))
+                    .collect(),
                 // The parent has not run yet: its table does not exist.
-                Err(_) => Vec::new(),
+                _ => Vec::new(),
             }
         }
     })
 }
 
+/// Every distinct value at `field` in the parent's table, read a page at a
+/// time as a run reads them.
+fn parent_values(store: &StoreReader, table: &str, field: &str) -> Result<Vec<String>, RunError> {
+    const PAGE: usize = 500;
+    let mut values: Vec<String> = Vec::new();
+    loop {
+        let page =
+            store.distinct_values_page(table, field, values.last().map(String::as_str), PAGE)?;
+        let more = page.len() == PAGE;
+        values.extend(page);
+        if !more {
+            return Ok(values);
+        }
+    }
+}
+
 fn describe_stream(
-    store: &Store,
+    store: Option<&StoreReader>,
     http: &HttpClient,
     job: &JobPlan,
     partition: &Partition,
@@ -111,7 +139,8 @@ fn describe_stream(
     } else {
         format!("[{}] ", partition.key)
     };
-    let position = match store.load_checkpoint(&key)? {
+    let saved = store.map(|s| s.checkpoint(&key)).transpose()?.flatten();
+    let position = match saved {
         Some(text) => serde_json::from_str::<StreamPosition>(&text).map_err(|err| {
             RunError::BadCheckpoint {
                 job: job.name.clone(),
@@ -122,7 +151,7 @@ fn describe_stream(
             let mark = if mode.full_refresh || mode.backfill.is_some() {
                 None
             } else {
-                store.load_mark(&key)?
+                store.map(|s| s.mark(&key)).transpose()?.flatten()
             };
             StreamPosition::start(incremental::since(job, mark.as_deref()))
         }

@@ -301,6 +301,32 @@ impl StoreReader {
         Ok(StoreReader { backend })
     }
 
+    /// Look at `database` without changing anything (`run --dry-run`): no
+    /// migration, no file created; `None` when a SQLite file does not exist.
+    pub fn open_to_peek(database: &Database) -> Result<Option<StoreReader>, StoreError> {
+        let backend = match database {
+            Database::Sqlite(path) if !path.exists() => return Ok(None),
+            Database::Sqlite(path) => ReaderBackend::Sqlite(SqliteReader::open_to_peek(path)?),
+            Database::Postgres(url) => ReaderBackend::Postgres(PgReader::open(url)?),
+        };
+        Ok(Some(StoreReader { backend }))
+    }
+
+    /// Whether apisync's state is here in this version's layout.
+    pub fn has_state(&self) -> Result<bool, StoreError> {
+        reader!(self, db => db.has_state())
+    }
+
+    /// The saved position of `stream`.
+    pub fn checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        reader!(self, db => db.checkpoint(stream))
+    }
+
+    /// The high-water mark of `stream`.
+    pub fn mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        reader!(self, db => db.mark(stream))
+    }
+
     /// Whether `table` exists (a parent job that never ran has no table).
     pub fn has_table(&self, table: &str) -> Result<bool, StoreError> {
         reader!(self, db => db.has_table(table))

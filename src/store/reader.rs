@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::error::StoreError;
 use super::sql::{pointer_to_path, quote_ident};
 use super::tables::table_exists;
+use super::types::StreamKey;
 
 /// Read-only access to the database the [`super::Store`] writes.
 pub(crate) struct SqliteReader {
@@ -41,6 +42,70 @@ impl SqliteReader {
                 source: Box::new(source),
             })?;
         Ok(SqliteReader { conn })
+    }
+
+    /// Open `path` to look at it without changing anything on disk, for
+    /// `run --dry-run`: no migration, and no `-wal`/`-shm` files left behind.
+    /// A database a run finished with has no WAL: it is opened `immutable`,
+    /// which creates no file. One a crash left a WAL beside is read through
+    /// it (its files exist already), so its last commits are seen.
+    pub fn open_to_peek(path: &Path) -> Result<SqliteReader, StoreError> {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if Path::new(&wal).exists() {
+            return SqliteReader::open(path);
+        }
+        let mut uri =
+            url::Url::from_file_path(std::path::absolute(path).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?)
+            .map_err(|()| StoreError::Open {
+                path: path.to_path_buf(),
+                source: "not a file path".into(),
+            })?;
+        uri.set_query(Some("mode=ro&immutable=1"));
+        SqliteReader::open(Path::new(uri.as_str()))
+    }
+
+    /// Whether apisync's state tables are here in this version's layout (a
+    /// new database, or one an older apisync wrote, has none yet).
+    pub fn has_state(&self) -> Result<bool, StoreError> {
+        self.has_table("_apisync_checkpoints")
+    }
+
+    /// The saved position of `stream`, as [`super::Store::load_checkpoint`].
+    pub fn checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.value(
+            "SELECT position FROM _apisync_checkpoints WHERE job = ?1 AND partition = ?2",
+            stream,
+            "load the checkpoint",
+        )
+    }
+
+    /// The high-water mark of `stream`, as [`super::Store::load_mark`].
+    pub fn mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.value(
+            "SELECT value FROM _apisync_marks WHERE job = ?1 AND partition = ?2",
+            stream,
+            "load the mark",
+        )
+    }
+
+    fn value(
+        &self,
+        sql: &str,
+        stream: &StreamKey,
+        action: &'static str,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(sql, (&stream.job, &stream.partition), |r| r.get(0))
+            .optional()
+            .map_err(|source| StoreError::Job {
+                job: stream.job.clone(),
+                action,
+                source: Box::new(source),
+            })
     }
 
     /// Whether `table` exists (a parent job that never ran has no table).

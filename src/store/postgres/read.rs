@@ -5,6 +5,7 @@
 use super::super::database::PostgresUrl;
 use super::super::error::StoreError;
 use super::super::sql::{pointer_to_tokens, quote_ident};
+use super::super::types::StreamKey;
 use super::PgStore;
 use super::conn::PgConn;
 use super::write::table_exists;
@@ -86,6 +87,56 @@ impl PgReader {
         Ok(PgReader {
             conn: PgConn::connect(url)?,
         })
+    }
+
+    /// Whether apisync's schema is here in this version's layout.
+    pub(crate) fn has_state(&self) -> Result<bool, StoreError> {
+        self.conn.run(|s| {
+            s.client
+                .query_one(
+                    "SELECT to_regclass('_apisync.checkpoints') IS NOT NULL",
+                    &[],
+                )
+                .map(|row| row.get(0))
+                .map_err(table_err("_apisync.checkpoints", "look it up"))
+        })?
+    }
+
+    /// The saved position of `stream`.
+    pub(crate) fn checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.value(
+            "SELECT position FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
+            stream,
+            "load the checkpoint",
+        )
+    }
+
+    /// The high-water mark of `stream`.
+    pub(crate) fn mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.value(
+            "SELECT value FROM _apisync.marks WHERE job = $1 AND partition = $2",
+            stream,
+            "load the mark",
+        )
+    }
+
+    fn value(
+        &self,
+        sql: &'static str,
+        stream: &StreamKey,
+        action: &'static str,
+    ) -> Result<Option<String>, StoreError> {
+        let (job, partition) = (stream.job.clone(), stream.partition.clone());
+        self.conn.run(move |s| {
+            s.client
+                .query_opt(sql, &[&job, &partition])
+                .map(|row| row.map(|r| r.get(0)))
+                .map_err(|source| StoreError::Job {
+                    job: job.clone(),
+                    action,
+                    source: Box::new(source),
+                })
+        })?
     }
 
     pub(crate) fn has_table(&self, table: &str) -> Result<bool, StoreError> {
