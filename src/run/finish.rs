@@ -296,14 +296,16 @@ async fn left_unfinished(
             shards(&failed)
         )
     };
-    let to = if owners.is_empty() {
-        "whichever shard completes its pass".to_string()
+    let left = if count == 0 {
+        "every stream is done; the shard that finished the last one completes the pass".to_string()
     } else {
-        format!("shard(s) {}", shards(&owners))
+        format!(
+            "{count} stream(s) left to shard(s) {} (hint: {hint})",
+            shards(&owners)
+        )
     };
     Ok(Some(format!(
-        "job \"{}\": not complete in invocation {:?} when this shard ended: {count} stream(s) \
-         left to {to} (hint: {hint})",
+        "job \"{}\": not complete in invocation {:?} when this shard ended: {left}",
         job.name,
         shard.invocation(),
     )))
