@@ -377,7 +377,7 @@ async fn four_shards_sync_two_hundred_partitions_each_page_exactly_once(backend:
             Some("succeeded") => completed_seen += 1,
             Some("held") => {
                 let error = line["error"].as_str().unwrap_or_default();
-                assert!(error.contains("left to shard(s)"), "{summary}");
+                assert!(error.contains("not complete in invocation"), "{summary}");
             }
             _ => panic!("{summary}"),
         }

@@ -119,24 +119,25 @@ async fn finish_invocation(
             }
         };
         for summary in summaries.iter_mut() {
+            // A job that failed here (its credential, its listing) is not
+            // taken up again, nor waited for: this shard cannot help it.
             let Some(job) = shard.jobs.get(&summary.job) else {
                 continue;
             };
-            let dead_holder = match states.get(&job.name) {
-                Some(State::Open { dead_holder }) => *dead_holder,
-                Some(State::Blocked) => {
-                    waiting = true;
-                    continue;
-                }
-                _ => continue,
+            if summary.status != JobStatus::Succeeded {
+                continue;
+            }
+            // Complete and stuck jobs are left; a blocked one is waited for
+            // through its parent, which is open (or blocked in turn).
+            let Some(State::Open { dead_holder }) = states.get(&job.name).copied() else {
+                continue;
             };
             waiting = true;
-            // A job that failed or was interrupted here is not taken up again.
             let due = dead_holder
                 || passed
                     .get(&job.name)
                     .is_none_or(|at| at.elapsed() >= pass_every);
-            if summary.status != JobStatus::Succeeded || !due {
+            if !due {
                 continue;
             }
             passed.insert(job.name.clone(), Instant::now());
@@ -295,14 +296,16 @@ async fn left_unfinished(
             shards(&failed)
         )
     };
-    let to = if owners.is_empty() {
-        "whichever shard completes its pass".to_string()
+    let left = if count == 0 {
+        "every stream is done; the shard that finished the last one completes the pass".to_string()
     } else {
-        format!("shard(s) {}", shards(&owners))
+        format!(
+            "{count} stream(s) left to shard(s) {} (hint: {hint})",
+            shards(&owners)
+        )
     };
     Ok(Some(format!(
-        "job \"{}\": not complete in invocation {:?} when this shard ended: {count} stream(s) \
-         left to {to} (hint: {hint})",
+        "job \"{}\": not complete in invocation {:?} when this shard ended: {left}",
         job.name,
         shard.invocation(),
     )))

@@ -113,7 +113,7 @@ pub(super) fn holder_is_dead(holder: &str, this_holder: &str) -> bool {
         return true;
     }
     match process_stat(theirs.pid) {
-        Some((state, _)) if matches!(state, 'Z' | 'X' | 'x') => true,
+        Some(('Z' | 'X' | 'x', _)) => true,
         Some((_, start)) => theirs.start.is_some_and(|recorded| recorded != start),
         // Listed but unreadable (it may have just exited): alive until
         // the next look, or until its heartbeat is stale.
