@@ -357,6 +357,40 @@ async fn credentials_over_plain_http_go_only_to_loopback() {
     );
 }
 
+/// An `Authorization` header the job wrote itself follows the same rule as
+/// the auth: never over plain http to a host that is not loopback (refused
+/// before connecting: the host does not exist), still sent to loopback.
+#[tokio::test]
+async fn credential_headers_of_the_job_go_over_plain_http_only_to_loopback() {
+    let http = client(2);
+    let with_header = |url: &str| {
+        let mut req = get(url);
+        req.headers = vec![("Authorization".into(), "Bearer job-written-9f".into())];
+        req
+    };
+    let req = with_header("http://example.invalid/v1");
+    let ctx = RequestContext::new(&job(6), &req.url, None);
+    let err = http.fetch(&ctx, &req, body_text).await.unwrap_err();
+    assert!(
+        matches!(err.kind, FetchErrorKind::InsecureTransport),
+        "{err:?}"
+    );
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&server)
+        .await;
+    let req = with_header(&server.uri());
+    let ctx = RequestContext::new(&job(6), &req.url, None);
+    assert_eq!(http.fetch(&ctx, &req, body_text).await.unwrap(), "ok");
+    let seen = requests(&server).await;
+    assert_eq!(
+        seen[0].headers.get("authorization").unwrap(),
+        "Bearer job-written-9f"
+    );
+}
+
 #[tokio::test]
 async fn api_key_in_the_query_is_sent_but_redacted_in_errors() {
     let server = MockServer::start().await;
