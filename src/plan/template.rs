@@ -69,14 +69,14 @@ pub(crate) fn pieces(template: &str) -> Vec<Piece<'_>> {
         let open = at + offset;
         let rest = &template[open + 1..];
         // `{{name}}`: the literal `{name}`.
-        if let Some(len) = rest.strip_prefix('{').and_then(name_len) {
-            if rest[1 + len + 1..].starts_with('}') {
-                push_text(&mut out, &template[literal_from..open]);
-                push_text(&mut out, &rest[..1 + len + 1]);
-                at = open + 1 + 1 + len + 2;
-                literal_from = at;
-                continue;
-            }
+        if let Some(len) = rest.strip_prefix('{').and_then(name_len)
+            && rest[1 + len + 1..].starts_with('}')
+        {
+            push_text(&mut out, &template[literal_from..open]);
+            push_text(&mut out, &rest[..1 + len + 1]);
+            at = open + 1 + 1 + len + 2;
+            literal_from = at;
+            continue;
         }
         match name_len(rest) {
             Some(len) => {
