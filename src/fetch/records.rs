@@ -56,9 +56,15 @@ pub fn parse_body(resp: &PageResponse) -> Result<&RawValue, DecodeError> {
             "the body nests arrays or objects deeper than {MAX_NESTING} levels (at byte {at}); apisync refuses such pages (hint: check what the server sends; no job setting raises this limit)"
         )));
     }
-    // JSON is UTF-8 (RFC 8259 section 8.1). A body that is not arrived
-    // whole, so fetching it again returns the same bytes: not retried.
-    let text = std::str::from_utf8(&resp.body).map_err(|e| not_utf8(resp, &e))?;
+    // JSON is UTF-8 (RFC 8259 section 8.1). A body with an invalid byte
+    // arrived whole, so fetching it again returns the same bytes: not
+    // retried. One that ends inside a character may be cut short: that one
+    // is read as "not JSON", which is retried.
+    let text = match std::str::from_utf8(&resp.body) {
+        Ok(text) => text,
+        Err(e) if e.error_len().is_some() => return Err(not_utf8(resp, &e)),
+        Err(e) => return Err(not_json(resp, &e.to_string())),
+    };
     serde_json::from_str::<&RawValue>(text).map_err(|e| not_json(resp, &e.to_string()))
 }
 

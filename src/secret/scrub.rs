@@ -50,47 +50,98 @@ const USERINFO: &AsciiSet = &PATH
     .add(b'^')
     .add(b'|');
 
-/// Every form of every registered value, longest first (so "Bearer abc" is
-/// removed whole before "abc").
-fn forms() -> &'static RwLock<Vec<String>> {
-    static FORMS: OnceLock<RwLock<Vec<String>>> = OnceLock::new();
-    FORMS.get_or_init(|| RwLock::new(Vec::new()))
+/// How many issued values (OAuth access tokens, rotated refresh tokens)
+/// are kept. They change for the whole life of a run (a 1 s token is a new
+/// value every second), so keeping all of them would grow without bound;
+/// the last few are the ones a server can still echo.
+const ISSUED_KEPT: usize = 32;
+
+#[derive(Default)]
+struct Registry {
+    /// Forms of values resolved from the configuration: kept for the process.
+    configured: Vec<String>,
+    /// Forms of each issued value, oldest first, at most [`ISSUED_KEPT`].
+    issued: std::collections::VecDeque<Vec<String>>,
+    /// Every form of both, longest first (so "Bearer abc" is removed whole
+    /// before "abc"): what [`scrub`] walks.
+    all: Vec<String>,
 }
 
-/// Remember `secret` so that [`scrub`] removes it from now on. Cheap when
-/// the value is already known (OAuth tokens are registered per request).
+impl Registry {
+    fn knows(&self, value: &str) -> bool {
+        self.all.iter().any(|form| form == value)
+    }
+
+    fn rebuild(&mut self) {
+        let mut all: Vec<String> = self.configured.clone();
+        for forms in &self.issued {
+            all.extend(forms.iter().cloned());
+        }
+        all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        all.dedup();
+        self.all = all;
+    }
+}
+
+fn registry() -> &'static RwLock<Registry> {
+    static REGISTRY: OnceLock<RwLock<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| RwLock::new(Registry::default()))
+}
+
+fn scrubbed_forms(value: &str) -> Vec<String> {
+    encodings(value)
+        .into_iter()
+        .filter(|form| form.chars().count() >= MIN_SCRUBBED_LEN)
+        .collect()
+}
+
+/// Remember `secret`, a value of the configuration (a token, key, password,
+/// client secret), so that [`scrub`] removes it for the rest of the process.
 pub fn register(secret: &Secret) {
     let value = secret.expose();
-    if value.chars().count() < MIN_SCRUBBED_LEN {
+    if value.chars().count() < MIN_SCRUBBED_LEN || read().knows(value) {
         return;
     }
-    let known = forms()
+    let mut registry = write();
+    registry.configured.extend(scrubbed_forms(value));
+    registry.rebuild();
+}
+
+/// Remember `secret`, a value a token endpoint issued (an access token, a
+/// rotated refresh token): kept among the last [`ISSUED_KEPT`] issued, so a
+/// long run of short-lived tokens keeps memory bounded. Cheap when the value
+/// is already known (OAuth tokens are registered per request).
+pub fn register_issued(secret: &Secret) {
+    let value = secret.expose();
+    if value.chars().count() < MIN_SCRUBBED_LEN || read().knows(value) {
+        return;
+    }
+    let mut registry = write();
+    registry.issued.push_back(scrubbed_forms(value));
+    while registry.issued.len() > ISSUED_KEPT {
+        registry.issued.pop_front();
+    }
+    registry.rebuild();
+}
+
+fn read() -> std::sync::RwLockReadGuard<'static, Registry> {
+    registry()
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .any(|form| form == value);
-    if known {
-        return;
-    }
-    let mut all = forms()
+}
+
+fn write() -> std::sync::RwLockWriteGuard<'static, Registry> {
+    registry()
         .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for form in encodings(value) {
-        if form.chars().count() >= MIN_SCRUBBED_LEN && !all.contains(&form) {
-            all.push(form);
-        }
-    }
-    all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `text` with every registered credential replaced by [`MASK`]; borrowed
 /// (no copy) when there is none in it.
 pub fn scrub(text: &str) -> Cow<'_, str> {
-    let all = forms()
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let registry = read();
     let mut out = Cow::Borrowed(text);
-    for form in all.iter() {
+    for form in registry.all.iter() {
         if out.contains(form.as_str()) {
             out = Cow::Owned(out.replace(form.as_str(), MASK));
         }
@@ -186,6 +237,19 @@ mod tests {
         assert!(matches!(scrub("plain words only"), Cow::Borrowed(_)));
         assert!(matches!(scrub_bytes(b"plain line\n"), Cow::Borrowed(_)));
         assert_eq!(&*scrub_bytes(b"x tok-9b1e y"), b"x *** y");
+    }
+
+    #[test]
+    fn issued_values_are_kept_only_as_the_last_few_configured_ones_for_good() {
+        register(&Secret::new("configured-7c41"));
+        for n in 0..ISSUED_KEPT + 8 {
+            register_issued(&Secret::new(format!("issued-token-{n:04}")));
+        }
+        assert_eq!(scrub("issued-token-0000"), "issued-token-0000", "dropped");
+        let last = format!("issued-token-{:04}", ISSUED_KEPT + 7);
+        assert_eq!(scrub(&last), MASK);
+        assert_eq!(scrub("configured-7c41"), MASK, "configuration stays");
+        assert!(read().issued.len() <= ISSUED_KEPT);
     }
 
     #[test]

@@ -382,7 +382,7 @@ impl Shared {
         let unsaved = {
             let mut state = self.lock_state();
             if let Some(rotated) = &issued.rotated {
-                crate::secret::register(rotated);
+                crate::secret::register_issued(rotated);
                 state.rotated = Some(rotated.clone());
                 state.unsaved = Some(rotated.clone());
             }
@@ -394,7 +394,7 @@ impl Shared {
     }
 
     fn install(&self, issued: Issued) -> Arc<Token> {
-        crate::secret::register(&issued.access);
+        crate::secret::register_issued(&issued.access);
         let mut slot = self
             .snapshot
             .write()
