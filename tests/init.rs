@@ -263,3 +263,22 @@ async fn auth_over_plain_http_to_a_remote_host_is_refused_before_connecting() {
     assert!(!marker.exists(), "the secret was resolved: {stderr}");
     assert!(!project.path().join("jobs/items.toml").exists());
 }
+
+#[tokio::test]
+async fn a_password_in_the_url_is_never_written_into_a_job_file() {
+    let project = Project::new();
+    let output = project
+        .run(&[
+            "init",
+            "items",
+            "--url",
+            "http://user:userinfo-pass-444@127.0.0.1:9/items",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let text = describe(&output);
+    assert!(!text.contains("userinfo-pass-444"), "{text}");
+    assert!(text.contains("http://***@127.0.0.1:9/items"), "{text}");
+    assert!(text.contains("type = \"basic\""), "{text}");
+    assert!(!project.path().join("jobs/items.toml").exists());
+}

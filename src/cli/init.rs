@@ -24,7 +24,8 @@ pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
                 InitError::Exists { .. }
                 | InitError::BadName { .. }
                 | InitError::UnknownAuth { .. }
-                | InitError::Refused { .. } => Exit::Usage,
+                | InitError::Refused { .. }
+                | InitError::UserInfo { .. } => Exit::Usage,
                 _ => Exit::Failed,
             };
         }

@@ -43,6 +43,13 @@ impl RequestContext {
             .as_deref()
             .and_then(Credential::query_param)
             .map(str::to_string);
+        // A credential the job wrote as a header value is a credential in
+        // every respect: scrubbed from whatever the server sends back.
+        for (name, value) in &job.request.headers {
+            if super::send::is_credential_header(name) {
+                crate::secret::register(&crate::secret::Secret::new(value.clone()));
+            }
+        }
         RequestContext {
             job: job.name.clone(),
             method: job.request.method,

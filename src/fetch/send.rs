@@ -130,12 +130,20 @@ fn redirect_target(response: &Response, url: &Url) -> Option<Url> {
     url.join(location.to_str().ok()?).ok()
 }
 
-/// Headers that carry credentials: never sent to another origin, even when
-/// the user wrote them into the job's headers.
-fn is_credential_header(name: &str) -> bool {
-    ["authorization", "cookie", "proxy-authorization"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+/// Headers that carry credentials: never sent to another origin, nor over
+/// plain http to a host that is not loopback, even when the user wrote them
+/// into the job's headers; their values are scrubbed from server text.
+/// Besides the standard three, any name that says it holds a key, a token,
+/// a secret, a password, a session or an auth value (`X-Api-Key`,
+/// `Private-Token`, `X-Shopify-Access-Token`, `DD-APPLICATION-KEY`): APIs
+/// invent their own, and treating a harmless one (`Idempotency-Key`) as a
+/// credential costs only that it stays on the job's origin.
+pub(crate) fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["authorization", "cookie", "proxy-authorization"].contains(&name.as_str())
+        || ["key", "token", "secret", "password", "session", "auth"]
+            .iter()
+            .any(|word| name.contains(word))
 }
 
 async fn send_one(

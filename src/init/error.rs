@@ -11,6 +11,10 @@ pub enum InitError {
     #[error("{name:?} is not a usable job name: {reason}")]
     BadName { name: String, reason: &'static str },
     #[error(
+        "{url} carries a user name or password; init writes the URL into the job file, which people commit (hint: remove `user:password@` and use an auth with type = \"basic\", then pass --auth)"
+    )]
+    UserInfo { url: String },
+    #[error(
         "auth \"{name}\" is not defined in apisync.toml (hint: add [auth.{name}] or leave out --auth)"
     )]
     UnknownAuth { name: String },

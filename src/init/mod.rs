@@ -77,6 +77,11 @@ pub async fn init(
     auth: Option<AuthUse<'_>>,
 ) -> Result<Written, InitError> {
     let path = job_path(jobs_dir, name)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(InitError::UserInfo {
+            url: crate::plan::without_userinfo(url.as_str()),
+        });
+    }
     let auth_name = auth.as_ref().map(|a| a.name.to_string());
     let page = first_page(client, url, auth).await?;
     let detection = detect(&page, url);

@@ -143,19 +143,43 @@ pub(crate) fn url_template(key: &str, template: &str) -> Result<url::Url, Proble
     for (placeholder, sample) in URL_SAMPLES {
         text = text.replace(placeholder, sample);
     }
+    let shown = without_userinfo(template);
     let url = url::Url::parse(&text).map_err(|err| {
         (
-            format!("`{key}` \"{template}\" is not a valid URL: {err}"),
+            format!("`{key}` \"{shown}\" is not a valid URL: {err}"),
             Some("write an absolute URL such as \"https://api.example.com/v1/items\"".into()),
         )
     })?;
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
         return Err((
-            format!("`{key}` \"{template}\" must be an http or https URL"),
+            format!("`{key}` \"{shown}\" must be an http or https URL"),
             None,
         ));
     }
+    // A password in the URL would be printed with every URL, stored with
+    // saved next URLs and sent wherever the URL goes: it belongs in an auth.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err((
+            format!("`{key}` \"{shown}\" carries a user name or password in the URL"),
+            Some("remove `user:password@` and use an auth with type = \"basic\" (its password can come from the environment or a file)".into()),
+        ));
+    }
     Ok(url)
+}
+
+/// `template` with the user info of its authority hidden, for messages:
+/// `https://u:p@h/x` reads `https://***@h/x`.
+pub(crate) fn without_userinfo(template: &str) -> String {
+    let Some(start) = template.find("://").map(|i| i + 3) else {
+        return template.to_string();
+    };
+    let authority_end = template[start..]
+        .find(['/', '?', '#'])
+        .map_or(template.len(), |i| start + i);
+    match template[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &template[..start], &template[start + at..]),
+        None => template.to_string(),
+    }
 }
 
 /// The placeholders of `text` that this job cannot fill: unknown names, or
@@ -254,6 +278,14 @@ mod tests {
         assert!(pointer("p", "", true).is_ok() && pointer("p", "", false).is_err());
         assert!(pointer("p", "/a~1b", false).is_ok() && pointer("p", "/a~2", false).is_err());
         assert!(url_template("url", "https://x.example/{partition}/items").is_ok());
+        let (message, hint) =
+            url_template("url", "http://user:pw-9f3a@x.example/items").unwrap_err();
+        assert!(!message.contains("pw-9f3a"), "{message}");
+        assert!(
+            message.contains("\"http://***@x.example/items\""),
+            "{message}"
+        );
+        assert!(hint.unwrap().contains("type = \"basic\""));
         assert!(url_template("url", "ftp://x.example/").is_err());
         assert!(url_template("url", "/relative").is_err());
         let known = &["partition"][..];

@@ -14,6 +14,7 @@ mod settings;
 mod template;
 mod types;
 
+pub(crate) use checks::without_userinfo;
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{Loaded, load_project, load_project_with_env, project_root};
 pub use settings::SettingsOverrides;

@@ -8,7 +8,7 @@ use super::checks;
 use super::diagnostics::{Diagnostic, Sink};
 use super::job::{Known, plan_job};
 use crate::definition::{LoadedJob, ProjectDef, SourceFile};
-use crate::plan::{AuthPlan, HostLimits, ProjectPlan, Settings};
+use crate::plan::{AuthPlan, HostLimits, JobPlan, ProjectPlan, Settings};
 
 /// Pure: definitions in, plan (or nothing, with every problem in `out`) out.
 pub(crate) fn build(
@@ -81,6 +81,7 @@ pub(crate) fn build(
     }
     report_cycles(jobs, out, warnings);
     planned.sort_by(|a, b| a.name.cmp(&b.name));
+    report_shared_tables(jobs, &planned, out, warnings);
     (out.len() == errors_before).then(|| ProjectPlan {
         config_file: config.map(|(s, _)| s.path.clone()),
         settings,
@@ -95,6 +96,45 @@ fn plan_named_auths(def: &ProjectDef, auths: &mut BTreeMap<String, AuthPlan>, si
         let prefix = format!("auth.{}", name.get_ref());
         if let Some(plan) = plan_auth(auth, &prefix, sink) {
             auths.insert(name.get_ref().clone(), plan);
+        }
+    }
+}
+
+/// Two jobs that write one table (SQLite compares table names without
+/// case): each keeps its own checkpoints and marks, so a replace job's swap
+/// would drop the other's rows while its marks say they are synced, and
+/// two keys or modes would mix in one table. Reported at the later job.
+fn report_shared_tables(
+    jobs: &[LoadedJob],
+    planned: &[JobPlan],
+    out: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<String>,
+) {
+    let mut owners: BTreeMap<String, &str> = BTreeMap::new();
+    for plan in planned {
+        let key = plan.output.table.to_lowercase();
+        let Some(first) = owners.get(&key).copied() else {
+            owners.insert(key, &plan.name);
+            continue;
+        };
+        let Some(job) = jobs.iter().find(|j| j.name == plan.name) else {
+            continue;
+        };
+        let mut sink = Sink {
+            source: &job.source,
+            job: Some(&job.name),
+            out,
+            warnings,
+        };
+        let message = format!(
+            "job \"{}\" writes table \"{}\", which job \"{first}\" writes too (table names compare without case)",
+            plan.name, plan.output.table
+        );
+        let hint =
+            Some("give each job a table of its own with [output] table = \"...\"".to_string());
+        match job.def.output.as_ref().and_then(|o| o.table.as_ref()) {
+            Some(table) => sink.at(table, "output.table", message, hint),
+            None => sink.file("output.table", message, hint),
         }
     }
 }

@@ -131,6 +131,11 @@ pub(crate) fn encode_for_url(value: &str, part: UrlPart) -> Result<String, Strin
         UrlPart::Path if matches!(value, "." | "..") => Err(format!(
             "the value {value:?} cannot be a path segment: URL parsers resolve it to another path"
         )),
+        // `/child/{partition}` with "" is `/child/`: the collection, whose
+        // records would be written as this partition's.
+        UrlPart::Path if value.is_empty() => Err(
+            "an empty value cannot stand in the URL path: it would drop a path segment and ask for another resource".to_string(),
+        ),
         _ => Ok(utf8_percent_encode(value, COMPONENT).to_string()),
     }
 }
@@ -209,6 +214,7 @@ mod tests {
         assert_eq!(path("%2F").unwrap(), "%252F");
         assert_eq!(path("ü/ß").unwrap(), "%C3%BC%2F%C3%9F");
         assert!(path("..").is_err() && path(".").is_err());
+        assert!(path("").is_err(), "an empty segment is another resource");
         assert_eq!(encode_for_url("..", UrlPart::Query).unwrap(), "..");
         assert_eq!(
             encode_for_url("a&b=c", UrlPart::Query).unwrap(),

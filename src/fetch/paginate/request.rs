@@ -216,7 +216,16 @@ fn substitute_headers(
         .iter()
         .map(|(name, template)| {
             let value = partition.substitute(template);
+            // HTTP drops a header value's surrounding white space, so "1"
+            // and " 1" would ask for the same thing as two partitions.
+            let padded = partition.vars.iter().any(|(n, v)| {
+                v.trim_matches([' ', '\t']) != v && template.contains(&format!("{{{n}}}"))
+            });
             match http::HeaderValue::from_str(&value) {
+                Ok(_) if padded => Err(format!(
+                    "header {name} would carry partition {:?} with white space around it, which HTTP drops, so it would ask for what another partition asks (hint: trim the parent's values, or put the placeholder in the URL path or query)",
+                    partition.key
+                )),
                 Ok(_) => Ok((name.clone(), value)),
                 Err(_) => Err(format!(
                     "header {name} is not a valid header value with partition {:?} (hint: partition values in headers must be printable text without line breaks)",
