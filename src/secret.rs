@@ -16,7 +16,7 @@ mod scrub;
 
 pub use destination::Refusal;
 pub(crate) use destination::may_carry_credentials;
-pub use scrub::{MASK, MIN_SCRUBBED_LEN, register, scrub, scrub_bytes};
+pub use scrub::{MASK, MIN_SCRUBBED_LEN, longest_form, register, scrub, scrub_bytes};
 
 /// What `Debug` and `Display` print instead of a secret.
 pub const REDACTED: &str = "[redacted]";

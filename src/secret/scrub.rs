@@ -83,6 +83,17 @@ pub fn register(secret: &Secret) {
     all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
 }
 
+/// The length in bytes of the longest registered form (0 when none is):
+/// text cut to N bytes for display is scrubbed on N + this many first, so
+/// that no credential is cut in two before the scrubber sees it.
+pub fn longest_form() -> usize {
+    forms()
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .first()
+        .map_or(0, String::len)
+}
+
 /// `text` with every registered credential replaced by [`MASK`]; borrowed
 /// (no copy) when there is none in it.
 pub fn scrub(text: &str) -> Cow<'_, str> {
