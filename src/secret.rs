@@ -16,7 +16,10 @@ mod scrub;
 
 pub use destination::Refusal;
 pub(crate) use destination::may_carry_credentials;
-pub use scrub::{MASK, MIN_SCRUBBED_LEN, register, register_issued, scrub, scrub_bytes};
+pub use scrub::{
+    MASK, MIN_SCRUBBED_LEN, is_credential, longest_form, register, register_issued, scrub,
+    scrub_bytes,
+};
 
 /// What `Debug` and `Display` print instead of a secret.
 pub const REDACTED: &str = "[redacted]";

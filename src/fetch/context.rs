@@ -131,11 +131,27 @@ impl RequestContext {
     }
 
     /// ... or removed entirely (for storing in a checkpoint; re-added on send).
+    ///
+    /// Besides the api_key parameter, any parameter whose value is a
+    /// credential in use goes too: a server may put the caller's token into
+    /// its next-page URL (`...&access_token=...`, as Facebook's Graph API
+    /// does), and a saved position is stored in the database and shown by
+    /// `status`. Resuming without it either works (the header carries the
+    /// token) or is refused and handled as a rejected position.
     pub fn strip_secret_params(&self, url: &Url) -> Url {
-        match &self.secret_param {
+        let mut url = match &self.secret_param {
             Some(name) => rewrite_query(url, name, None),
             None => url.clone(),
+        };
+        let echoed: Vec<String> = url
+            .query_pairs()
+            .filter(|(_, value)| crate::secret::is_credential(value))
+            .map(|(name, _)| name.into_owned())
+            .collect();
+        for name in echoed {
+            url = rewrite_query(&url, &name, None);
         }
+        url
     }
 
     /// A `FetchError` of this stream.

@@ -121,7 +121,8 @@ fn not_json(resp: &PageResponse, reason: &str) -> DecodeError {
         .headers
         .get(http::header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let start: String = String::from_utf8_lossy(&resp.body)
+    // Scrubbed before the cut, so no credential is cut in two (see quote).
+    let start: String = crate::secret::scrub(&String::from_utf8_lossy(&resp.body))
         .trim_start()
         .chars()
         .take(QUOTE_CHARS)
@@ -163,7 +164,11 @@ fn error_at(job: &JobPlan, path: &str, found: Option<&str>) -> Result<(), Decode
     }
 }
 
+/// The first characters of server text, scrubbed before the cut: scrubbed
+/// after it, a credential the server placed across the cut would show all
+/// but its last characters.
 fn quote(text: &str) -> String {
+    let text = crate::secret::scrub(text);
     let mut out: String = text.chars().take(200).collect();
     if out.len() < text.len() {
         out.push_str("...");

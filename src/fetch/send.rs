@@ -324,14 +324,22 @@ async fn status_failure(mut response: Response, note: Option<AuthNote>) -> Failu
 /// The first bytes of an error body, lossy UTF-8, scrubbed of credentials
 /// (APIs echo the request URL, api_key and all); a body that breaks off
 /// gives what arrived.
+///
+/// The scrubber runs before the cut, on a window longer than what is shown
+/// by the longest credential form: a credential that a hostile server puts
+/// across the cut would otherwise show all but its last characters.
 async fn body_start(response: &mut Response) -> String {
+    let window = BODY_START + crate::secret::longest_form();
     let mut start = Vec::new();
-    while start.len() < BODY_START {
+    while start.len() < window {
         match response.chunk().await {
             Ok(Some(chunk)) => start.extend_from_slice(&chunk),
             _ => break,
         }
     }
-    start.truncate(BODY_START);
-    crate::secret::scrub(&String::from_utf8_lossy(&start)).into_owned()
+    start.truncate(window);
+    crate::secret::scrub(&String::from_utf8_lossy(&start))
+        .chars()
+        .take(BODY_START)
+        .collect()
 }

@@ -136,6 +136,19 @@ fn write() -> std::sync::RwLockWriteGuard<'static, Registry> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The length in bytes of the longest registered form (0 when none is):
+/// text cut to N bytes for display is scrubbed on N + this many first, so
+/// that no credential is cut in two before the scrubber sees it.
+pub fn longest_form() -> usize {
+    read().all.first().map_or(0, String::len)
+}
+
+/// Whether `value` is, whole, a credential in use (in any of its forms):
+/// a query parameter holding one is not stored with a saved position.
+pub fn is_credential(value: &str) -> bool {
+    value.chars().count() >= MIN_SCRUBBED_LEN && read().knows(value)
+}
+
 /// `text` with every registered credential replaced by [`MASK`]; borrowed
 /// (no copy) when there is none in it.
 pub fn scrub(text: &str) -> Cow<'_, str> {

@@ -232,11 +232,10 @@ impl Endpoint {
     /// Server text made safe to quote: our own secrets removed, control
     /// characters dropped, length bounded.
     fn scrub(&self, text: &str, grant: &Grant<'_>) -> String {
-        let mut clean: String = text
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(QUOTE_LIMIT)
-            .collect();
+        // Secrets go before the cut (one cut in two would show all but its
+        // end), and in every form the scrubber knows (the form body this
+        // server may echo holds them URL-encoded).
+        let mut clean: String = text.chars().filter(|c| !c.is_control()).collect();
         let mut secrets = vec![&self.client_id];
         secrets.extend(&self.client_secret);
         if let Grant::Refresh(token) = grant {
@@ -245,7 +244,10 @@ impl Endpoint {
         for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
             clean = clean.replace(secret.expose(), REDACTED);
         }
-        clean
+        crate::secret::scrub(&clean)
+            .chars()
+            .take(QUOTE_LIMIT)
+            .collect()
     }
 
     fn issued(&self, body: &[u8], sent: Instant) -> Result<Issued, TokenError> {
@@ -327,6 +329,9 @@ fn basic_header(id: &Secret, secret: &Secret) -> HeaderValue {
     };
     let joined = format!("{}:{}", encode(id), encode(secret));
     let encoded = base64::engine::general_purpose::STANDARD.encode(joined);
+    // A token endpoint that echoes the header it was sent (in an
+    // error_description) must not put the client credentials into a log.
+    crate::secret::register(&Secret::new(encoded.clone()));
     // Base64 output is always a valid header value.
     let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
         .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
