@@ -683,3 +683,26 @@ async fn overlapping_refreshes_of_two_processes_spend_each_refresh_token_once() 
     assert_eq!((server.uses("rt-1"), server.uses("rt-2")), (1, 1));
     assert_eq!(server.requests(), 2);
 }
+
+/// A 200 answer that rotates the refresh token but whose access token is
+/// unusable (here a negative expires_in) has spent the refresh token sent:
+/// the new one is stored all the same, and the next refresh sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_in_an_unusable_answer_is_kept() {
+    let (server, url) = start().await;
+    server.rotate.store(true, Ordering::SeqCst);
+    *server.expires_in.lock().unwrap() = json!(-1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteTokenStore::open(&dir.path().join("apisync.db")).unwrap());
+    let credential = credential(refresh_plan(&url), store.clone());
+    assert!(
+        credential.current().await.is_err(),
+        "the answer is unusable"
+    );
+    assert_eq!(store.load("acme").await.unwrap().unwrap().expose(), "rt-2");
+
+    *server.expires_in.lock().unwrap() = json!(3600);
+    let fresh = self::credential(refresh_plan(&url), store.clone());
+    assert!(fresh.current().await.is_ok(), "the stored rotation works");
+    assert_eq!((server.uses("rt-1"), server.uses("rt-2")), (1, 1));
+}

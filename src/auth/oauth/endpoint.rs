@@ -250,7 +250,27 @@ impl Endpoint {
             .collect()
     }
 
+    /// The token answer read. A new refresh token in an answer that is
+    /// otherwise unusable comes back inside the error: the server has spent
+    /// the one we sent, so losing the new one would lose the grant.
     fn issued(&self, body: &[u8], sent: Instant) -> Result<Issued, TokenError> {
+        self.read_issued(body, sent)
+            .map_err(|error| {
+                match serde_json::from_slice::<RotationOnly>(body)
+                    .ok()
+                    .and_then(|b| b.refresh_token)
+                    .filter(|t| !t.is_empty())
+                {
+                    Some(rotated) => TokenError::RotatedButUnusable {
+                        rotated,
+                        error: Box::new(error),
+                    },
+                    None => error,
+                }
+            })
+    }
+
+    fn read_issued(&self, body: &[u8], sent: Instant) -> Result<Issued, TokenError> {
         let parsed: SuccessBody =
             serde_json::from_slice(body).map_err(|e| TokenError::BadResponse {
                 // serde's message may quote a value (the token): keep only where.
@@ -295,6 +315,12 @@ impl Endpoint {
             rotated: parsed.refresh_token.filter(|t| !t.is_empty()),
         })
     }
+}
+
+/// Only the refresh token of an answer, whatever else it holds.
+#[derive(Deserialize)]
+struct RotationOnly {
+    refresh_token: Option<Secret>,
 }
 
 /// RFC 6749 5.1; unknown fields are ignored.

@@ -27,6 +27,14 @@ pub enum TokenError {
     BadResponse { reason: String },
     #[error("issued a token of type \"{token_type}\"; only bearer tokens are supported")]
     UnsupportedTokenType { token_type: String },
+    /// A 200 answer that spent our refresh token and issued a new one, but
+    /// whose access token cannot be used: the new refresh token must be
+    /// kept all the same (the old one is spent), then `error` reported.
+    #[error("{error}")]
+    RotatedButUnusable {
+        rotated: crate::secret::Secret,
+        error: Box<TokenError>,
+    },
     #[error(
         "cannot {action} the stored refresh token: {source} (hint: check that the database file is writable)"
     )]
@@ -69,6 +77,7 @@ impl TokenError {
     /// variants that describe what the endpoint did.
     pub(crate) fn message(&self, endpoint: &str) -> String {
         match self {
+            TokenError::RotatedButUnusable { error, .. } => error.message(endpoint),
             TokenError::InsecureUrl | TokenError::Store { .. } => self.to_string(),
             _ => format!("token endpoint {endpoint} {self}"),
         }
@@ -79,6 +88,9 @@ impl TokenError {
     /// is one we cannot use. A failed save, an unparsable answer or a
     /// status without an OAuth2 error may heal, so they never stick.
     pub(crate) fn is_final(&self) -> bool {
+        if let TokenError::RotatedButUnusable { error, .. } = self {
+            return error.is_final();
+        }
         matches!(
             self,
             TokenError::InsecureUrl

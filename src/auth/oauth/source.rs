@@ -378,7 +378,22 @@ impl Shared {
                 .unwrap_or_else(|| configured.clone())
         };
         crate::secret::register(&refresh);
-        let issued = self.request(&Grant::Refresh(&refresh)).await?;
+        let issued = match self.request(&Grant::Refresh(&refresh)).await {
+            Ok(issued) => issued,
+            Err(TokenError::RotatedButUnusable { rotated, error }) => {
+                crate::secret::register_issued(&rotated);
+                let unsaved = {
+                    let mut state = self.lock_state();
+                    state.rotated = Some(rotated.clone());
+                    state.unsaved = Some(rotated);
+                    state.unsaved.clone()
+                };
+                guard.finish(unsaved).await.map_err(store_error("save"))?;
+                self.lock_state().unsaved = None;
+                return Err(*error);
+            }
+            Err(error) => return Err(error),
+        };
         let unsaved = {
             let mut state = self.lock_state();
             if let Some(rotated) = &issued.rotated {
