@@ -11,6 +11,7 @@ mod exit;
 mod init;
 mod logging;
 mod metrics;
+mod preview;
 mod progress;
 mod signals;
 mod status;
