@@ -8,6 +8,7 @@ mod completions;
 mod demo;
 mod env_file;
 mod exit;
+mod history;
 mod init;
 mod logging;
 mod metrics;
