@@ -28,7 +28,9 @@ fn collect(value: &Value, found: &mut Vec<String>) {
             for (key, value) in map {
                 match (key.as_str(), value) {
                     ("expr" | "definition", Value::String(text)) => found.push(text.clone()),
-                    ("query", Value::String(text)) if text.contains('(') => found.push(text.clone()),
+                    ("query", Value::String(text)) if text.contains('(') => {
+                        found.push(text.clone())
+                    }
                     _ => collect(value, found),
                 }
             }
@@ -93,7 +95,10 @@ fn every_metric_the_dashboard_queries_is_one_apisync_writes() {
 fn the_checker_rejects_a_metric_apisync_does_not_write() {
     // Deferred jobs are a status value to come, not a metric family.
     let expr = r#"apisync_job_deferred{apisync_job=~"$job"} + apisync_job_records"#;
-    assert_eq!(unknown_names(expr), vec!["apisync_job_deferred".to_string()]);
+    assert_eq!(
+        unknown_names(expr),
+        vec!["apisync_job_deferred".to_string()]
+    );
     // A name inside a label value is not a metric.
     assert!(unknown_names(r#"apisync_job_status{status="apisync_nothing"}"#).is_empty());
 }
@@ -111,7 +116,10 @@ fn every_panel_queries_a_metric_and_the_issue_s_figures_are_all_shown() {
             .flat_map(|expr| identifiers(expr))
             .filter(|name| known.contains(name.as_str()))
             .collect();
-        assert!(!names.is_empty(), "panel {title:?} queries no apisync metric");
+        assert!(
+            !names.is_empty(),
+            "panel {title:?} queries no apisync metric"
+        );
         used.extend(names);
     }
     for wanted in [

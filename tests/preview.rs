@@ -48,7 +48,12 @@ async fn items(
         .push((query.clone(), auth));
     let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
     let records = seen.records.lock().expect("lock").clone();
-    let chunk: Vec<Value> = records.iter().skip((page - 1) * 2).take(2).cloned().collect();
+    let chunk: Vec<Value> = records
+        .iter()
+        .skip((page - 1) * 2)
+        .take(2)
+        .cloned()
+        .collect();
     let next = (page * 2 < records.len()).then(|| format!("{base}/items?page={}", page + 1));
     Json(json!({ "data": chunk, "next": next }))
 }
@@ -107,18 +112,24 @@ async fn one_page_is_printed_with_next_stop_and_mark_and_no_database_is_created(
         assert!(out.contains(wanted), "{wanted:?} missing:\n{out}");
     }
     assert!(!out.contains("item 3"), "{out}");
+    assert!(out.contains(&format!("next: {base}/items?page=2")), "{out}");
+    assert!(out.contains("stop: --pages 1 reached"), "{out}");
     assert!(
-        out.contains(&format!("next: {base}/items?page=2")),
+        out.contains("mark: 2024-01-02T00:00:00Z from these pages"),
         "{out}"
     );
-    assert!(out.contains("stop: --pages 1 reached"), "{out}");
-    assert!(out.contains("mark: 2024-01-02T00:00:00Z from these pages"), "{out}");
     assert!(!project.database().exists(), "preview created the database");
     // Sent as run sends it: the credential and the incremental window.
     let requests = seen.requests();
     assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].1.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
-    assert_eq!(requests[0].0.get("since").map(String::as_str), Some("2023-12-01T00:00:00Z"));
+    assert_eq!(
+        requests[0].1.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert_eq!(
+        requests[0].0.get("since").map(String::as_str),
+        Some("2023-12-01T00:00:00Z")
+    );
 }
 
 #[tokio::test]
@@ -133,7 +144,10 @@ async fn more_pages_than_the_api_has_stop_at_the_last_with_the_mark_a_run_would_
     assert!(out.contains("6 record(s) in 3 page(s)"), "{out}");
     assert!(out.contains("next: none"), "{out}");
     assert!(out.contains("stop: last page"), "{out}");
-    assert!(out.contains("mark: a run would store 2024-01-06T00:00:00Z"), "{out}");
+    assert!(
+        out.contains("mark: a run would store 2024-01-06T00:00:00Z"),
+        "{out}"
+    );
     assert_eq!(seen.requests().len(), 3);
     assert!(!project.database().exists());
 }
@@ -156,7 +170,10 @@ async fn json_prints_one_record_per_line_and_the_summary_on_stderr() {
         .collect();
     assert_eq!(ids, [1, 2, 3, 4]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("next: {base}/items?page=3")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("next: {base}/items?page=3")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -168,12 +185,22 @@ async fn an_existing_database_gives_the_stored_mark_and_keeps_its_rows() {
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert_eq!(project.rows("items").len(), 6);
     // New records arrive; preview shows them but writes none.
-    seen.records.lock().expect("lock").extend([record(7), record(8)]);
+    seen.records
+        .lock()
+        .expect("lock")
+        .extend([record(7), record(8)]);
     let output = project.run(&["preview", "items", "--pages", "10"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     // The run sent 3 requests; the preview's first one comes after them.
-    let since = seen.requests().get(3).and_then(|(q, _)| q.get("since").cloned());
-    assert_eq!(since.as_deref(), Some("2024-01-06T00:00:00Z"), "the stored mark");
+    let since = seen
+        .requests()
+        .get(3)
+        .and_then(|(q, _)| q.get("since").cloned());
+    assert_eq!(
+        since.as_deref(),
+        Some("2024-01-06T00:00:00Z"),
+        "the stored mark"
+    );
     assert!(stdout(&output).contains("item 8"), "{}", describe(&output));
     assert_eq!(project.rows("items").len(), 6, "preview wrote rows");
 }
@@ -224,7 +251,10 @@ async fn a_refresh_token_auth_is_refused_without_a_database_and_spends_nothing()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("oauth2_refresh_token"), "{stderr}");
     assert!(stderr.contains("hint: `apisync run items`"), "{stderr}");
-    assert!(server.token_requests().is_empty(), "a refresh token was spent");
+    assert!(
+        server.token_requests().is_empty(),
+        "a refresh token was spent"
+    );
     assert!(!project.database().exists());
 }
 
@@ -240,7 +270,12 @@ async fn with_a_database_a_refresh_token_rotated_by_preview_is_stored_for_the_ne
     project.job("items", &server.job("acme", None));
     for args in [&["run"][..], &["preview", "items"], &["run"]] {
         let output = server.run(&project, args).await;
-        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", describe(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            describe(&output)
+        );
     }
     // Three grants, each with the token the one before was given: the
     // preview's rotation was stored, or the last run would have been refused.

@@ -140,7 +140,10 @@ fn every_project_and_job_file_of_the_repository_validates() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut projects, mut jobs) = configmap_files(dir.path());
-    assert!(!projects.is_empty() && !jobs.is_empty(), "no ConfigMap files found");
+    assert!(
+        !projects.is_empty() && !jobs.is_empty(),
+        "no ConfigMap files found"
+    );
     jobs.extend(toml_files(&root().join("jobs")));
     jobs.extend(toml_files(&root().join("jobs/examples")));
     jobs.extend(toml_files(&root().join("tests/fixtures/defs/good/jobs")));
@@ -169,9 +172,15 @@ fn a_misspelled_key_or_a_wrong_type_is_rejected() {
     let good_job = "[request]\nurl = \"https://api.example.com/v1/items\"\n";
     let jobs = [
         write("good.toml", good_job),
-        write("typo.toml", &format!("{good_job}[pagination]\ntpye = \"cursor\"\n")),
+        write(
+            "typo.toml",
+            &format!("{good_job}[pagination]\ntpye = \"cursor\"\n"),
+        ),
         write("type.toml", "[request]\nurl = 5\n"),
-        write("enum.toml", &format!("{good_job}[output]\nmode = \"upsert\"\n")),
+        write(
+            "enum.toml",
+            &format!("{good_job}[output]\nmode = \"upsert\"\n"),
+        ),
         write(
             "secret.toml",
             "auth = { type = \"bearer\", token = { env = \"A\", file = \"b\" } }\n[request]\nurl = \"https://x\"\n",
@@ -190,6 +199,9 @@ fn a_misspelled_key_or_a_wrong_type_is_rejected() {
     ];
     let verdicts = validate(SchemaKind::Project, &projects);
     assert!(verdicts[0].ends_with(" ok"), "{verdicts:?}");
-    assert!(verdicts[1].contains(" ERROR ") && verdicts[1].contains("concurency"), "{verdicts:?}");
+    assert!(
+        verdicts[1].contains(" ERROR ") && verdicts[1].contains("concurency"),
+        "{verdicts:?}"
+    );
     assert!(verdicts[2].contains(" ERROR "), "{verdicts:?}");
 }

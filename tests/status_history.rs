@@ -31,8 +31,14 @@ async fn history_of_a_named_job(backend: Backend) {
     let output = project.run(&["status", "items", "--runs", "2"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let out = String::from_utf8_lossy(&output.stdout);
-    assert!(out.contains("job \"items\": last 2 run(s), newest first"), "{out}");
-    let rows: Vec<&str> = out.lines().filter(|l| l.contains("┆ succeeded ┆ 3 ")).collect();
+    assert!(
+        out.contains("job \"items\": last 2 run(s), newest first"),
+        "{out}"
+    );
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("┆ succeeded ┆ 3 "))
+        .collect();
     assert_eq!(rows.len(), 2, "{out}");
     // Equal runs: full bars for records.
     assert!(rows.iter().all(|r| r.contains(&"█".repeat(16))), "{out}");
@@ -49,7 +55,10 @@ async fn history_of_a_named_job(backend: Backend) {
     let json: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     let runs = json[0]["recent_runs"].as_array().expect("recent_runs");
     assert_eq!(runs.len(), 3);
-    assert!(runs.iter().all(|r| r["records"] == 3 && r["status"] == "succeeded"));
+    assert!(
+        runs.iter()
+            .all(|r| r["records"] == 3 && r["status"] == "succeeded")
+    );
 }
 
 #[tokio::test]

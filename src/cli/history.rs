@@ -24,20 +24,23 @@ pub fn render(job: &str, runs: &[RunRecord]) -> String {
     let secs: Vec<f64> = seconds.iter().map(|s| s.unwrap_or(0.0)).collect();
     let (most_records, most_secs) = (max(&records), max(&secs));
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_header([
-        "started", "status", "records", "", "seconds", "",
-    ]);
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_header(["started", "status", "records", "", "seconds", ""]);
     for ((run, seconds), (n, s)) in runs.iter().zip(&seconds).zip(records.iter().zip(&secs)) {
         table.add_row([
             run.started_at.clone(),
             run.status.as_str().to_string(),
             run.records.to_string(),
             bar(*n, most_records),
-            seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
+            seconds
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "-".into()),
             bar(*s, most_secs),
         ]);
     }
-    let oldest_first = |values: &[f64]| sparkline(&values.iter().rev().copied().collect::<Vec<_>>());
+    let oldest_first =
+        |values: &[f64]| sparkline(&values.iter().rev().copied().collect::<Vec<_>>());
     format!(
         "job \"{job}\": last {} run(s), newest first\nrecords {}   seconds {}   (oldest to newest)\n{table}\n",
         runs.len(),
@@ -97,7 +100,8 @@ mod tests {
         let finished_at = secs.map(|s| {
             let at = chrono::DateTime::parse_from_rfc3339(&started_at).expect("time")
                 + chrono::Duration::seconds(s.into());
-            at.to_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            at.to_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         });
         RunRecord {
             id: RunId(id),

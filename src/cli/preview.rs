@@ -140,7 +140,9 @@ fn records_table(job: &JobPlan, preview: &Preview) -> String {
         }));
     }
     match parsed.len().checked_sub(TABLE_ROWS) {
-        Some(more) if more > 0 => format!("{table}\n... and {more} more record(s) (--json prints them all)"),
+        Some(more) if more > 0 => {
+            format!("{table}\n... and {more} more record(s) (--json prints them all)")
+        }
         _ => table.to_string(),
     }
 }

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use super::incremental;
 use super::partitions::{date_slices, value_partition};
 use crate::auth::{Credential, NoTokenStore, TokenStore};
-use crate::fetch::{
-    FetchError, HttpClient, HttpOptions, Record, StreamFetcher, StreamPosition,
-};
+use crate::fetch::{FetchError, HttpClient, HttpOptions, Record, StreamFetcher, StreamPosition};
 use crate::plan::{AuthPlan, JobPlan, Partition, PartitionsPlan, ProjectPlan};
 use crate::store::{Database, DbTokenStore, Store, StoreError, StreamKey, TokensError};
 

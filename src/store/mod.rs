@@ -39,6 +39,4 @@ pub use shards::{ClaimEnd, StreamClaim, StreamState};
 pub use streams::BACKFILL_PREFIX;
 pub(crate) use tables::upserts;
 pub use tokens::{DbTokenStore, SqliteTokenStore, TokensError};
-pub use types::{
-    JobStatus, Reset, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec,
-};
+pub use types::{JobStatus, Reset, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec};

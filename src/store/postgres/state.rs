@@ -330,7 +330,11 @@ impl PgStore {
     }
 
     /// As on SQLite: the last `limit` runs of `job`, newest first.
-    pub(crate) fn recent_runs(&self, job: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    pub(crate) fn recent_runs(
+        &self,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let job = job.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.conn.run(move |s| {
