@@ -40,8 +40,29 @@ fn image_root(binary: &Path) -> tempfile::TempDir {
     let target = root.path().join(IN_IMAGE.trim_start_matches('/'));
     std::fs::create_dir_all(target.parent().expect("has a parent")).expect("bin dir");
     std::fs::copy(binary, &target).expect("copy the binary");
-    for dir in ["tmp", "data"] {
+    for dir in ["tmp", "data", "dev"] {
         std::fs::create_dir_all(root.path().join(dir)).expect("dir");
+    }
+    // Every container runtime provides /dev/urandom (and /dev/null); the
+    // static binary reads its random seed from it (getrandom's fallback
+    // when glibc's symbol cannot be looked up), so the chroot has it too.
+    for (name, minor) in [("null", 3), ("random", 8), ("urandom", 9)] {
+        let path = std::ffi::CString::new(format!("{}/dev/{name}", root.path().display()))
+            .expect("no NUL");
+        // SAFETY: a plain system call on a path we own.
+        let made = unsafe {
+            libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, minor),
+            )
+        };
+        assert_eq!(
+            made,
+            0,
+            "mknod /dev/{name}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     root
 }

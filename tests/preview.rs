@@ -15,16 +15,19 @@ use serde_json::{Value, json};
 use common::oauth_server::{Behaviour, OAuthServer};
 use common::{BEARER, Project, TOKEN, describe, serve};
 
+/// One request as the API saw it: its query and Authorization header.
+type SeenRequest = (HashMap<String, String>, Option<String>);
+
 /// What the API saw: each request's query and Authorization header.
 #[derive(Clone, Default)]
 struct Seen {
-    requests: Arc<Mutex<Vec<(HashMap<String, String>, Option<String>)>>>,
+    requests: Arc<Mutex<Vec<SeenRequest>>>,
     /// Records served (3 pages of 2).
     records: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Seen {
-    fn requests(&self) -> Vec<(HashMap<String, String>, Option<String>)> {
+    fn requests(&self) -> Vec<SeenRequest> {
         self.requests.lock().expect("lock").clone()
     }
 }
