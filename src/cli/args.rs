@@ -68,6 +68,40 @@ pub enum Command {
     Init(InitArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// Fetch a job's first pages as `run` would and print the records; writes nothing.
+    Preview(PreviewArgs),
+    /// Print the JSON Schema of job files or apisync.toml (for editors).
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The job to preview.
+    pub job: String,
+    /// How many pages to fetch (at most; fewer when the stream ends).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pages: u64,
+    /// The partition to fetch, its key as `apisync status` shows it (default: the first).
+    #[arg(long, value_name = "KEY")]
+    pub partition: Option<String>,
+    /// Print the records as JSON lines (one record per line) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which file the schema describes.
+    #[arg(value_enum, default_value_t = SchemaFile::Job)]
+    pub file: SchemaFile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaFile {
+    /// apisync.toml.
+    Project,
+    /// A job file, jobs/NAME.toml.
+    Job,
 }
 
 #[derive(Debug, Args)]
@@ -145,7 +179,11 @@ pub struct BackfillArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Job names (default: every job). Named jobs also get their recent runs.
     pub jobs: Vec<String>,
+    /// How many recent runs to show for each named job.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub runs: usize,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

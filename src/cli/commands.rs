@@ -24,7 +24,19 @@ pub async fn dispatch(cli: Cli) -> Exit {
         Command::Demo(args) => super::demo::demo(global, &args).await,
         Command::Init(args) => super::init::init(global, &args).await,
         Command::Completions(args) => super::completions::print(&args),
+        Command::Preview(args) => super::preview::preview(global, &args).await,
+        Command::Schema(args) => print_schema(&args),
     }
+}
+
+/// `apisync schema`: the JSON Schema, derived from the parsing types.
+fn print_schema(args: &super::args::SchemaArgs) -> Exit {
+    let kind = match args.file {
+        super::args::SchemaFile::Project => crate::definition::SchemaKind::Project,
+        super::args::SchemaFile::Job => crate::definition::SchemaKind::Job,
+    };
+    print!("{}", crate::definition::schema_json(kind));
+    Exit::Ok
 }
 
 fn overrides(global: &GlobalArgs) -> SettingsOverrides {

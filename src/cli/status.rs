@@ -11,13 +11,16 @@ use super::args::{GlobalArgs, StatusArgs};
 use super::{Exit, commands};
 use crate::fetch::{NextRequest, StreamPosition};
 use crate::run::{next_due, select_jobs};
-use crate::store::{JobStatus, RunStatus, Store};
+use crate::store::{JobStatus, RunRecord, RunStatus, Store, StoreError};
 
 #[derive(Debug, Serialize)]
 struct StatusLine {
     #[serde(flatten)]
     stored: JobStatus,
     next_due: Option<String>,
+    /// Newest first; only for jobs named on the command line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recent_runs: Option<Vec<RunRecord>>,
 }
 
 pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
@@ -36,8 +39,20 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
         .iter()
         .map(|j| (j.name.as_str(), j.output.table.as_str()))
         .collect();
-    let stored = match Store::open(&plan.settings.database).and_then(|store| store.status(&pairs)) {
-        Ok(stored) => stored,
+    // Named jobs also get their recent runs (none when every job is shown).
+    let history_of = |store: &Store| -> Result<Vec<Vec<RunRecord>>, StoreError> {
+        match args.jobs.is_empty() {
+            true => Ok(Vec::new()),
+            false => jobs
+                .iter()
+                .map(|j| store.recent_runs(&j.name, args.runs))
+                .collect(),
+        }
+    };
+    let read = Store::open(&plan.settings.database)
+        .and_then(|store| Ok((store.status(&pairs)?, history_of(&store)?)));
+    let (stored, histories) = match read {
+        Ok(read) => read,
         Err(err) => {
             eprintln!("error: {err}");
             return Exit::Failed;
@@ -50,6 +65,7 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    let mut histories = histories.into_iter();
     let lines: Vec<StatusLine> = stored
         .into_iter()
         .zip(&jobs)
@@ -63,6 +79,7 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
             StatusLine {
                 stored,
                 next_due: due,
+                recent_runs: histories.next(),
             }
         })
         .collect();
@@ -79,6 +96,11 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
         }
     } else {
         println!("{}", render(&lines));
+        for line in &lines {
+            if let Some(runs) = &line.recent_runs {
+                print!("\n{}", super::history::render(&line.stored.job, runs));
+            }
+        }
     }
     Exit::Ok
 }

@@ -1,19 +1,23 @@
 //! jobs/<name>.toml as written.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{JobAuthDef, LookbackDef, OrderedMap, ScalarDef};
 
 /// One job file. Only `[request]` is required.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobDef {
     pub description: Option<String>,
+    #[schemars(with = "Option<JobAuthDef>")]
     pub auth: Option<Spanned<JobAuthDef>>,
     /// Standard 5-field cron, UTC.
+    #[schemars(with = "Option<String>")]
     pub schedule: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub depends_on: Vec<Spanned<String>>,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -26,7 +30,7 @@ pub struct JobDef {
     pub retry: Option<RetryDef>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum MethodDef {
     #[serde(rename = "GET")]
     Get,
@@ -34,21 +38,27 @@ pub enum MethodDef {
     Post,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestDef {
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
+    #[schemars(with = "Option<MethodDef>")]
     pub method: Option<Spanned<MethodDef>>,
     #[serde(default)]
+    #[schemars(with = "OrderedMap<ScalarDef>")]
     pub query: OrderedMap<Spanned<ScalarDef>>,
     #[serde(default)]
+    #[schemars(with = "OrderedMap<ScalarDef>")]
     pub headers: OrderedMap<Spanned<ScalarDef>>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub body: Option<Spanned<serde_json::Value>>,
     /// Duration text; default 30s.
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaginationType {
     None,
@@ -72,14 +82,14 @@ impl PaginationType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamInDef {
     Query,
     Body,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CursorFromDef {
     Body,
@@ -88,45 +98,68 @@ pub enum CursorFromDef {
 
 /// `[pagination]`: flat with a `type` field for the same reason as
 /// [`super::AuthDef`]; `plan` rejects keys of another type by name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaginationDef {
     #[serde(rename = "type")]
+    #[schemars(with = "PaginationType")]
     pub kind: Spanned<PaginationType>,
+    #[schemars(with = "Option<String>")]
     pub cursor_path: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub cursor_param: Option<Spanned<String>>,
+    #[schemars(with = "Option<ParamInDef>")]
     pub cursor_in: Option<Spanned<ParamInDef>>,
+    #[schemars(with = "Option<CursorFromDef>")]
     pub cursor_from: Option<Spanned<CursorFromDef>>,
+    #[schemars(with = "Option<String>")]
     pub next_url_path: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub offset_param: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub limit_param: Option<Spanned<String>>,
+    #[schemars(with = "Option<u64>")]
     pub limit: Option<Spanned<u64>>,
+    #[schemars(with = "Option<String>")]
     pub total_path: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub total_header: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub page_param: Option<Spanned<String>>,
+    #[schemars(with = "Option<u64>")]
     pub start: Option<Spanned<u64>>,
+    #[schemars(with = "Option<String>")]
     pub size_param: Option<Spanned<String>>,
+    #[schemars(with = "Option<u64>")]
     pub size: Option<Spanned<u64>>,
+    #[schemars(with = "Option<String>")]
     pub total_pages_path: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub has_more_path: Option<Spanned<String>>,
+    #[schemars(with = "Option<u64>")]
     pub max_pages: Option<Spanned<u64>>,
+    #[schemars(with = "Option<bool>")]
     pub allow_cross_origin: Option<Spanned<bool>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordsDef {
     /// JSON pointer; "" (the default) when the body is the array.
+    #[schemars(with = "Option<String>")]
     pub path: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub primary_key: Vec<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub error_path: Option<Spanned<String>>,
     pub error_retry: Option<bool>,
     /// Bytes; default 64 MiB.
+    #[schemars(with = "Option<u64>")]
     pub max_page_bytes: Option<Spanned<u64>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CursorTypeDef {
     Timestamp,
@@ -134,44 +167,57 @@ pub enum CursorTypeDef {
     String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnMissingCursorDef {
     Error,
     Skip,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncrementalDef {
+    #[schemars(with = "String")]
     pub cursor_field: Spanned<String>,
+    #[schemars(with = "CursorTypeDef")]
     pub cursor_type: Spanned<CursorTypeDef>,
+    #[schemars(with = "String")]
     pub param: Spanned<String>,
+    #[schemars(with = "Option<ParamInDef>")]
     pub param_in: Option<Spanned<ParamInDef>>,
+    #[schemars(with = "Option<ScalarDef>")]
     pub initial: Option<Spanned<ScalarDef>>,
+    #[schemars(with = "Option<LookbackDef>")]
     pub lookback: Option<Spanned<LookbackDef>>,
     pub on_missing_cursor: Option<OnMissingCursorDef>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatesDef {
+    #[schemars(with = "String")]
     pub from: Spanned<String>,
+    #[schemars(with = "String")]
     pub to: Spanned<String>,
+    #[schemars(with = "String")]
     pub step: Spanned<String>,
 }
 
 /// `[partitions]`: exactly one of `values`, `from_job` (+ `field`), `dates`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionsDef {
+    #[schemars(with = "Option<Vec<ScalarDef>>")]
     pub values: Option<Spanned<Vec<ScalarDef>>>,
+    #[schemars(with = "Option<String>")]
     pub from_job: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub field: Option<Spanned<String>>,
+    #[schemars(with = "Option<DatesDef>")]
     pub dates: Option<Spanned<DatesDef>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModeDef {
     Merge,
@@ -179,20 +225,27 @@ pub enum ModeDef {
     Replace,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputDef {
+    #[schemars(with = "Option<String>")]
     pub table: Option<Spanned<String>>,
+    #[schemars(with = "Option<ModeDef>")]
     pub mode: Option<Spanned<ModeDef>>,
     #[serde(default)]
+    #[schemars(with = "OrderedMap<String>")]
     pub columns: OrderedMap<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryDef {
+    #[schemars(with = "Option<u32>")]
     pub max_attempts: Option<Spanned<u32>>,
+    #[schemars(with = "Option<String>")]
     pub initial_backoff: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub max_backoff: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub max_elapsed: Option<Spanned<String>>,
 }

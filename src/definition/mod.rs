@@ -7,6 +7,7 @@
 mod job;
 mod load;
 mod project;
+mod schema;
 mod secret;
 mod source;
 pub(crate) mod suggest;
@@ -22,6 +23,7 @@ pub use load::{
     load_project_file, parse, read_source,
 };
 pub use project::{AuthDef, AuthType, ClientAuthDef, HostDef, ProjectDef};
+pub use schema::{SchemaKind, schema_json};
 pub use secret::SecretDef;
 pub use source::SourceFile;
 pub use values::{JobAuthDef, LookbackDef, OrderedMap, ScalarDef};

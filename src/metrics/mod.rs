@@ -13,4 +13,4 @@ pub use error::MetricsError;
 pub use file::write_atomically;
 pub use publish::{MetricsTargets, last_success_times, publish};
 pub use push::{PUSH_TIMEOUT, group_url, push};
-pub use render::{JobLabel, JobView, escape_label_value, render};
+pub use render::{JOB_LABEL, JobLabel, JobView, escape_label_value, metric_names, render};

@@ -102,6 +102,13 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
+/// The name of every metric family apisync writes, in the order written:
+/// the one list that dashboards and alerts are checked against
+/// (`tests/dashboard.rs`), so a renamed family fails a test there.
+pub fn metric_names() -> impl Iterator<Item = &'static str> {
+    FAMILIES.iter().map(|family| family.name)
+}
+
 /// One sample per outcome class, zeros included, so a rate of errors is a
 /// plain division in PromQL.
 fn requests_by_class(j: &JobView<'_>) -> Vec<Sample> {

@@ -10,6 +10,7 @@ mod incremental;
 mod job;
 mod lease;
 mod partitions;
+mod preview;
 mod progress;
 mod scheduler;
 mod select;
@@ -32,6 +33,7 @@ pub use error::RunError;
 pub use job::JobMode;
 pub use lease::STALE_ENV;
 pub use partitions::date_slices;
+pub use preview::{Preview, PreviewError, PreviewRequest, PreviewStart, PreviewStop, preview};
 pub use progress::{NoProgress, Progress, StreamProgress};
 pub use select::{SelectError, select_due, select_jobs};
 pub use shard::{

@@ -19,7 +19,7 @@ use super::open::SqliteStore;
 use super::postgres::{PgReader, PgStore};
 use super::reader::SqliteReader;
 use super::shards::{ClaimEnd, HeldClaim, StreamClaim, StreamState};
-use super::types::{JobStatus, Reset, RunId, RunOutcome, StreamKey, TableSpec};
+use super::types::{JobStatus, Reset, RunId, RunOutcome, RunRecord, StreamKey, TableSpec};
 use crate::fetch::Record;
 
 /// Copies SQLite's WAL into the database when called (see
@@ -216,6 +216,11 @@ impl Store {
 
     pub fn status(&self, jobs: &[(&str, &str)]) -> Result<Vec<JobStatus>, StoreError> {
         both!(self, db => db.status(jobs))
+    }
+
+    /// The last `limit` runs of `job`, newest first.
+    pub fn recent_runs(&self, job: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        both!(self, db => db.recent_runs(job, limit))
     }
 
     pub fn try_acquire_lease(

@@ -41,4 +41,4 @@ pub use shards::{ClaimEnd, StreamClaim, StreamState};
 pub use streams::BACKFILL_PREFIX;
 pub(crate) use tables::upserts;
 pub use tokens::{DbTokenStore, SqliteTokenStore, TokensError};
-pub use types::{JobStatus, Reset, RunId, RunOutcome, RunStatus, StreamKey, TableSpec};
+pub use types::{JobStatus, Reset, RunId, RunOutcome, RunRecord, RunStatus, StreamKey, TableSpec};

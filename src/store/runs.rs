@@ -82,6 +82,22 @@ impl SqliteStore {
         Ok(starts)
     }
 
+    /// The last `limit` runs of `job`, newest first (`status JOB` history).
+    pub fn recent_runs(&self, job: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn
+            .prepare_cached(
+                "SELECT id, status, started_at, finished_at, pages, records, error
+                 FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .and_then(|mut stmt| stmt.query_map((job, limit), run_record)?.collect())
+            .map_err(|source| StoreError::Job {
+                job: job.to_string(),
+                action: "read its recent runs",
+                source: Box::new(source),
+            })
+    }
+
     /// Per job, given as (job, table): its last run, last success, rows in
     /// its table, saved checkpoints and marks, finished partitions.
     pub fn status(&self, jobs: &[(&str, &str)]) -> Result<Vec<JobStatus>, StoreError> {

@@ -355,6 +355,26 @@ impl PgStore {
         })?
     }
 
+    /// As on SQLite: the last `limit` runs of `job`, newest first.
+    pub(crate) fn recent_runs(
+        &self,
+        job: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let job = job.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn.run(move |s| {
+            s.client
+                .query(
+                    "SELECT id, status, started_at, finished_at, pages, records, error
+                     FROM runs WHERE job = $1 ORDER BY id DESC LIMIT $2",
+                    &[&job, &limit],
+                )
+                .map(|rows| rows.iter().map(run_record).collect())
+                .map_err(job_err(&job, "read its recent runs"))
+        })?
+    }
+
     pub(crate) fn status(&self, jobs: &[(&str, &str)]) -> Result<Vec<JobStatus>, StoreError> {
         let jobs: Vec<(String, String)> = jobs
             .iter()
@@ -459,6 +479,21 @@ fn last_success(c: &mut impl GenericClient, job: &str) -> PgResult<Option<String
     .map(|row| row.map(|r| r.get(0)))
 }
 
+/// A row of `id, status, started_at, finished_at, pages, records, error`.
+fn run_record(r: &postgres::Row) -> RunRecord {
+    let status: String = r.get(1);
+    RunRecord {
+        id: RunId(r.get(0)),
+        // The CHECK constraint allows only known statuses.
+        status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+        started_at: r.get(2),
+        finished_at: r.get(3),
+        pages: r.get::<_, i64>(4).unsigned_abs(),
+        records: r.get::<_, i64>(5).unsigned_abs(),
+        error: r.get(6),
+    }
+}
+
 fn job_status(c: &mut impl GenericClient, job: &str, table: &str) -> PgResult<JobStatus> {
     let last_run = c
         .query_opt(
@@ -466,19 +501,7 @@ fn job_status(c: &mut impl GenericClient, job: &str, table: &str) -> PgResult<Jo
              FROM _apisync.runs WHERE job = $1 ORDER BY id DESC LIMIT 1",
             &[&job],
         )?
-        .map(|r| -> RunRecord {
-            let status: String = r.get(1);
-            RunRecord {
-                id: RunId(r.get(0)),
-                // The CHECK constraint allows only known statuses.
-                status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
-                started_at: r.get(2),
-                finished_at: r.get(3),
-                pages: r.get::<_, i64>(4).unsigned_abs(),
-                records: r.get::<_, i64>(5).unsigned_abs(),
-                error: r.get(6),
-            }
-        });
+        .map(|r| run_record(&r));
     let last_success_started_at = last_success(c, job)?;
     let rows = if table_exists(c, table)? {
         let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
