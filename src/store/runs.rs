@@ -88,7 +88,7 @@ impl SqliteStore {
         self.conn
             .prepare_cached(
                 "SELECT id, status, started_at, finished_at, pages, records, error
-                 FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT ?2",
+                 FROM _apisync_runs WHERE job = ?1 ORDER BY id DESC LIMIT ?2",
             )
             .and_then(|mut stmt| stmt.query_map((job, limit), run_record)?.collect())
             .map_err(|source| StoreError::Job {

@@ -353,9 +353,10 @@ mod tests {
                 Database::Postgres(url) => {
                     let conn = super::super::postgres::PgConn::connect(&url).unwrap();
                     conn.run(|s| {
-                        s.client.batch_execute(&format!(
-                            "BEGIN; LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE NOWAIT; COMMIT;"
-                        ))
+                        // PostgreSQL keeps the table in apisync's schema.
+                        s.client.batch_execute(
+                            "BEGIN; LOCK TABLE _apisync.refresh_tokens IN ACCESS EXCLUSIVE MODE NOWAIT; COMMIT;",
+                        )
                     })
                     .unwrap()
                     .map_err(|e| e.to_string())

@@ -367,7 +367,7 @@ impl PgStore {
             s.client
                 .query(
                     "SELECT id, status, started_at, finished_at, pages, records, error
-                     FROM runs WHERE job = $1 ORDER BY id DESC LIMIT $2",
+                     FROM _apisync.runs WHERE job = $1 ORDER BY id DESC LIMIT $2",
                     &[&job, &limit],
                 )
                 .map(|rows| rows.iter().map(run_record).collect())
