@@ -187,6 +187,12 @@ fn is_legacy_version_table(conn: &Connection) -> rusqlite::Result<bool> {
     Ok(columns.as_deref() == Some("version,applied_at"))
 }
 
+/// Tries again of the switch to WAL while another process holds the
+/// database, each after its own busy wait (SQLite's default, 5 s) and a
+/// short pause: one more try is what the race needs; five bound a file
+/// that stays locked.
+const JOURNAL_MODE_TRIES: u64 = 5;
+
 fn set_pragmas(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let fail = |pragma| {
         move |source| StoreError::Pragma {
@@ -196,8 +202,25 @@ fn set_pragmas(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         }
     };
     // journal_mode answers with a row; in-memory databases answer "memory".
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-        .map_err(fail("journal_mode"))?;
+    // A database still in rollback-journal mode (as apisync before WAL, or
+    // another tool, left it) needs an exclusive lock to switch; when another
+    // process switched it first and holds it open, the switch is busy for as
+    // long as that process runs, but a new try reads the header again and
+    // finds WAL already on. So a busy switch is tried again, a bounded number
+    // of times (two processes opening an old database at once, issue 14).
+    let mut tries = 0;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < JOURNAL_MODE_TRIES =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50 * tries));
+            }
+            Err(source) => return Err(fail("journal_mode")(source)),
+        }
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(fail("synchronous"))?;
     conn.pragma_update(None, "foreign_keys", "ON")
