@@ -134,3 +134,42 @@ async fn a_userinfo_password_never_shows() {
         "{stored}"
     );
 }
+
+/// A merge job whose `primary_key` changed since its rows were written
+/// would give every record a new key and write it beside its old row: the
+/// run refuses, before it writes anything, and says how to start over.
+#[tokio::test]
+async fn a_changed_primary_key_is_refused_before_rows_double() {
+    let api = api().await;
+    let project = Project::new();
+    project.job(
+        "items",
+        &job(&api.base, "items", "primary_key = [\"/id\"]\n"),
+    );
+    let output = project.run(&["run"]).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(project.rows("items").len(), 2);
+
+    project.job(
+        "items",
+        &job(&api.base, "items", "primary_key = [\"/id\", \"/id\"]\n"),
+    );
+    let output = project.run(&["run"]).await;
+    let text = describe(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("were written with another primary key"),
+        "{text}"
+    );
+    assert!(text.contains("apisync reset items"), "{text}");
+    assert_eq!(project.rows("items").len(), 2, "no record written twice");
+
+    // The key as it was still runs.
+    project.job(
+        "items",
+        &job(&api.base, "items", "primary_key = [\"/id\"]\n"),
+    );
+    let output = project.run(&["run"]).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(project.rows("items").len(), 2);
+}

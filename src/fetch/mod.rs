@@ -25,6 +25,7 @@ pub use error::{FetchError, FetchErrorKind};
 pub use link::{Link, LinkError, next_link, parse_links};
 pub use paginate::{DecodedPage, Paginator};
 pub use pointer::PointerError;
+pub use records::primary_key_of;
 /// A reqwest error without its URL, for the other HTTP callers (metrics push, init).
 pub(crate) use send::describe;
 pub use stats::{RequestStats, StatsSnapshot};

@@ -422,6 +422,13 @@ fn missing_key(index: usize, pointer: &str) -> DecodeError {
     ))
 }
 
+/// The `_pk` that `job`'s primary key makes of the record `raw`, exactly
+/// as a page's records get it: the run compares it with a stored row's to
+/// notice a primary key changed in the job file.
+pub fn primary_key_of(job: &JobPlan, raw: &str) -> Result<Option<String>, DecodeError> {
+    raw_primary_key(&key_pointers(job)?, raw, 0)
+}
+
 /// The primary key pointers as tokens, for the path that parses records:
 /// the key is read from the raw text there too, so both paths write the
 /// same `_pk` (integers exactly as sent, see [`canonical_into`]).

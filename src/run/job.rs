@@ -234,6 +234,30 @@ async fn record_outcome(env: &RunEnv, run_id: crate::store::RunId, summary: &Job
     }
 }
 
+/// A merge job's primary key must still make the keys its rows were stored
+/// with: after `primary_key` changes in the job file, every record would get
+/// a new key and be written a second time beside its old row. One stored
+/// row, its key made again from its record, tells.
+fn check_key_unchanged(job: &JobPlan, sample: Option<(String, String)>) -> Result<(), RunError> {
+    let Some((stored, data)) = sample else {
+        return Ok(());
+    };
+    let now = match crate::fetch::primary_key_of(job, &data) {
+        Ok(Some(key)) => key,
+        Ok(None) => "(none)".to_string(),
+        Err(error) => format!("(none: {})", error.message),
+    };
+    if now == stored {
+        return Ok(());
+    }
+    Err(RunError::KeyChanged {
+        job: job.name.clone(),
+        table: job.output.table.clone(),
+        stored,
+        now,
+    })
+}
+
 async fn run_partitions(
     env: &RunEnv,
     job: &Arc<JobPlan>,
@@ -248,9 +272,17 @@ async fn run_partitions(
         !job.records.primary_key.is_empty(),
     ));
     let prepared = table.clone();
-    env.writer
-        .call(move |store| store.prepare_table(&prepared))
+    let sample = env
+        .writer
+        .call(move |store| {
+            store.prepare_table(&prepared)?;
+            match prepared.mode {
+                crate::plan::WriteMode::Merge => store.key_sample(&prepared.table),
+                _ => Ok(None),
+            }
+        })
         .await??;
+    check_key_unchanged(job, sample)?;
     let credential = match job.auth.as_deref().map(|name| env.credentials.get(name)) {
         None => None,
         Some(Some(Ok(credential))) => Some(credential.clone()),

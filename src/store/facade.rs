@@ -261,6 +261,11 @@ impl Store {
         both!(self, db => db.count_rows(table))
     }
 
+    /// One row's stored `_pk` and `_data` text, or `None` when none has a key.
+    pub fn key_sample(&self, table: &str) -> Result<Option<(String, String)>, StoreError> {
+        both!(self, db => db.key_sample(table))
+    }
+
     /// Tests: run SQL statements as given.
     #[cfg(test)]
     pub(crate) fn exec_sql(&mut self, sql: &str) {

@@ -48,6 +48,24 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>().map_err(err)
     }
 
+    /// One row's stored key and record text (`None` for an empty table):
+    /// enough to tell whether the job's primary key still makes that key.
+    pub fn key_sample(&self, table: &str) -> Result<Option<(String, String)>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let sql = format!(
+            "SELECT _pk, _data FROM {} WHERE _pk IS NOT NULL LIMIT 1",
+            quote_ident(table)
+        );
+        self.conn
+            .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|source| StoreError::Table {
+                table: table.to_string(),
+                action: "read a row's key",
+                source: Box::new(source),
+            })
+    }
+
     pub fn count_rows(&self, table: &str) -> Result<u64, StoreError> {
         let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
         self.conn

@@ -63,6 +63,21 @@ impl PgStore {
         })?
     }
 
+    /// One row's stored key and record text (`None` for an empty table).
+    pub(crate) fn key_sample(&self, table: &str) -> Result<Option<(String, String)>, StoreError> {
+        let sql = format!(
+            "SELECT _pk, _data::text FROM {} WHERE _pk IS NOT NULL LIMIT 1",
+            quote_ident(table)
+        );
+        let table = table.to_string();
+        self.conn.run(move |s| {
+            s.client
+                .query_opt(&sql, &[])
+                .map(|row| row.map(|r| (r.get(0), r.get(1))))
+                .map_err(table_err(&table, "read a row's key"))
+        })?
+    }
+
     pub(crate) fn count_rows(&self, table: &str) -> Result<u64, StoreError> {
         let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
         let table = table.to_string();

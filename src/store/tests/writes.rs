@@ -359,3 +359,25 @@ fn a_nul_in_a_string_is_stored_and_nothing_else_changes(db) {
     assert_eq!(columns, [Some(column.to_string()), Some("c\\u0000d".to_string())]);
 }
 }
+
+backend_test! {
+fn a_key_sample_gives_a_stored_key_and_its_record_as_written(db) {
+    let (mut store, run) = store_with_run(db, "big");
+    let table = spec("big", WriteMode::Merge, &[], true);
+    assert_eq!(store.key_sample("big").ok().flatten(), None, "no table yet");
+    store.prepare_table(&table).unwrap();
+    assert_eq!(store.key_sample("big").unwrap(), None, "an empty table");
+    let page = [Record {
+        json: r#"{"id": 12345678901234567890123, "v": "a"}"#.to_string(),
+        pk: Some("[12345678901234567890123]".to_string()),
+        columns: Vec::new(),
+    }];
+    store
+        .apply_page(&stream("big", ""), &table, run, &page, "{}")
+        .unwrap();
+    let (key, data) = store.key_sample("big").unwrap().unwrap();
+    assert_eq!(key, "[12345678901234567890123]");
+    let record: &serde_json::value::RawValue = serde_json::from_str(&data).unwrap();
+    assert!(record.get().contains("12345678901234567890123"), "{data}");
+}
+}
