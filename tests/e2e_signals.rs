@@ -193,7 +193,10 @@ async fn sigterm_starts_no_new_request_and_records_the_run_as_interrupted() {
     // The held page may commit (it completed) or not (it was in flight when
     // the stop came): whole pages either way, never more.
     let kept = project.rows("endless").len();
-    assert!(kept == 20 || kept == 30, "whole pages kept, no more: {kept}");
+    assert!(
+        kept == 20 || kept == 30,
+        "whole pages kept, no more: {kept}"
+    );
     let output = project.run(&["status", "--json"]).await;
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("status --json is JSON");
