@@ -126,32 +126,6 @@ async fn run(project: &Project, args: &[&str]) -> std::process::Output {
         .expect("run apisync")
 }
 
-/// Every text value of every column of every table of the database.
-fn database_text(project: &Project) -> String {
-    let db = project.open();
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut all = String::new();
-    for table in tables {
-        let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-        let columns = statement.column_count();
-        let mut rows = statement.query([]).unwrap();
-        while let Some(row) = rows.next().unwrap() {
-            for column in 0..columns {
-                if let Ok(text) = row.get::<_, String>(column) {
-                    all.push_str(&format!("{table}: {text}\n"));
-                }
-            }
-        }
-    }
-    all
-}
-
 #[tokio::test]
 async fn a_credential_placed_across_a_cut_is_not_shown_in_part() {
     let base = api().await;
@@ -177,7 +151,7 @@ async fn a_credential_placed_across_a_cut_is_not_shown_in_part() {
             "run {verbosity:?} shows the client credentials in base64:\n{text}"
         );
     }
-    let stored = database_text(&project);
+    let stored = project.database_text();
     assert!(stored.contains("xxxxxxxx"), "errors are stored: {stored}");
     assert!(!stored.contains(MARKER), "the database: {stored}");
     assert!(!stored.contains(&basic_base64()), "the database: {stored}");
@@ -243,7 +217,7 @@ async fn a_credential_in_a_next_url_is_not_stored_or_shown() {
         "{}",
         describe(&output)
     );
-    let stored = database_text(&project);
+    let stored = project.database_text();
     assert!(
         stored.contains("after=2"),
         "the position is stored: {stored}"

@@ -116,32 +116,6 @@ async fn run(project: &Project, args: &[&str]) -> std::process::Output {
         .expect("run apisync")
 }
 
-/// Every text value of every column of every table of the database.
-fn database_text(project: &Project) -> String {
-    let db = project.open();
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut all = String::new();
-    for table in tables {
-        let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-        let columns = statement.column_count();
-        let mut rows = statement.query([]).unwrap();
-        while let Some(row) = rows.next().unwrap() {
-            for column in 0..columns {
-                if let Ok(text) = row.get::<_, String>(column) {
-                    all.push_str(&format!("{table}: {text}\n"));
-                }
-            }
-        }
-    }
-    all
-}
-
 #[tokio::test]
 async fn echoed_credentials_reach_no_output_no_table_and_no_status() {
     let base = api().await;
@@ -158,7 +132,7 @@ async fn echoed_credentials_reach_no_output_no_table_and_no_status() {
         assert!(text.contains("401"), "{}", describe(&output));
         assert_clean(&format!("run {verbosity:?}"), &text);
     }
-    let stored = database_text(&project);
+    let stored = project.database_text();
     assert!(
         stored.contains("bad request"),
         "the error is stored: {stored}"

@@ -70,6 +70,34 @@ impl Project {
     }
 
     /// Every `_data` of `table`, parsed.
+    /// Every text value of every column of every table of the database,
+    /// as `table: value` lines: what "a secret never reaches the database"
+    /// is checked against.
+    pub fn database_text(&self) -> String {
+        let db = self.open();
+        let tables: Vec<String> = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut all = String::new();
+        for table in tables {
+            let mut statement = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+            let columns = statement.column_count();
+            let mut rows = statement.query([]).unwrap();
+            while let Some(row) = rows.next().unwrap() {
+                for column in 0..columns {
+                    if let Ok(text) = row.get::<_, String>(column) {
+                        all.push_str(&format!("{table}: {text}\n"));
+                    }
+                }
+            }
+        }
+        all
+    }
+
     pub fn rows(&self, table: &str) -> Vec<serde_json::Value> {
         let db = self.open();
         let mut statement = db
