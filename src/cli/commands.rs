@@ -48,6 +48,28 @@ fn overrides(global: &GlobalArgs) -> SettingsOverrides {
 }
 
 /// Load and validate the project; print diagnostics and warnings.
+/// The project's plan and its job `name`, for the commands that take one
+/// job (`reset`, `preview`); an unknown name is a usage error.
+pub(crate) fn load_one_job(
+    global: &GlobalArgs,
+    name: &str,
+) -> Result<(ProjectPlan, JobPlan), Exit> {
+    let plan = load(global)?;
+    match select_jobs(&plan, &[name.to_string()], &[]) {
+        Ok(jobs) => match jobs.into_iter().next() {
+            Some(job) => Ok((plan, job)),
+            None => {
+                eprintln!("error: no job \"{name}\"");
+                Err(Exit::Usage)
+            }
+        },
+        Err(err) => {
+            eprintln!("error: {err}");
+            Err(Exit::Usage)
+        }
+    }
+}
+
 pub(crate) fn load(global: &GlobalArgs) -> Result<ProjectPlan, Exit> {
     match load_project(global.config.as_deref(), &overrides(global), CLI_ENV) {
         Ok(Loaded { plan, warnings }) => {
@@ -351,22 +373,9 @@ fn reset_refusal(job: &JobPlan, args: &ResetArgs) -> Option<String> {
 }
 
 fn reset(global: &GlobalArgs, args: &ResetArgs) -> Exit {
-    let plan = match load(global) {
-        Ok(plan) => plan,
+    let (plan, job) = match load_one_job(global, &args.job) {
+        Ok(loaded) => loaded,
         Err(exit) => return exit,
-    };
-    let job = match select_jobs(&plan, std::slice::from_ref(&args.job), &[]) {
-        Ok(jobs) => match jobs.into_iter().next() {
-            Some(job) => job,
-            None => {
-                eprintln!("error: no job \"{}\"", args.job);
-                return Exit::Usage;
-            }
-        },
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Exit::Usage;
-        }
     };
     if let Some(refusal) = reset_refusal(&job, args) {
         eprintln!("error: job \"{}\": {refusal}", job.name);

@@ -12,7 +12,7 @@ use super::Exit;
 use super::args::{GlobalArgs, PreviewArgs};
 use crate::fetch::Record;
 use crate::plan::JobPlan;
-use crate::run::{Preview, PreviewRequest, PreviewStart, PreviewStop, select_jobs};
+use crate::run::{Preview, PreviewRequest, PreviewStart, PreviewStop};
 
 /// Columns shown for a job that declares none: the first fields of its records.
 const FIRST_FIELDS: usize = 6;
@@ -22,22 +22,9 @@ const TABLE_ROWS: usize = 50;
 const CELL_CHARS: usize = 40;
 
 pub async fn preview(global: &GlobalArgs, args: &PreviewArgs) -> Exit {
-    let plan = match super::commands::load(global) {
-        Ok(plan) => plan,
+    let (plan, job) = match super::commands::load_one_job(global, &args.job) {
+        Ok(loaded) => loaded,
         Err(exit) => return exit,
-    };
-    let job = match select_jobs(&plan, std::slice::from_ref(&args.job), &[]) {
-        Ok(jobs) => match jobs.into_iter().next() {
-            Some(job) => job,
-            None => {
-                eprintln!("error: no job \"{}\"", args.job);
-                return Exit::Usage;
-            }
-        },
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Exit::Usage;
-        }
     };
     let request = PreviewRequest {
         pages: args.pages,
