@@ -706,3 +706,40 @@ async fn a_rotation_in_an_unusable_answer_is_kept() {
     assert!(fresh.current().await.is_ok(), "the stored rotation works");
     assert_eq!((server.uses("rt-1"), server.uses("rt-2")), (1, 1));
 }
+
+/// semantics.md: "a rotated refresh token is stored before the new access
+/// token is used". While the database refuses the save (another connection
+/// holds its write lock past the busy timeout), the access token of that
+/// refresh is never handed out; once the database is free, the next call
+/// sends the rotation kept in memory (never the spent token) and stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_token_is_handed_out_only_after_its_rotation_is_stored() {
+    let (server, url) = start().await;
+    server.rotate.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("apisync.db");
+    let store = Arc::new(SqliteTokenStore::open(&path).unwrap());
+    assert!(
+        store.load("acme").await.unwrap().is_none(),
+        "table made, empty"
+    );
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let credential = credential(refresh_plan(&url), store.clone());
+    let refused = credential.current().await;
+    assert!(
+        refused.is_err(),
+        "no access token while its rotation is unsaved"
+    );
+    assert_eq!(server.requests(), 1, "the server did rotate rt-1 into rt-2");
+
+    blocker.execute_batch("COMMIT").unwrap();
+    assert!(credential.current().await.is_ok());
+    assert_eq!(store.load("acme").await.unwrap().unwrap().expose(), "rt-3");
+    assert_eq!(
+        (server.uses("rt-1"), server.uses("rt-2")),
+        (1, 1),
+        "never the spent one"
+    );
+}
