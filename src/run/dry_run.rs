@@ -76,7 +76,9 @@ pub(crate) fn execution_order(jobs: &[JobPlan]) -> Vec<&JobPlan> {
     ordered
 }
 
-fn planned_partitions(
+/// The streams `job` would run, as `run` plans them, read through `store`
+/// without changing it (`run --dry-run` and `preview`).
+pub(crate) fn planned_partitions(
     store: Option<&StoreReader>,
     plan: &ProjectPlan,
     job: &JobPlan,

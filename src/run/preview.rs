@@ -12,12 +12,13 @@
 
 use std::sync::Arc;
 
+use super::dry_run::planned_partitions;
 use super::incremental;
-use super::partitions::{date_slices, value_partition};
+use super::partitions::value_partition;
 use crate::auth::{Credential, NoTokenStore, TokenStore};
 use crate::fetch::{FetchError, HttpClient, HttpOptions, Record, StreamFetcher, StreamPosition};
 use crate::plan::{AuthPlan, JobPlan, Partition, PartitionsPlan, ProjectPlan};
-use crate::store::{Database, DbTokenStore, Store, StoreError, StreamKey, TokensError};
+use crate::store::{DbTokenStore, StoreError, StoreReader, StreamKey, TokensError};
 
 /// What to preview.
 #[derive(Debug, Clone)]
@@ -83,12 +84,18 @@ pub async fn preview(
     job: &JobPlan,
     request: &PreviewRequest,
 ) -> Result<Preview, PreviewError> {
-    let store = existing_store(&plan.settings.database)?;
+    // Looked at, never changed: no file created, nothing migrated.
+    let reader = StoreReader::open_to_peek(&plan.settings.database)?;
+    let exists = reader.is_some();
+    let store = match reader {
+        Some(reader) if reader.has_state()? => Some(reader),
+        _ => None,
+    };
     let partition = pick_partition(plan, job, store.as_ref(), request.partition.as_deref())?;
     let (position, start) = starting_position(job, store.as_ref(), &partition)?;
-    let tokens: Arc<dyn TokenStore> = match &store {
-        Some(_) => Arc::new(DbTokenStore::open(&plan.settings.database)?),
-        None => {
+    let tokens: Arc<dyn TokenStore> = match exists {
+        true => Arc::new(DbTokenStore::open(&plan.settings.database)?),
+        false => {
             refuse_rotating_auth(plan, job)?;
             Arc::new(NoTokenStore)
         }
@@ -137,16 +144,6 @@ pub async fn preview(
     })
 }
 
-/// The project's database if it exists already; None for a SQLite file
-/// that does not (opening it would create it). A PostgreSQL database is
-/// opened as `run` opens it.
-fn existing_store(database: &Database) -> Result<Option<Store>, StoreError> {
-    match database {
-        Database::Sqlite(path) if !path.exists() => Ok(None),
-        _ => Store::open(database).map(Some),
-    }
-}
-
 /// Without a database a rotated refresh token would have nowhere to go.
 fn refuse_rotating_auth(plan: &ProjectPlan, job: &JobPlan) -> Result<(), PreviewError> {
     let Some(name) = job.auth.as_deref() else {
@@ -190,7 +187,7 @@ fn credential(
 fn pick_partition(
     plan: &ProjectPlan,
     job: &JobPlan,
-    store: Option<&Store>,
+    store: Option<&StoreReader>,
     wanted: Option<&str>,
 ) -> Result<Partition, PreviewError> {
     let failed = |message: String| PreviewError::Job {
@@ -210,7 +207,7 @@ fn pick_partition(
     if let (PartitionsPlan::FromJob { .. }, Some(key)) = (partitions, wanted) {
         return Ok(value_partition(key));
     }
-    let all = list_partitions(plan, partitions, store).map_err(failed)?;
+    let all = planned_partitions(store, plan, job).map_err(|e| failed(e.to_string()))?;
     let found = match wanted {
         None => all.first(),
         Some(key) => all.iter().find(|p| p.key == key),
@@ -230,35 +227,10 @@ fn pick_partition(
     })
 }
 
-fn list_partitions(
-    plan: &ProjectPlan,
-    partitions: &PartitionsPlan,
-    store: Option<&Store>,
-) -> Result<Vec<Partition>, String> {
-    Ok(match partitions {
-        PartitionsPlan::Values(values) => values.iter().map(|v| value_partition(v)).collect(),
-        PartitionsPlan::Dates { from, to, step } => {
-            date_slices(from, to, *step, chrono::Utc::now())?
-        }
-        PartitionsPlan::FromJob { job: parent, field } => {
-            let table = plan
-                .jobs
-                .iter()
-                .find(|j| &j.name == parent)
-                .map_or_else(|| parent.clone(), |j| j.output.table.clone());
-            match store.map(|s| s.distinct_values(&table, field)) {
-                Some(Ok(values)) => values.iter().map(|v| value_partition(v)).collect(),
-                // No database, or the parent has not run: no table yet.
-                None | Some(Err(_)) => Vec::new(),
-            }
-        }
-    })
-}
-
 /// Where a run would start the stream: its checkpoint, else its mark.
 fn starting_position(
     job: &JobPlan,
-    store: Option<&Store>,
+    store: Option<&StoreReader>,
     partition: &Partition,
 ) -> Result<(StreamPosition, PreviewStart), PreviewError> {
     let Some(store) = store else {
@@ -266,7 +238,7 @@ fn starting_position(
         return Ok((StreamPosition::start(since), PreviewStart::NoDatabase));
     };
     let key = StreamKey::new(job.name.clone(), partition.key.clone());
-    if let Some(text) = store.load_checkpoint(&key)? {
+    if let Some(text) = store.checkpoint(&key)? {
         let position: StreamPosition =
             serde_json::from_str(&text).map_err(|err| PreviewError::Job {
                 job: job.name.clone(),
@@ -278,7 +250,7 @@ fn starting_position(
         let pages = position.pages;
         return Ok((position, PreviewStart::Resumed(pages)));
     }
-    let mark = store.load_mark(&key)?;
+    let mark = store.mark(&key)?;
     let since = incremental::since(job, mark.as_deref());
     Ok((StreamPosition::start(since), PreviewStart::Fresh))
 }
