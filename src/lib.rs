@@ -28,6 +28,7 @@ pub mod fetch;
 pub mod init;
 pub mod metrics;
 pub mod plan;
+pub mod record;
 pub mod run;
 pub mod secret;
 pub mod store;

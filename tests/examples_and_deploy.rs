@@ -247,7 +247,7 @@ fn configmap_project() -> ProjectPlan {
     // The real paths exist only in the pod; everything else is as deployed.
     let overrides = SettingsOverrides {
         jobs_dir: Some(jobs_dir),
-        database: Some(apisync::store::DatabaseArg::new(
+        database: Some(apisync::plan::DatabaseArg::new(
             dir.path().join("apisync.db").to_string_lossy(),
         )),
         ..SettingsOverrides::default()

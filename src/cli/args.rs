@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::DatabaseArg;
+use crate::plan::DatabaseArg;
 
 /// Declarative batch sync of paginated JSON APIs into SQLite.
 #[derive(Debug, Parser)]

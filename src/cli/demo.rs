@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::Exit;
 use super::args::{DemoArgs, GlobalArgs};
 use crate::demo::{DEMO_JOBS, DEMO_PORT, DEMO_TOKEN, DEMO_TOKEN_ENV, DemoConfig, DemoServer};
+use crate::plan::DatabaseArg;
 use crate::plan::{AuthPlan, ProjectPlan, SecretSource, SettingsOverrides, load_project};
 use crate::secret::Secret;
-use crate::store::DatabaseArg;
 
 /// The database the demo writes, in the current folder.
 const DEMO_DB: &str = "apisync-demo.db";

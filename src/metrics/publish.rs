@@ -78,7 +78,7 @@ async fn push_groups(base: &Url, views: &[JobView<'_>], shard: Option<u32>) {
 /// written). A read error leaves the figures out, with a WARN.
 pub fn last_success_times(
     summary: &RunSummary,
-    database: &crate::store::Database,
+    database: &crate::plan::Database,
 ) -> HashMap<String, f64> {
     let jobs: Vec<&str> = summary.jobs.iter().map(|j| j.job.as_str()).collect();
     match Store::open(database).and_then(|store| store.last_success_starts(&jobs)) {

@@ -4,6 +4,7 @@
 
 mod auth;
 mod checks;
+mod database;
 mod diagnostics;
 mod incremental;
 mod job;
@@ -15,6 +16,7 @@ mod template;
 mod types;
 
 pub(crate) use checks::without_userinfo;
+pub use database::{Database, DatabaseArg, DatabaseError, PostgresUrl, SslMode};
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{Loaded, load_project, load_project_with_env, project_root};
 pub use settings::SettingsOverrides;

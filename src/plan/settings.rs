@@ -7,11 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::database::{Database, DatabaseArg};
 use super::diagnostics::Diagnostic;
 use crate::definition::ProjectDef;
 use crate::definition::suggest::closest;
 use crate::plan::Settings;
-use crate::store::{Database, DatabaseArg};
 
 const SETTING_KEYS: &[&str] = &["database", "jobs_dir", "concurrency", "job_concurrency"];
 

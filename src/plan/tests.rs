@@ -143,7 +143,7 @@ fn defaults_fill_the_plan() {
     let plan = &loaded.plan;
     assert_eq!(
         plan.settings.database,
-        crate::store::Database::sqlite(dir.path().join("apisync.db"))
+        crate::plan::Database::sqlite(dir.path().join("apisync.db"))
     );
     assert_eq!(
         (plan.settings.concurrency, plan.settings.job_concurrency),
@@ -192,7 +192,7 @@ fn settings_layer_file_then_env_then_flags_and_warn_strays() {
     let settings = &loaded.plan.settings;
     assert_eq!(
         settings.database,
-        crate::store::Database::sqlite(dir.path().join("data/file.db"))
+        crate::plan::Database::sqlite(dir.path().join("data/file.db"))
     );
     assert_eq!(settings.concurrency, 5, "env beats file");
     assert_eq!(settings.job_concurrency, 7, "flag beats env");
@@ -218,7 +218,7 @@ fn a_postgres_url_in_the_file_or_environment_selects_postgres_and_stays_redacted
     let config = "database = \"postgres://app:file-pw@db:5432/sync\"\n";
     let (_dir, result) = load(Some(config), &[], &[], &SettingsOverrides::default());
     let database = result.unwrap().plan.settings.database;
-    assert!(matches!(database, crate::store::Database::Postgres(_)));
+    assert!(matches!(database, crate::plan::Database::Postgres(_)));
     assert_eq!(database.to_string(), "postgres://app:***@db:5432/sync");
     assert!(!format!("{database:?}").contains("file-pw"));
 

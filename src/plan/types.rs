@@ -30,7 +30,7 @@ pub struct ProjectPlan {
 pub struct Settings {
     /// The SQLite file (relative paths already resolved against apisync.toml's
     /// folder) or the PostgreSQL URL (its password hidden from Display/Debug).
-    pub database: crate::store::Database,
+    pub database: super::database::Database,
     pub jobs_dir: PathBuf,
     /// Most HTTP requests in flight at once, all jobs together. Default 8.
     pub concurrency: usize,

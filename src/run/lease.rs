@@ -331,7 +331,7 @@ mod tests {
             job_concurrency: 1,
             stream_width: 1,
             parent_tables: HashMap::new(),
-            database: crate::store::Database::sqlite("unused.db"),
+            database: crate::plan::Database::sqlite("unused.db"),
             holder: holder.into(),
             progress: Arc::new(NoProgress),
             shard: None,
@@ -345,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_lease_stops_the_job_and_is_not_released() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&crate::store::Database::sqlite(dir.path().join("lease.db")))
+        let store = Store::open(&crate::plan::Database::sqlite(dir.path().join("lease.db")))
             .expect("store");
         let (writer, thread) = Writer::spawn(store).expect("writer");
         let env = env(writer.clone(), "here:1:a");

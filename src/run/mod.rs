@@ -62,7 +62,7 @@ pub(crate) struct RunEnv {
     /// Job name -> its table, for `partitions.from_job`.
     pub parent_tables: HashMap<String, String>,
     /// The database, for read-only connections beside the writer's.
-    pub database: crate::store::Database,
+    pub database: crate::plan::Database,
     /// The read-only connection partition listings share, opened by the
     /// first one: a sharded child polling its parent every second must not
     /// open a connection each time.

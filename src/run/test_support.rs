@@ -50,7 +50,7 @@ pub(crate) fn project() -> ProjectPlan {
     ProjectPlan {
         config_file: None,
         settings: Settings {
-            database: crate::store::Database::sqlite("apisync.db"),
+            database: crate::plan::Database::sqlite("apisync.db"),
             jobs_dir: "jobs".into(),
             concurrency: 8,
             job_concurrency: 4,

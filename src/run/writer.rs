@@ -247,7 +247,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let (writer, thread) =
-            Writer::spawn(Store::open(&crate::store::Database::sqlite(&path)).unwrap()).unwrap();
+            Writer::spawn(Store::open(&crate::plan::Database::sqlite(&path)).unwrap()).unwrap();
         let table = Arc::new(TableSpec {
             table: "t".into(),
             mode: WriteMode::Merge,
@@ -296,7 +296,7 @@ mod tests {
         assert!(wal < db / 4, "WAL {wal} bytes against database {db} bytes");
         drop(writer);
         thread.join();
-        let store = Store::open(&crate::store::Database::sqlite(&path)).unwrap();
+        let store = Store::open(&crate::plan::Database::sqlite(&path)).unwrap();
         assert_eq!(store.count_rows("t").unwrap(), 120_000);
     }
 }

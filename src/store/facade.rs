@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use super::database::Database;
 use super::error::StoreError;
 use super::leases::LeaseOutcome;
 use super::open::SqliteStore;
@@ -20,7 +19,8 @@ use super::postgres::{PgReader, PgStore};
 use super::reader::SqliteReader;
 use super::shards::{ClaimEnd, HeldClaim, StreamClaim, StreamState};
 use super::types::{JobStatus, Reset, RunId, RunOutcome, RunRecord, StreamKey, TableSpec};
-use crate::fetch::Record;
+use crate::plan::Database;
+use crate::record::Record;
 
 /// Copies SQLite's WAL into the database when called (see
 /// [`Store::wal_checkpointer`]).

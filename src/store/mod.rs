@@ -8,7 +8,6 @@
 //! types, and nothing outside learns which database it is: [`Store`] and
 //! [`StoreReader`] forward each call (see `facade.rs` for how to add one).
 
-mod database;
 mod error;
 mod facade;
 mod file_sync;
@@ -32,7 +31,6 @@ mod test_db;
 #[cfg(test)]
 mod tests;
 
-pub use database::{Database, DatabaseArg, DatabaseError, PostgresUrl};
 pub use error::StoreError;
 pub use facade::{Store, StoreReader};
 pub use leases::LeaseOutcome;

@@ -788,7 +788,7 @@ mod tests {
         let run = a.begin_run("orders").unwrap();
         let stream = StreamKey::new("orders", "eu");
         let page = |id: u32| {
-            vec![crate::fetch::Record {
+            vec![crate::record::Record {
                 json: format!(r#"{{"id":{id}}}"#),
                 pk: None,
                 columns: Vec::new(),
@@ -1070,7 +1070,7 @@ mod tests {
         store.prepare_table(&table).unwrap();
         let run = store.begin_run("orders").unwrap();
         let stream = StreamKey::new("orders", "eu");
-        let record = crate::fetch::Record {
+        let record = crate::record::Record {
             json: r#"{"id":1}"#.into(),
             pk: None,
             columns: Vec::new(),

@@ -4,9 +4,9 @@
 //! PostgreSQL variants skip with a note, unless `CI` is set: then they fail,
 //! so CI never skips them silently. `.ci/postgres` starts such a server.
 
-use super::database::{Database, PostgresUrl};
 use super::facade::Store;
 use super::postgres::PgConn;
+use crate::plan::{Database, PostgresUrl};
 
 pub(crate) const ENV: &str = "APISYNC_TEST_POSTGRES";
 

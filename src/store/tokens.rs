@@ -21,9 +21,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::database::Database;
 use super::postgres::tokens::PgTokenStore;
 use crate::auth::oauth::{RefreshGuard, StoreFailure, TokenStore};
+use crate::plan::Database;
 use crate::secret::Secret;
 
 /// The table of rotated refresh tokens (one place, for a rename).

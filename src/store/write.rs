@@ -26,7 +26,7 @@ use super::sql::{json_to_sql, quote_ident};
 use super::streams::end_stream;
 use super::tables::{FIXED_COLUMNS, upserts, write_target};
 use super::types::{RunId, StreamKey, TableSpec};
-use crate::fetch::Record;
+use crate::record::Record;
 
 /// Rows per INSERT statement: measured sweet spot on the spike.
 const ROWS_PER_STATEMENT: usize = 50;

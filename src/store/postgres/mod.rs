@@ -29,9 +29,9 @@ mod write;
 
 use postgres::GenericClient;
 
-use super::database::PostgresUrl;
 use super::error::StoreError;
 use super::sql::PG_STATE_SCHEMA;
+use crate::plan::PostgresUrl;
 pub(crate) use conn::PgConn;
 pub(crate) use read::PgReader;
 
@@ -247,10 +247,11 @@ mod tests {
 mod backend_tests {
     use serde_json::json;
 
-    use crate::fetch::Record;
+    use crate::plan::Database;
     use crate::plan::WriteMode;
+    use crate::record::Record;
     use crate::store::test_db::TestDb;
-    use crate::store::{Database, Store, StoreError, StoreReader, StreamKey, TableSpec};
+    use crate::store::{Store, StoreError, StoreReader, StreamKey, TableSpec};
 
     fn url(db: &TestDb) -> super::PostgresUrl {
         match &db.database {

@@ -2,13 +2,13 @@
 //! `from_job` (whole for `--dry-run`, in keyset pages for a run, on a
 //! connection of its own beside the writer), and small helpers for tests.
 
-use super::super::database::PostgresUrl;
 use super::super::error::StoreError;
 use super::super::sql::{pointer_to_tokens, quote_ident};
 use super::super::types::StreamKey;
 use super::PgStore;
 use super::conn::PgConn;
 use super::write::table_exists;
+use crate::plan::PostgresUrl;
 
 fn table_err(table: &str, action: &'static str) -> impl Fn(postgres::Error) -> StoreError {
     let table = table.to_string();

@@ -9,11 +9,11 @@
 
 use async_trait::async_trait;
 
-use super::super::database::PostgresUrl;
 use super::super::tokens::{TokensError, blocking};
 use super::conn::PgConn;
 use super::{LOCK_SPACE, migrate};
 use crate::auth::oauth::{RefreshGuard, StoreFailure, TokenStore};
+use crate::plan::PostgresUrl;
 use crate::secret::Secret;
 
 /// apisync's refresh tokens, in its own schema (migration 5).

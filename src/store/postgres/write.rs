@@ -15,8 +15,8 @@ use super::conn::Session;
 use super::shards::check_claim;
 use super::state::{check_lease, end_stream, save_checkpoint};
 use super::{PgStore, xact_lock};
-use crate::fetch::Record;
 use crate::plan::WriteMode;
+use crate::record::Record;
 use crate::store::shards::HeldClaim;
 
 /// PostgreSQL truncates longer identifiers silently; two long names could

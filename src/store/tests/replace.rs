@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::support::{keyed, spec, stream, values};
+use crate::plan::Database;
 use crate::plan::WriteMode;
-use crate::store::database::Database;
 use crate::store::postgres::PgConn;
 use crate::store::test_db::{TestDb, backend_test};
 use crate::store::{Store, StoreError, TableSpec};

@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use crate::fetch::Record;
 use crate::plan::WriteMode;
+use crate::record::Record;
 use crate::store::test_db::TestDb;
 use crate::store::{RunId, Store, StreamKey, TableSpec};
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use serde_json::json;
 
 use super::support::{keyed, spec, stream};
+use crate::plan::Database;
 use crate::plan::WriteMode;
-use crate::store::database::Database;
 use crate::store::postgres::PgConn;
 use crate::store::test_db::backend_test;
 use crate::store::{Store, TableSpec};

@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::support::{keyed, scalar, spec, store_with_run, stream, unkeyed, values};
-use crate::fetch::Record;
 use crate::plan::WriteMode;
+use crate::record::Record;
 use crate::store::StoreError;
 use crate::store::sql::quote_ident;
 use crate::store::test_db::backend_test;
