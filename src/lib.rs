@@ -32,3 +32,6 @@ pub mod record;
 pub mod run;
 pub mod secret;
 pub mod store;
+
+#[cfg(test)]
+mod test_support;

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::test_support::TestProject;
 
 const OK_REQUEST: &str = "[request]\nurl = \"https://api.example.com/v1/items\"\n";
 
@@ -13,24 +14,18 @@ fn load(
     jobs: &[(&str, &str)],
     env: &[(&str, &str)],
     overrides: &SettingsOverrides,
-) -> (tempfile::TempDir, Result<Loaded, Diagnostics>) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("apisync.toml"), config.unwrap_or("")).unwrap();
-    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+) -> (TestProject, Result<Loaded, Diagnostics>) {
+    let mut project = TestProject::new()
+        .config(config.unwrap_or(""))
+        .overrides(overrides.clone());
     for (name, text) in jobs {
-        std::fs::write(dir.path().join("jobs").join(format!("{name}.toml")), text).unwrap();
+        project = project.job(name, text);
     }
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let result = load_project_with_env(
-        Some(&dir.path().join("apisync.toml")),
-        overrides,
-        &env,
-        &["APISYNC_LOG_FORMAT"],
-    );
-    (dir, result)
+    for (name, value) in env {
+        project = project.env(name, value);
+    }
+    let result = project.load();
+    (project, result)
 }
 
 fn job_errors(config: &str, job: &str) -> Vec<(usize, usize, String, Option<String>)> {
