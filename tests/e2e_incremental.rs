@@ -285,27 +285,54 @@ async fn an_interrupted_incremental_stream_resumes_with_the_same_window_and_mark
     let mut child = project.command(&["run"]).spawn().unwrap();
     let mut count = api.count.subscribe();
     tokio::select! {
-        _ = count.wait_for(|n| *n >= 4) => child.kill().await.unwrap(),
+        _ = count.wait_for(|n| *n >= 8) => child.kill().await.unwrap(),
         status = child.wait() => panic!("finished before the kill: {status:?}"),
     }
+    child.wait().await.unwrap();
+    // Where the killed run's last committed page left the stream: the
+    // rerun must start exactly there, not from the first page.
+    let saved: Option<String> = project
+        .open()
+        .query_row(
+            "SELECT position FROM _apisync_checkpoints WHERE job = 'items'",
+            [],
+            |row| row.get(0),
+        )
+        .ok();
+    let saved_cursor = saved.as_deref().map(|position| {
+        let position: Value = serde_json::from_str(position).expect("a checkpoint is JSON");
+        position["next"]["cursor"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a cursor stream saves its cursor: {position}"))
+            .to_string()
+    });
+    api.data.lock().unwrap().seen.clear();
     // New data arrives before the rerun; the resumed stream still finishes
     // the window it started (since = initial), so record 61 is read too.
     api.data.lock().unwrap().records.push((61, minutes(61)));
     run_ok(&project, &["run"]).await;
     assert_eq!(table(&project), server_rows(&api));
-    let resumed: Vec<_> = api
-        .data
-        .lock()
-        .unwrap()
-        .seen
-        .iter()
-        .filter(|q| q.contains_key("cursor"))
-        .cloned()
-        .collect();
+    let rerun = api.data.lock().unwrap().seen.clone();
+    let initial = Some("2024-01-01T00:00:00Z");
+    match &saved_cursor {
+        Some(cursor) => {
+            assert_eq!(
+                rerun[0].get("cursor"),
+                Some(cursor),
+                "the rerun resumes at the saved cursor: {rerun:?}"
+            );
+            assert!(
+                rerun.iter().all(|q| q.contains_key("cursor")),
+                "the rerun never starts the stream over: {rerun:?}"
+            );
+        }
+        None => assert_eq!(rerun[0].get("cursor"), None, "nothing was saved"),
+    }
     assert!(
-        resumed
+        rerun
             .iter()
-            .all(|q| q.get("updated_since").map(String::as_str) == Some("2024-01-01T00:00:00Z"))
+            .all(|q| q.get("updated_since").map(String::as_str) == initial),
+        "the resumed stream keeps the window it started with: {rerun:?}"
     );
     // The mark covers what the killed run saw before the crash as well.
     api.data.lock().unwrap().seen.clear();
