@@ -167,6 +167,49 @@ async fn a_token_revoked_mid_sync_is_refreshed_once_and_the_sync_continues() {
     );
 }
 
+/// semantics.md: a 401 is refreshed once "with or without
+/// `WWW-Authenticate`": many APIs send a bare 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_401_without_a_challenge_is_refreshed_once_like_any_other() {
+    let server = OAuthServer::start(Behaviour {
+        pages: 4,
+        revoke_at_page: Some(3),
+        bare_401: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let project = project(&server, "", CC, None);
+    let output = server.run(&project, &["run"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(project.rows("items").len(), server.expected_rows(1));
+    let tokens = server.access_tokens();
+    assert_eq!(tokens.len(), 2, "one refresh: {tokens:?}");
+    let seen: Vec<_> = server
+        .api_requests()
+        .into_iter()
+        .map(|r| (r.page, r.status))
+        .collect();
+    assert_eq!(seen, [(1, 200), (2, 200), (3, 401), (3, 200), (4, 200)]);
+}
+
+/// semantics.md: "Every 2xx is success (PostgREST answers 206 when a count
+/// is asked for)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_answered_206_partial_content_are_ordinary_pages() {
+    let server = OAuthServer::start(Behaviour {
+        pages: 3,
+        partial_content: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let project = project(&server, "", CC, None);
+    let output = server.run(&project, &["run"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(project.rows("items").len(), server.expected_rows(1));
+    let statuses: Vec<u16> = server.api_requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [206, 206, 206], "each page once, none retried");
+}
+
 /// semantics.md: one refresh however many requests see the revoked token.
 /// Fetching ahead, several pages of one stream carry the old token at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

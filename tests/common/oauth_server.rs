@@ -63,6 +63,11 @@ pub struct Behaviour {
     pub hold_first_pages: Option<usize>,
     /// The next link of the last page of every partition, instead of null.
     pub last_next: Option<String>,
+    /// A 401 carries no `WWW-Authenticate` header (many APIs send none).
+    pub bare_401: bool,
+    /// Pages answer 206 Partial Content instead of 200 (PostgREST does
+    /// when a count is asked for).
+    pub partial_content: bool,
 }
 
 impl Default for Behaviour {
@@ -79,6 +84,8 @@ impl Default for Behaviour {
             page_delay: Duration::ZERO,
             hold_first_pages: None,
             last_next: None,
+            bare_401: false,
+            partial_content: false,
         }
     }
 }
@@ -422,7 +429,11 @@ fn challenge(status: StatusCode, value: &str) -> Response {
 
 /// Why `token` may not read (None: it may).
 fn refusal(state: &mut State0, page: u64, token: Option<&str>) -> Option<Response> {
+    let bare = state.behaviour.bare_401;
     let invalid = || {
+        if bare {
+            return (StatusCode::UNAUTHORIZED, "{}").into_response();
+        }
         challenge(
             StatusCode::UNAUTHORIZED,
             "Bearer error=\"invalid_token\", error_description=\"the token is invalid\"",
@@ -468,7 +479,12 @@ async fn items(
     let (refused, behaviour, expiry) = {
         let mut state = shared.state.lock().expect("server state");
         let refused = refusal(&mut state, page, token.as_deref());
-        let status = refused.as_ref().map_or(200, |r| r.status().as_u16());
+        let success = if state.behaviour.partial_content {
+            206
+        } else {
+            200
+        };
+        let status = refused.as_ref().map_or(success, |r| r.status().as_u16());
         state.api_requests.push(ApiRequest {
             partition: partition.clone(),
             page,
@@ -503,7 +519,13 @@ async fn items(
         json!(behaviour.last_next)
     };
     // `total_pages` lets a `page` job fetch ahead; `next_url` jobs ignore it.
-    axum::Json(json!({"data": data, "next": next, "total_pages": behaviour.pages})).into_response()
+    let status = if behaviour.partial_content {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({"data": data, "next": next, "total_pages": behaviour.pages});
+    (status, axum::Json(body)).into_response()
 }
 
 /// Wait until `count` page-1 requests have arrived, then until `expiry`
