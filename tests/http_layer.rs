@@ -185,6 +185,62 @@ async fn status_retries_end_with_attempt_count_and_honour_retry_after() {
     assert!(!err.is_client_error());
 }
 
+/// semantics.md: `Retry-After` is honoured, capped by `max_backoff`. With
+/// the cap far above the server's ask, the retry waits the whole second.
+/// (A lower bound only: a sleep never ends early, so a slow machine cannot
+/// fail it.)
+#[tokio::test]
+async fn retry_after_below_max_backoff_is_waited_out_in_full() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "1"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&server)
+        .await;
+    let mut job = job(3);
+    job.retry.max_backoff = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    fetch_text(&client(2), &job, &server.uri(), None)
+        .await
+        .expect("the retry succeeds");
+    assert_eq!(requests(&server).await.len(), 2);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "the retry came after {waited:?}, before the server's Retry-After of 1 s"
+    );
+}
+
+/// The other half: a `Retry-After` of an hour is cut to `max_backoff`, so
+/// the retry comes (the guard is only there to end a broken run).
+#[tokio::test]
+async fn retry_after_above_max_backoff_is_cut_to_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3600"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&server)
+        .await;
+    let mut job = job(3);
+    job.retry.max_backoff = Duration::from_millis(50);
+    let fetched = tokio::time::timeout(
+        Duration::from_secs(600),
+        fetch_text(&client(2), &job, &server.uri(), None),
+    )
+    .await
+    .expect("the retry waits max_backoff, not the hour the server asked");
+    fetched.expect("the retry succeeds");
+    assert_eq!(requests(&server).await.len(), 2);
+}
+
 /// A server whose first connection sends half a body and closes; the next
 /// gets the whole page. Returns the base URL and the connection count.
 async fn half_body_server() -> (String, Arc<AtomicUsize>) {
