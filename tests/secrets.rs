@@ -146,3 +146,98 @@ async fn echoed_credentials_reach_no_output_no_table_and_no_status() {
         assert_clean(&format!("{args:?}"), &text);
     }
 }
+
+/// A paged API that writes the api_key it was sent into its next links (as
+/// many do), answers 503 once on page 2 (a retry), and, once `fail` is set,
+/// refuses page 3 with a 400 that echoes the request.
+async fn paged_api(fail: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let page_two_calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let link_base = base.clone();
+    let handler = move |request: Request| {
+        let fail: std::sync::Arc<AtomicBool> = fail.clone();
+        let calls = page_two_calls.clone();
+        let link_base = link_base.clone();
+        async move {
+            let query: Vec<(String, String)> =
+                url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
+            let get = |name: &str| {
+                query
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            let key = get("api_key").unwrap_or_default();
+            let page: u64 = get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let next = |page: u64| {
+                let mut url = url::Url::parse(&format!("{link_base}/paged")).unwrap();
+                url.query_pairs_mut()
+                    .append_pair("page", &page.to_string())
+                    .append_pair("api_key", &key);
+                url.to_string()
+            };
+            let body = match page {
+                1 => serde_json::json!({"data": [{"id": 1}], "next": next(2)}),
+                2 if calls.fetch_add(1, Ordering::SeqCst) == 0 => {
+                    return (StatusCode::SERVICE_UNAVAILABLE, format!("busy, key {key}"))
+                        .into_response();
+                }
+                2 => serde_json::json!({"data": [{"id": 2}], "next": next(3)}),
+                _ if fail.load(Ordering::SeqCst) => return echo(request).await,
+                _ => serde_json::json!({"data": [], "next": null}),
+            };
+            axum::Json(body).into_response()
+        }
+    };
+    let app = Router::new().route("/paged", get(handler));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// issue 21: "secrets never in the database", after runs that use a
+/// query-string key, a server that echoes it into next links (saved as the
+/// checkpoint of a failed stream), a retry, a mark and a stored error.
+#[tokio::test]
+async fn no_table_holds_a_query_key_after_echoed_links_retries_marks_and_failures() {
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let base = paged_api(fail.clone()).await;
+    let project = Project::new();
+    project.config(
+        "[auth.keyed]\ntype = \"api_key\"\nquery = \"api_key\"\nkey = { env = \"LEAK_KEY\" }\n",
+    );
+    project.job(
+        "paged",
+        &format!(
+            "auth = \"keyed\"\n[request]\nurl = \"{base}/paged\"\n\
+             [pagination]\ntype = \"next_url\"\nnext_url_path = \"/next\"\n\
+             [records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n\
+             [incremental]\ncursor_field = \"/id\"\ncursor_type = \"integer\"\nparam = \"since\"\n\
+             [retry]\nmax_attempts = 3\ninitial_backoff = \"1ms\"\n"
+        ),
+    );
+    let first = run(&project, &["run"]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
+    assert_clean("the first run's output", &common::text(&first));
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let second = run(&project, &["run"]).await;
+    assert_eq!(second.status.code(), Some(1), "{}", describe(&second));
+    assert_clean("the failed run's output", &common::text(&second));
+
+    let stored = project.database_text();
+    // What the scan must have seen, so that a clean scan means something.
+    assert!(
+        stored.contains("page=3"),
+        "the failed stream's checkpoint: {stored}"
+    );
+    assert!(stored.contains("bad request"), "the stored error: {stored}");
+    let marks: i64 = project
+        .open()
+        .query_row("SELECT count(*) FROM _apisync_marks", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(marks, 1, "the first run's mark");
+    assert_clean("the database", &stored);
+}
