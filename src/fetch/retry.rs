@@ -147,6 +147,51 @@ mod tests {
         assert_eq!(Backoff::new(&plan(1)).delay(1, None, Duration::ZERO), None);
     }
 
+    /// semantics.md: "exponential backoff and full jitter". The shape, not
+    /// only an upper bound: attempt n waits uniformly in [0, bound(n)] where
+    /// bound doubles from `initial_backoff` and stops at `max_backoff`.
+    /// 1,000 draws per attempt: the bounds below are over ten standard
+    /// deviations wide, so chance cannot fail them.
+    #[test]
+    fn backoff_grows_doubling_with_full_jitter_up_to_the_cap() {
+        let plan = RetryPlan {
+            max_attempts: 20,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(3200),
+            max_elapsed: Duration::from_secs(24 * 3600),
+        };
+        let backoff = Backoff::new(&plan);
+        let bounds_ms = [100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 3200.0, 3200.0];
+        for (n, bound) in bounds_ms.iter().enumerate() {
+            let attempts = n as u32 + 1;
+            let draws: Vec<f64> = (0..1000)
+                .map(|_| {
+                    let delay = backoff.delay(attempts, None, Duration::ZERO);
+                    delay.expect("within the budget").as_secs_f64() * 1000.0
+                })
+                .collect();
+            let max = draws.iter().cloned().fold(0.0, f64::max);
+            let min = draws.iter().cloned().fold(f64::MAX, f64::min);
+            let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+            assert!(
+                max <= *bound,
+                "attempt {attempts}: {max} ms above {bound} ms"
+            );
+            assert!(
+                max > 0.9 * bound,
+                "attempt {attempts}: the top of the range is reached"
+            );
+            assert!(
+                min < 0.1 * bound,
+                "attempt {attempts}: full jitter reaches near zero"
+            );
+            assert!(
+                (0.4 * bound..0.6 * bound).contains(&mean),
+                "attempt {attempts}: uniform, mean {mean} ms for a bound of {bound} ms"
+            );
+        }
+    }
+
     #[test]
     fn max_elapsed_ends_the_retries() {
         let backoff = Backoff::new(&plan(6));
