@@ -6,8 +6,10 @@
 
 use std::fmt::Write as _;
 
+use super::error::RunError;
+use super::incremental;
+use super::mode::JobMode;
 use super::partitions::{date_slices, value_partition};
-use super::{JobMode, RunError, incremental};
 use crate::fetch::{HttpClient, HttpOptions, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition, PartitionsPlan, ProjectPlan};
 use crate::store::{StoreReader, StreamKey};

@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::{Stream, TryStreamExt as _, stream};
 
-use super::job::JobMode;
-use super::{RunEnv, RunError};
+use super::env::RunEnv;
+use super::error::RunError;
+use super::mode::JobMode;
 use crate::plan::{JobPlan, Partition, PartitionsPlan};
 use crate::store::{BACKFILL_PREFIX, StoreReader};
 
@@ -20,10 +21,13 @@ const BATCH: usize = 500;
 /// stream read one batch at a time: a `from_job` parent table with 100,000
 /// rows never sits in memory, nor does the set of finished partitions.
 /// Reads go through their own read-only connection, not the writer thread.
+/// Date ranges up to "now" end at `now` (a sharded run passes the
+/// invocation's start, so that every shard lists the same slices).
 pub(crate) fn unfinished_partitions(
     env: &RunEnv,
     job: &JobPlan,
     mode: &JobMode,
+    now: DateTime<Utc>,
 ) -> Result<impl Stream<Item = Result<Partition, RunError>> + Send + 'static, RunError> {
     let source = match (&mode.backfill, &job.partitions) {
         (Some(slices), _) => Source::List(
@@ -45,19 +49,12 @@ pub(crate) fn unfinished_partitions(
                 .into_iter(),
         ),
         (None, Some(PartitionsPlan::Dates { from, to, step })) => Source::List(
-            // Every shard of a sharded run lists the same slices: "now" is
-            // when the invocation started.
-            date_slices(
-                from,
-                to,
-                *step,
-                env.shard.as_ref().map_or_else(Utc::now, |s| s.started_at),
-            )
-            .map_err(|message| RunError::Partitions {
-                job: job.name.clone(),
-                message,
-            })?
-            .into_iter(),
+            date_slices(from, to, *step, now)
+                .map_err(|message| RunError::Partitions {
+                    job: job.name.clone(),
+                    message,
+                })?
+                .into_iter(),
         ),
         (None, Some(PartitionsPlan::FromJob { job: parent, field })) => Source::Table {
             parent: parent.clone(),

@@ -2,21 +2,28 @@
 //! the selected jobs it depends on; a job whose dependency failed is skipped.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 
-use super::job::{JobMode, run_job};
+use super::env::RunEnv;
+use super::error::RunError;
 use super::summary::{JobStatus, JobSummary};
-use super::{RunEnv, RunError};
 use crate::plan::JobPlan;
 
-pub(crate) async fn run_jobs(
+/// Run `jobs` with `run_job` (a plain or a sharded job) and gather their
+/// summaries.
+pub(crate) async fn run_jobs<F, Fut>(
     env: &RunEnv,
     jobs: Vec<Arc<JobPlan>>,
-    mode: &JobMode,
-) -> Vec<JobSummary> {
+    run_job: F,
+) -> Vec<JobSummary>
+where
+    F: Fn(Arc<JobPlan>) -> Fut,
+    Fut: Future<Output = JobSummary>,
+{
     let selected: HashMap<String, Arc<JobPlan>> =
         jobs.iter().map(|j| (j.name.clone(), j.clone())).collect();
     let mut waiting: Vec<Arc<JobPlan>> = jobs;
@@ -46,7 +53,7 @@ pub(crate) async fn run_jobs(
                 done.insert(job.name.clone(), JobSummary::skipped(&job.name, err));
                 continue;
             }
-            running.push(async move { run_job(env, job, mode).await });
+            running.push(run_job(job));
         }
         match running.next().await {
             Some(summary) => {

@@ -18,8 +18,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::error::RunError;
 use super::incremental;
-use super::{RunError, StreamProgress, Writer};
+use super::progress::StreamProgress;
+use super::writer::Writer;
 use crate::auth::Credential;
 use crate::fetch::{HttpClient, NextRequest, Page, RequestStats, StreamFetcher, StreamPosition};
 use crate::plan::WriteMode;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::RunError;
+use super::error::RunError;
 use crate::fetch::StatsSnapshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -21,14 +21,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::job::{JobMode, run_sharded_streams};
-use super::lease::{holder_is_dead, stale_after};
-use super::sharded::{
-    self, FULL_CHECK_EVERY, POLL_EVERY, Phase, ShardEnv, close_dead_runs, undone_owners,
-};
-use super::summary::{JobStatus, JobSummary};
-use super::{RunEnv, RunError};
+use super::env::{FULL_CHECK_EVERY, POLL_EVERY, Phase, ShardEnv, owner_of};
+use super::gate::run_phases;
+use super::membership::close_dead_runs;
+use super::undone::undone_owners;
 use crate::plan::JobPlan;
+use crate::run::env::RunEnv;
+use crate::run::error::RunError;
+use crate::run::holder::{holder_is_dead, stale_after};
+use crate::run::mode::JobMode;
+use crate::run::summary::{JobStatus, JobSummary};
 
 /// Finish this shard's part of the invocation (see the module doc) and
 /// label each job's line by the job's state in the invocation.
@@ -141,7 +143,7 @@ async fn finish_invocation(
                 continue;
             }
             passed.insert(job.name.clone(), Instant::now());
-            let later = run_sharded_streams(env, job.clone(), mode, &[Phase::Finish]).await;
+            let later = run_phases(env, shard, job.clone(), mode, &[Phase::Finish]).await;
             summary.absorb(later);
         }
         if !waiting {
@@ -278,7 +280,7 @@ async fn left_unfinished(
     let failed: BTreeSet<u32> = states
         .iter()
         .filter(|s| s.status == "failed")
-        .map(|s| sharded::owner_of(shard, job, &s.partition))
+        .map(|s| owner_of(shard, job, &s.partition))
         .collect();
     let shards = |set: &BTreeSet<u32>| {
         set.iter()
