@@ -30,6 +30,8 @@ pub use error::{FetchError, FetchErrorKind};
 /// A reqwest error without its URL, for the other HTTP callers (metrics push, init).
 pub(crate) use http::describe;
 pub use http::{HttpClient, HttpOptions, RequestContext};
+/// For `init`, which writes a job URL without them.
+pub(crate) use paginate::query_params;
 pub use paginate::{DecodedPage, Paginator};
 pub use stats::{RequestStats, StatsSnapshot};
 pub use stream::StreamFetcher;

@@ -46,6 +46,13 @@ impl<'a> Paging<'a> for Cursor<'a> {
         }
     }
 
+    fn query_params(&self) -> Vec<&'a str> {
+        match self.param_in {
+            ParamLocation::Query => vec![self.param],
+            ParamLocation::Body => Vec::new(),
+        }
+    }
+
     fn body_pointer(&self) -> Option<&'a str> {
         (!self.from_last_record).then_some(self.path)
     }

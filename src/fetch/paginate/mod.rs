@@ -26,6 +26,11 @@ pub(crate) use paging::Paging;
 
 use crate::plan::PaginationKind;
 
+/// The query parameters pagination type `kind` adds to a request.
+pub(crate) fn query_params(kind: &PaginationKind) -> Vec<&str> {
+    paging_of(kind).query_params()
+}
+
 /// The job's pagination type, as a view of its plan (built per page, never
 /// per record).
 pub(crate) fn paging_of(kind: &PaginationKind) -> Box<dyn Paging<'_> + '_> {

@@ -52,6 +52,10 @@ impl<'a> Paging<'a> for Offset<'a> {
         Ok(())
     }
 
+    fn query_params(&self) -> Vec<&'a str> {
+        vec![self.offset_param, self.limit_param]
+    }
+
     fn body_pointer(&self) -> Option<&'a str> {
         self.total_path
     }

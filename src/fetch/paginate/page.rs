@@ -55,6 +55,12 @@ impl<'a> Paging<'a> for PageNumber<'a> {
         Ok(())
     }
 
+    fn query_params(&self) -> Vec<&'a str> {
+        std::iter::once(self.page_param)
+            .chain(self.size_param)
+            .collect()
+    }
+
     fn body_pointer(&self) -> Option<&'a str> {
         self.total_pages_path
     }

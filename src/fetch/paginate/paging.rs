@@ -38,6 +38,12 @@ pub(crate) trait Paging<'a> {
         Ok(())
     }
 
+    /// The names of the query parameters it adds (a job URL must not carry
+    /// them too: `init` takes them out of the URL it was given).
+    fn query_params(&self) -> Vec<&'a str> {
+        Vec::new()
+    }
+
     /// The pointer into the body it reads, found in the same one pass over
     /// the body as the records.
     fn body_pointer(&self) -> Option<&'a str> {
