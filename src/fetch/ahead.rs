@@ -2,7 +2,9 @@
 //! (`total_path`, `total_header`, `total_pages_path`), every request up to
 //! the total is known once a page has said it, so the pages after the next
 //! one are requested concurrently while the stream hands them on strictly in
-//! order.
+//! order. The type says whether it can (`Paging::fetch_ahead`) and plans the
+//! positions (`Paging::ahead_of`) with the same arithmetic the paginator
+//! advances by.
 //!
 //! The paginator stays the only judge of what comes next. A page fetched
 //! ahead is a guess: it is used only when its position is exactly the one
