@@ -8,7 +8,8 @@ use super::args::{GlobalArgs, InitArgs};
 use super::{Exit, commands};
 use crate::auth::TokenStore;
 use crate::fetch::{HttpClient, HttpOptions};
-use crate::init::{AuthUse, InitError, Pagination};
+use crate::init::{AuthUse, InitError};
+use crate::plan::PaginationKind;
 use crate::store::DbTokenStore;
 
 pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
@@ -35,7 +36,7 @@ pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
         .pagination
         .value
         .as_ref()
-        .map_or("none", Pagination::type_name);
+        .map_or("none", PaginationKind::type_name);
     let records = found
         .records
         .value

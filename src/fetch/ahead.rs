@@ -2,7 +2,9 @@
 //! (`total_path`, `total_header`, `total_pages_path`), every request up to
 //! the total is known once a page has said it, so the pages after the next
 //! one are requested concurrently while the stream hands them on strictly in
-//! order.
+//! order. The type says whether it can (`Paging::fetch_ahead`) and plans the
+//! positions (`Paging::ahead_of`) with the same arithmetic the paginator
+//! advances by.
 //!
 //! The paginator stays the only judge of what comes next. A page fetched
 //! ahead is a guess: it is used only when its position is exactly the one
@@ -25,10 +27,11 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::paginate::paging_of;
 use super::{
     DecodedPage, FetchError, HttpClient, NextRequest, PageRequest, Paginator, RequestContext,
 };
-use crate::plan::{JobPlan, PaginationKind};
+use crate::plan::JobPlan;
 
 /// The widest reorder window of one stream, whatever `concurrency` allows:
 /// beyond 8 pages in flight a single stream gains little on a latency-bound
@@ -41,7 +44,9 @@ type Answer = (u64, Result<DecodedPage, FetchError>);
 /// The fetch-ahead state of one stream.
 pub(crate) struct Ahead {
     width: usize,
-    kind: Step,
+    /// Records per page: the last accepted page's count, the guess for the
+    /// pages after it (None until a page arrived; see `Paging::ahead_of`).
+    per_page: Option<u64>,
     max_pages: u64,
     /// The latest total a page gave (records for offset, pages for page).
     total: Option<u64>,
@@ -56,19 +61,6 @@ pub(crate) struct Ahead {
     next_id: u64,
 }
 
-/// How planned positions follow each other.
-#[derive(Debug, Clone, Copy)]
-enum Step {
-    /// Records per page expected: as many as the last page accepted had
-    /// (`limit` until a page has arrived).
-    Offset {
-        records: u64,
-    },
-    Page {
-        start: u64,
-    },
-}
-
 struct Slot {
     id: u64,
     next: NextRequest,
@@ -79,7 +71,7 @@ impl std::fmt::Debug for Ahead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ahead")
             .field("width", &self.width)
-            .field("kind", &self.kind)
+            .field("per_page", &self.per_page)
             .field("total", &self.total)
             .field("slots", &self.slots.len())
             .finish_non_exhaustive()
@@ -91,26 +83,13 @@ impl Ahead {
     /// more than one request may be in flight; None otherwise (the stream
     /// fetches one page at a time, overlapping the write).
     pub(crate) fn for_job(job: &JobPlan, width: usize, paginator: &Paginator) -> Option<Ahead> {
-        let kind = match &job.pagination.kind {
-            PaginationKind::Offset {
-                limit,
-                total_path,
-                total_header,
-                ..
-            } if total_path.is_some() || total_header.is_some() => Step::Offset {
-                records: (*limit).max(1),
-            },
-            PaginationKind::Page {
-                start,
-                total_pages_path: Some(_),
-                ..
-            } => Step::Page { start: *start },
-            _ => return None,
-        };
+        if !paging_of(&job.pagination.kind).fetch_ahead() {
+            return None;
+        }
         let width = width.min(MAX_WIDTH);
         (width > 1).then(|| Ahead {
             width,
-            kind,
+            per_page: None,
             max_pages: job.pagination.max_pages,
             total: None,
             decoder: Arc::new(paginator.clone()),
@@ -178,10 +157,8 @@ impl Ahead {
         }
         // The next pages are guessed to be as long as this one: `limit`,
         // or less when the server caps its pages (PostgREST's db-max-rows).
-        if let Step::Offset { records } = &mut self.kind
-            && received > 0
-        {
-            *records = received;
+        if received > 0 {
+            self.per_page = Some(received);
         }
         let head = paginator.position().next.clone();
         if self.slots.front().is_some_and(|slot| slot.next != head) {
@@ -212,25 +189,10 @@ impl Ahead {
         }
     }
 
-    /// The position after `next`, if it is still within `total`.
+    /// The position after `next`, if it is still within `total`: the
+    /// pagination type's own arithmetic, as the paginator advances by it.
     fn after(&self, next: &NextRequest, total: u64) -> Option<NextRequest> {
-        match (self.kind, next) {
-            (Step::Offset { records }, NextRequest::Offset { offset }) => {
-                let offset = offset + records;
-                (offset < total).then_some(NextRequest::Offset { offset })
-            }
-            (Step::Offset { records }, NextRequest::Start) => {
-                (records < total).then_some(NextRequest::Offset { offset: records })
-            }
-            (Step::Page { start }, NextRequest::Page { page }) => {
-                let page = page + 1;
-                (page.saturating_sub(start) < total).then_some(NextRequest::Page { page })
-            }
-            (Step::Page { start }, NextRequest::Start) => {
-                (1 < total).then_some(NextRequest::Page { page: start + 1 })
-            }
-            _ => None,
-        }
+        self.decoder.paging().ahead_of(next, self.per_page, total)
     }
 
     fn spawn(
@@ -269,9 +231,9 @@ impl Ahead {
 #[cfg(test)]
 mod tests {
     use super::super::StreamPosition;
-    use super::super::context::tests::sample_job;
+    use super::super::http::context::tests::sample_job;
     use super::*;
-    use crate::plan::Partition;
+    use crate::plan::{PaginationKind, Partition};
 
     fn ahead(kind: PaginationKind, width: usize) -> Option<Ahead> {
         let mut job = sample_job();

@@ -1,36 +1,41 @@
-//! HTTP: building requests, retries, one state machine per pagination type
-//! with loop and page-cap guards. Yields `Page { records, position }`; never
-//! touches the database (run hands the resume position in).
+//! Fetching a stream's pages: requests built, sent, retried and decoded,
+//! one pagination state machine with loop and page-cap guards. Yields
+//! `Page { records, position }`; never touches the database (run hands the
+//! resume position in). Three folders, one concern each:
+//!
+//! - `http/`: getting one page over the network, whatever the job pages by:
+//!   the client, one attempt with its redirects, retries, the global,
+//!   per-host and rate limits, and where a credential may go.
+//! - `paginate/`: what comes next: one file per pagination type behind one
+//!   small trait (`Paging`), so a new type is one file; the `Paginator`
+//!   applies the rules every type shares. Pure, no I/O.
+//! - `decode/`: what a response says: the records (kept as received, with
+//!   their keys), JSON pointers over raw text, the one-pass scan, the Link
+//!   header. Runs per record, so it is the hot path.
+//!
+//! `stream` drives a paginator with the client; `ahead` fetches the pages of
+//! types that know their total concurrently, handed on in order.
 
 mod ahead;
-mod authorize;
-mod challenge;
-mod client;
-mod context;
+mod decode;
 mod error;
-mod limits;
-mod link;
+mod http;
 mod paginate;
-mod pointer;
-mod records;
-mod retry;
-mod send;
 mod stats;
 mod stream;
 mod types;
 
-pub use client::{HttpClient, HttpOptions};
-pub use context::RequestContext;
+pub use decode::{Link, LinkError, PointerError, next_link, parse_links, primary_key_of};
 pub use error::{FetchError, FetchErrorKind};
-pub use link::{Link, LinkError, next_link, parse_links};
-pub use paginate::{DecodedPage, Paginator};
-pub use pointer::PointerError;
-pub use records::primary_key_of;
 /// A reqwest error without its URL, for the other HTTP callers (metrics push, init).
-pub(crate) use send::describe;
+pub(crate) use http::describe;
+pub use http::{HttpClient, HttpOptions, RequestContext};
+/// For `init`, which writes a job URL without them.
+pub(crate) use paginate::query_params;
+pub use paginate::{DecodedPage, Paginator};
 pub use stats::{RequestStats, StatsSnapshot};
 pub use stream::StreamFetcher;
 pub use types::*;
 
 /// For the fuzz targets in fuzz/ (pointer extraction over raw JSON).
-pub use pointer::{raw_at, tokens};
+pub use decode::{raw_at, tokens};

@@ -7,7 +7,10 @@ pub use crate::record::Record;
 
 /// The request that comes next in a stream. Saved as the checkpoint, so it
 /// holds no secret: an `api_key` query parameter is stripped from URLs
-/// before they get here.
+/// before they get here. Its JSON form is what old databases resume from:
+/// never rename a variant or field. The variants are kinds of position,
+/// not pagination types (link_header and next_url both resume at a `Url`);
+/// each type says which it resumes at (`Paging::resumes_at`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum NextRequest {

@@ -1,9 +1,12 @@
 //! Pure detection on a first page: where the records are, how the API
-//! pages, which field identifies a record. Each finding carries what it saw,
-//! which becomes the comment beside the line it produced.
+//! pages (as the plan's `PaginationKind`, the type fetch pages by), which
+//! field identifies a record. Each finding carries what it saw, which
+//! becomes the comment beside the line it produced.
 
 use serde_json::{Map, Value};
 use url::Url;
+
+use crate::plan::{DEFAULT_LIMIT, DEFAULT_PAGE_START, PaginationKind, ParamLocation};
 
 /// A detected value (or None) and what was seen, for the comment.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,66 +27,6 @@ impl<T> Finding<T> {
         Finding {
             value: None,
             saw: saw.into(),
-        }
-    }
-}
-
-/// How the API pages, in the job file's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pagination {
-    None,
-    LinkHeader,
-    NextUrl {
-        path: String,
-    },
-    Cursor {
-        path: String,
-        param: String,
-    },
-    Offset {
-        offset_param: String,
-        limit_param: String,
-        limit: Option<u64>,
-        total_path: Option<String>,
-    },
-    Page {
-        page_param: String,
-        size_param: Option<String>,
-        size: Option<u64>,
-        total_pages_path: Option<String>,
-    },
-}
-
-impl Pagination {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Pagination::None => "none",
-            Pagination::LinkHeader => "link_header",
-            Pagination::NextUrl { .. } => "next_url",
-            Pagination::Cursor { .. } => "cursor",
-            Pagination::Offset { .. } => "offset",
-            Pagination::Page { .. } => "page",
-        }
-    }
-
-    /// Query parameters that pagination adds itself, so the job URL must
-    /// not carry them too.
-    pub fn own_params(&self) -> Vec<&str> {
-        match self {
-            Pagination::Offset {
-                offset_param,
-                limit_param,
-                ..
-            } => vec![offset_param, limit_param],
-            Pagination::Page {
-                page_param,
-                size_param,
-                ..
-            } => std::iter::once(page_param.as_str())
-                .chain(size_param.as_deref())
-                .collect(),
-            Pagination::Cursor { param, .. } => vec![param],
-            _ => vec![],
         }
     }
 }
@@ -290,7 +233,7 @@ pub fn pagination(
     link_next: bool,
     url: &Url,
     records: &str,
-) -> (Finding<Pagination>, Option<Finding<String>>) {
+) -> (Finding<PaginationKind>, Option<Finding<String>>) {
     let fields = fields(body, records);
     let has_more = find(&fields, HAS_MORE_KEYS, Value::is_boolean)
         .map(|f| Finding::found(f.pointer.clone(), format!("{} is {}", f.pointer, f.value)));
@@ -298,7 +241,7 @@ pub fn pagination(
         // has_more alone says "there is more" but not how to ask for it.
         (
             Finding {
-                value: Some(Pagination::None),
+                value: Some(PaginationKind::None),
                 ..
             },
             Some(more),
@@ -311,16 +254,19 @@ pub fn pagination(
     (kind, has_more)
 }
 
-fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<Pagination> {
+fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<PaginationKind> {
     if link_next {
-        return Finding::found(Pagination::LinkHeader, "a Link header with rel=\"next\"");
+        return Finding::found(
+            PaginationKind::LinkHeader,
+            "a Link header with rel=\"next\"",
+        );
     }
     let is_url = |v: &Value| v.as_str().is_some_and(looks_like_url);
     if let Some(f) = find(fields, NEXT_URL_KEYS, is_url) {
         let saw = format!("{} holds a URL ({})", f.pointer, f.value);
         return Finding::found(
-            Pagination::NextUrl {
-                path: f.pointer.clone(),
+            PaginationKind::NextUrl {
+                next_url_path: f.pointer.clone(),
             },
             saw,
         );
@@ -336,9 +282,11 @@ fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<Pagi
             f.pointer
         );
         return Finding::found(
-            Pagination::Cursor {
-                path: f.pointer.clone(),
-                param,
+            PaginationKind::Cursor {
+                cursor_path: f.pointer.clone(),
+                cursor_param: param,
+                cursor_in: ParamLocation::Query,
+                from_last_record: false,
             },
             saw,
         );
@@ -356,7 +304,7 @@ fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<Pagi
         return offset(total, offset_query, limit_query);
     }
     Finding::found(
-        Pagination::None,
+        PaginationKind::None,
         "no Link header, no next or cursor field, no total or page count and no page or offset parameter: one request is taken to return everything (set [pagination] by hand if not)",
     )
 }
@@ -365,7 +313,7 @@ fn page(
     total_pages: Option<&Field<'_>>,
     page: Option<(String, String)>,
     size: Option<(String, String)>,
-) -> Finding<Pagination> {
+) -> Finding<PaginationKind> {
     let mut saw = Vec::new();
     if let Some(f) = total_pages {
         saw.push(format!("{} = {}", f.pointer, f.value));
@@ -376,8 +324,9 @@ fn page(
     }
     let size_value = size.as_ref().and_then(|(_, v)| v.parse().ok());
     Finding::found(
-        Pagination::Page {
+        PaginationKind::Page {
             page_param: page.map_or_else(|| "page".to_string(), |(name, _)| name),
+            start: DEFAULT_PAGE_START,
             size_param: size.filter(|_| size_value.is_some()).map(|(name, _)| name),
             size: size_value,
             total_pages_path: total_pages.map(|f| f.pointer.clone()),
@@ -390,7 +339,7 @@ fn offset(
     total: Option<&Field<'_>>,
     offset: Option<(String, String)>,
     limit: Option<(String, String)>,
-) -> Finding<Pagination> {
+) -> Finding<PaginationKind> {
     let mut saw = Vec::new();
     if let Some(f) = total {
         saw.push(format!("{} = {}", f.pointer, f.value));
@@ -403,13 +352,14 @@ fn offset(
     }
     let limit_value = limit.as_ref().and_then(|(_, v)| v.parse().ok());
     Finding::found(
-        Pagination::Offset {
+        PaginationKind::Offset {
             offset_param: offset.map_or_else(|| "offset".to_string(), |(name, _)| name),
             limit_param: limit
                 .filter(|_| limit_value.is_some())
                 .map_or_else(|| "limit".to_string(), |(name, _)| name),
-            limit: limit_value,
+            limit: limit_value.unwrap_or(DEFAULT_LIMIT),
             total_path: total.map(|f| f.pointer.clone()),
+            total_header: None,
         },
         saw.join("; "),
     )

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-pub use detect::{Finding, Pagination, RecordsAt, pagination, primary_key, records_path};
+pub use detect::{Finding, RecordsAt, pagination, primary_key, records_path};
 pub use error::InitError;
 pub use fetch::{AuthUse, FirstPage, MAX_BODY, first_page};
 pub use write::{Detection, job_file};

@@ -4,12 +4,13 @@ use serde_json::json;
 use url::Url;
 
 use super::*;
+use crate::plan::{PaginationKind, ParamLocation};
 
 fn url(text: &str) -> Url {
     Url::parse(text).expect("test URL")
 }
 
-fn kind(body: serde_json::Value, link_next: bool, at: &str) -> Option<Pagination> {
+fn kind(body: serde_json::Value, link_next: bool, at: &str) -> Option<PaginationKind> {
     let records = records_path(&body);
     let pointer = records.value.map(|r| r.pointer).unwrap_or_default();
     pagination(&body, link_next, &url(at), &pointer).0.value
@@ -38,7 +39,7 @@ fn a_link_header_wins() {
     let body = json!([{"id": 1}]);
     assert_eq!(
         kind(body, true, "http://x/items"),
-        Some(Pagination::LinkHeader)
+        Some(PaginationKind::LinkHeader)
     );
 }
 
@@ -47,15 +48,15 @@ fn a_url_field_is_next_url() {
     let body = json!({"items": [{"id": 1}], "links": {"next": "http://x/items?page=2"}});
     assert_eq!(
         kind(body, false, "http://x/items"),
-        Some(Pagination::NextUrl {
-            path: "/links/next".into()
+        Some(PaginationKind::NextUrl {
+            next_url_path: "/links/next".into()
         })
     );
     let odata = json!({"value": [{"id": 1}], "@odata.nextLink": "/items?$skip=1"});
     assert_eq!(
         kind(odata, false, "http://x/items"),
-        Some(Pagination::NextUrl {
-            path: "/@odata.nextLink".into()
+        Some(PaginationKind::NextUrl {
+            next_url_path: "/@odata.nextLink".into()
         })
     );
 }
@@ -66,18 +67,22 @@ fn a_token_field_is_a_cursor_with_a_guessed_param() {
     let (found, has_more) = pagination(&body, false, &url("http://x/a"), "/data");
     assert_eq!(
         found.value,
-        Some(Pagination::Cursor {
-            path: "/meta/next_cursor".into(),
-            param: "cursor".into()
+        Some(PaginationKind::Cursor {
+            cursor_path: "/meta/next_cursor".into(),
+            cursor_param: "cursor".into(),
+            cursor_in: ParamLocation::Query,
+            from_last_record: false,
         })
     );
     assert_eq!(has_more.unwrap().value.as_deref(), Some("/has_more"));
     let google = json!({"files": [{"id": 1}], "nextPageToken": "t1"});
     assert_eq!(
         kind(google, false, "http://x/a"),
-        Some(Pagination::Cursor {
-            path: "/nextPageToken".into(),
-            param: "pageToken".into()
+        Some(PaginationKind::Cursor {
+            cursor_path: "/nextPageToken".into(),
+            cursor_param: "pageToken".into(),
+            cursor_in: ParamLocation::Query,
+            from_last_record: false,
         })
     );
 }
@@ -87,8 +92,9 @@ fn total_pages_or_a_page_parameter_is_page() {
     let body = json!({"results": [{"id": 1}], "page": 1, "total_pages": 4});
     assert_eq!(
         kind(body, false, "http://x/a?page=1&per_page=2"),
-        Some(Pagination::Page {
+        Some(PaginationKind::Page {
             page_param: "page".into(),
+            start: 1,
             size_param: Some("per_page".into()),
             size: Some(2),
             total_pages_path: Some("/total_pages".into()),
@@ -101,11 +107,12 @@ fn a_total_with_an_offset_parameter_is_offset() {
     let body = json!({"items": [{"id": 1}], "total": 9});
     assert_eq!(
         kind(body, false, "http://x/a?skip=0&limit=3"),
-        Some(Pagination::Offset {
+        Some(PaginationKind::Offset {
             offset_param: "skip".into(),
             limit_param: "limit".into(),
-            limit: Some(3),
+            limit: 3,
             total_path: Some("/total".into()),
+            total_header: None,
         })
     );
 }
@@ -114,7 +121,7 @@ fn a_total_with_an_offset_parameter_is_offset() {
 fn nothing_paginated_is_none_and_says_so() {
     let body = json!([{"id": 1}]);
     let (found, _) = pagination(&body, false, &url("http://x/a"), "");
-    assert_eq!(found.value, Some(Pagination::None));
+    assert_eq!(found.value, Some(PaginationKind::None));
     assert!(
         found.saw.contains("set [pagination] by hand"),
         "{}",

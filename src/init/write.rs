@@ -5,13 +5,14 @@ use std::fmt::Write as _;
 
 use url::Url;
 
-use super::detect::{Finding, Pagination, RecordsAt};
+use super::detect::{Finding, RecordsAt};
+use crate::plan::PaginationKind;
 
 /// Everything detected on the first page.
 #[derive(Debug, Clone)]
 pub struct Detection {
     pub records: Finding<RecordsAt>,
-    pub pagination: Finding<Pagination>,
+    pub pagination: Finding<PaginationKind>,
     pub has_more: Option<Finding<String>>,
     pub primary_key: Finding<String>,
 }
@@ -24,7 +25,7 @@ impl Detection {
             out.push(format!("records path: {}", self.records.saw));
         }
         // "none" is a guess from the absence of any sign: say so too.
-        if matches!(self.pagination.value, None | Some(Pagination::None)) {
+        if matches!(self.pagination.value, None | Some(PaginationKind::None)) {
             out.push(format!("pagination: {}", self.pagination.saw));
         }
         if self.primary_key.value.is_none() {
@@ -65,10 +66,14 @@ pub fn job_file(name: &str, url: &Url, auth: Option<&str>, found: &Detection) ->
     if let Some(auth) = auth {
         let _ = writeln!(out, "auth = {}", quote(auth));
     }
-    let pagination = found.pagination.value.clone().unwrap_or(Pagination::None);
+    let pagination = found
+        .pagination
+        .value
+        .clone()
+        .unwrap_or(PaginationKind::None);
     let _ = writeln!(out, "\n[request]");
     let _ = writeln!(out, "url = {}", quote(start_url(url, &pagination).as_str()));
-    write_pagination(&mut out, &found.pagination, found.has_more.as_ref());
+    write_pagination(&mut out, url, &found.pagination, found.has_more.as_ref());
     write_records(&mut out, found);
     let _ = writeln!(out, "\n[output]");
     match found.primary_key.value {
@@ -88,9 +93,17 @@ pub fn job_file(name: &str, url: &Url, auth: Option<&str>, found: &Detection) ->
     out
 }
 
+/// Did the URL ask for a page size in `param` (its first value a count)?
+/// Only then is `limit` written; otherwise the plan's default applies.
+fn asks_for_limit(url: &Url, param: &str) -> bool {
+    url.query_pairs()
+        .find(|(key, _)| key == param)
+        .is_some_and(|(_, value)| value.parse::<u64>().is_ok())
+}
+
 /// `url` without the parameters pagination will add (they would repeat).
-fn start_url(url: &Url, pagination: &Pagination) -> Url {
-    let own = pagination.own_params();
+fn start_url(url: &Url, pagination: &PaginationKind) -> Url {
+    let own = crate::fetch::query_params(pagination);
     let kept: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| !own.contains(&k.as_ref()))
@@ -107,7 +120,8 @@ fn start_url(url: &Url, pagination: &Pagination) -> Url {
 
 fn write_pagination(
     out: &mut String,
-    found: &Finding<Pagination>,
+    url: &Url,
+    found: &Finding<PaginationKind>,
     has_more: Option<&Finding<String>>,
 ) {
     let _ = writeln!(out, "\n[pagination]");
@@ -118,38 +132,44 @@ fn write_pagination(
     };
     let _ = writeln!(out, "type = \"{}\"  # saw: {saw}", kind.type_name());
     match kind {
-        Pagination::None | Pagination::LinkHeader => {}
-        Pagination::NextUrl { path } => {
-            let _ = writeln!(out, "next_url_path = {}", quote(path));
+        PaginationKind::None | PaginationKind::LinkHeader => {}
+        PaginationKind::NextUrl { next_url_path } => {
+            let _ = writeln!(out, "next_url_path = {}", quote(next_url_path));
         }
-        Pagination::Cursor { path, param } => {
-            let _ = writeln!(out, "cursor_path = {}", quote(path));
+        PaginationKind::Cursor {
+            cursor_path,
+            cursor_param,
+            ..
+        } => {
+            let _ = writeln!(out, "cursor_path = {}", quote(cursor_path));
             let _ = writeln!(
                 out,
                 "cursor_param = {}  # check: a guess from the field's name",
-                quote(param)
+                quote(cursor_param)
             );
         }
-        Pagination::Offset {
+        PaginationKind::Offset {
             offset_param,
             limit_param,
             limit,
             total_path,
+            ..
         } => {
             let _ = writeln!(out, "offset_param = {}", quote(offset_param));
             let _ = writeln!(out, "limit_param = {}", quote(limit_param));
-            if let Some(limit) = limit {
+            if asks_for_limit(url, limit_param) {
                 let _ = writeln!(out, "limit = {limit}");
             }
             if let Some(path) = total_path {
                 let _ = writeln!(out, "total_path = {}", quote(path));
             }
         }
-        Pagination::Page {
+        PaginationKind::Page {
             page_param,
             size_param,
             size,
             total_pages_path,
+            ..
         } => {
             let _ = writeln!(out, "page_param = {}", quote(page_param));
             if let (Some(param), Some(size)) = (size_param, size) {
@@ -165,7 +185,7 @@ fn write_pagination(
         value: Some(path),
         saw,
     }) = has_more
-        && !matches!(kind, Pagination::None)
+        && !matches!(kind, PaginationKind::None)
     {
         let _ = writeln!(
             out,

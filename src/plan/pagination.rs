@@ -8,7 +8,9 @@ use toml::Spanned;
 use super::checks;
 use super::diagnostics::Sink;
 use crate::definition::{CursorFromDef, PaginationDef, PaginationType, ParamInDef};
-use crate::plan::{HttpMethod, PaginationKind, PaginationPlan, ParamLocation};
+use crate::plan::{
+    DEFAULT_LIMIT, DEFAULT_PAGE_START, HttpMethod, PaginationKind, PaginationPlan, ParamLocation,
+};
 
 const TYPES: &[PaginationType] = &[
     PaginationType::None,
@@ -218,7 +220,7 @@ fn text_or(value: &Option<Spanned<String>>, default: &str) -> String {
 }
 
 fn offset(def: &PaginationDef, sink: &mut Sink<'_>, ok: &mut bool) -> Option<PaginationKind> {
-    let limit = def.limit.as_ref().map_or(100, |l| *l.get_ref());
+    let limit = def.limit.as_ref().map_or(DEFAULT_LIMIT, |l| *l.get_ref());
     if let Some(at) = def.limit.as_ref().filter(|l| *l.get_ref() == 0) {
         sink.at(
             at,
@@ -249,7 +251,10 @@ fn page(def: &PaginationDef, sink: &mut Sink<'_>, ok: &mut bool) -> Option<Pagin
     }
     Some(PaginationKind::Page {
         page_param: text_or(&def.page_param, "page"),
-        start: def.start.as_ref().map_or(1, |s| *s.get_ref()),
+        start: def
+            .start
+            .as_ref()
+            .map_or(DEFAULT_PAGE_START, |s| *s.get_ref()),
         size_param: def.size_param.as_ref().map(|s| s.get_ref().clone()),
         size: def.size.as_ref().map(|s| *s.get_ref()),
         total_pages_path: optional_pointer(&def.total_pages_path, "total_pages_path", sink, ok),

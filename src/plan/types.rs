@@ -176,6 +176,31 @@ pub enum PaginationKind {
     },
 }
 
+/// `limit` of offset pagination when the job does not set it.
+pub const DEFAULT_LIMIT: u64 = 100;
+/// The first page number of page pagination when the job does not set `start`.
+pub const DEFAULT_PAGE_START: u64 = 1;
+
+impl PaginationKind {
+    /// The type as a job file writes it.
+    pub fn written_type(&self) -> crate::definition::PaginationType {
+        use crate::definition::PaginationType as Written;
+        match self {
+            PaginationKind::None => Written::None,
+            PaginationKind::LinkHeader => Written::LinkHeader,
+            PaginationKind::NextUrl { .. } => Written::NextUrl,
+            PaginationKind::Cursor { .. } => Written::Cursor,
+            PaginationKind::Offset { .. } => Written::Offset,
+            PaginationKind::Page { .. } => Written::Page,
+        }
+    }
+
+    /// The type's name in job files (`type = "offset"`).
+    pub fn type_name(&self) -> &'static str {
+        self.written_type().as_str()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaginationPlan {
     pub kind: PaginationKind,

@@ -1,14 +1,16 @@
 //! Building a stream's requests from the job and a position: the job URL
 //! with partition values substituted, the job query (keys as written), the
-//! incremental `since` and the pagination parameters; or a next URL
-//! followed exactly as the server gave it.
+//! incremental `since` and the pagination type's own parameters; or a
+//! next URL followed exactly as the server gave it.
 
 use serde_json::Value;
 use url::Url;
 
-use super::super::pointer::tokens;
-use super::super::{NextRequest, PageRequest, StreamPosition};
-use crate::plan::{JobPlan, PaginationKind, ParamLocation, Partition};
+use super::body::{empty, set_at};
+use super::paging::mismatch;
+use super::paging_of;
+use crate::fetch::{NextRequest, PageRequest, StreamPosition};
+use crate::plan::{JobPlan, ParamLocation, Partition};
 
 /// The partition-substituted parts of the job's request.
 #[derive(Debug, Clone)]
@@ -93,7 +95,11 @@ impl RequestBase {
                 if let Some((param, ParamLocation::Query, since)) = since {
                     url.query_pairs_mut().append_pair(param, since);
                 }
-                add_paging(&mut url, &mut body, &job.pagination.kind, next)?;
+                let paging = paging_of(&job.pagination.kind);
+                if *next != NextRequest::Start && !paging.resumes_at(next) {
+                    return Err(mismatch(&job.pagination.kind, next));
+                }
+                paging.add_params(next, &mut url, &mut body)?;
                 url
             }
         };
@@ -103,97 +109,6 @@ impl RequestBase {
             headers: self.headers.clone(),
             body,
         })
-    }
-}
-
-fn empty() -> Value {
-    Value::Object(Default::default())
-}
-
-/// The cursor, offset or page parameters of `next`.
-fn add_paging(
-    url: &mut Url,
-    body: &mut Option<Value>,
-    kind: &PaginationKind,
-    next: &NextRequest,
-) -> Result<(), String> {
-    match (kind, next) {
-        (
-            PaginationKind::Cursor {
-                cursor_param,
-                cursor_in,
-                ..
-            },
-            NextRequest::Cursor { cursor },
-        ) => match cursor_in {
-            ParamLocation::Query => {
-                url.query_pairs_mut().append_pair(cursor_param, cursor);
-            }
-            ParamLocation::Body => set_at(
-                body.get_or_insert_with(empty),
-                cursor_param,
-                Value::from(cursor.as_str()),
-            )?,
-        },
-        (
-            PaginationKind::Offset {
-                offset_param,
-                limit_param,
-                limit,
-                ..
-            },
-            NextRequest::Start | NextRequest::Offset { .. },
-        ) => {
-            let offset = match next {
-                NextRequest::Offset { offset } => *offset,
-                _ => 0,
-            };
-            url.query_pairs_mut()
-                .append_pair(offset_param, &offset.to_string())
-                .append_pair(limit_param, &limit.to_string());
-        }
-        (
-            PaginationKind::Page {
-                page_param,
-                start,
-                size_param,
-                size,
-                ..
-            },
-            NextRequest::Start | NextRequest::Page { .. },
-        ) => {
-            let page = match next {
-                NextRequest::Page { page } => *page,
-                _ => *start,
-            };
-            let mut pairs = url.query_pairs_mut();
-            pairs.append_pair(page_param, &page.to_string());
-            if let (Some(param), Some(size)) = (size_param, size) {
-                pairs.append_pair(param, &size.to_string());
-            }
-        }
-        (_, NextRequest::Start) => {}
-        (kind, next) => return Err(mismatch(kind, next)),
-    }
-    Ok(())
-}
-
-/// A saved position from another pagination type (the job file changed).
-pub(crate) fn mismatch(kind: &PaginationKind, next: &NextRequest) -> String {
-    format!(
-        "the saved position {next:?} does not fit pagination type {} (hint: run `apisync reset` for this job after changing its pagination)",
-        kind_name(kind)
-    )
-}
-
-pub(crate) fn kind_name(kind: &PaginationKind) -> &'static str {
-    match kind {
-        PaginationKind::None => "none",
-        PaginationKind::LinkHeader => "link_header",
-        PaginationKind::NextUrl { .. } => "next_url",
-        PaginationKind::Cursor { .. } => "cursor",
-        PaginationKind::Offset { .. } => "offset",
-        PaginationKind::Page { .. } => "page",
     }
 }
 
@@ -252,80 +167,5 @@ fn substitute_json(value: &Value, partition: &Partition) -> Value {
                 .collect(),
         ),
         other => other.clone(),
-    }
-}
-
-/// Put `new` at `pointer` in `body`, creating objects along the way (a
-/// scalar in the way is replaced: the job's body cannot mean both).
-pub(crate) fn set_at(body: &mut Value, pointer: &str, new: Value) -> Result<(), String> {
-    let tokens = tokens(pointer).map_err(|e| e.to_string())?;
-    let Some((last, path)) = tokens.split_last() else {
-        *body = new;
-        return Ok(());
-    };
-    let mut here = body;
-    for token in path {
-        here = child(here, token);
-    }
-    match here {
-        Value::Array(items) => match token_index(last, items.len()) {
-            Some(i) if i < items.len() => items[i] = new,
-            _ => items.push(new),
-        },
-        other => {
-            if !other.is_object() {
-                *other = empty();
-            }
-            if let Value::Object(map) = other {
-                map.insert(last.clone(), new);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn child<'a>(here: &'a mut Value, token: &str) -> &'a mut Value {
-    let index = match &*here {
-        Value::Array(items) => token_index(token, items.len()).filter(|i| *i < items.len()),
-        _ => None,
-    };
-    if index.is_none() && !here.is_object() {
-        *here = empty();
-    }
-    match (here, index) {
-        (Value::Array(items), Some(i)) => &mut items[i],
-        (Value::Object(map), _) => map.entry(token.to_string()).or_insert_with(empty),
-        // Not reachable: `here` was made an object above.
-        (other, _) => other,
-    }
-}
-
-fn token_index(token: &str, len: usize) -> Option<usize> {
-    match token {
-        "-" => Some(len),
-        t => t.parse().ok(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn set_at_creates_and_replaces() {
-        let mut body = json!({"filter": {"status": "open"}, "list": [1, 2]});
-        set_at(&mut body, "/page/cursor", json!("c1")).unwrap();
-        set_at(&mut body, "/filter/since", json!("s")).unwrap();
-        set_at(&mut body, "/list/1", json!(9)).unwrap();
-        set_at(&mut body, "/list/-", json!(3)).unwrap();
-        set_at(&mut body, "/a~1b", json!(true)).unwrap();
-        assert_eq!(
-            body,
-            json!({"filter": {"status": "open", "since": "s"}, "page": {"cursor": "c1"}, "list": [1, 9, 3], "a/b": true})
-        );
-        let mut scalar = json!({"page": 5});
-        set_at(&mut scalar, "/page/cursor", json!("x")).unwrap();
-        assert_eq!(scalar, json!({"page": {"cursor": "x"}}));
     }
 }

@@ -1,49 +1,29 @@
 //! One pure state machine for every pagination type: which request comes
 //! next, what a response says about the next page, and when the stream
-//! stops. No I/O: `stream` drives it with the HTTP client, and tests drive
-//! it with hand-made responses.
+//! stops; what differs by type is asked of the type (`Paging`). No I/O:
+//! `stream` drives it with the HTTP client, and tests drive it with
+//! hand-made responses.
 //!
 //! Every type stops on an empty page, a missing/null/empty next token or
 //! URL, `has_more` false and `max_pages`; a cursor or URL seen among the
 //! stream's last `LOOP_WINDOW` pages, or (offset and page types) a page
 //! whose body repeats the previous one, is an error, never a hang.
 
-mod facts;
-mod request;
-
 use std::collections::VecDeque;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::Value;
 use url::Url;
 
-use super::records::{compare, read_page};
-use super::{
-    DecodeError, FetchError, FetchErrorKind, NextRequest, Page, PageRequest, PageResponse, Record,
+use super::facts::{self, Facts};
+use super::paging::{After, Answer, DecodedPage, Paging, hash_of, mismatch};
+use super::paging_of;
+use super::request::RequestBase;
+use crate::fetch::decode::{compare, read_page};
+use crate::fetch::{
+    DecodeError, FetchError, FetchErrorKind, NextRequest, Page, PageRequest, PageResponse,
     RequestContext, StreamPosition,
 };
-use crate::plan::{JobPlan, PaginationKind, Partition};
-use request::{RequestBase, mismatch};
-
-/// A decoded response: its records and what it says about the next page.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodedPage {
-    pub records: Vec<Record>,
-    /// Records in the page's array (offsets advance by this).
-    pub received: u64,
-    pub max_seen: Option<Value>,
-    /// The next cursor token (cursor pagination).
-    pub next_cursor: Option<String>,
-    /// The next URL, resolved (link_header, next_url).
-    pub next_url: Option<Url>,
-    pub has_more: Option<bool>,
-    /// Total records (offset) or total pages (page), when the job points at it.
-    pub total: Option<u64>,
-    pub bytes: u64,
-    /// The body (offset and page types only; a cheap shared handle): a
-    /// server that ignores its paging parameters answers every page alike.
-    pub body: Option<bytes::Bytes>,
-}
+use crate::plan::{JobPlan, Partition};
 
 /// How many recent cursors or next URLs a stream remembers to tell a loop
 /// (A -> B -> A) from progress. Bounded, so memory does not grow with the
@@ -65,12 +45,6 @@ pub struct Paginator {
     previous_body: Option<bytes::Bytes>,
 }
 
-fn hash_of(value: impl Hash) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    value.hash(&mut hasher);
-    hasher.finish()
-}
-
 impl Paginator {
     pub fn new(
         job: &JobPlan,
@@ -86,25 +60,15 @@ impl Paginator {
             .with_method(job.request.method)
         };
         let base = RequestBase::new(job, partition).map_err(fail)?;
-        let fits = matches!(
-            (&job.pagination.kind, &position.next),
-            (_, NextRequest::Start)
-                | (
-                    PaginationKind::LinkHeader | PaginationKind::NextUrl { .. },
-                    NextRequest::Url { .. }
-                )
-                | (PaginationKind::Cursor { .. }, NextRequest::Cursor { .. })
-                | (PaginationKind::Offset { .. }, NextRequest::Offset { .. })
-                | (PaginationKind::Page { .. }, NextRequest::Page { .. })
-        );
+        let paging = paging_of(&job.pagination.kind);
+        let fits = position.next == NextRequest::Start || paging.resumes_at(&position.next);
         if !fits {
             return Err(fail(mismatch(&job.pagination.kind, &position.next)));
         }
         let request = base.build(job, &position).map_err(fail)?;
-        let recent = match &position.next {
-            NextRequest::Cursor { cursor } => VecDeque::from([hash_of(cursor)]),
-            NextRequest::Url { url } => VecDeque::from([hash_of(url)]),
-            _ => VecDeque::new(),
+        let recent = match remembered(&position.next) {
+            Some(hash) => VecDeque::from([hash]),
+            None => VecDeque::new(),
         };
         Ok(Paginator {
             job: job.clone(),
@@ -150,27 +114,39 @@ impl Paginator {
         self.base.build(&self.job, &position).ok()
     }
 
+    /// The job's pagination type.
+    pub(crate) fn paging(&self) -> Box<dyn Paging<'_> + '_> {
+        paging_of(&self.job.pagination.kind)
+    }
+
     /// Decode a response into records + pagination facts (runs inside the retry loop).
     pub fn decode(&self, resp: &PageResponse) -> Result<DecodedPage, DecodeError> {
         let (page, body) = read_page(resp, &self.job)?;
         let request_url = self.request.as_ref().map_or(self.start_url(), |r| &r.url);
-        let facts = facts::read(&self.job, &body, resp, request_url, page.last.as_ref())?;
+        let has_more = match &self.job.pagination.has_more_path {
+            Some(path) => facts::has_more(facts::at(&body, path)?, path)?,
+            None => None,
+        };
+        let paging = self.paging();
+        let Facts {
+            next_cursor,
+            next_url,
+            total,
+        } = paging.facts(&Answer {
+            body: &body,
+            response: resp,
+            request_url,
+            last_record: page.last.as_ref(),
+        })?;
         Ok(DecodedPage {
             records: page.records,
             received: page.received,
             max_seen: page.max_seen,
-            next_cursor: facts.next_cursor,
-            next_url: facts.next_url,
-            has_more: facts.has_more,
-            total: facts.total,
-            body: match self.job.pagination.kind {
-                PaginationKind::Offset { .. } | PaginationKind::Page { .. }
-                    if page.received > 0 =>
-                {
-                    Some(resp.body.clone())
-                }
-                _ => None,
-            },
+            next_cursor,
+            next_url,
+            has_more,
+            total,
+            body: (paging.compares_bodies() && page.received > 0).then(|| resp.body.clone()),
             bytes: resp.body.len() as u64,
         })
     }
@@ -216,11 +192,7 @@ impl Paginator {
             last: next_request.is_none(),
             bytes: page.bytes,
         };
-        if let Some(next) = match &position.next {
-            NextRequest::Cursor { cursor } => Some(hash_of(cursor)),
-            NextRequest::Url { url } => Some(hash_of(url)),
-            _ => None,
-        } {
+        if let Some(next) = remembered(&position.next) {
             if self.recent.len() == LOOP_WINDOW {
                 self.recent.pop_front();
             }
@@ -252,77 +224,29 @@ impl Paginator {
         page: &DecodedPage,
         ctx: &RequestContext,
     ) -> Result<Option<NextRequest>, FetchError> {
-        let looped = |message: String| {
-            ctx.error(
-                &ctx.redact(&request.url),
-                FetchErrorKind::Pagination { message },
-            )
+        let after = After {
+            at: &self.position.next,
+            page,
+            request,
+            ctx,
+            recent: &self.recent,
         };
-        Ok(match &self.job.pagination.kind {
-            PaginationKind::None => None,
-            PaginationKind::LinkHeader | PaginationKind::NextUrl { .. } => {
-                let Some(url) = &page.next_url else {
-                    return Ok(None);
-                };
-                // The error names the page that carried the link (the URL
-                // the user can open to see why); the target is in the kind.
-                ctx.target_allowed(url)
-                    .map_err(|kind| ctx.error(&ctx.redact(&request.url), kind))?;
-                let stored = ctx.strip_secret_params(url);
-                if stored == ctx.strip_secret_params(&request.url)
-                    || self.recent.contains(&hash_of(stored.as_str()))
-                {
-                    return Err(looped(format!(
-                        "the server returned a next URL this stream already followed ({}) (hint: the API may ignore its own paging parameters; set pagination.max_pages as a safety stop)",
-                        ctx.redact(url)
-                    )));
-                }
-                Some(NextRequest::Url {
-                    url: stored.to_string(),
-                })
-            }
-            PaginationKind::Cursor { .. } => {
-                let Some(cursor) = &page.next_cursor else {
-                    return Ok(None);
-                };
-                let repeated = matches!(&self.position.next, NextRequest::Cursor { cursor: old } if old == cursor);
-                if repeated || self.recent.contains(&hash_of(cursor)) {
-                    return Err(looped(format!(
-                        "the server returned a cursor this stream already used ({cursor:?}) (hint: check pagination.cursor_path and pagination.cursor_param; the API may ignore the cursor)"
-                    )));
-                }
-                Some(NextRequest::Cursor {
-                    cursor: cursor.clone(),
-                })
-            }
-            PaginationKind::Offset { .. } | PaginationKind::Page { .. }
-                if page.body.is_some() && page.body == self.previous_body =>
-            {
-                return Err(looped(
-                    "the server answered two pages in a row with the same body (hint: the API may ignore the offset or page parameter; check pagination.offset_param / page_param)".into(),
-                ));
-            }
-            PaginationKind::Offset { .. } => {
-                let offset = match self.position.next {
-                    NextRequest::Offset { offset } => offset,
-                    _ => 0,
-                } + page.received;
-                match page.total {
-                    Some(total) if offset >= total => None,
-                    _ => Some(NextRequest::Offset { offset }),
-                }
-            }
-            PaginationKind::Page { start, .. } => {
-                let next = match self.position.next {
-                    NextRequest::Page { page } => page,
-                    _ => *start,
-                } + 1;
-                match page.total {
-                    Some(total_pages) if next.saturating_sub(*start) >= total_pages => None,
-                    _ => Some(NextRequest::Page { page: next }),
-                }
-            }
-        })
+        let paging = self.paging();
+        if paging.compares_bodies() && page.body.is_some() && page.body == self.previous_body {
+            return Err(after.error(
+                "the server answered two pages in a row with the same body (hint: the API may ignore the offset or page parameter; check pagination.offset_param / page_param)".into(),
+            ));
+        }
+        paging.next(&after)
+    }
+}
+
+/// What the loop window remembers of a position: its cursor or URL.
+fn remembered(next: &NextRequest) -> Option<u64> {
+    match next {
+        NextRequest::Cursor { cursor } => Some(hash_of(cursor)),
+        NextRequest::Url { url } => Some(hash_of(url)),
+        _ => None,
     }
 }
 

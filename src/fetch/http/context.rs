@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use url::{Origin, Url};
 
-use super::error::{FetchError, FetchErrorKind};
-use super::stats::RequestStats;
+use super::credentials::{is_credential_header, rewrite_query};
 use crate::auth::Credential;
+use crate::fetch::RequestStats;
+use crate::fetch::{FetchError, FetchErrorKind};
 use crate::plan::{HttpMethod, JobPlan, RetryPlan};
 use crate::secret::{REDACTED, Refusal, may_carry_credentials};
 
@@ -46,7 +47,7 @@ impl RequestContext {
         // A credential the job wrote as a header value is a credential in
         // every respect: scrubbed from whatever the server sends back.
         for (name, value) in &job.request.headers {
-            if super::send::is_credential_header(name) {
+            if is_credential_header(name) {
                 crate::secret::register(&crate::secret::Secret::new(value.clone()));
             }
         }
@@ -158,31 +159,6 @@ impl RequestContext {
     pub(crate) fn error(&self, url: &str, kind: FetchErrorKind) -> FetchError {
         FetchError::new(&self.job, url, kind).with_method(self.method)
     }
-}
-
-/// Replace the value of every `name` parameter with `replacement`, or drop
-/// it. Works on the raw query so every other parameter keeps its exact
-/// encoding (a stored cursor URL must be sent back byte for byte).
-pub(crate) fn rewrite_query(url: &Url, name: &str, replacement: Option<&str>) -> Url {
-    let Some(query) = url.query() else {
-        return url.clone();
-    };
-    let mut kept = Vec::new();
-    for piece in query.split('&') {
-        let raw_key = piece.split('=').next().unwrap_or(piece);
-        let key: String = url::form_urlencoded::parse(raw_key.as_bytes())
-            .map(|(k, _)| k.into_owned())
-            .next()
-            .unwrap_or_default();
-        if key != name {
-            kept.push(piece.to_string());
-        } else if let Some(value) = replacement {
-            kept.push(format!("{raw_key}={value}"));
-        }
-    }
-    let mut out = url.clone();
-    out.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
-    out
 }
 
 #[cfg(test)]

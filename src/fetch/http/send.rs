@@ -14,11 +14,12 @@ use url::Url;
 use super::authorize::{Attach, AuthNote};
 use super::challenge;
 use super::context::RequestContext;
-use super::error::FetchErrorKind;
+use super::credentials::is_credential_header;
 use super::retry::{is_retryable_status, is_transient, parse_retry_after};
-use super::stats::RequestStats;
-use super::{PageRequest, PageResponse};
 use crate::auth::AuthError;
+use crate::fetch::FetchErrorKind;
+use crate::fetch::RequestStats;
+use crate::fetch::{PageRequest, PageResponse};
 use crate::plan::HttpMethod;
 
 /// Redirect hops followed within one attempt.
@@ -128,22 +129,6 @@ fn redirect_target(response: &Response, url: &Url) -> Option<Url> {
     }
     let location = response.headers().get(http::header::LOCATION)?;
     url.join(location.to_str().ok()?).ok()
-}
-
-/// Headers that carry credentials: never sent to another origin, nor over
-/// plain http to a host that is not loopback, even when the user wrote them
-/// into the job's headers; their values are scrubbed from server text.
-/// Besides the standard three, any name that says it holds a key, a token,
-/// a secret, a password, a session or an auth value (`X-Api-Key`,
-/// `Private-Token`, `X-Shopify-Access-Token`, `DD-APPLICATION-KEY`): APIs
-/// invent their own, and treating a harmless one (`Idempotency-Key`) as a
-/// credential costs only that it stays on the job's origin.
-pub(crate) fn is_credential_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    ["authorization", "cookie", "proxy-authorization"].contains(&name.as_str())
-        || ["key", "token", "secret", "password", "session", "auth"]
-            .iter()
-            .any(|word| name.contains(word))
 }
 
 async fn send_one(

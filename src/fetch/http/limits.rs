@@ -27,8 +27,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use url::Url;
 
-use super::error::FetchErrorKind;
 use super::send::Failure;
+use crate::fetch::FetchErrorKind;
 use crate::plan::{HostLimits, RateLimit};
 
 /// The request slots of the process (one per `HttpClient` and its clones).

@@ -15,13 +15,13 @@ use reqwest::{Certificate, NoProxy, Proxy};
 use reqwest_middleware::ClientWithMiddleware;
 
 use super::authorize::AuthMiddleware;
-pub use super::context::RequestContext;
-use super::error::{FetchError, FetchErrorKind};
+use super::context::RequestContext;
 use super::limits::{Limits, Slot};
 use super::retry::{Backoff, host_pause};
 use super::send::{Failure, exchange};
-use super::stats::RequestStats;
-use super::{DecodeError, PageRequest, PageResponse};
+use crate::fetch::RequestStats;
+use crate::fetch::{DecodeError, PageRequest, PageResponse};
+use crate::fetch::{FetchError, FetchErrorKind};
 use crate::plan::HostLimits;
 
 /// How long a TCP + TLS connect may take, whatever the job's timeout.

@@ -13,7 +13,7 @@ use http::{Extensions, HeaderName, HeaderValue, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 
-use super::context::rewrite_query;
+use super::credentials::rewrite_query;
 use crate::auth::{AppliedAuth, AuthError, Credential, Placement, RefreshOutcome};
 
 /// "Authenticate this request with this credential."

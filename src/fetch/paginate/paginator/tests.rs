@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::fetch::records::tests::{incremental, job};
-use crate::plan::{CursorType, HttpMethod, ParamLocation};
+use crate::fetch::decode::records::tests::{incremental, job};
+use crate::plan::{CursorType, HttpMethod, PaginationKind, ParamLocation};
 
 const BASE: &str = "http://127.0.0.1:9/v1/orders";
 

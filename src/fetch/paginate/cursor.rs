@@ -1,0 +1,90 @@
+//! `type = "cursor"`: each page names an opaque token for the next one
+//! (`cursor_path`, in the body or in the last record), sent back as
+//! `cursor_param` in the query or the JSON body.
+
+use serde_json::Value;
+use url::Url;
+
+use super::body::{empty, set_at};
+use super::facts::{Facts, at, text};
+use super::paging::{After, Answer, Paging};
+use crate::fetch::{DecodeError, FetchError, NextRequest};
+use crate::plan::ParamLocation;
+
+pub(crate) struct Cursor<'a> {
+    /// Pointer into the body, or into the last record when `from_last_record`.
+    pub path: &'a str,
+    pub param: &'a str,
+    pub param_in: ParamLocation,
+    pub from_last_record: bool,
+}
+
+impl<'a> Paging<'a> for Cursor<'a> {
+    fn resumes_at(&self, next: &NextRequest) -> bool {
+        matches!(next, NextRequest::Cursor { .. })
+    }
+
+    fn add_params(
+        &self,
+        next: &NextRequest,
+        url: &mut Url,
+        body: &mut Option<Value>,
+    ) -> Result<(), String> {
+        let NextRequest::Cursor { cursor } = next else {
+            return Ok(()); // the first page: no cursor yet
+        };
+        match self.param_in {
+            ParamLocation::Query => {
+                url.query_pairs_mut().append_pair(self.param, cursor);
+                Ok(())
+            }
+            ParamLocation::Body => set_at(
+                body.get_or_insert_with(empty),
+                self.param,
+                Value::from(cursor.as_str()),
+            ),
+        }
+    }
+
+    fn query_params(&self) -> Vec<&'a str> {
+        match self.param_in {
+            ParamLocation::Query => vec![self.param],
+            ParamLocation::Body => Vec::new(),
+        }
+    }
+
+    fn body_pointer(&self) -> Option<&'a str> {
+        (!self.from_last_record).then_some(self.path)
+    }
+
+    fn reads_last_record(&self) -> bool {
+        self.from_last_record
+    }
+
+    fn facts(&self, page: &Answer<'_>) -> Result<Facts, DecodeError> {
+        let found = match self.from_last_record {
+            true => page.last_record.and_then(|r| r.pointer(self.path)).cloned(),
+            false => at(page.body, self.path)?,
+        };
+        Ok(Facts {
+            next_cursor: text(found, self.path)?,
+            ..Facts::default()
+        })
+    }
+
+    /// A cursor this stream already used is a loop, never a hang.
+    fn next(&self, after: &After<'_>) -> Result<Option<NextRequest>, FetchError> {
+        let Some(cursor) = &after.page.next_cursor else {
+            return Ok(None);
+        };
+        let repeated = matches!(after.at, NextRequest::Cursor { cursor: old } if old == cursor);
+        if repeated || after.seen_recently(cursor) {
+            return Err(after.error(format!(
+                "the server returned a cursor this stream already used ({cursor:?}) (hint: check pagination.cursor_path and pagination.cursor_param; the API may ignore the cursor)"
+            )));
+        }
+        Ok(Some(NextRequest::Cursor {
+            cursor: cursor.clone(),
+        }))
+    }
+}
