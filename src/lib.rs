@@ -11,6 +11,8 @@
 //! - [`fetch`]: HTTP client, retries, pagination state machines -> `Page`.
 //! - [`store`]: SQLite: migrations, tables, `apply_page` (rows + checkpoint
 //!   in one transaction), runs.
+//! - [`token_store`]: rotated refresh tokens in the project's database,
+//!   auth's `TokenStore` implemented beside the store.
 //! - [`run`]: selection, ordering, concurrency, the single writer thread,
 //!   cancellation, the run summary.
 //! - [`metrics`]: Prometheus text of the run summary: the textfile
@@ -32,3 +34,4 @@ pub mod record;
 pub mod run;
 pub mod secret;
 pub mod store;
+pub mod token_store;

@@ -9,7 +9,7 @@ use super::{Exit, commands};
 use crate::auth::TokenStore;
 use crate::fetch::{HttpClient, HttpOptions};
 use crate::init::{AuthUse, InitError, Pagination};
-use crate::store::DbTokenStore;
+use crate::token_store::DbTokenStore;
 
 pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
     let plan = match commands::load(global) {
