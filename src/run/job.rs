@@ -16,6 +16,7 @@ use super::shard::Sharding;
 use super::sharded::{self, NotReady, Phase, ShardEnv};
 use super::stream::{StreamEnv, StreamOutcome, StreamWatch, run_stream};
 use super::summary::{JobStatus, JobSummary};
+use super::writer::RunOf;
 use super::{RunEnv, RunError};
 use crate::fetch::{RequestStats, StatsSnapshot};
 use crate::plan::{JobPlan, Partition};
@@ -80,10 +81,7 @@ async fn run_sharded_job(
 ) -> JobSummary {
     let started = Instant::now();
     let (invocation, name) = (shard.sharding.invocation.clone(), job.name.clone());
-    let completed = env
-        .writer
-        .call(move |store| store.job_completed_in(&invocation, &name))
-        .await;
+    let completed = env.writer.job_completed_in(invocation, name).await;
     match completed {
         Ok(Ok(true)) => return sharded::already_complete(&job.name),
         Ok(Ok(false)) => {}
@@ -142,23 +140,15 @@ async fn run_leased(
     phases: Option<&[Phase]>,
 ) -> JobSummary {
     // A shard's run is recorded with its shard in one transaction.
-    let shard = env.shard.as_ref().map(|shard| {
-        (
-            shard.sharding.invocation.clone(),
-            shard.index(),
-            env.holder.clone(),
-        )
-    });
-    let name = job.name.clone();
-    let begun = env
-        .writer
-        .call(move |store| match shard {
-            Some((invocation, index, holder)) => {
-                store.begin_shard_run(&name, &invocation, index, &holder)
-            }
-            None => store.begin_run(&name),
-        })
-        .await;
+    let of = match env.shard.as_ref() {
+        Some(shard) => RunOf::Shard {
+            invocation: shard.sharding.invocation.clone(),
+            shard: shard.index(),
+            holder: env.holder.clone(),
+        },
+        None => RunOf::Plain,
+    };
+    let begun = env.writer.begin_run(job.name.clone(), of).await;
     let run_id = match begun {
         Ok(Ok(id)) => id,
         Ok(Err(err)) => return summary.failed(RunError::Store(err), started),
@@ -185,10 +175,7 @@ async fn run_leased(
             .get_or_insert_with(|| super::summary::error_text(&err));
     }
     if summary.status == JobStatus::Succeeded && summary.streams.is_some_and(|s| s.run == 0) {
-        let discarded = env
-            .writer
-            .call(move |store| store.discard_empty_run(run_id))
-            .await;
+        let discarded = env.writer.discard_empty_run(run_id).await;
         if !matches!(discarded, Ok(Ok(()))) {
             tracing::warn!(job = %job.name, "could not forget an empty shard run");
         }
@@ -225,10 +212,7 @@ async fn record_outcome(env: &RunEnv, run_id: crate::store::RunId, summary: &Job
             .as_deref()
             .map(|text| crate::secret::scrub(text).into_owned()),
     };
-    let recorded = env
-        .writer
-        .call(move |store| store.finish_run(run_id, &outcome))
-        .await;
+    let recorded = env.writer.finish_run(run_id, outcome).await;
     if !matches!(recorded, Ok(Ok(()))) {
         tracing::error!(job = %summary.job, "could not record the end of the run");
     }
@@ -271,17 +255,7 @@ async fn run_partitions(
         &job.output,
         !job.records.primary_key.is_empty(),
     ));
-    let prepared = table.clone();
-    let sample = env
-        .writer
-        .call(move |store| {
-            store.prepare_table(&prepared)?;
-            match prepared.mode {
-                crate::plan::WriteMode::Merge => store.key_sample(&prepared.table),
-                _ => Ok(None),
-            }
-        })
-        .await??;
+    let sample = env.writer.prepare_table(table.clone()).await??;
     check_key_unchanged(job, sample)?;
     let credential = match job.auth.as_deref().map(|name| env.credentials.get(name)) {
         None => None,
@@ -546,13 +520,9 @@ async fn complete_pass(
     // One transaction: the replace swap and the end of the pass.
     let name = job.name.clone();
     if mode.backfill.is_some() {
-        env.writer
-            .call(move |store| store.complete_backfill(&name))
-            .await??;
+        env.writer.complete_backfill(name).await??;
     } else {
-        env.writer
-            .call(move |store| store.complete_job_pass(&name, &table))
-            .await??;
+        env.writer.complete_job_pass(name, table).await??;
     }
     Ok(())
 }

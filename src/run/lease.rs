@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::writer::Renewal;
 use super::{RunEnv, RunError, Writer};
-use crate::store::{LeaseOutcome, Store, StoreError};
+use crate::store::LeaseOutcome;
 
 /// How often a running job renews its lease.
 pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
@@ -168,12 +169,12 @@ pub(crate) async fn acquire(env: &RunEnv, job: &str, wait: bool) -> Result<Acqui
         let (name, holder) = (job.to_string(), env.holder.clone());
         let outcome = env
             .writer
-            .call(move |store| {
-                let me = holder.clone();
-                store.try_acquire_lease(&name, &holder, stale_after(), |other| {
-                    holder_is_dead(other, &me)
-                })
-            })
+            .try_acquire_lease(
+                name,
+                holder.clone(),
+                stale_after(),
+                Box::new(move |other| holder_is_dead(other, &holder)),
+            )
             .await??;
         match outcome {
             LeaseOutcome::Acquired { replaced } => {
@@ -219,7 +220,7 @@ fn start_heartbeat(env: &RunEnv, job: &str, every: Duration) -> Lease {
         &env.writer,
         every,
         format!("the lease of job \"{job}\""),
-        move |store| store.renew_lease(&name, &holder),
+        Renewal::Lease { job: name, holder },
         move || lost.cancel(),
     );
     Lease {
@@ -241,16 +242,13 @@ impl Heartbeat {
     /// `renew` answers false when what it renews is no longer this
     /// process's (another one took it over): the heartbeat ends there and
     /// `lost` runs. A failed renewal is a warning; the next one may work.
-    pub(super) fn start<R>(
+    pub(super) fn start(
         writer: &Writer,
         every: Duration,
         what: String,
-        renew: R,
+        renew: Renewal,
         lost: impl FnOnce() + Send + 'static,
-    ) -> Heartbeat
-    where
-        R: Fn(&mut Store) -> Result<bool, StoreError> + Clone + Send + 'static,
-    {
+    ) -> Heartbeat {
         let stop = CancellationToken::new();
         let (stopped, writer) = (stop.clone(), writer.clone());
         let task = tokio::spawn(async move {
@@ -259,8 +257,7 @@ impl Heartbeat {
                     _ = stopped.cancelled() => return false,
                     _ = tokio::time::sleep(every) => {}
                 }
-                let renew = renew.clone();
-                match writer.call(move |store| renew(store)).await {
+                match writer.renew(renew.clone()).await {
                     Ok(Ok(true)) => {}
                     Ok(Ok(false)) => {
                         tracing::error!(
@@ -293,10 +290,7 @@ impl Lease {
         let lost = self.heartbeat.stop().await;
         if !lost {
             let (job, holder) = (self.job.clone(), env.holder.clone());
-            let released = env
-                .writer
-                .call(move |store| store.release_lease(&job, &holder))
-                .await;
+            let released = env.writer.release_lease(job, holder).await;
             if !matches!(released, Ok(Ok(()))) {
                 tracing::warn!(job = %self.job,
                     "could not release the lease; another process takes it over once its heartbeat is stale");
@@ -350,7 +344,12 @@ mod tests {
         let (writer, thread) = Writer::spawn(store).expect("writer");
         let env = env(writer.clone(), "here:1:a");
         let acquired = writer
-            .call(|store| store.try_acquire_lease("orders", "here:1:a", STALE_AFTER, |_| false))
+            .try_acquire_lease(
+                "orders".into(),
+                "here:1:a".into(),
+                STALE_AFTER,
+                Box::new(|_| false),
+            )
             .await
             .expect("writer")
             .expect("store");
@@ -358,7 +357,12 @@ mod tests {
         let lease = start_heartbeat(&env, "orders", Duration::from_millis(20));
         // Another process decides this one is dead and takes the lease.
         let taken = writer
-            .call(|store| store.try_acquire_lease("orders", "there:2:b", STALE_AFTER, |_| true))
+            .try_acquire_lease(
+                "orders".into(),
+                "there:2:b".into(),
+                STALE_AFTER,
+                Box::new(|_| true),
+            )
             .await
             .expect("writer")
             .expect("store");
@@ -375,7 +379,12 @@ mod tests {
             .expect("the heartbeat stopped the job");
         assert!(lease.release(&env).await, "reported as lost");
         let holder = writer
-            .call(|store| store.try_acquire_lease("orders", "third:3:c", STALE_AFTER, |_| false))
+            .try_acquire_lease(
+                "orders".into(),
+                "third:3:c".into(),
+                STALE_AFTER,
+                Box::new(|_| false),
+            )
             .await
             .expect("writer")
             .expect("store");

@@ -23,6 +23,7 @@ use super::lease::{HEARTBEAT_EVERY, Heartbeat, holder_is_dead, stale_after};
 use super::partitions::unfinished_partitions;
 use super::shard::{Sharding, owner};
 use super::summary::JobSummary;
+use super::writer::Renewal;
 use super::{RunEnv, RunError, Writer};
 use crate::plan::JobPlan;
 use crate::store::{ClaimEnd, OtherRuns, StreamClaim, StreamKey, TableSpec};
@@ -120,7 +121,7 @@ pub(crate) async fn register(
         sharding.steal,
     );
     let started = writer
-        .call(move |store| store.register_holder(&invocation, &me, index, steal))
+        .register_holder(invocation, me, index, steal)
         .await??;
     // A killed process of this invocation may have left runs `running`
     // (a rerun of its index finds them here, whatever else it does).
@@ -135,7 +136,10 @@ pub(crate) async fn register(
         writer,
         HEARTBEAT_EVERY,
         "this shard's heartbeat (others take its streams over once it is stale)".into(),
-        move |store| store.renew_holder(&invocation, &me).map(|()| true),
+        Renewal::Holder {
+            invocation,
+            holder: me,
+        },
         || {},
     );
     Ok((started_at, HolderHeartbeat(heartbeat)))
@@ -147,9 +151,7 @@ impl HolderHeartbeat {
     pub(crate) async fn end(self, writer: &Writer, sharding: &Sharding, holder: &str) {
         self.0.stop().await;
         let (invocation, me) = (sharding.invocation.clone(), holder.to_string());
-        let ended = writer
-            .call(move |store| store.end_holder(&invocation, &me))
-            .await;
+        let ended = writer.end_holder(invocation, me).await;
         if !matches!(ended, Ok(Ok(()))) {
             tracing::warn!(
                 "could not record the end of this shard; its heartbeat goes stale instead"
@@ -185,18 +187,15 @@ pub(crate) async fn claim(
     );
     let claimed = env
         .writer
-        .call(move |store| {
-            let me = holder.clone();
-            store.claim_stream(
-                &invocation,
-                &key,
-                index,
-                &holder,
-                phase == Phase::Own,
-                stale_after(),
-                |other| holder_is_dead(other, &me),
-            )
-        })
+        .claim_stream(
+            invocation,
+            key,
+            index,
+            holder.clone(),
+            phase == Phase::Own,
+            stale_after(),
+            Box::new(move |other| holder_is_dead(other, &holder)),
+        )
         .await??;
     Ok(match claimed {
         StreamClaim::Claimed { taken_from } => {
@@ -233,7 +232,7 @@ pub(crate) async fn end_claim(
     let (invocation, holder) = (shard.invocation().to_string(), env.holder.clone());
     let ours = env
         .writer
-        .call(move |store| store.end_claimed_stream(&invocation, &key, &holder, end))
+        .end_claimed_stream(invocation, key, holder, end)
         .await??;
     if ours {
         return Ok(());
@@ -271,7 +270,7 @@ async fn complete(env: &RunEnv, shard: &ShardEnv, job: &JobPlan) -> Result<(), R
     let (invocation, name) = (shard.invocation().to_string(), job.name.clone());
     let completed = env
         .writer
-        .call(move |store| store.complete_sharded_pass(&invocation, &name, &table))
+        .complete_sharded_pass(invocation, name, table)
         .await??;
     if completed {
         tracing::info!(job = %job.name, "every stream of the job is done in this invocation; pass completed");
@@ -350,10 +349,7 @@ async fn for_each_undone(
         );
         let done = env
             .writer
-            .call(move |store| {
-                let keys: Vec<&str> = asked.iter().map(String::as_str).collect();
-                store.done_in_invocation(&invocation, &name, &keys)
-            })
+            .done_in_invocation(invocation, name, asked)
             .await??;
         for key in keys.into_iter().filter(|k| !done.contains(k)) {
             if !each(key) {
@@ -397,12 +393,12 @@ pub(crate) async fn close_dead_runs(
 ) -> Result<OtherRuns, RunError> {
     let (invocation, me) = (sharding.invocation.clone(), holder.to_string());
     let found = writer
-        .call(move |store| {
-            let mine = me.clone();
-            store.close_dead_runs(&invocation, &me, stale_after(), |other| {
-                holder_is_dead(other, &mine)
-            })
-        })
+        .close_dead_runs(
+            invocation,
+            me.clone(),
+            stale_after(),
+            Box::new(move |other| holder_is_dead(other, &me)),
+        )
         .await??;
     if found.interrupted > 0 {
         tracing::warn!(
@@ -491,14 +487,12 @@ async fn wait_for_parent(
         );
         let (completed, states, shards) = env
             .writer
-            .call(move |store| {
-                let dead = |other: &str| holder_is_dead(other, &me);
-                Ok::<_, crate::store::StoreError>((
-                    store.job_completed_in(&invocation, &name)?,
-                    store.stream_states(&invocation, &name, stale_after(), dead)?,
-                    store.live_shards(&invocation, stale_after(), dead)?,
-                ))
-            })
+            .invocation_state_and_shards(
+                invocation,
+                name,
+                stale_after(),
+                Box::new(move |other| holder_is_dead(other, &me)),
+            )
             .await
             .map_err(failed)?
             .map_err(|err| failed(err.into()))?;
