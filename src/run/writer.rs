@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::RunError;
 use crate::store::{Store, StoreError};
 
+mod calls;
 mod commands;
 
 use commands::Command;

@@ -123,7 +123,7 @@ impl Claims for PgStore {
                     } else {
                         "failed"
                     };
-                    // See `store/shards.rs`: `done` already by a pass
+                    // See `sqlite/claims.rs`: `done` already by a pass
                     // another process completed meanwhile.
                     s.client.execute(
                         "UPDATE _apisync.invocation_streams

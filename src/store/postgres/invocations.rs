@@ -204,7 +204,7 @@ impl Invocations for PgStore {
             .collect())
     }
 
-    /// See `store/shard_runs.rs`. Liveness is read in one statement and
+    /// See `sqlite/invocations.rs`. Liveness is read in one statement and
     /// `is_dead` asked here; a holder found dead stays dead, so closing its
     /// runs in a second statement is safe.
     fn close_dead_runs(

@@ -231,7 +231,7 @@ impl Claims for SqliteStore {
     }
 
     /// Whether `job`'s pass completed in `invocation` (see
-    /// [`crate::store::Store::complete_sharded_pass`]).
+    /// [`crate::store::Claims::complete_sharded_pass`]).
     fn job_completed_in(&self, invocation: &str, job: &str) -> Result<bool, StoreError> {
         self.conn
             .query_row(

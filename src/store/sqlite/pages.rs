@@ -41,7 +41,7 @@ impl Pages for SqliteStore {
     ///
     /// merge: upsert on `_pk` (within a page the last record wins); append:
     /// plain insert; replace: into the staging table, upserting when there is
-    /// a primary key. [`crate::store::Store::prepare_table`] must have run first.
+    /// a primary key. [`crate::store::Tables::prepare_table`] must have run first.
     fn apply_page(
         &mut self,
         stream: &StreamKey,

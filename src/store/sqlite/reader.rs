@@ -94,7 +94,7 @@ impl Reader for SqliteReader {
         self.has_table("_apisync_checkpoints")
     }
 
-    /// The saved position of `stream`, as [`crate::store::Store::load_checkpoint`].
+    /// The saved position of `stream`, as [`crate::store::Pages::load_checkpoint`].
     fn checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.value(
             "SELECT position FROM _apisync_checkpoints WHERE job = ?1 AND partition = ?2",
@@ -103,7 +103,7 @@ impl Reader for SqliteReader {
         )
     }
 
-    /// The high-water mark of `stream`, as [`crate::store::Store::load_mark`].
+    /// The high-water mark of `stream`, as [`crate::store::Pages::load_mark`].
     fn mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.value(
             "SELECT value FROM _apisync_marks WHERE job = ?1 AND partition = ?2",

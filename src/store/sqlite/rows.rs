@@ -11,7 +11,7 @@ impl Rows for SqliteStore {
     /// Distinct non-null values at `pointer` in the records of `table`, in
     /// order of first appearance, all in memory. Only for small previews
     /// (`--dry-run`); a run reads them in pages with
-    /// [`super::StoreReader::distinct_values_page`].
+    /// [`crate::store::Reader::distinct_values_page`].
     fn distinct_values(&self, table: &str, pointer: &str) -> Result<Vec<String>, StoreError> {
         let path = pointer_to_path(pointer)?;
         let sql = format!(

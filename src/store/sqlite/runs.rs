@@ -15,7 +15,7 @@ use crate::store::types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus};
 
 impl Runs for SqliteStore {
     /// Record that a run of `job` started. It stays `running` until
-    /// [`crate::store::Store::finish_run`]; a run left so by a dead process is not touched
+    /// [`crate::store::Runs::finish_run`]; a run left so by a dead process is not touched
     /// on open (the lease logic decides what it was).
     fn begin_run(&mut self, job: &str) -> Result<RunId, StoreError> {
         self.conn

@@ -71,7 +71,7 @@ impl Wal for SqliteStore {
         })))
     }
 
-    /// Undo [`crate::store::Store::wal_checkpointer`]'s switch-off, when the checkpoints
+    /// Undo [`crate::store::Wal::wal_checkpointer`]'s switch-off, when the checkpoints
     /// it was taken for cannot run after all.
     fn restore_wal_autocheckpoint(&self) -> Result<(), StoreError> {
         self.conn
