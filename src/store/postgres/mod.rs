@@ -18,8 +18,9 @@
 //!   transaction (`DELETE` + `INSERT`), so views, grants and indexes on the
 //!   live table survive; the first pass renames the staging table instead.
 //! - apisync's own tables come from `migrations/postgres/`, applied under an
-//!   advisory lock so processes starting together are safe. Leases and the
-//!   refresh-token guard take advisory transaction locks too.
+//!   advisory lock so processes starting together are safe. Leases and
+//!   claims take advisory transaction locks too (and `crate::token_store`
+//!   a session lock per refresh, through [`PgConn`] and [`LOCK_SPACE`]).
 
 mod claims;
 mod conn;

@@ -1,9 +1,9 @@
 //! The SQLite backend: one database file, one connection per handle,
 //! `BEGIN IMMEDIATE` where processes race. One file per concern, as in
-//! `postgres/`: each implements the trait of its name from `backend.rs`.
-//! Only here: `wal.rs` and `file_sync.rs` (SQLite's write-ahead log,
-//! copied by a thread beside the writer) and `sql.rs` (JSON values and
-//! paths in SQLite's terms).
+//! `postgres/`: each implements the trait of its name from `backend.rs`
+//! (`errors.rs`, `guards.rs`, `open.rs` and `sql.rs` are each backend's
+//! own helpers). Only here: `file_sync.rs`, the flush behind the WAL
+//! checkpoints of `wal.rs`.
 
 mod claims;
 mod errors;
