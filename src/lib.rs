@@ -20,6 +20,8 @@
 //! - [`store`]: the one module that knows SQL: a `Store` handle over
 //!   SQLite or PostgreSQL; a page's rows and its checkpoint in one
 //!   transaction; runs, marks, leases, shard claims.
+//! - [`token_store`]: rotated refresh tokens in the project's database:
+//!   auth's `TokenStore`, implemented beside the store, not inside it.
 //! - [`run`]: selection, ordering, concurrency, the stream gate (plain or
 //!   sharded), the single writer thread, cancellation, the run summary.
 //! - [`metrics`]: Prometheus text of the run summary: the textfile
@@ -41,6 +43,7 @@ pub mod record;
 pub mod run;
 pub mod secret;
 pub mod store;
+pub mod token_store;
 
 #[cfg(test)]
 mod test_support;

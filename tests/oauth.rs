@@ -10,7 +10,7 @@ use std::time::Duration;
 use apisync::auth::{Credential, Credentials, NoTokenStore, Placement, RefreshOutcome, TokenStore};
 use apisync::plan::{AuthPlan, ClientAuthMethod, OAuthPlan, SecretSource};
 use apisync::secret::Secret;
-use apisync::store::tokens::SqliteTokenStore;
+use apisync::token_store::SqliteTokenStore;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

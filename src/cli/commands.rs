@@ -11,7 +11,8 @@ use super::{CLI_ENV, Exit, signals, status};
 use crate::auth::TokenStore;
 use crate::plan::{JobPlan, Loaded, ProjectPlan, SettingsOverrides, WriteMode, load_project};
 use crate::run::{JobMode, RunSummary, date_slices, select_due, select_jobs};
-use crate::store::{DbTokenStore, Reset, Store, StreamKey};
+use crate::store::{Reset, Store, StreamKey};
+use crate::token_store::DbTokenStore;
 
 pub async fn dispatch(cli: Cli) -> Exit {
     let global = &cli.global;

@@ -10,7 +10,7 @@ use crate::auth::TokenStore;
 use crate::fetch::{HttpClient, HttpOptions};
 use crate::init::{AuthUse, InitError};
 use crate::plan::PaginationKind;
-use crate::store::DbTokenStore;
+use crate::token_store::DbTokenStore;
 
 pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
     let plan = match commands::load(global) {

@@ -7,8 +7,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::writer::Writer;
-use crate::store::{Store, StoreError};
+use super::writer::{Renewal, Writer};
 
 /// How often a running job renews its lease.
 pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
@@ -25,16 +24,13 @@ impl Heartbeat {
     /// `renew` answers false when what it renews is no longer this
     /// process's (another one took it over): the heartbeat ends there and
     /// `lost` runs. A failed renewal is a warning; the next one may work.
-    pub(super) fn start<R>(
+    pub(super) fn start(
         writer: &Writer,
         every: Duration,
         what: String,
-        renew: R,
+        renew: Renewal,
         lost: impl FnOnce() + Send + 'static,
-    ) -> Heartbeat
-    where
-        R: Fn(&mut Store) -> Result<bool, StoreError> + Clone + Send + 'static,
-    {
+    ) -> Heartbeat {
         let stop = CancellationToken::new();
         let (stopped, writer) = (stop.clone(), writer.clone());
         let task = tokio::spawn(async move {
@@ -43,8 +39,7 @@ impl Heartbeat {
                     _ = stopped.cancelled() => return false,
                     _ = tokio::time::sleep(every) => {}
                 }
-                let renew = renew.clone();
-                match writer.call(move |store| renew(store)).await {
+                match writer.renew(renew.clone()).await {
                     Ok(Ok(true)) => {}
                     Ok(Ok(false)) => {
                         tracing::error!(

@@ -141,17 +141,7 @@ async fn run_partitions<G: JobGate>(
         &job.output,
         !job.records.primary_key.is_empty(),
     ));
-    let prepared = table.clone();
-    let sample = env
-        .writer
-        .call(move |store| {
-            store.prepare_table(&prepared)?;
-            match prepared.mode {
-                crate::plan::WriteMode::Merge => store.key_sample(&prepared.table),
-                _ => Ok(None),
-            }
-        })
-        .await??;
+    let sample = env.writer.prepare_table(table.clone()).await??;
     check_key_unchanged(job, sample)?;
     let credential = match job.auth.as_deref().map(|name| env.credentials.get(name)) {
         None => None,

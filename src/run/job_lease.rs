@@ -12,6 +12,7 @@ use super::env::RunEnv;
 use super::error::RunError;
 use super::heartbeat::{HEARTBEAT_EVERY, Heartbeat};
 use super::holder::{holder_is_dead, stale_after};
+use crate::run::writer::Renewal;
 use crate::store::LeaseOutcome;
 
 /// `--wait` polls the lease with this backoff, doubling up to the cap.
@@ -44,12 +45,12 @@ pub(crate) async fn acquire(env: &RunEnv, job: &str, wait: bool) -> Result<Acqui
         let (name, holder) = (job.to_string(), env.holder.clone());
         let outcome = env
             .writer
-            .call(move |store| {
-                let me = holder.clone();
-                store.try_acquire_lease(&name, &holder, stale_after(), |other| {
-                    holder_is_dead(other, &me)
-                })
-            })
+            .try_acquire_lease(
+                name,
+                holder.clone(),
+                stale_after(),
+                Box::new(move |other| holder_is_dead(other, &holder)),
+            )
             .await??;
         match outcome {
             LeaseOutcome::Acquired { replaced } => {
@@ -95,7 +96,7 @@ fn start_heartbeat(env: &RunEnv, job: &str, every: Duration) -> Lease {
         &env.writer,
         every,
         format!("the lease of job \"{job}\""),
-        move |store| store.renew_lease(&name, &holder),
+        Renewal::Lease { job: name, holder },
         move || lost.cancel(),
     );
     Lease {
@@ -112,10 +113,7 @@ impl Lease {
         let lost = self.heartbeat.stop().await;
         if !lost {
             let (job, holder) = (self.job.clone(), env.holder.clone());
-            let released = env
-                .writer
-                .call(move |store| store.release_lease(&job, &holder))
-                .await;
+            let released = env.writer.release_lease(job, holder).await;
             if !matches!(released, Ok(Ok(()))) {
                 tracing::warn!(job = %self.job,
                     "could not release the lease; another process takes it over once its heartbeat is stale");
@@ -169,7 +167,12 @@ mod tests {
         let (writer, thread) = Writer::spawn(store).expect("writer");
         let env = env(writer.clone(), "here:1:a");
         let acquired = writer
-            .call(|store| store.try_acquire_lease("orders", "here:1:a", STALE_AFTER, |_| false))
+            .try_acquire_lease(
+                "orders".into(),
+                "here:1:a".into(),
+                STALE_AFTER,
+                Box::new(|_| false),
+            )
             .await
             .expect("writer")
             .expect("store");
@@ -177,7 +180,12 @@ mod tests {
         let lease = start_heartbeat(&env, "orders", Duration::from_millis(20));
         // Another process decides this one is dead and takes the lease.
         let taken = writer
-            .call(|store| store.try_acquire_lease("orders", "there:2:b", STALE_AFTER, |_| true))
+            .try_acquire_lease(
+                "orders".into(),
+                "there:2:b".into(),
+                STALE_AFTER,
+                Box::new(|_| true),
+            )
             .await
             .expect("writer")
             .expect("store");
@@ -194,7 +202,12 @@ mod tests {
             .expect("the heartbeat stopped the job");
         assert!(lease.release(&env).await, "reported as lost");
         let holder = writer
-            .call(|store| store.try_acquire_lease("orders", "third:3:c", STALE_AFTER, |_| false))
+            .try_acquire_lease(
+                "orders".into(),
+                "third:3:c".into(),
+                STALE_AFTER,
+                Box::new(|_| false),
+            )
             .await
             .expect("writer")
             .expect("store");

@@ -26,10 +26,7 @@ pub(crate) async fn record_outcome(
             .as_deref()
             .map(|text| crate::secret::scrub(text).into_owned()),
     };
-    let recorded = env
-        .writer
-        .call(move |store| store.finish_run(run_id, &outcome))
-        .await;
+    let recorded = env.writer.finish_run(run_id, outcome).await;
     if !matches!(recorded, Ok(Ok(()))) {
         tracing::error!(job = %summary.job, "could not record the end of the run");
     }

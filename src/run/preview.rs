@@ -18,7 +18,8 @@ use super::partitions::value_partition;
 use crate::auth::{Credential, NoTokenStore, TokenStore};
 use crate::fetch::{FetchError, HttpClient, HttpOptions, Record, StreamFetcher, StreamPosition};
 use crate::plan::{AuthPlan, JobPlan, Partition, PartitionsPlan, ProjectPlan};
-use crate::store::{DbTokenStore, StoreError, StoreReader, StreamKey, TokensError};
+use crate::store::{StoreError, StoreReader, StreamKey};
+use crate::token_store::{DbTokenStore, TokensError};
 
 /// What to preview.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -130,13 +130,7 @@ async fn starting_position(
     job: &JobPlan,
     key: &StreamKey,
 ) -> Result<StreamPosition, RunError> {
-    let lookup = key.clone();
-    let (checkpoint, mark) = env
-        .writer
-        .call(move |store| {
-            Ok::<_, StoreError>((store.load_checkpoint(&lookup)?, store.load_mark(&lookup)?))
-        })
-        .await??;
+    let (checkpoint, mark) = env.writer.stream_start(key.clone()).await??;
     if let Some(text) = checkpoint {
         return serde_json::from_str(&text).map_err(|err| RunError::BadCheckpoint {
             job: job.name.clone(),
@@ -267,22 +261,11 @@ async fn submit_page(
             job: key.job.clone(),
             message: err.to_string(),
         })?;
+    // Skipped by the writer once a page before it failed (nobody waits
+    // for its answer then: the stream stopped at that failure).
     let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
-    let failed = failed.clone();
     env.writer
-        .submit(move |store| {
-            // The writer runs commands in order on one thread: the pages
-            // before this one are done. If one failed, nobody waits for this
-            // answer (the stream stopped at that failure).
-            if failed.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let written = store.apply_page(&key, &table, run_id, &page.records, &position);
-            if written.is_err() {
-                failed.store(true, Ordering::Relaxed);
-            }
-            written
-        })
+        .submit_page(key, table, run_id, page.records, position, failed.clone())
         .await
 }
 
@@ -306,9 +289,7 @@ async fn finish_with(
     let mark = end_mark(env, job, &page.position);
     let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
     env.writer
-        .call(move |store| {
-            store.apply_last_page(&key, &table, run_id, &page.records, mark.as_deref())
-        })
+        .apply_last_page(key, table, run_id, page.records, mark)
         .await??;
     Ok(())
 }
@@ -322,9 +303,7 @@ async fn finish(
 ) -> Result<(), RunError> {
     let mark = end_mark(env, job, &last);
     let (key, run_id) = (key.clone(), env.run_id);
-    env.writer
-        .call(move |store| store.finish_stream(&key, run_id, mark.as_deref()))
-        .await??;
+    env.writer.finish_stream(key, run_id, mark).await??;
     Ok(())
 }
 

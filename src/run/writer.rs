@@ -1,5 +1,6 @@
 //! The single writer: one OS thread owns the `Store`; async tasks send it
-//! closures over a bounded channel and await the answer. A bounded channel
+//! typed commands (`commands.rs`: one per store operation the runner
+//! needs) over a bounded channel and await the answer. A bounded channel
 //! plus streams that wait for their oldest page's commit before fetching
 //! more (`PAGES_AHEAD_OF_COMMIT` in `stream.rs`) keeps memory bounded by
 //! configuration, however large the sync.
@@ -13,12 +14,16 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::RunError;
 use crate::store::{Store, StoreError};
 
-type Command = Box<dyn FnOnce(&mut Store) + Send>;
+mod calls;
+mod commands;
+
+use commands::Command;
+pub(crate) use commands::{Renewal, RunOf};
 
 /// How many commands may wait for the writer. Each stream has at most four
 /// pages handed over (`PAGES_AHEAD_OF_COMMIT` in `stream.rs`); this bounds
@@ -67,7 +72,7 @@ impl Writer {
                 let mut done: u64 = 0;
                 // blocking_recv is fine here: this is not a runtime thread.
                 while let Some(command) = queue.blocking_recv() {
-                    command(&mut store);
+                    command.run(&mut store);
                     done += 1;
                     if let Some(wal) = &mut wal {
                         wal.after_command(done);
@@ -79,32 +84,6 @@ impl Writer {
             })
             .map_err(RunError::WriterThread)?;
         Ok((Writer { commands }, WriterThread(handle)))
-    }
-
-    /// Run `work` on the writer thread and wait for its result.
-    pub async fn call<R: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Store) -> R + Send + 'static,
-    ) -> Result<R, RunError> {
-        let answer = self.submit(work).await?;
-        answer.await.map_err(|_| RunError::WriterGone)
-    }
-
-    /// Queue `work` and return at once with a receiver for its result, so
-    /// the caller can fetch the next page while this one is written.
-    pub async fn submit<R: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Store) -> R + Send + 'static,
-    ) -> Result<oneshot::Receiver<R>, RunError> {
-        let (reply, answer) = oneshot::channel();
-        let command: Command = Box::new(move |store| {
-            let _ = reply.send(work(store));
-        });
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| RunError::WriterGone)?;
-        Ok(answer)
     }
 }
 
@@ -254,15 +233,13 @@ mod tests {
             columns: Vec::new(),
             has_primary_key: true,
         });
-        let prepared = table.clone();
+        writer.prepare_table(table.clone()).await.unwrap().unwrap();
         let run = writer
-            .call(move |store| {
-                store.prepare_table(&prepared)?;
-                store.begin_run("t")
-            })
+            .begin_run("t".into(), RunOf::Plain)
             .await
             .unwrap()
             .unwrap();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let padding = "x".repeat(200);
         for page in 0..1200 {
             let records: Vec<Record> = (0..100)
@@ -275,11 +252,12 @@ mod tests {
                     }
                 })
                 .collect();
-            let table = table.clone();
+            let (table, failed) = (table.clone(), failed.clone());
+            let stream = StreamKey::new("t", "");
             writer
-                .call(move |store| {
-                    store.apply_page(&StreamKey::new("t", ""), &table, run, &records, "{}")
-                })
+                .submit_page(stream, table, run, records, "{}".into(), failed)
+                .await
+                .unwrap()
                 .await
                 .unwrap()
                 .unwrap();

@@ -4,7 +4,7 @@
 //! PostgreSQL variants skip with a note, unless `CI` is set: then they fail,
 //! so CI never skips them silently. `.ci/postgres` starts such a server.
 
-use super::facade::Store;
+use super::handle::Store;
 use super::postgres::PgConn;
 use crate::plan::{Database, PostgresUrl};
 

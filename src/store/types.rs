@@ -1,5 +1,5 @@
-//! Plain data the store takes and gives back. No SQLite types, so a second
-//! store (PostgreSQL) can offer the same surface.
+//! Plain data the store takes and gives back, the same whichever backend
+//! answers: no SQLite or PostgreSQL types.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -150,4 +150,72 @@ pub struct JobStatus {
     pub marks: BTreeMap<String, String>,
     /// Partitions already finished in the job's current (incomplete) pass.
     pub finished_partitions: Vec<String>,
+}
+
+// What the lease and claim operations answer.
+
+/// The answer to [`super::Store::try_acquire_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// This holder has the lease now. `replaced` names the dead or stale
+    /// holder it was taken from, if any (for the log).
+    Acquired { replaced: Option<String> },
+    /// Another live holder runs the job.
+    HeldBy {
+        holder: String,
+        /// RFC 3339, UTC: the holder's last sign of life.
+        heartbeat_at: String,
+    },
+}
+
+/// The answer to [`super::Store::claim_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamClaim {
+    /// This holder runs the stream now. `taken_from` names a dead or stale
+    /// holder whose claim it replaced (for the log).
+    Claimed { taken_from: Option<String> },
+    /// Done in this invocation, finished in the job's current pass, or the
+    /// job's pass already completed in this invocation: nothing to do.
+    Done,
+    /// A live holder runs it.
+    Busy { holder: String },
+    /// It failed in this invocation and the caller did not ask to retry.
+    Failed { holder: String },
+}
+
+/// How a claimed stream ended, for [`super::Store::end_claimed_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimEnd {
+    /// Its last page committed: never run again in this invocation.
+    Done,
+    /// It failed: children of its job are skipped; a rerun of the shard
+    /// retries it.
+    Failed,
+    /// Interrupted (SIGTERM) before its end: the claim is dropped so that a
+    /// rerun or a stealing shard takes it at once, from its checkpoint.
+    Release,
+}
+
+/// A stream of an invocation that is not done, as [`super::Store::stream_states`]
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    pub partition: String,
+    /// `running` or `failed`; absent from the answer when never claimed.
+    pub status: String,
+    pub holder: String,
+    /// Whether `holder` is alive: its row is not ended, its heartbeat is
+    /// newer than the stale limit, and `is_dead` does not know better.
+    pub holder_alive: bool,
+}
+
+/// What [`super::Store::close_dead_runs`] found among the other processes'
+/// runs still `running` in the invocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OtherRuns {
+    /// Rows of dead or stale processes, now `interrupted`.
+    pub interrupted: u64,
+    /// Rows of processes that look alive: they finish them themselves,
+    /// or go stale and are closed by a later call.
+    pub running: u64,
 }

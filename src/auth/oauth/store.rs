@@ -2,7 +2,8 @@
 //! two processes from spending the same refresh token.
 //!
 //! The trait lives in `auth` because `auth` comes before `store` in the data
-//! flow; `store::tokens` implements it for SQLite.
+//! flow; `crate::token_store` implements it for the project's database
+//! (SQLite or PostgreSQL), beside the store, which stays free of auth.
 
 use async_trait::async_trait;
 

@@ -14,6 +14,7 @@ use crate::run::error::RunError;
 use crate::run::mode::JobMode;
 use crate::run::outcome::record_outcome;
 use crate::run::summary::JobSummary;
+use crate::run::writer::RunOf;
 use crate::store::{RunId, TableSpec};
 
 /// Lets every stream through, once.
@@ -21,10 +22,9 @@ pub(crate) struct PlainGate;
 
 impl JobGate for PlainGate {
     async fn begin_run(&self, env: &RunEnv, job: &str) -> Result<RunId, RunError> {
-        let name = job.to_string();
         Ok(env
             .writer
-            .call(move |store| store.begin_run(&name))
+            .begin_run(job.to_string(), RunOf::Plain)
             .await??)
     }
 
@@ -51,13 +51,9 @@ impl JobGate for PlainGate {
         // One transaction: the replace swap and the end of the pass.
         let name = job.name.clone();
         if mode.backfill.is_some() {
-            env.writer
-                .call(move |store| store.complete_backfill(&name))
-                .await??;
+            env.writer.complete_backfill(name).await??;
         } else {
-            env.writer
-                .call(move |store| store.complete_job_pass(&name, &table))
-                .await??;
+            env.writer.complete_job_pass(name, table).await??;
         }
         Ok(())
     }

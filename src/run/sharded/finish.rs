@@ -195,13 +195,12 @@ async fn read_facts(env: &RunEnv, shard: &ShardEnv, job: &str) -> Result<Facts, 
     );
     let (completed, states) = env
         .writer
-        .call(move |store| {
-            let dead = |other: &str| holder_is_dead(other, &me);
-            Ok::<_, crate::store::StoreError>((
-                store.job_completed_in(&invocation, &name)?,
-                store.stream_states(&invocation, &name, stale_after(), dead)?,
-            ))
-        })
+        .invocation_state(
+            invocation,
+            name,
+            stale_after(),
+            Box::new(move |other| holder_is_dead(other, &me)),
+        )
         .await??;
     Ok(Facts {
         completed,
@@ -265,13 +264,12 @@ async fn left_unfinished(
     );
     let (completed, states) = env
         .writer
-        .call(move |store| {
-            let dead = |other: &str| holder_is_dead(other, &me);
-            Ok::<_, crate::store::StoreError>((
-                store.job_completed_in(&invocation, &name)?,
-                store.stream_states(&invocation, &name, stale_after(), dead)?,
-            ))
-        })
+        .invocation_state(
+            invocation,
+            name,
+            stale_after(),
+            Box::new(move |other| holder_is_dead(other, &me)),
+        )
         .await??;
     if completed {
         return Ok(None);

@@ -24,6 +24,7 @@ use crate::run::job::run_streams;
 use crate::run::mode::JobMode;
 use crate::run::outcome::record_outcome;
 use crate::run::summary::{JobStatus, JobSummary};
+use crate::run::writer::RunOf;
 use crate::store::{ClaimEnd, RunId, StreamClaim, StreamKey, TableSpec};
 
 /// The streams of `job` that `phases` take, under a run record of this shard.
@@ -56,10 +57,12 @@ impl JobGate for ShardedGate<'_> {
             self.shard.index(),
             env.holder.clone(),
         );
-        Ok(env
-            .writer
-            .call(move |store| store.begin_shard_run(&name, &invocation, index, &holder))
-            .await??)
+        let of = RunOf::Shard {
+            invocation,
+            shard: index,
+            holder,
+        };
+        Ok(env.writer.begin_run(name, of).await??)
     }
 
     async fn run_passes(
@@ -114,10 +117,7 @@ impl JobGate for ShardedGate<'_> {
     /// forgotten rather than recorded.
     async fn end_run(&self, env: &RunEnv, run_id: RunId, summary: &JobSummary) {
         if summary.status == JobStatus::Succeeded && summary.streams.is_some_and(|s| s.run == 0) {
-            let discarded = env
-                .writer
-                .call(move |store| store.discard_empty_run(run_id))
-                .await;
+            let discarded = env.writer.discard_empty_run(run_id).await;
             if !matches!(discarded, Ok(Ok(()))) {
                 tracing::warn!(job = %summary.job, "could not forget an empty shard run");
             }
@@ -178,20 +178,18 @@ async fn claim(
         env.holder.clone(),
         owner(job, partition, shard.count()),
     );
+    let me = holder.clone();
     let claimed = env
         .writer
-        .call(move |store| {
-            let me = holder.clone();
-            store.claim_stream(
-                &invocation,
-                &key,
-                index,
-                &holder,
-                phase == Phase::Own,
-                stale_after(),
-                |other| holder_is_dead(other, &me),
-            )
-        })
+        .claim_stream(
+            invocation,
+            key,
+            index,
+            holder,
+            phase == Phase::Own,
+            stale_after(),
+            Box::new(move |other| holder_is_dead(other, &me)),
+        )
         .await??;
     Ok(match claimed {
         StreamClaim::Claimed { taken_from } => {
@@ -230,7 +228,7 @@ async fn end_claim(
     let (invocation, holder) = (shard.invocation().to_string(), env.holder.clone());
     let ours = env
         .writer
-        .call(move |store| store.end_claimed_stream(&invocation, &key, &holder, end))
+        .end_claimed_stream(invocation, key, holder, end)
         .await??;
     if ours {
         return Ok(());

@@ -26,10 +26,7 @@ pub(crate) async fn run_job(
 ) -> JobSummary {
     let started = Instant::now();
     let (invocation, name) = (shard.sharding.invocation.clone(), job.name.clone());
-    let completed = env
-        .writer
-        .call(move |store| store.job_completed_in(&invocation, &name))
-        .await;
+    let completed = env.writer.job_completed_in(invocation, name).await;
     match completed {
         Ok(Ok(true)) => return already_complete(&job.name),
         Ok(Ok(false)) => {}

@@ -8,6 +8,7 @@ use crate::run::assignment::Sharding;
 use crate::run::error::RunError;
 use crate::run::heartbeat::{HEARTBEAT_EVERY, Heartbeat};
 use crate::run::holder::{holder_is_dead, stale_after};
+use crate::run::writer::Renewal;
 use crate::run::writer::Writer;
 use crate::store::OtherRuns;
 
@@ -29,7 +30,7 @@ pub(crate) async fn register(
         sharding.steal,
     );
     let started = writer
-        .call(move |store| store.register_holder(&invocation, &me, index, steal))
+        .register_holder(invocation, me, index, steal)
         .await??;
     // A killed process of this invocation may have left runs `running`
     // (a rerun of its index finds them here, whatever else it does).
@@ -44,7 +45,10 @@ pub(crate) async fn register(
         writer,
         HEARTBEAT_EVERY,
         "this shard's heartbeat (others take its streams over once it is stale)".into(),
-        move |store| store.renew_holder(&invocation, &me).map(|()| true),
+        Renewal::Holder {
+            invocation,
+            holder: me,
+        },
         || {},
     );
     Ok((started_at, HolderHeartbeat(heartbeat)))
@@ -56,9 +60,7 @@ impl HolderHeartbeat {
     pub(crate) async fn end(self, writer: &Writer, sharding: &Sharding, holder: &str) {
         self.0.stop().await;
         let (invocation, me) = (sharding.invocation.clone(), holder.to_string());
-        let ended = writer
-            .call(move |store| store.end_holder(&invocation, &me))
-            .await;
+        let ended = writer.end_holder(invocation, me).await;
         if !matches!(ended, Ok(Ok(()))) {
             tracing::warn!(
                 "could not record the end of this shard; its heartbeat goes stale instead"
@@ -68,20 +70,21 @@ impl HolderHeartbeat {
 }
 
 /// Mark `interrupted` the runs of this invocation whose process stopped
-/// (see `store/shard_runs.rs`); what is still running elsewhere.
+/// (see `store/sqlite/invocations.rs`); what is still running elsewhere.
 pub(crate) async fn close_dead_runs(
     writer: &Writer,
     sharding: &Sharding,
     holder: &str,
 ) -> Result<OtherRuns, RunError> {
     let (invocation, me) = (sharding.invocation.clone(), holder.to_string());
+    let mine = me.clone();
     let found = writer
-        .call(move |store| {
-            let mine = me.clone();
-            store.close_dead_runs(&invocation, &me, stale_after(), |other| {
-                holder_is_dead(other, &mine)
-            })
-        })
+        .close_dead_runs(
+            invocation,
+            me,
+            stale_after(),
+            Box::new(move |other| holder_is_dead(other, &mine)),
+        )
         .await??;
     if found.interrupted > 0 {
         tracing::warn!(

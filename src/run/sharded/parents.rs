@@ -68,14 +68,12 @@ async fn wait_for_parent(
         );
         let (completed, states, shards) = env
             .writer
-            .call(move |store| {
-                let dead = |other: &str| holder_is_dead(other, &me);
-                Ok::<_, crate::store::StoreError>((
-                    store.job_completed_in(&invocation, &name)?,
-                    store.stream_states(&invocation, &name, stale_after(), dead)?,
-                    store.live_shards(&invocation, stale_after(), dead)?,
-                ))
-            })
+            .invocation_state_and_shards(
+                invocation,
+                name,
+                stale_after(),
+                Box::new(move |other| holder_is_dead(other, &me)),
+            )
             .await
             .map_err(failed)?
             .map_err(|err| failed(err.into()))?;

@@ -45,7 +45,7 @@ pub(super) async fn complete(
     let (invocation, name) = (shard.invocation().to_string(), job.name.clone());
     let completed = env
         .writer
-        .call(move |store| store.complete_sharded_pass(&invocation, &name, &table))
+        .complete_sharded_pass(invocation, name, table)
         .await??;
     if completed {
         tracing::info!(job = %job.name, "every stream of the job is done in this invocation; pass completed");
@@ -124,10 +124,7 @@ async fn for_each_undone(
         );
         let done = env
             .writer
-            .call(move |store| {
-                let keys: Vec<&str> = asked.iter().map(String::as_str).collect();
-                store.done_in_invocation(&invocation, &name, &keys)
-            })
+            .done_in_invocation(invocation, name, asked)
             .await??;
         for key in keys.into_iter().filter(|k| !done.contains(k)) {
             if !each(key) {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use postgres::{Client, Statement};
 
-use super::super::error::StoreError;
 use crate::plan::{PostgresUrl, SslMode};
+use crate::store::error::StoreError;
 
 /// Giving up on an unreachable server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,7 +1,12 @@
 //! Behaviour tests of the store against real SQLite databases (in memory or
 //! temp files) with hand-made pages.
 
+mod claims;
+mod dead_runs;
+mod job_leases;
 mod leases;
+mod migrations;
+mod reader;
 mod replace;
 mod status;
 mod streams;

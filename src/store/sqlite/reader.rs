@@ -6,10 +6,12 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::error::StoreError;
-use super::sql::{pointer_to_path, quote_ident};
+use super::sql::pointer_to_path;
 use super::tables::table_exists;
-use super::types::StreamKey;
+use crate::store::backend::Reader;
+use crate::store::error::StoreError;
+use crate::store::sql::quote_ident;
+use crate::store::types::StreamKey;
 
 /// Read-only access to the database the [`super::Store`] writes.
 pub(crate) struct SqliteReader {
@@ -68,30 +70,6 @@ impl SqliteReader {
         SqliteReader::open(Path::new(uri.as_str()))
     }
 
-    /// Whether apisync's state tables are here in this version's layout (a
-    /// new database, or one an older apisync wrote, has none yet).
-    pub fn has_state(&self) -> Result<bool, StoreError> {
-        self.has_table("_apisync_checkpoints")
-    }
-
-    /// The saved position of `stream`, as [`super::Store::load_checkpoint`].
-    pub fn checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
-        self.value(
-            "SELECT position FROM _apisync_checkpoints WHERE job = ?1 AND partition = ?2",
-            stream,
-            "load the checkpoint",
-        )
-    }
-
-    /// The high-water mark of `stream`, as [`super::Store::load_mark`].
-    pub fn mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
-        self.value(
-            "SELECT value FROM _apisync_marks WHERE job = ?1 AND partition = ?2",
-            stream,
-            "load the mark",
-        )
-    }
-
     fn value(
         &self,
         sql: &str,
@@ -107,9 +85,35 @@ impl SqliteReader {
                 source: Box::new(source),
             })
     }
+}
+
+impl Reader for SqliteReader {
+    /// Whether apisync's state tables are here in this version's layout (a
+    /// new database, or one an older apisync wrote, has none yet).
+    fn has_state(&self) -> Result<bool, StoreError> {
+        self.has_table("_apisync_checkpoints")
+    }
+
+    /// The saved position of `stream`, as [`crate::store::Pages::load_checkpoint`].
+    fn checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.value(
+            "SELECT position FROM _apisync_checkpoints WHERE job = ?1 AND partition = ?2",
+            stream,
+            "load the checkpoint",
+        )
+    }
+
+    /// The high-water mark of `stream`, as [`crate::store::Pages::load_mark`].
+    fn mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.value(
+            "SELECT value FROM _apisync_marks WHERE job = ?1 AND partition = ?2",
+            stream,
+            "load the mark",
+        )
+    }
 
     /// Whether `table` exists (a parent job that never ran has no table).
-    pub fn has_table(&self, table: &str) -> Result<bool, StoreError> {
+    fn has_table(&self, table: &str) -> Result<bool, StoreError> {
         table_exists(&self.conn, table).map_err(|source| StoreError::Table {
             table: table.to_string(),
             action: "look it up",
@@ -120,7 +124,7 @@ impl SqliteReader {
     /// Up to `limit` distinct non-null values at `pointer` in `table`, as
     /// text, in text order, after `after` (keyset pagination: pass the last
     /// value of the previous page). Numbers read as their decimal text.
-    pub fn distinct_values_page(
+    fn distinct_values_page(
         &self,
         table: &str,
         pointer: &str,
@@ -148,11 +152,7 @@ impl SqliteReader {
 
     /// Which of `partitions` of `job` have finished in its current pass: the
     /// finished set is checked one batch at a time, never loaded whole.
-    pub fn finished_among(
-        &self,
-        job: &str,
-        partitions: &[&str],
-    ) -> Result<Vec<String>, StoreError> {
+    fn finished_among(&self, job: &str, partitions: &[&str]) -> Result<Vec<String>, StoreError> {
         let err = |source| StoreError::Job {
             job: job.to_string(),
             action: "read its finished partitions",
@@ -170,55 +170,5 @@ impl SqliteReader {
             .query_map((job, list), |r| r.get::<_, String>(0))
             .map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::store::test_db::backend_test;
-    use crate::store::{StoreReader, StreamKey};
-
-    backend_test! {
-    fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db) {
-        let mut store = db.store();
-        store.exec_sql(if db.is_postgres() {
-            "CREATE TABLE parents (_data jsonb)"
-        } else {
-            "CREATE TABLE parents (_data TEXT)"
-        });
-        store.exec_sql(
-            "INSERT INTO parents VALUES ('{\"id\": 3}'), ('{\"id\": 1}'), ('{\"id\": 2}'),
-                 ('{\"id\": 1}'), ('{\"id\": null}'), ('{}'), ('{\"id\": \"x\"}'),
-                 ('{\"id\": \"B\"}'), ('{\"id\": \"a\"}');",
-        );
-        let reader = StoreReader::open(&db.database).unwrap();
-        assert!(reader.has_table("parents").unwrap());
-        assert!(!reader.has_table("missing").unwrap());
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = reader
-                .distinct_values_page("parents", "/id", after.as_deref(), 2)
-                .unwrap();
-            assert!(page.len() <= 2);
-            let Some(last) = page.last().cloned() else {
-                break;
-            };
-            all.extend(page);
-            after = Some(last);
-        }
-        // Byte order on both backends (upper case before lower case).
-        assert_eq!(all, ["1", "2", "3", "B", "a", "x"]);
-
-        let run = store.begin_run("child").unwrap();
-        store
-            .finish_stream(&StreamKey::new("child", "2"), run, None)
-            .unwrap();
-        assert_eq!(
-            reader.finished_among("child", &["1", "2", "3"]).unwrap(),
-            ["2"]
-        );
-        assert!(reader.finished_among("other", &["2"]).unwrap().is_empty());
-    }
     }
 }

@@ -1,27 +1,23 @@
-//! Record tables on PostgreSQL: creating them, writing pages with their
-//! checkpoint, and the replace swap.
+//! A page's rows and the stream's checkpoint in one transaction on
+//! PostgreSQL: rows go in as one `INSERT ... SELECT FROM unnest(...)` per
+//! page, one prepared statement per table and mode.
 
 use std::collections::HashMap;
 
 use postgres::GenericClient;
 
-use super::super::error::StoreError;
-use super::super::open::now;
-use super::super::sql::{quote_ident, staging_name};
-use super::super::tables::{FIXED_COLUMNS, upserts, write_target};
-use super::super::types::{RunId, StreamKey, TableSpec};
-use super::super::write::check_columns;
+use super::PgStore;
 use super::conn::Session;
-use super::shards::check_claim;
-use super::state::{check_lease, end_stream, save_checkpoint};
-use super::{PgStore, xact_lock};
-use crate::plan::WriteMode;
+use super::errors::stream_err;
+use super::guards::{check_claim, check_lease};
+use super::streams::end_stream;
 use crate::record::Record;
-use crate::store::shards::HeldClaim;
-
-/// PostgreSQL truncates longer identifiers silently; two long names could
-/// then meet in one table.
-const MAX_IDENT: usize = 63;
+use crate::store::backend::Pages;
+use crate::store::error::StoreError;
+use crate::store::guards::Guard;
+use crate::store::rules::{FIXED_COLUMNS, check_columns, now, upserts, write_target};
+use crate::store::sql::quote_ident;
+use crate::store::types::{RunId, StreamKey, TableSpec};
 
 /// A page as one array per column, ready for `unnest`.
 struct Columns {
@@ -172,25 +168,20 @@ fn is_conflict(err: &postgres::Error) -> bool {
     })
 }
 
-impl PgStore {
-    // The stream, its table, run and page, plus the claim and the lease
-    // checked in its transaction: bundling them would only move the count.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn apply_page(
+impl Pages for PgStore {
+    fn apply_page(
         &mut self,
         stream: &StreamKey,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
         position: &str,
-        claim: Option<&HeldClaim>,
-        lease: Option<&str>,
+        guard: Guard<'_>,
     ) -> Result<(), StoreError> {
         let (key, position) = (stream.clone(), position.to_string());
         self.write_rows_then(
             stream,
-            claim,
-            lease,
+            guard,
             table,
             run_id,
             records,
@@ -198,24 +189,19 @@ impl PgStore {
         )
     }
 
-    // The stream, its table, run and page, plus the claim and the lease
-    // checked in its transaction: bundling them would only move the count.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn apply_last_page(
+    fn apply_last_page(
         &mut self,
         stream: &StreamKey,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
         mark: Option<&str>,
-        claim: Option<&HeldClaim>,
-        lease: Option<&str>,
+        guard: Guard<'_>,
     ) -> Result<(), StoreError> {
         let (key, mark) = (stream.clone(), mark.map(str::to_string));
         self.write_rows_then(
             stream,
-            claim,
-            lease,
+            guard,
             table,
             run_id,
             records,
@@ -223,23 +209,52 @@ impl PgStore {
         )
     }
 
+    fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.load_value(
+            "SELECT position FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
+            stream,
+            "load the checkpoint",
+        )
+    }
+
+    fn load_mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.load_value(
+            "SELECT value FROM _apisync.marks WHERE job = $1 AND partition = $2",
+            stream,
+            "load the mark",
+        )
+    }
+
+    fn clear_checkpoint(&mut self, stream: &StreamKey) -> Result<(), StoreError> {
+        let stream = stream.clone();
+        self.conn.run(move |s| {
+            s.client
+                .execute(
+                    "DELETE FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
+                    &[&stream.job, &stream.partition],
+                )
+                .map(drop)
+                .map_err(stream_err(&stream, "clear the checkpoint"))
+        })?
+    }
+}
+
+impl PgStore {
     /// A page's rows, then `after`, in one transaction; first of all, the
     /// stream's claim and the job's lease if it has them (a page of a
     /// stream taken over takes no row lock).
-    #[allow(clippy::too_many_arguments)]
     fn write_rows_then(
         &mut self,
         stream: &StreamKey,
-        claim: Option<&HeldClaim>,
-        lease: Option<&str>,
+        guard: Guard<'_>,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
         after: After,
     ) -> Result<(), StoreError> {
         check_columns(table, records)?;
-        let (stream, claim) = (stream.clone(), claim.cloned());
-        let lease = lease.map(str::to_string);
+        let (stream, claim) = (stream.clone(), guard.claim.cloned());
+        let lease = guard.lease.map(str::to_string);
         let target = write_target(table);
         let sql = insert_sql(&target, table);
         let rows = Columns::new(records, table.columns.len(), upserts(table));
@@ -283,161 +298,36 @@ impl PgStore {
         })?
     }
 
-    pub(crate) fn prepare_table(&mut self, table: &TableSpec) -> Result<(), StoreError> {
-        let target = write_target(table);
-        if target.len() > MAX_IDENT || table.table.len() > MAX_IDENT {
-            return Err(StoreError::NameTooLong {
-                table: table.table.clone(),
-            });
-        }
-        let table = table.clone();
-        self.conn.run(move |session| {
-            let err = |action| {
-                let table = target.clone();
-                move |source: postgres::Error| StoreError::Table {
-                    table,
-                    action,
-                    source: Box::new(source),
-                }
-            };
-            let mut tx = session.client.transaction().map_err(err("create it"))?;
-            // Two processes creating one table at once would collide.
-            xact_lock(&mut tx, &format!("table:{target}")).map_err(err("create it"))?;
-            // Only when missing: CREATE ... IF NOT EXISTS would still need
-            // the CREATE privilege on the schema.
-            if !table_exists(&mut tx, &target).map_err(err("look it up"))? {
-                tx.batch_execute(&create_sql(&target, &table))
-                    .map_err(err("create it"))?;
-            }
-            let existing = table_columns(&mut tx, &target).map_err(err("read its columns"))?;
-            for column in table.columns.iter().filter(|c| !existing.contains(c)) {
-                let sql = format!(
-                    "ALTER TABLE {} ADD COLUMN {} jsonb",
-                    quote_ident(&target),
-                    quote_ident(column)
-                );
-                tx.batch_execute(&sql).map_err(err("add a column"))?;
-            }
-            if table.mode != WriteMode::Append
-                && !has_unique_pk(&mut tx, &target).map_err(err("read its indexes"))?
-            {
-                return Err(StoreError::NotUnique {
-                    table: target.clone(),
-                    mode: super::super::tables::mode_name(table.mode),
-                });
-            }
-            tx.commit().map_err(err("create it"))
-        })?
-    }
-
-    pub(crate) fn swap_replace(&mut self, table: &TableSpec) -> Result<(), StoreError> {
-        let name = table.table.clone();
-        self.conn.run(move |session| {
-            let err = swap_err(&name);
-            let mut tx = session.client.transaction().map_err(err)?;
-            swap_in(&mut tx, &name)?;
-            tx.commit().map_err(err)
+    fn load_value(
+        &self,
+        sql: &'static str,
+        stream: &StreamKey,
+        action: &'static str,
+    ) -> Result<Option<String>, StoreError> {
+        let stream = stream.clone();
+        self.conn.run(move |s| {
+            let stmt = s.prepared(sql).map_err(stream_err(&stream, action))?;
+            s.client
+                .query_opt(&stmt, &[&stream.job, &stream.partition])
+                .map(|row| row.map(|r| r.get(0)))
+                .map_err(stream_err(&stream, action))
         })?
     }
 }
 
-fn swap_err(table: &str) -> impl Fn(postgres::Error) -> StoreError + Copy + '_ {
-    move |source| StoreError::Table {
-        table: table.to_string(),
-        action: "swap the staging table in",
-        source: Box::new(source),
-    }
-}
-
-/// Put the staging table's rows in place of the live table's, inside the
-/// caller's transaction: readers see the old rows until it commits. The
-/// first time (no live table) the staging table is renamed; after that its
-/// rows are copied over so whatever users built on the live table (views,
-/// grants, indexes) stays.
-pub(crate) fn swap_in(c: &mut impl GenericClient, table: &str) -> Result<(), StoreError> {
-    let staging = staging_name(table);
-    let err = swap_err(table);
-    if !table_exists(c, &staging).map_err(err)? {
-        return Err(StoreError::NoStaging {
-            table: table.to_string(),
-        });
-    }
-    let (live_q, staging_q) = (quote_ident(table), quote_ident(&staging));
-    if !table_exists(c, table).map_err(err)? {
-        return c
-            .batch_execute(&format!("ALTER TABLE {staging_q} RENAME TO {live_q}"))
-            .map_err(err);
-    }
-    let live_columns = table_columns(c, table).map_err(err)?;
-    let columns = table_columns(c, &staging).map_err(err)?;
-    for column in columns.iter().filter(|c| !live_columns.contains(c)) {
-        c.batch_execute(&format!(
-            "ALTER TABLE {live_q} ADD COLUMN {} jsonb",
-            quote_ident(column)
-        ))
-        .map_err(err)?;
-    }
-    let list: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-    let list = list.join(", ");
-    c.batch_execute(&format!(
-        "DELETE FROM {live_q};
-         INSERT INTO {live_q} ({list}) SELECT {list} FROM {staging_q} ORDER BY ctid;
-         DROP TABLE {staging_q};"
-    ))
-    .map_err(err)
-}
-
-fn create_sql(target: &str, table: &TableSpec) -> String {
-    let pk = match (table.mode, table.has_primary_key) {
-        (WriteMode::Append, false) => "text",
-        (WriteMode::Append, true) => "text NOT NULL",
-        (_, false) => "text UNIQUE",
-        (_, true) => "text NOT NULL UNIQUE",
-    };
-    let declared: String = table
-        .columns
-        .iter()
-        .map(|c| format!(", {} jsonb", quote_ident(c)))
-        .collect();
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} (\"_pk\" {pk}, \"_data\" jsonb NOT NULL, \
-         \"_synced_at\" timestamptz NOT NULL, \"_run_id\" bigint NOT NULL{declared})",
-        quote_ident(target)
-    )
-}
-
-/// Tables are looked up in the connection's search_path, as they are created.
-pub(crate) fn table_exists(
+pub(crate) fn save_checkpoint(
     c: &mut impl GenericClient,
-    table: &str,
-) -> Result<bool, postgres::Error> {
-    c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&quote_ident(table)])
-        .map(|r| r.get(0))
-}
-
-fn table_columns(c: &mut impl GenericClient, table: &str) -> Result<Vec<String>, postgres::Error> {
-    Ok(c.query(
-        "SELECT attname::text FROM pg_attribute
-         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
-         ORDER BY attnum",
-        &[&quote_ident(table)],
-    )?
-    .iter()
-    .map(|r| r.get(0))
-    .collect())
-}
-
-/// True when a unique index covers exactly `_pk` (needed by ON CONFLICT).
-fn has_unique_pk(c: &mut impl GenericClient, table: &str) -> Result<bool, postgres::Error> {
-    c.query_one(
-        "SELECT EXISTS (
-             SELECT 1 FROM pg_index i
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-             WHERE i.indrelid = to_regclass($1) AND i.indisunique
-               AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = '_pk')",
-        &[&quote_ident(table)],
+    stream: &StreamKey,
+    position: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO _apisync.checkpoints (job, partition, position, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (job, partition) DO UPDATE
+         SET position = excluded.position, updated_at = excluded.updated_at",
+        &[&stream.job, &stream.partition, &position, &now()],
     )
-    .map(|r| r.get(0))
+    .map(drop)
+    .map_err(stream_err(stream, "save the checkpoint"))
 }
 
 #[cfg(test)]

@@ -3,20 +3,19 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::error::StoreError;
-use super::open::SqliteStore;
-use super::sql::{quote_ident, staging_name};
-use super::types::TableSpec;
+use super::SqliteStore;
 use crate::plan::WriteMode;
+use crate::store::backend::Tables;
+use crate::store::error::StoreError;
+use crate::store::rules::{mode_name, write_target};
+use crate::store::sql::{quote_ident, staging_name};
+use crate::store::types::TableSpec;
 
-/// Columns every record table starts with, before the declared ones.
-pub(crate) const FIXED_COLUMNS: [&str; 4] = ["_pk", "_data", "_synced_at", "_run_id"];
-
-impl SqliteStore {
+impl Tables for SqliteStore {
     /// Make sure the table `apply_page` will write to exists with every
     /// declared column: the live table, or for replace the staging table
     /// (kept across a crash so a rerun continues filling it).
-    pub fn prepare_table(&mut self, table: &TableSpec) -> Result<(), StoreError> {
+    fn prepare_table(&mut self, table: &TableSpec) -> Result<(), StoreError> {
         let target = write_target(table);
         let err = |action| {
             let table = target.clone();
@@ -52,31 +51,13 @@ impl SqliteStore {
     /// Put a replace job's staging table in place of the live table in one
     /// transaction: readers see the old table or the new one, never half.
     ///
-    /// Use [`Store::complete_job_pass`] from the runner: it swaps and ends the
+    /// Use [`crate::store::Store::complete_job_pass`] from the runner: it swaps and ends the
     /// pass together, so a crash between the two cannot swap an empty
     /// staging table in later.
-    pub fn swap_replace(&mut self, table: &TableSpec) -> Result<(), StoreError> {
+    fn swap_replace(&mut self, table: &TableSpec) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(swap_err(table))?;
         swap_in(&tx, &table.table)?;
         tx.commit().map_err(swap_err(table))
-    }
-}
-
-/// Whether a page's rows upsert on `_pk` (else plain inserts): merge
-/// always, replace when the job has a primary key, append never.
-pub(crate) fn upserts(table: &TableSpec) -> bool {
-    match table.mode {
-        WriteMode::Merge => true,
-        WriteMode::Append => false,
-        WriteMode::Replace => table.has_primary_key,
-    }
-}
-
-/// The table `apply_page` writes for this spec.
-pub(crate) fn write_target(table: &TableSpec) -> String {
-    match table.mode {
-        WriteMode::Replace => staging_name(&table.table),
-        WriteMode::Merge | WriteMode::Append => table.table.clone(),
     }
 }
 
@@ -160,12 +141,4 @@ fn has_unique_pk(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
         |r| r.get::<_, i64>(0),
     )
     .map(|n| n > 0)
-}
-
-pub(crate) fn mode_name(mode: WriteMode) -> &'static str {
-    match mode {
-        WriteMode::Merge => "merge",
-        WriteMode::Append => "append",
-        WriteMode::Replace => "replace",
-    }
 }

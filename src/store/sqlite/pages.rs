@@ -1,4 +1,4 @@
-//! `apply_page`: a page's rows and the stream's checkpoint in one transaction.
+//! A page's rows and the stream's checkpoint in one transaction.
 //!
 //! Speed comes from multi-row INSERT statements (up to [`ROWS_PER_STATEMENT`]
 //! rows each) prepared once and cached, binding each record's JSON text as
@@ -6,27 +6,21 @@
 //! statement, so each table needs only two cached statements. `_synced_at`
 //! and `_run_id` are the same for every row of a page: they are bound once
 //! per statement (`?1`, `?2`) rather than once per row.
-//!
-//! The WAL is copied into the database by a second connection
-//! ([`Store::wal_checkpointer`]) on a thread beside the writer, so the
-//! writer does not stop every few pages to do it inline; that thread also
-//! flushes the database file, so the checkpoint the writer does wait for
-//! has little left to flush.
 
-use std::time::Duration;
+use rusqlite::{CachedStatement, Connection, OptionalExtension};
 
-use rusqlite::{CachedStatement, Connection, OpenFlags};
-
-use super::error::StoreError;
-use super::file_sync::sync_database_file;
-use super::leases::check_lease;
-use super::open::{SqliteStore, now};
-use super::shards::{HeldClaim, check_claim};
-use super::sql::{json_to_sql, quote_ident};
-use super::streams::end_stream;
-use super::tables::{FIXED_COLUMNS, upserts, write_target};
-use super::types::{RunId, StreamKey, TableSpec};
+use super::SqliteStore;
+use super::errors::stream_err;
+use super::guards::{check_claim, check_lease};
+use super::sql::json_to_sql;
+use super::streams::{delete_stream_row, end_stream};
 use crate::record::Record;
+use crate::store::backend::Pages;
+use crate::store::error::StoreError;
+use crate::store::guards::Guard;
+use crate::store::rules::{FIXED_COLUMNS, check_columns, now, upserts, write_target};
+use crate::store::sql::quote_ident;
+use crate::store::types::{RunId, StreamKey, TableSpec};
 
 /// Rows per INSERT statement: measured sweet spot on the spike.
 const ROWS_PER_STATEMENT: usize = 50;
@@ -41,41 +35,79 @@ const SHARED_PARAMS: usize = 2;
 /// Columns bound per row: `_pk`, `_data`, then the declared columns.
 const ROW_FIXED: usize = 2;
 
-impl SqliteStore {
+impl Pages for SqliteStore {
     /// Write one page's records and the stream's next position together:
     /// after a crash either both are there or neither is.
     ///
     /// merge: upsert on `_pk` (within a page the last record wins); append:
     /// plain insert; replace: into the staging table, upserting when there is
-    /// a primary key. [`Store::prepare_table`] must have run first.
-    // The stream, its table, run and page, plus the claim and the lease
-    // checked in its transaction: bundling them would only move the count.
-    #[allow(clippy::too_many_arguments)]
-    pub fn apply_page(
+    /// a primary key. [`crate::store::Tables::prepare_table`] must have run first.
+    fn apply_page(
         &mut self,
         stream: &StreamKey,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
         position: &str,
-        claim: Option<&HeldClaim>,
-        lease: Option<&str>,
+        guard: Guard<'_>,
     ) -> Result<(), StoreError> {
-        self.write_rows_then(stream, claim, lease, table, run_id, records, |tx| {
+        self.write_rows_then(stream, guard, table, run_id, records, |tx| {
             save_checkpoint(tx, stream, position)
         })
     }
 
+    /// The stream's last page: its rows and the end of the stream (cleared
+    /// checkpoint, new mark, partition finished) in one transaction. Written
+    /// apart, a crash between the two would leave a checkpoint that asks for
+    /// the last page again, and append mode would write it twice.
+    fn apply_last_page(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        mark: Option<&str>,
+        guard: Guard<'_>,
+    ) -> Result<(), StoreError> {
+        self.write_rows_then(stream, guard, table, run_id, records, |tx| {
+            end_stream(tx, stream, run_id, mark)
+        })
+    }
+
+    /// The saved position JSON of an unfinished stream.
+    fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.load_value(
+            "SELECT position FROM _apisync_checkpoints WHERE job = ?1 AND partition = ?2",
+            stream,
+            "load the checkpoint",
+        )
+    }
+
+    /// The incremental high-water mark JSON the stream's last finish stored.
+    fn load_mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
+        self.load_value(
+            "SELECT value FROM _apisync_marks WHERE job = ?1 AND partition = ?2",
+            stream,
+            "load the mark",
+        )
+    }
+
+    /// Drop a saved cursor the API refused; the mark stays.
+    fn clear_checkpoint(&mut self, stream: &StreamKey) -> Result<(), StoreError> {
+        delete_stream_row(&self.conn, "_apisync_checkpoints", stream)
+            .map_err(stream_err(stream, "clear the checkpoint"))
+    }
+}
+
+impl SqliteStore {
     /// A page's rows, then `after` (the checkpoint, or the end of the
     /// stream), in one transaction; first of all, the stream's claim and the
     /// job's lease if it has them (a page of a stream taken over takes no
     /// row lock).
-    #[allow(clippy::too_many_arguments)]
     fn write_rows_then(
         &mut self,
         stream: &StreamKey,
-        claim: Option<&HeldClaim>,
-        lease: Option<&str>,
+        guard: Guard<'_>,
         table: &TableSpec,
         run_id: RunId,
         records: &[Record],
@@ -95,112 +127,25 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(row_err)?;
-        check_claim(&tx, stream, claim)?;
-        check_lease(&tx, &stream.job, lease)?;
+        check_claim(&tx, stream, guard.claim)?;
+        check_lease(&tx, &stream.job, guard.lease)?;
         InsertShape::new(&target, table)
             .write_all(&tx, records, &now(), run_id)
             .map_err(row_err)?;
         after(&tx)?;
         tx.commit().map_err(row_err)
     }
-}
 
-impl SqliteStore {
-    /// The stream's last page: its rows and the end of the stream (cleared
-    /// checkpoint, new mark, partition finished) in one transaction. Written
-    /// apart, a crash between the two would leave a checkpoint that asks for
-    /// the last page again, and append mode would write it twice.
-    // The stream, its table, run and page, plus the claim and the lease
-    // checked in its transaction: bundling them would only move the count.
-    #[allow(clippy::too_many_arguments)]
-    pub fn apply_last_page(
-        &mut self,
-        stream: &StreamKey,
-        table: &TableSpec,
-        run_id: RunId,
-        records: &[Record],
-        mark: Option<&str>,
-        claim: Option<&HeldClaim>,
-        lease: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.write_rows_then(stream, claim, lease, table, run_id, records, |tx| {
-            end_stream(tx, stream, run_id, mark)
-        })
-    }
-
-    /// A second connection to this database that copies the WAL into it
-    /// (`wal_checkpoint(PASSIVE)`), for a thread beside the writer. Taking it
-    /// turns off SQLite's automatic checkpoint on the writer's connection,
-    /// which otherwise stops the writer every thousand WAL pages to do the
-    /// same work inline; whoever takes it must call it regularly, or the WAL
-    /// grows. None for an in-memory database or one not in WAL mode.
-    pub fn wal_checkpointer(
+    fn load_value(
         &self,
-    ) -> Result<Option<impl FnMut() -> Result<(), StoreError> + Send + 'static>, StoreError> {
-        let db = |action| {
-            move |source| StoreError::Database {
-                action,
-                source: Box::new(source),
-            }
-        };
-        let path = match self.conn.path() {
-            Some(path) if !path.is_empty() => path.to_string(),
-            _ => return Ok(None),
-        };
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(db("read the journal mode"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Ok(None);
-        }
-        let other = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db("open a second connection for WAL checkpoints"))?;
-        other
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(db("set the checkpoint connection's busy timeout"))?;
+        sql: &str,
+        stream: &StreamKey,
+        action: &'static str,
+    ) -> Result<Option<String>, StoreError> {
         self.conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(db("turn off the automatic WAL checkpoint"))?;
-        Ok(Some(move || {
-            other
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .map_err(db("checkpoint the WAL"))?;
-            // SQLite flushes the database file only after a checkpoint that
-            // copied the whole WAL, the one the writer waits for; flushing
-            // here, off the writer's path, leaves that wait little to write.
-            sync_database_file(&other).map_err(db("flush the database file"))
-        }))
-    }
-
-    /// Undo [`Store::wal_checkpointer`]'s switch-off, when the checkpoints
-    /// it was taken for cannot run after all.
-    pub fn restore_wal_autocheckpoint(&self) -> Result<(), StoreError> {
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", 1000)
-            .map_err(|source| StoreError::Database {
-                action: "turn the automatic WAL checkpoint back on",
-                source: Box::new(source),
-            })
-    }
-}
-
-/// Every record must carry one value per declared column; a mismatch is a
-/// bug upstream, reported instead of writing values into the wrong columns.
-pub(crate) fn check_columns(table: &TableSpec, records: &[Record]) -> Result<(), StoreError> {
-    match records
-        .iter()
-        .find(|r| r.columns.len() != table.columns.len())
-    {
-        Some(bad) => Err(StoreError::ColumnCount {
-            table: table.table.clone(),
-            expected: table.columns.len(),
-            found: bad.columns.len(),
-        }),
-        None => Ok(()),
+            .query_row(sql, (&stream.job, &stream.partition), |r| r.get(0))
+            .optional()
+            .map_err(stream_err(stream, action))
     }
 }
 
@@ -343,7 +288,7 @@ impl<'a> InsertShape<'a> {
 mod tests {
     use super::*;
     use crate::plan::WriteMode;
-    use crate::store::StreamKey;
+    use crate::store::backend::{Runs, Tables, Wal};
 
     fn record(i: usize) -> Record {
         Record {
@@ -376,8 +321,7 @@ mod tests {
                 run,
                 &page,
                 "{}",
-                None,
-                None,
+                Guard::default(),
             )
             .unwrap();
         let mut stmt = store

@@ -1,92 +1,50 @@
-//! Checkpoints, incremental marks, and which partitions of a job's current
-//! pass have finished.
+//! Which partitions of a job's current pass have finished, the end of a
+//! pass, resets.
 //!
 //! A *pass* of a job is one trip through all its partitions. Each stream
 //! that finishes is recorded in `finished_streams`; a rerun after a crash or
-//! a failure asks [`Store::finished_partitions`] and skips those. When every
-//! partition has finished, the runner calls [`Store::complete_job_pass`],
-//! which swaps a replace table in and forgets the finished set in one
+//! a failure asks `finished_partitions` and skips those. When every
+//! partition has finished, the runner calls `complete_job_pass`, which
+//! swaps a replace table in and forgets the finished set in one
 //! transaction, so the next run starts a new pass. No generation counter is
 //! needed: the rows present *are* the current pass.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
-use super::error::StoreError;
-use super::leases::check_lease;
-use super::open::{SqliteStore, now};
-use super::shards::{HeldClaim, check_claim};
-use super::sql::{SQLITE_STATE_PREFIX, quote_ident, staging_name};
+use super::SqliteStore;
+use super::errors::{job_err, stream_err};
+use super::guards::{check_claim, check_lease};
 use super::tables::swap_in;
-use super::types::{Reset, RunId, StreamKey, TableSpec};
 use crate::plan::WriteMode;
+use crate::store::backend::Streams;
+use crate::store::error::StoreError;
+use crate::store::guards::Guard;
+use crate::store::rules::{BACKFILL_END, BACKFILL_PREFIX, now, reset_statements};
+use crate::store::sql::{SQLITE_STATE_PREFIX, quote_ident, staging_name};
+use crate::store::types::{Reset, RunId, StreamKey, TableSpec};
 
-/// Stream keys of a backfill start with this, so a backfill's slices keep
-/// checkpoints and a finished set apart from the job's own pass.
-pub const BACKFILL_PREFIX: &str = "backfill:";
-
-/// The same, for range tests in SQL: every key with the prefix sorts at or
-/// after `BACKFILL_PREFIX` and before this (":" + 1 is ";").
-pub(super) const BACKFILL_END: &str = "backfill;";
-
-impl SqliteStore {
-    /// The saved position JSON of an unfinished stream.
-    pub fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
-        self.load_value(
-            "SELECT position FROM _apisync_checkpoints WHERE job = ?1 AND partition = ?2",
-            stream,
-            "load the checkpoint",
-        )
-    }
-
-    /// The incremental high-water mark JSON the stream's last finish stored.
-    pub fn load_mark(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
-        self.load_value(
-            "SELECT value FROM _apisync_marks WHERE job = ?1 AND partition = ?2",
-            stream,
-            "load the mark",
-        )
-    }
-
-    fn load_value(
-        &self,
-        sql: &str,
-        stream: &StreamKey,
-        action: &'static str,
-    ) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row(sql, (&stream.job, &stream.partition), |r| r.get(0))
-            .optional()
-            .map_err(stream_err(stream, action))
-    }
-
-    /// Drop a saved cursor the API refused; the mark stays.
-    pub fn clear_checkpoint(&mut self, stream: &StreamKey) -> Result<(), StoreError> {
-        delete_stream_row(&self.conn, "_apisync_checkpoints", stream)
-            .map_err(stream_err(stream, "clear the checkpoint"))
-    }
-
+impl Streams for SqliteStore {
     /// A stream's last page has committed: in one transaction clear its
     /// checkpoint, store the new mark (if any) and record the partition as
     /// finished in this pass. A replace table is not swapped here (see
-    /// [`Store::complete_job_pass`]).
-    pub fn finish_stream(
+    /// [`crate::store::Store::complete_job_pass`]).
+    fn finish_stream(
         &mut self,
         stream: &StreamKey,
         run_id: RunId,
         mark: Option<&str>,
-        claim: Option<&HeldClaim>,
-        lease: Option<&str>,
+        guard: Guard<'_>,
     ) -> Result<(), StoreError> {
         let err = stream_err(stream, "record the end of the stream");
         let tx = self.conn.transaction().map_err(err)?;
-        check_claim(&tx, stream, claim)?;
-        check_lease(&tx, &stream.job, lease)?;
+        check_claim(&tx, stream, guard.claim)?;
+        check_lease(&tx, &stream.job, guard.lease)?;
         end_stream(&tx, stream, run_id, mark)?;
         tx.commit().map_err(err)
     }
 
     /// Partitions of `job` finished in its current pass, sorted.
-    pub fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError> {
+    fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError> {
         finished_partitions(&self.conn, job).map_err(|source| StoreError::Job {
             job: job.to_string(),
             action: "read its finished partitions",
@@ -98,7 +56,7 @@ impl SqliteStore {
     /// forget the finished set, in one transaction. A crash before it leaves
     /// the pass complete but unswapped, and the rerun (skipping every
     /// partition) swaps then; a crash after it leaves nothing to redo.
-    pub fn complete_job_pass(
+    fn complete_job_pass(
         &mut self,
         job: &str,
         table: &TableSpec,
@@ -114,7 +72,7 @@ impl SqliteStore {
     /// Every slice of a backfill has finished: forget its finished set (and
     /// only its own), so the same command later backfills again. The job's
     /// own pass, its marks and its table are untouched.
-    pub fn complete_backfill(&mut self, job: &str) -> Result<(), StoreError> {
+    fn complete_backfill(&mut self, job: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "DELETE FROM _apisync_finished_streams WHERE job = ?1 AND partition >= ?2 AND partition < ?3",
@@ -128,7 +86,7 @@ impl SqliteStore {
     /// kept) marks of `job`, and drop its staging table, so the next run
     /// starts from scratch, or from each stream's mark. Rows already synced
     /// and the run history stay.
-    pub fn reset_job(&mut self, job: &str, table: &str, reset: Reset) -> Result<(), StoreError> {
+    fn reset_job(&mut self, job: &str, table: &str, reset: Reset) -> Result<(), StoreError> {
         let err = job_err(job, "reset its state");
         let tx = self.conn.transaction().map_err(err)?;
         for sql in reset_statements(reset, false, SQLITE_STATE_PREFIX) {
@@ -141,7 +99,7 @@ impl SqliteStore {
 
     /// `apisync reset JOB --partition KEY`: the same for one stream, whose
     /// rows share no staging table with other streams (not for replace).
-    pub fn reset_stream(&mut self, stream: &StreamKey, reset: Reset) -> Result<(), StoreError> {
+    fn reset_stream(&mut self, stream: &StreamKey, reset: Reset) -> Result<(), StoreError> {
         let err = stream_err(stream, "reset its state");
         let tx = self.conn.transaction().map_err(err)?;
         for sql in reset_statements(reset, true, SQLITE_STATE_PREFIX) {
@@ -166,25 +124,6 @@ pub(crate) fn end_pass(conn: &Connection, job: &str, table: &TableSpec) -> Resul
     )
     .map(drop)
     .map_err(job_err(job, "complete the pass"))
-}
-
-/// What a reset deletes (both backends): `$1` is the job, and with
-/// `one_partition` `$2` the partition. `namespace` goes before each of
-/// apisync's table names: [`SQLITE_STATE_PREFIX`] or `_apisync.` (see
-/// [`super::sql::PG_STATE_SCHEMA`]).
-pub(crate) fn reset_statements(reset: Reset, one_partition: bool, namespace: &str) -> Vec<String> {
-    let tables: &[&str] = match reset {
-        Reset::Marks => &["checkpoints", "finished_streams", "marks"],
-        Reset::KeepMarks => &["checkpoints", "finished_streams"],
-    };
-    let scope = match one_partition {
-        true => "job = $1 AND partition = $2",
-        false => "job = $1",
-    };
-    tables
-        .iter()
-        .map(|table| format!("DELETE FROM {namespace}{table} WHERE {scope}"))
-        .collect()
 }
 
 /// Clear the stream's checkpoint, store its mark and record it finished,
@@ -224,32 +163,13 @@ pub(crate) fn finished_partitions(conn: &Connection, job: &str) -> rusqlite::Res
 }
 
 /// `table` is one of this module's own table names, never user input.
-fn delete_stream_row(conn: &Connection, table: &str, stream: &StreamKey) -> rusqlite::Result<()> {
+pub(super) fn delete_stream_row(
+    conn: &Connection,
+    table: &str,
+    stream: &StreamKey,
+) -> rusqlite::Result<()> {
     let sql = format!("DELETE FROM {table} WHERE job = ?1 AND partition = ?2");
     conn.prepare_cached(&sql)?
         .execute((&stream.job, &stream.partition))
         .map(drop)
-}
-
-pub(super) fn stream_err<'a>(
-    stream: &'a StreamKey,
-    action: &'static str,
-) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 'a {
-    move |source| StoreError::Stream {
-        job: stream.job.clone(),
-        partition: stream.partition.clone(),
-        action,
-        source: Box::new(source),
-    }
-}
-
-pub(super) fn job_err<'a>(
-    job: &'a str,
-    action: &'static str,
-) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 'a {
-    move |source| StoreError::Job {
-        job: job.to_string(),
-        action,
-        source: Box::new(source),
-    }
 }

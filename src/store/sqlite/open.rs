@@ -5,17 +5,25 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::error::StoreError;
+use super::SqliteStore;
 use super::tables::table_exists;
+use crate::store::error::StoreError;
+use crate::store::rules::now;
 
 /// Embedded migrations, in order. Adding one is one line here plus its file;
 /// an applied migration is never edited.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/0001_init.sql")),
-    (2, include_str!("../../migrations/0002_refresh_tokens.sql")),
-    (3, include_str!("../../migrations/0003_leases.sql")),
-    (4, include_str!("../../migrations/0004_shards.sql")),
-    (5, include_str!("../../migrations/0005_own_namespace.sql")),
+    (1, include_str!("../../../migrations/0001_init.sql")),
+    (
+        2,
+        include_str!("../../../migrations/0002_refresh_tokens.sql"),
+    ),
+    (3, include_str!("../../../migrations/0003_leases.sql")),
+    (4, include_str!("../../../migrations/0004_shards.sql")),
+    (
+        5,
+        include_str!("../../../migrations/0005_own_namespace.sql"),
+    ),
 ];
 
 /// Which migrations a database has seen, since schema 5.
@@ -30,20 +38,6 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Statements prepared once and reused: two insert shapes per table and mode,
 /// plus the checkpoint upsert, for a handful of tables.
 const STATEMENT_CACHE: usize = 64;
-
-/// The SQLite store. Owned by one thread (the writer); `Connection` is
-/// `Send` but not `Sync`, and so is this.
-pub struct SqliteStore {
-    pub(super) conn: Connection,
-}
-
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.conn.path())
-            .finish_non_exhaustive()
-    }
-}
 
 impl SqliteStore {
     /// Create or open the database file, set the pragmas and bring the schema
@@ -161,17 +155,6 @@ impl SqliteStore {
         )?;
         tx.commit()
     }
-
-    /// Copy the WAL back into the database without waiting for readers.
-    /// The writer calls it every few dozen pages so the WAL stays small.
-    pub fn checkpoint_wal(&self) -> Result<(), StoreError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(|source| StoreError::Database {
-                action: "checkpoint the WAL",
-                source: Box::new(source),
-            })
-    }
 }
 
 /// Whether `schema_version` is the one an older apisync wrote (exactly its
@@ -235,14 +218,10 @@ fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |(v, _)| *v)
 }
 
-/// Timestamps are RFC 3339 text in UTC: sortable, readable in `sqlite3`.
-pub(crate) fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::backend::Wal;
 
     /// The writer thread takes the store with it.
     #[test]

@@ -4,18 +4,20 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::error::StoreError;
-use super::open::{SqliteStore, now};
-use super::sql::quote_ident;
+use super::SqliteStore;
 use super::streams::finished_partitions;
 use super::tables::table_exists;
-use super::types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus};
+use crate::store::backend::Runs;
+use crate::store::error::StoreError;
+use crate::store::rules::now;
+use crate::store::sql::quote_ident;
+use crate::store::types::{JobStatus, RunId, RunOutcome, RunRecord, RunStatus};
 
-impl SqliteStore {
+impl Runs for SqliteStore {
     /// Record that a run of `job` started. It stays `running` until
-    /// [`Store::finish_run`]; a run left so by a dead process is not touched
+    /// [`crate::store::Runs::finish_run`]; a run left so by a dead process is not touched
     /// on open (the lease logic decides what it was).
-    pub fn begin_run(&mut self, job: &str) -> Result<RunId, StoreError> {
+    fn begin_run(&mut self, job: &str) -> Result<RunId, StoreError> {
         self.conn
             .execute(
                 "INSERT INTO _apisync_runs (job, started_at, status) VALUES (?1, ?2, 'running')",
@@ -29,7 +31,7 @@ impl SqliteStore {
             })
     }
 
-    pub fn finish_run(&mut self, run_id: RunId, outcome: &RunOutcome) -> Result<(), StoreError> {
+    fn finish_run(&mut self, run_id: RunId, outcome: &RunOutcome) -> Result<(), StoreError> {
         let err = |source| StoreError::Run {
             run_id: run_id.0,
             action: "record the end of the run",
@@ -59,10 +61,7 @@ impl SqliteStore {
 
     /// Per job: when its last successful run started (RFC 3339, UTC), the
     /// base of its cron due time. Jobs that never succeeded are absent.
-    pub fn last_success_starts(
-        &self,
-        jobs: &[&str],
-    ) -> Result<BTreeMap<String, String>, StoreError> {
+    fn last_success_starts(&self, jobs: &[&str]) -> Result<BTreeMap<String, String>, StoreError> {
         let mut starts = BTreeMap::new();
         for &job in jobs {
             let started: Option<String> = self
@@ -83,7 +82,7 @@ impl SqliteStore {
     }
 
     /// The last `limit` runs of `job`, newest first (`status JOB` history).
-    pub fn recent_runs(&self, job: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    fn recent_runs(&self, job: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.conn
             .prepare_cached(
@@ -100,7 +99,7 @@ impl SqliteStore {
 
     /// Per job, given as (job, table): its last run, last success, rows in
     /// its table, saved checkpoints and marks, finished partitions.
-    pub fn status(&self, jobs: &[(&str, &str)]) -> Result<Vec<JobStatus>, StoreError> {
+    fn status(&self, jobs: &[(&str, &str)]) -> Result<Vec<JobStatus>, StoreError> {
         jobs.iter()
             .map(|&(job, table)| {
                 job_status(&self.conn, job, table).map_err(|source| StoreError::Job {

@@ -9,12 +9,11 @@
 
 use async_trait::async_trait;
 
-use super::super::tokens::{TokensError, blocking};
-use super::conn::PgConn;
-use super::{LOCK_SPACE, migrate};
+use super::{TokensError, blocking};
 use crate::auth::oauth::{RefreshGuard, StoreFailure, TokenStore};
 use crate::plan::PostgresUrl;
 use crate::secret::Secret;
+use crate::store::{LOCK_SPACE, PgConn, migrate_postgres as migrate};
 
 /// apisync's refresh tokens, in its own schema (migration 5).
 const TABLE: &str = "_apisync.refresh_tokens";

@@ -1,0 +1,48 @@
+//! [`crate::store::StoreReader`], on each backend.
+
+use crate::store::test_db::backend_test;
+use crate::store::{StoreReader, StreamKey};
+
+backend_test! {
+fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db) {
+    let mut store = db.store();
+    store.exec_sql(if db.is_postgres() {
+        "CREATE TABLE parents (_data jsonb)"
+    } else {
+        "CREATE TABLE parents (_data TEXT)"
+    });
+    store.exec_sql(
+        "INSERT INTO parents VALUES ('{\"id\": 3}'), ('{\"id\": 1}'), ('{\"id\": 2}'),
+             ('{\"id\": 1}'), ('{\"id\": null}'), ('{}'), ('{\"id\": \"x\"}'),
+             ('{\"id\": \"B\"}'), ('{\"id\": \"a\"}');",
+    );
+    let reader = StoreReader::open(&db.database).unwrap();
+    assert!(reader.has_table("parents").unwrap());
+    assert!(!reader.has_table("missing").unwrap());
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = reader
+            .distinct_values_page("parents", "/id", after.as_deref(), 2)
+            .unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        all.extend(page);
+        after = Some(last);
+    }
+    // Byte order on both backends (upper case before lower case).
+    assert_eq!(all, ["1", "2", "3", "B", "a", "x"]);
+
+    let run = store.begin_run("child").unwrap();
+    store
+        .finish_stream(&StreamKey::new("child", "2"), run, None)
+        .unwrap();
+    assert_eq!(
+        reader.finished_among("child", &["1", "2", "3"]).unwrap(),
+        ["2"]
+    );
+    assert!(reader.finished_among("other", &["2"]).unwrap().is_empty());
+}
+}
