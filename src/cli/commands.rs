@@ -1,18 +1,14 @@
 //! One function per command: compose the stages, print results to stdout,
 //! and say which exit code applies.
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-
 use super::args::NOW_ENV;
-use super::args::{BackfillArgs, Cli, Command, GlobalArgs, MetricsArgs, ResetArgs, RunArgs};
-use super::{CLI_ENV, Exit, signals, status};
-use crate::auth::TokenStore;
-use crate::plan::{JobPlan, Loaded, ProjectPlan, SettingsOverrides, WriteMode, load_project};
-use crate::run::{JobMode, RunSummary, date_slices, select_due, select_jobs};
+use super::args::{BackfillArgs, Cli, Command, GlobalArgs, ResetArgs, RunArgs};
+use super::execute::execute;
+use super::project::{clock, load, load_one_job};
+use super::{Exit, status};
+use crate::plan::{JobPlan, ProjectPlan, WriteMode};
+use crate::run::{JobMode, date_slices, select_due, select_jobs};
 use crate::store::{Reset, Store, StreamKey};
-use crate::token_store::DbTokenStore;
 
 pub async fn dispatch(cli: Cli) -> Exit {
     let global = &cli.global;
@@ -38,52 +34,6 @@ fn print_schema(args: &super::args::SchemaArgs) -> Exit {
     };
     print!("{}", crate::definition::schema_json(kind));
     Exit::Ok
-}
-
-fn overrides(global: &GlobalArgs) -> SettingsOverrides {
-    SettingsOverrides {
-        database: global.db.clone(),
-        concurrency: global.concurrency,
-        ..SettingsOverrides::default()
-    }
-}
-
-/// Load and validate the project; print diagnostics and warnings.
-/// The project's plan and its job `name`, for the commands that take one
-/// job (`reset`, `preview`); an unknown name is a usage error.
-pub(crate) fn load_one_job(
-    global: &GlobalArgs,
-    name: &str,
-) -> Result<(ProjectPlan, JobPlan), Exit> {
-    let plan = load(global)?;
-    match select_jobs(&plan, &[name.to_string()], &[]) {
-        Ok(jobs) => match jobs.into_iter().next() {
-            Some(job) => Ok((plan, job)),
-            None => {
-                eprintln!("error: no job \"{name}\"");
-                Err(Exit::Usage)
-            }
-        },
-        Err(err) => {
-            eprintln!("error: {err}");
-            Err(Exit::Usage)
-        }
-    }
-}
-
-pub(crate) fn load(global: &GlobalArgs) -> Result<ProjectPlan, Exit> {
-    match load_project(global.config.as_deref(), &overrides(global), CLI_ENV) {
-        Ok(Loaded { plan, warnings }) => {
-            for warning in warnings {
-                tracing::warn!("{warning}");
-            }
-            Ok(plan)
-        }
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            Err(Exit::Usage)
-        }
-    }
 }
 
 fn validate(global: &GlobalArgs) -> Exit {
@@ -204,19 +154,6 @@ fn due_jobs(
     Ok(due)
 }
 
-/// The current time: the system clock, or `APISYNC_NOW` (RFC 3339), which
-/// exists so tests can check due times without waiting for real time.
-pub(crate) fn clock() -> Result<chrono::DateTime<chrono::Utc>, String> {
-    match std::env::var(NOW_ENV) {
-        Err(_) => Ok(chrono::Utc::now()),
-        Ok(text) => chrono::DateTime::parse_from_rfc3339(&text)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|err| {
-                format!("{NOW_ENV}={text:?} is not an RFC 3339 time ({err}) (hint: unset it; it is meant for tests)")
-            }),
-    }
-}
-
 fn print_dry_run(plan: &ProjectPlan, jobs: &[crate::plan::JobPlan], mode: &JobMode) -> Exit {
     match crate::run::dry_run(plan, jobs, mode) {
         Ok(text) => {
@@ -285,70 +222,6 @@ fn backfillable(job: &crate::plan::JobPlan) -> Result<(), String> {
                         with dates partitions; use {partition.start} and {partition.end})"
                 .into(),
         ),
-    }
-}
-
-/// Run with signal handling, print the summary, pick the exit code.
-pub(crate) async fn execute(
-    global: &GlobalArgs,
-    plan: &ProjectPlan,
-    jobs: Vec<crate::plan::JobPlan>,
-    mode: JobMode,
-    metrics: &MetricsArgs,
-) -> Exit {
-    let cancel = CancellationToken::new();
-    let stopped = signals::watch(cancel.clone());
-    let tokens: Arc<dyn TokenStore> = match DbTokenStore::open(&plan.settings.database) {
-        Ok(store) => Arc::new(store),
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Exit::Failed;
-        }
-    };
-    let display = super::progress::start();
-    let progress: Arc<dyn crate::run::Progress> = match &display {
-        Some(display) => display.clone(),
-        None => Arc::new(crate::run::NoProgress),
-    };
-    let result = crate::run::execute_observed(plan, jobs, mode, cancel, tokens, progress).await;
-    // The bars leave the terminal before the summary is printed.
-    if let Some(display) = display {
-        display.finish();
-    }
-    match result {
-        Ok(summary) => {
-            print_summary(global, &summary);
-            let written = super::metrics::publish(plan, &summary, metrics).await;
-            match exit_for(&summary, stopped.exit()) {
-                Exit::Ok if !written => Exit::Failed,
-                exit => exit,
-            }
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            stopped.exit().unwrap_or(Exit::Failed)
-        }
-    }
-}
-
-/// A table for people; one JSON object (one line) in JSON log mode.
-fn print_summary(global: &GlobalArgs, summary: &RunSummary) {
-    if global.log_format == super::LogFormat::Json {
-        match serde_json::to_string(summary) {
-            Ok(line) => println!("{line}"),
-            Err(err) => eprintln!("error: cannot print the summary: {err}"),
-        }
-    } else {
-        print!("{}", summary.render());
-    }
-}
-
-fn exit_for(summary: &RunSummary, signal: Option<Exit>) -> Exit {
-    match signal {
-        Some(exit) => exit,
-        None if summary.any_failed() => Exit::Failed,
-        None if summary.any_interrupted() => Exit::Interrupted,
-        None => Exit::Ok,
     }
 }
 

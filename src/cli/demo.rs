@@ -69,7 +69,7 @@ async fn sync_demo(global: &GlobalArgs, port: u16) -> Exit {
         plan.jobs.len(),
     );
     let jobs = plan.jobs.clone();
-    let exit = super::commands::execute(
+    let exit = super::execute::execute(
         global,
         &plan,
         jobs,

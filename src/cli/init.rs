@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::args::{GlobalArgs, InitArgs};
-use super::{Exit, commands};
+use super::{Exit, project};
 use crate::auth::TokenStore;
 use crate::fetch::{HttpClient, HttpOptions};
 use crate::init::{AuthUse, InitError};
@@ -13,7 +13,7 @@ use crate::plan::PaginationKind;
 use crate::token_store::DbTokenStore;
 
 pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
-    let plan = match commands::load(global) {
+    let plan = match project::load(global) {
         Ok(plan) => plan,
         Err(exit) => return exit,
     };
@@ -51,7 +51,7 @@ pub async fn init(global: &GlobalArgs, args: &InitArgs) -> Exit {
         eprintln!("warning: not detected: {missing}");
     }
     // The file must load like any other; if it does not, say so now.
-    match commands::load(global) {
+    match project::load(global) {
         Ok(_) => Exit::Ok,
         Err(exit) => {
             eprintln!(

@@ -7,6 +7,7 @@ mod commands;
 mod completions;
 mod demo;
 mod env_file;
+mod execute;
 mod exit;
 mod history;
 mod init;
@@ -14,6 +15,7 @@ mod logging;
 mod metrics;
 mod preview;
 mod progress;
+mod project;
 mod signals;
 mod status;
 

@@ -22,7 +22,7 @@ const TABLE_ROWS: usize = 50;
 const CELL_CHARS: usize = 40;
 
 pub async fn preview(global: &GlobalArgs, args: &PreviewArgs) -> Exit {
-    let (plan, job) = match super::commands::load_one_job(global, &args.job) {
+    let (plan, job) = match super::project::load_one_job(global, &args.job) {
         Ok(loaded) => loaded,
         Err(exit) => return exit,
     };

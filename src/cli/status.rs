@@ -8,7 +8,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use super::args::{GlobalArgs, StatusArgs};
-use super::{Exit, commands};
+use super::{Exit, project};
 use crate::fetch::{NextRequest, StreamPosition};
 use crate::run::{next_due, select_jobs};
 use crate::store::{JobStatus, RunRecord, RunStatus, Store, StoreError};
@@ -24,7 +24,7 @@ struct StatusLine {
 }
 
 pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
-    let plan = match commands::load(global) {
+    let plan = match project::load(global) {
         Ok(plan) => plan,
         Err(exit) => return exit,
     };
@@ -58,7 +58,7 @@ pub fn show(global: &GlobalArgs, args: &StatusArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    let now = match commands::clock() {
+    let now = match project::clock() {
         Ok(now) => now,
         Err(message) => {
             eprintln!("error: {message}");

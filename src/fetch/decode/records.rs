@@ -14,18 +14,13 @@ use serde_json::value::RawValue;
 use super::body::BodyView;
 use super::pointer::{describe, raw_at, raw_elements, tokens};
 use super::scan;
+pub use super::scan::MAX_NESTING;
 use crate::fetch::paginate::paging_of;
 use crate::fetch::{DecodeError, PageResponse, Record};
 use crate::plan::{CursorType, IncrementalPlan, JobPlan, OnMissingCursor};
 
 /// How many characters of an unexpected body an error quotes.
 const QUOTE_CHARS: usize = 60;
-
-/// Most levels of arrays and objects a page may nest. Real APIs stay far
-/// below; a server that sends thousands of `[` is broken or hostile, and
-/// serde_json would refuse it anyway at 128 with a vaguer message. Checked
-/// before parsing, so the error says what happened.
-pub const MAX_NESTING: usize = 100;
 
 /// The records of one page, and what pagination and incremental need of them.
 #[derive(Debug, Clone, Default, PartialEq)]

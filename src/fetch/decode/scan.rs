@@ -17,7 +17,12 @@
 //! compare both paths on generated bodies.
 
 use super::pointer::index;
-use super::records::MAX_NESTING;
+
+/// Most levels of arrays and objects a page may nest. Real APIs stay far
+/// below; a server that sends thousands of `[` is broken or hostile, and
+/// serde_json would refuse it anyway at 128 with a vaguer message. Checked
+/// before parsing, so the error says what happened.
+pub const MAX_NESTING: usize = 100;
 
 /// What one pass found.
 #[derive(Debug, Default)]
