@@ -1,62 +1,23 @@
-//! Small hand-made plans for unit tests of the run stage.
+//! Small plans for unit tests of the run stage, made from TOML text by the
+//! crate's one test builder (`crate::test_support`).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use crate::plan::{JobPlan, ProjectPlan};
+use crate::test_support::TestProject;
 
-use crate::plan::*;
-
+/// A merge job `name` on `/data` keyed by `/id`, at an address nothing
+/// listens on (unit tests of the run stage send nothing).
 pub(crate) fn job(name: &str) -> JobPlan {
-    JobPlan {
-        name: name.to_string(),
-        file: format!("jobs/{name}.toml").into(),
-        description: None,
-        auth: None,
-        schedule: None,
-        depends_on: Vec::new(),
-        tags: Vec::new(),
-        request: RequestPlan {
-            url: "http://127.0.0.1:9/items".into(),
-            method: HttpMethod::Get,
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: None,
-            timeout: Duration::from_secs(30),
-        },
-        pagination: PaginationPlan {
-            kind: PaginationKind::None,
-            has_more_path: None,
-            max_pages: 0,
-            allow_cross_origin: false,
-        },
-        records: RecordsPlan {
-            path: "/data".into(),
-            primary_key: vec!["/id".into()],
-            error_path: None,
-            error_retry: false,
-            max_page_bytes: 64 << 20,
-        },
-        incremental: None,
-        partitions: None,
-        output: OutputPlan {
-            table: name.to_string(),
-            mode: WriteMode::Merge,
-            columns: Vec::new(),
-        },
-        retry: RetryPlan::default(),
-    }
+    let text = "[request]\nurl = \"http://127.0.0.1:9/items\"\n\
+                [records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n\
+                [output]\nmode = \"merge\"\n";
+    let mut plan = TestProject::new().job(name, text).plan();
+    let mut job = plan.jobs.pop().expect("the project has the one job");
+    // Where the file would be in a project, not the temporary folder.
+    job.file = format!("jobs/{name}.toml").into();
+    job
 }
 
+/// A project with default settings and no jobs.
 pub(crate) fn project() -> ProjectPlan {
-    ProjectPlan {
-        config_file: None,
-        settings: Settings {
-            database: crate::plan::Database::sqlite("apisync.db"),
-            jobs_dir: "jobs".into(),
-            concurrency: 8,
-            job_concurrency: 4,
-        },
-        auths: BTreeMap::new(),
-        hosts: BTreeMap::new(),
-        jobs: Vec::new(),
-    }
+    TestProject::new().plan()
 }

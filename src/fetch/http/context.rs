@@ -168,49 +168,20 @@ pub(crate) mod tests {
 
     /// A GET job with fast retries, for tests of the fetch layer.
     pub(crate) fn sample_job() -> JobPlan {
-        JobPlan {
-            name: "orders".into(),
-            file: "jobs/orders.toml".into(),
-            description: None,
-            auth: None,
-            schedule: None,
-            depends_on: vec![],
-            tags: vec![],
-            request: RequestPlan {
-                url: "https://api.example.com/v1/orders".into(),
-                method: HttpMethod::Get,
-                query: vec![],
-                headers: vec![],
-                body: None,
-                timeout: Duration::from_secs(10),
-            },
-            pagination: PaginationPlan {
-                kind: PaginationKind::None,
-                has_more_path: None,
-                max_pages: 0,
-                allow_cross_origin: false,
-            },
-            records: RecordsPlan {
-                path: String::new(),
-                primary_key: vec![],
-                error_path: None,
-                error_retry: false,
-                max_page_bytes: 1 << 20,
-            },
-            incremental: None,
-            partitions: None,
-            output: OutputPlan {
-                table: "orders".into(),
-                mode: WriteMode::Merge,
-                columns: vec![],
-            },
-            retry: RetryPlan {
-                max_attempts: 2,
-                initial_backoff: Duration::from_millis(1),
-                max_backoff: Duration::from_millis(5),
-                max_elapsed: Duration::from_secs(60),
-            },
-        }
+        let mut job = crate::test_support::TestProject::new()
+            .job(
+                "orders",
+                "[request]\nurl = \"https://api.example.com/v1/orders\"\ntimeout = \"10s\"\n\
+                 [records]\nmax_page_bytes = 1048576\n\
+                 [retry]\nmax_attempts = 2\ninitial_backoff = \"1ms\"\nmax_backoff = \"5ms\"\n\
+                 max_elapsed = \"60s\"\n",
+            )
+            .plan()
+            .jobs
+            .pop()
+            .expect("the one job");
+        job.file = "jobs/orders.toml".into();
+        job
     }
 
     #[test]
