@@ -134,11 +134,13 @@ async fn one_second_tokens_are_refreshed_about_once_a_second_and_no_page_fails()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_revoked_mid_sync_is_refreshed_once_and_the_sync_continues() {
+/// A token revoked at page 3 (the 401 with or without a challenge):
+/// exactly one refresh, page 3 retried with the new token, nothing lost.
+async fn a_revoked_token_is_refreshed_once(bare_401: bool) {
     let server = OAuthServer::start(Behaviour {
         pages: 4,
         revoke_at_page: Some(3),
+        bare_401,
         ..Behaviour::default()
     })
     .await;
@@ -167,29 +169,16 @@ async fn a_token_revoked_mid_sync_is_refreshed_once_and_the_sync_continues() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_mid_sync_is_refreshed_once_and_the_sync_continues() {
+    a_revoked_token_is_refreshed_once(false).await;
+}
+
 /// semantics.md: a 401 is refreshed once "with or without
 /// `WWW-Authenticate`": many APIs send a bare 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bare_401_without_a_challenge_is_refreshed_once_like_any_other() {
-    let server = OAuthServer::start(Behaviour {
-        pages: 4,
-        revoke_at_page: Some(3),
-        bare_401: true,
-        ..Behaviour::default()
-    })
-    .await;
-    let project = project(&server, "", CC, None);
-    let output = server.run(&project, &["run"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    assert_eq!(project.rows("items").len(), server.expected_rows(1));
-    let tokens = server.access_tokens();
-    assert_eq!(tokens.len(), 2, "one refresh: {tokens:?}");
-    let seen: Vec<_> = server
-        .api_requests()
-        .into_iter()
-        .map(|r| (r.page, r.status))
-        .collect();
-    assert_eq!(seen, [(1, 200), (2, 200), (3, 401), (3, 200), (4, 200)]);
+    a_revoked_token_is_refreshed_once(true).await;
 }
 
 /// semantics.md: "Every 2xx is success (PostgREST answers 206 when a count

@@ -185,15 +185,12 @@ async fn status_retries_end_with_attempt_count_and_honour_retry_after() {
     assert!(!err.is_client_error());
 }
 
-/// semantics.md: `Retry-After` is honoured, capped by `max_backoff`. With
-/// the cap far above the server's ask, the retry waits the whole second.
-/// (A lower bound only: a sleep never ends early, so a slow machine cannot
-/// fail it.)
-#[tokio::test]
-async fn retry_after_below_max_backoff_is_waited_out_in_full() {
+/// A server whose first answer is `status` with `Retry-After: retry_after`
+/// and every later one a page.
+async fn refuses_once_then_answers(status: u16, retry_after: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "1"))
+        .respond_with(ResponseTemplate::new(status).insert_header("Retry-After", retry_after))
         .up_to_n_times(1)
         .mount(&server)
         .await;
@@ -201,6 +198,16 @@ async fn retry_after_below_max_backoff_is_waited_out_in_full() {
         .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
         .mount(&server)
         .await;
+    server
+}
+
+/// semantics.md: `Retry-After` is honoured, capped by `max_backoff`. With
+/// the cap far above the server's ask, the retry waits the whole second.
+/// (A lower bound only: a sleep never ends early, so a slow machine cannot
+/// fail it.)
+#[tokio::test]
+async fn retry_after_below_max_backoff_is_waited_out_in_full() {
+    let server = refuses_once_then_answers(503, "1").await;
     let mut job = job(3);
     job.retry.max_backoff = Duration::from_secs(30);
     let started = std::time::Instant::now();
@@ -219,16 +226,7 @@ async fn retry_after_below_max_backoff_is_waited_out_in_full() {
 /// the retry comes (the guard is only there to end a broken run).
 #[tokio::test]
 async fn retry_after_above_max_backoff_is_cut_to_it() {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3600"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
-        .mount(&server)
-        .await;
+    let server = refuses_once_then_answers(429, "3600").await;
     let mut job = job(3);
     job.retry.max_backoff = Duration::from_millis(50);
     let fetched = tokio::time::timeout(
