@@ -2,7 +2,7 @@
 //! (unsharded) job runs, or waiting for it with `--wait`; renewing it
 //! through a [`Heartbeat`] while the job runs; and giving it back at the
 //! end, whatever the outcome. The lease rows are the store's
-//! (`store/leases.rs`); a sharded run uses stream claims instead.
+//! (`store/sqlite/job_leases.rs`, `store/postgres/job_leases.rs`); a sharded run uses stream claims instead.
 
 use std::time::Duration;
 

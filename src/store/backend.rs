@@ -99,12 +99,12 @@ pub trait Streams {
 
     /// Every partition of the pass finished: swap a replace table in and
     /// forget the finished set, in one transaction (after checking the
-    /// job's `lease`, if it runs under one).
+    /// job's lease in `guard`, if it runs under one).
     fn complete_job_pass(
         &mut self,
         job: &str,
         table: &TableSpec,
-        lease: Option<&str>,
+        guard: Guard<'_>,
     ) -> Result<(), StoreError>;
 
     /// Every slice of a backfill finished: forget its finished set only.

@@ -24,13 +24,29 @@ pub struct HeldClaim {
 
 /// What one write must still hold, checked inside its transaction: the
 /// stream's claim (sharded runs) and the job's lease (leased runs), each
-/// when taken. `Guard::default()` checks nothing (tests, unleased and
-/// unsharded runs).
-#[derive(Debug, Clone, Copy, Default)]
+/// when taken.
+///
+/// Only the store makes one (from its [`WriteGuards`]), so code outside
+/// it cannot reach a backend's page, stream or pass writes with a guard
+/// that skips the checks: it goes through `Store`'s own methods, which
+/// fill the guard in.
+#[derive(Debug, Clone, Copy)]
 pub struct Guard<'a> {
-    pub claim: Option<&'a HeldClaim>,
+    pub(in crate::store) claim: Option<&'a HeldClaim>,
     /// The holder name this process took the job's lease as.
-    pub lease: Option<&'a str>,
+    pub(in crate::store) lease: Option<&'a str>,
+}
+
+impl Guard<'static> {
+    /// A guard that checks nothing: for the store's own tests of writes
+    /// outside any lease or claim.
+    #[cfg(test)]
+    pub(in crate::store) fn unchecked() -> Guard<'static> {
+        Guard {
+            claim: None,
+            lease: None,
+        }
+    }
 }
 
 /// The claims and leases taken through one store handle.
@@ -48,6 +64,15 @@ impl WriteGuards {
         Guard {
             claim: self.claims.get(stream),
             lease: self.lease(&stream.job),
+        }
+    }
+
+    /// The guard of the end of `job`'s pass: its lease only (a pass is not
+    /// one stream's, so no claim).
+    pub fn for_job(&self, job: &str) -> Guard<'_> {
+        Guard {
+            claim: None,
+            lease: self.lease(job),
         }
     }
 

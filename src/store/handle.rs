@@ -109,8 +109,8 @@ impl Store {
     }
 
     pub fn complete_job_pass(&mut self, job: &str, table: &TableSpec) -> Result<(), StoreError> {
-        let lease = self.guards.lease(job);
-        self.backend.complete_job_pass(job, table, lease)
+        let guard = self.guards.for_job(job);
+        self.backend.complete_job_pass(job, table, guard)
     }
 
     /// Take `job`'s lease; once taken, this handle's writes of the job

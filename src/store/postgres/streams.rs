@@ -49,9 +49,10 @@ impl Streams for PgStore {
         &mut self,
         job: &str,
         table: &TableSpec,
-        lease: Option<&str>,
+        guard: Guard<'_>,
     ) -> Result<(), StoreError> {
-        let (job, table, lease) = (job.to_string(), table.clone(), lease.map(str::to_string));
+        let (job, table) = (job.to_string(), table.clone());
+        let lease = guard.lease.map(str::to_string);
         self.conn.run(move |s| {
             let err = job_err(&job, "complete the pass");
             let mut tx = s.client.transaction().map_err(&err)?;

@@ -321,7 +321,7 @@ mod tests {
                 run,
                 &page,
                 "{}",
-                Guard::default(),
+                Guard::unchecked(),
             )
             .unwrap();
         let mut stmt = store

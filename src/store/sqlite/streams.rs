@@ -60,11 +60,11 @@ impl Streams for SqliteStore {
         &mut self,
         job: &str,
         table: &TableSpec,
-        lease: Option<&str>,
+        guard: Guard<'_>,
     ) -> Result<(), StoreError> {
         let err = job_err(job, "complete the pass");
         let tx = self.conn.transaction().map_err(err)?;
-        check_lease(&tx, job, lease)?;
+        check_lease(&tx, job, guard.lease)?;
         end_pass(&tx, job, table)?;
         tx.commit().map_err(err)
     }
