@@ -232,6 +232,24 @@ mod tests {
         assert_eq!(pause(40, None), Duration::from_secs(5));
     }
 
+    /// A refused connection is worth another attempt; a failure inside the
+    /// middleware (the auth layer, say) is not.
+    #[tokio::test]
+    async fn connect_errors_are_transient_and_middleware_errors_are_not() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("its address").port()
+        };
+        let refused = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect_err("nothing listens on a port just given back");
+        assert!(is_transient(&reqwest_middleware::Error::Reqwest(refused)));
+        let middleware = reqwest_middleware::Error::middleware(std::io::Error::other("no token"));
+        assert!(!is_transient(&middleware));
+    }
+
     #[test]
     fn retryable_statuses() {
         for status in [408, 425, 429, 500, 502, 503, 504] {
