@@ -40,6 +40,7 @@ fn job(max_attempts: u32) -> JobPlan {
         pagination: PaginationPlan {
             kind: PaginationKind::None,
             has_more_path: None,
+            stop: None,
             max_pages: 0,
             allow_cross_origin: false,
         },

@@ -546,3 +546,149 @@ async fn a_server_that_ignores_a_last_record_cursor_fails_instead_of_looping() {
     assert_eq!(params(&api, "since_id"), [None, Some("5".to_string())]);
     assert_eq!(project.rows("items"), window(&api.data(), 0, PAGE));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_from_a_response_header_until_it_is_empty() {
+    // The body's decoy `next` is ignored: the cursor is the header's.
+    let api = Api::start(data(23), |seen, data| {
+        let start = seen.number("after").unwrap_or(0);
+        let end = start + PAGE;
+        let next = if end < data.len() {
+            end.to_string()
+        } else {
+            String::new()
+        };
+        let mut response = json(json!({ "data": window(data, start, PAGE), "next": "decoy" }));
+        let value = axum::http::HeaderValue::from_str(&next).expect("a header value");
+        response.headers_mut().insert("x-next-cursor", value);
+        response
+    })
+    .await;
+    let project = project(&format!(
+        "[request]\nurl = \"{}/items\"\n[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_header = \"X-Next-Cursor\"\ncursor_param = \"after\"\n[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n",
+        api.base
+    ));
+    run_ok(&project).await;
+    assert_table(&project, &api);
+    // The last page's header is empty: five requests, none after it.
+    let expected: Vec<Option<String>> = [None]
+        .into_iter()
+        .chain(some(&["5", "10", "15", "20"]))
+        .collect();
+    assert_eq!(params(&api, "after"), expected);
+}
+
+/// A POST search API that reads its paging from the body as integers
+/// only (a string there is refused), at `/paging/<name>`.
+fn body_integer(seen: &Seen, name: &str) -> Option<usize> {
+    let body = seen.body.as_ref()?;
+    let value = body.pointer(&format!("/paging/{name}"))?;
+    value.as_u64().map(|n| n as usize)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_parameters_in_a_post_body() {
+    let api = Api::start(data(13), |seen, data| {
+        if seen.method != "POST" || seen.query.is_some() {
+            return json(json!({ "error": "POST without a query only" }));
+        }
+        let (Some(from), Some(size)) = (body_integer(seen, "from"), body_integer(seen, "size"))
+        else {
+            return json(json!({ "error": "paging missing" }));
+        };
+        json(json!({ "hits": window(data, from, size) }))
+    })
+    .await;
+    let project = project(&format!(
+        r#"[request]
+url = "{}/search"
+method = "POST"
+body = {{ filter = "open" }}
+[pagination]
+type = "offset"
+param_in = "body"
+offset_param = "/paging/from"
+limit_param = "/paging/size"
+limit = 5
+[records]
+path = "/hits"
+primary_key = ["/id"]
+"#,
+        api.base
+    ));
+    run_ok(&project).await;
+    assert_table(&project, &api);
+    // 5 + 5 + 3 records, then the empty page at 13 ends the stream.
+    assert_eq!(api.lines(), ["POST /search"; 4]);
+    let bodies: Vec<Option<Value>> = api.seen().into_iter().map(|s| s.body).collect();
+    let body = |from: u64| Some(json!({ "filter": "open", "paging": { "from": from, "size": 5 } }));
+    assert_eq!(bodies, [body(0), body(5), body(10), body(13)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_parameters_in_a_post_body() {
+    let api = Api::start(data(13), |seen, data| {
+        if seen.method != "POST" || seen.query.is_some() {
+            return json(json!({ "error": "POST without a query only" }));
+        }
+        let (Some(page), Some(size)) = (body_integer(seen, "page"), body_integer(seen, "size"))
+        else {
+            return json(json!({ "error": "paging missing" }));
+        };
+        let pages = data.len().div_ceil(size);
+        json(json!({ "hits": window(data, page * size, size), "pages": pages }))
+    })
+    .await;
+    let project = project(&format!(
+        r#"[request]
+url = "{}/search"
+method = "POST"
+[pagination]
+type = "page"
+param_in = "body"
+page_param = "/paging/page"
+start = 0
+size_param = "/paging/size"
+size = 5
+total_pages_path = "/pages"
+[records]
+path = "/hits"
+primary_key = ["/id"]
+"#,
+        api.base
+    ));
+    run_ok(&project).await;
+    assert_table(&project, &api);
+    assert_eq!(api.lines(), ["POST /search"; 3]);
+    // With the total known, pages 1 and 2 may be fetched ahead, in any order.
+    let mut bodies: Vec<Option<Value>> = api.seen().into_iter().map(|s| s.body).collect();
+    bodies.sort_by_key(|b| b.as_ref().and_then(|b| b.pointer("/paging/page")?.as_u64()));
+    let body = |page: u64| Some(json!({ "paging": { "page": page, "size": 5 } }));
+    assert_eq!(bodies, [body(0), body(1), body(2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_value_in_the_body_ends_pagination_at_that_page() {
+    // The server would answer full pages up to its (wrong) total of 20;
+    // its third page says `end_of_stream = true` (the earlier ones false)
+    // and is the last asked for: the total alone would let pages be
+    // fetched ahead past it.
+    let api = Api::start(data(100), |seen, data| {
+        let page = seen.number("page").unwrap_or(1);
+        json(json!({
+            "data": window(data, (page - 1) * PAGE, PAGE),
+            "end_of_stream": page == 3,
+            "total_pages": 20,
+        }))
+    })
+    .await;
+    let project = project(&format!(
+        "[request]\nurl = \"{}/items\"\n[pagination]\ntype = \"page\"\ntotal_pages_path = \"/total_pages\"\nstop_path = \"/end_of_stream\"\nstop_value = true\n[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n",
+        api.base
+    ));
+    // Room to fetch ahead, were it allowed.
+    project.config("concurrency = 8\n");
+    run_ok(&project).await;
+    assert_eq!(project.rows("items"), data(15), "the stop page is written");
+    assert_eq!(params(&api, "page"), some(&["1", "2", "3"]));
+}

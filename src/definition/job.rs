@@ -94,6 +94,7 @@ pub enum ParamInDef {
 pub enum CursorFromDef {
     Body,
     LastRecord,
+    Header,
 }
 
 /// `[pagination]`: flat with a `type` field for the same reason as
@@ -112,6 +113,9 @@ pub struct PaginationDef {
     pub cursor_in: Option<Spanned<ParamInDef>>,
     #[schemars(with = "Option<CursorFromDef>")]
     pub cursor_from: Option<Spanned<CursorFromDef>>,
+    /// The response header carrying the next cursor (`cursor_from = "header"`).
+    #[schemars(with = "Option<String>")]
+    pub cursor_header: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     pub next_url_path: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
@@ -134,6 +138,16 @@ pub struct PaginationDef {
     pub size: Option<Spanned<u64>>,
     #[schemars(with = "Option<String>")]
     pub total_pages_path: Option<Spanned<String>>,
+    /// Where offset and page types send their parameters; "body" (POST
+    /// only) puts them at JSON pointers into the body.
+    #[schemars(with = "Option<ParamInDef>")]
+    pub param_in: Option<Spanned<ParamInDef>>,
+    /// JSON pointer into the body; with `stop_value`, the page whose value
+    /// there equals it is the last.
+    #[schemars(with = "Option<String>")]
+    pub stop_path: Option<Spanned<String>>,
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub stop_value: Option<Spanned<serde_json::Value>>,
     #[schemars(with = "Option<String>")]
     pub has_more_path: Option<Spanned<String>>,
     #[schemars(with = "Option<u64>")]

@@ -83,7 +83,9 @@ impl Ahead {
     /// more than one request may be in flight; None otherwise (the stream
     /// fetches one page at a time, overlapping the write).
     pub(crate) fn for_job(job: &JobPlan, width: usize, paginator: &Paginator) -> Option<Ahead> {
-        if !paging_of(&job.pagination.kind).fetch_ahead() {
+        // A `stop_path` page is known only when it arrives: fetching ahead
+        // would ask past it.
+        if !paging_of(&job.pagination.kind).fetch_ahead() || job.pagination.stop.is_some() {
             return None;
         }
         let width = width.min(MAX_WIDTH);
@@ -233,7 +235,7 @@ mod tests {
     use super::super::StreamPosition;
     use super::super::http::context::tests::sample_job;
     use super::*;
-    use crate::plan::{PaginationKind, Partition};
+    use crate::plan::{PaginationKind, ParamLocation, Partition};
 
     fn ahead(kind: PaginationKind, width: usize) -> Option<Ahead> {
         let mut job = sample_job();
@@ -250,6 +252,7 @@ mod tests {
             limit: 10,
             total_path: total_path.map(str::to_string),
             total_header: None,
+            param_in: ParamLocation::Query,
         }
     }
 
@@ -260,6 +263,7 @@ mod tests {
             size_param: None,
             size: None,
             total_pages_path: Some("/total_pages".into()),
+            param_in: ParamLocation::Query,
         }
     }
 

@@ -287,6 +287,7 @@ fn detect_type(fields: &[Field<'_>], link_next: bool, url: &Url) -> Finding<Pagi
                 cursor_param: param,
                 cursor_in: ParamLocation::Query,
                 from_last_record: false,
+                cursor_header: None,
             },
             saw,
         );
@@ -330,6 +331,7 @@ fn page(
             size_param: size.filter(|_| size_value.is_some()).map(|(name, _)| name),
             size: size_value,
             total_pages_path: total_pages.map(|f| f.pointer.clone()),
+            param_in: ParamLocation::Query,
         },
         saw.join("; "),
     )
@@ -360,6 +362,7 @@ fn offset(
             limit: limit_value.unwrap_or(DEFAULT_LIMIT),
             total_path: total.map(|f| f.pointer.clone()),
             total_header: None,
+            param_in: ParamLocation::Query,
         },
         saw.join("; "),
     )

@@ -72,6 +72,7 @@ fn a_token_field_is_a_cursor_with_a_guessed_param() {
             cursor_param: "cursor".into(),
             cursor_in: ParamLocation::Query,
             from_last_record: false,
+            cursor_header: None,
         })
     );
     assert_eq!(has_more.unwrap().value.as_deref(), Some("/has_more"));
@@ -83,6 +84,7 @@ fn a_token_field_is_a_cursor_with_a_guessed_param() {
             cursor_param: "pageToken".into(),
             cursor_in: ParamLocation::Query,
             from_last_record: false,
+            cursor_header: None,
         })
     );
 }
@@ -98,6 +100,7 @@ fn total_pages_or_a_page_parameter_is_page() {
             size_param: Some("per_page".into()),
             size: Some(2),
             total_pages_path: Some("/total_pages".into()),
+            param_in: ParamLocation::Query,
         })
     );
 }
@@ -113,6 +116,7 @@ fn a_total_with_an_offset_parameter_is_offset() {
             limit: 3,
             total_path: Some("/total".into()),
             total_header: None,
+            param_in: ParamLocation::Query,
         })
     );
 }

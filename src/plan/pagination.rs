@@ -10,6 +10,7 @@ use super::diagnostics::Sink;
 use crate::definition::{CursorFromDef, PaginationDef, PaginationType, ParamInDef};
 use crate::plan::{
     DEFAULT_LIMIT, DEFAULT_PAGE_START, HttpMethod, PaginationKind, PaginationPlan, ParamLocation,
+    StopWhen,
 };
 
 const TYPES: &[PaginationType] = &[
@@ -26,13 +27,20 @@ fn keys_of(kind: PaginationType) -> &'static [&'static str] {
     match kind {
         PaginationType::None | PaginationType::LinkHeader => &[],
         PaginationType::NextUrl => &["next_url_path"],
-        PaginationType::Cursor => &["cursor_path", "cursor_param", "cursor_in", "cursor_from"],
+        PaginationType::Cursor => &[
+            "cursor_path",
+            "cursor_param",
+            "cursor_in",
+            "cursor_from",
+            "cursor_header",
+        ],
         PaginationType::Offset => &[
             "offset_param",
             "limit_param",
             "limit",
             "total_path",
             "total_header",
+            "param_in",
         ],
         PaginationType::Page => &[
             "page_param",
@@ -40,6 +48,7 @@ fn keys_of(kind: PaginationType) -> &'static [&'static str] {
             "size_param",
             "size",
             "total_pages_path",
+            "param_in",
         ],
     }
 }
@@ -53,6 +62,7 @@ fn present(def: &PaginationDef) -> Vec<(&'static str, Range<usize>)> {
         ("cursor_param", span(&def.cursor_param)),
         ("cursor_in", span(&def.cursor_in)),
         ("cursor_from", span(&def.cursor_from)),
+        ("cursor_header", span(&def.cursor_header)),
         ("next_url_path", span(&def.next_url_path)),
         ("offset_param", span(&def.offset_param)),
         ("limit_param", span(&def.limit_param)),
@@ -64,6 +74,7 @@ fn present(def: &PaginationDef) -> Vec<(&'static str, Range<usize>)> {
         ("size_param", span(&def.size_param)),
         ("size", span(&def.size)),
         ("total_pages_path", span(&def.total_pages_path)),
+        ("param_in", span(&def.param_in)),
     ]
     .into_iter()
     .filter_map(|(key, span)| span.map(|s| (key, s)))
@@ -79,6 +90,7 @@ pub(crate) fn plan_pagination(
         return Some(PaginationPlan {
             kind: PaginationKind::None,
             has_more_path: None,
+            stop: None,
             max_pages: 0,
             allow_cross_origin: false,
         });
@@ -86,18 +98,20 @@ pub(crate) fn plan_pagination(
     let kind = *def.kind.get_ref();
     let mut ok = foreign_keys(def, kind, sink);
     let has_more_path = optional_pointer(&def.has_more_path, "has_more_path", sink, &mut ok);
+    let stop = stop_when(def, sink, &mut ok);
     let plan_kind = match kind {
         PaginationType::None => Some(PaginationKind::None),
         PaginationType::LinkHeader => Some(PaginationKind::LinkHeader),
         PaginationType::NextUrl => required_pointer(def, &def.next_url_path, "next_url_path", sink)
             .map(|next_url_path| PaginationKind::NextUrl { next_url_path }),
         PaginationType::Cursor => cursor(def, method, sink),
-        PaginationType::Offset => offset(def, sink, &mut ok),
-        PaginationType::Page => page(def, sink, &mut ok),
+        PaginationType::Offset => offset(def, method, sink, &mut ok),
+        PaginationType::Page => page(def, method, sink, &mut ok),
     };
     let plan = PaginationPlan {
         kind: plan_kind?,
         has_more_path,
+        stop,
         max_pages: def.max_pages.as_ref().map_or(0, |m| *m.get_ref()),
         allow_cross_origin: def
             .allow_cross_origin
@@ -167,8 +181,119 @@ fn optional_pointer(
     Some(value.get_ref().clone())
 }
 
+/// `stop_path` + `stop_value`: both or neither.
+fn stop_when(def: &PaginationDef, sink: &mut Sink<'_>, ok: &mut bool) -> Option<StopWhen> {
+    match (&def.stop_path, &def.stop_value) {
+        (None, None) => None,
+        (Some(path), None) => {
+            sink.at(
+                path,
+                "pagination.stop_path",
+                "`stop_path` is given without `stop_value`",
+                Some("add the value that ends pagination, such as stop_value = true".into()),
+            );
+            *ok = false;
+            None
+        }
+        (None, Some(value)) => {
+            sink.at(
+                value,
+                "pagination.stop_value",
+                "`stop_value` is given without `stop_path`",
+                Some(
+                    "add the JSON pointer to compare, such as stop_path = \"/end_of_stream\""
+                        .into(),
+                ),
+            );
+            *ok = false;
+            None
+        }
+        (Some(_), Some(value)) => Some(StopWhen {
+            path: optional_pointer(&def.stop_path, "stop_path", sink, ok)?,
+            value: value.get_ref().clone(),
+        }),
+    }
+}
+
+/// Where offset and page types send their parameters: "body" needs POST
+/// (None, reported, otherwise).
+fn param_location(
+    def: &PaginationDef,
+    method: HttpMethod,
+    sink: &mut Sink<'_>,
+    ok: &mut bool,
+) -> ParamLocation {
+    let Some(at) = def.param_in.as_ref() else {
+        return ParamLocation::Query;
+    };
+    match (*at.get_ref(), method) {
+        (ParamInDef::Query, _) => ParamLocation::Query,
+        (ParamInDef::Body, HttpMethod::Post) => ParamLocation::Body,
+        (ParamInDef::Body, HttpMethod::Get) => {
+            sink.at(
+                at,
+                "pagination.param_in",
+                "param_in = \"body\" needs a request body, but the method is GET",
+                Some("set method = \"POST\" in [request]".into()),
+            );
+            *ok = false;
+            ParamLocation::Query
+        }
+    }
+}
+
+/// A parameter name: a JSON pointer when it goes into the body.
+fn param_name(
+    value: &Option<Spanned<String>>,
+    key: &str,
+    default: &str,
+    param_in: ParamLocation,
+    sink: &mut Sink<'_>,
+    ok: &mut bool,
+) -> String {
+    let Some(value) = value else {
+        return match param_in {
+            ParamLocation::Query => default.to_string(),
+            ParamLocation::Body => format!("/{default}"),
+        };
+    };
+    let checked = match param_in {
+        ParamLocation::Query => Ok(()),
+        ParamLocation::Body => checks::pointer(key, value.get_ref(), false),
+    };
+    if let Err((m, h)) = checked {
+        sink.at(
+            value,
+            &format!("pagination.{key}"),
+            format!("{m} (param_in = \"body\")"),
+            h,
+        );
+        *ok = false;
+    }
+    value.get_ref().clone()
+}
+
 fn cursor(def: &PaginationDef, method: HttpMethod, sink: &mut Sink<'_>) -> Option<PaginationKind> {
-    let cursor_path = required_pointer(def, &def.cursor_path, "cursor_path", sink);
+    let from = def.cursor_from.as_ref().map(|c| *c.get_ref());
+    let (cursor_path, cursor_header) = match (from, &def.cursor_header) {
+        (Some(CursorFromDef::Header), header) => (
+            header_source(def, header.as_ref(), sink),
+            header.as_ref().map(|h| h.get_ref().clone()),
+        ),
+        (_, Some(header)) => {
+            sink.at(
+                header,
+                "pagination.cursor_header",
+                "`cursor_header` is given but the cursor is not read from a header",
+                Some("add cursor_from = \"header\" or remove cursor_header".into()),
+            );
+            (None, None)
+        }
+        (_, None) => (
+            required_pointer(def, &def.cursor_path, "cursor_path", sink),
+            None,
+        ),
+    };
     let cursor_in = match def.cursor_in.as_ref().map(|c| *c.get_ref()) {
         Some(ParamInDef::Body) => ParamLocation::Body,
         _ => ParamLocation::Query,
@@ -206,20 +331,47 @@ fn cursor(def: &PaginationDef, method: HttpMethod, sink: &mut Sink<'_>) -> Optio
         cursor_path: cursor_path?,
         cursor_param: cursor_param?,
         cursor_in,
-        from_last_record: matches!(
-            def.cursor_from.as_ref().map(|c| *c.get_ref()),
-            Some(CursorFromDef::LastRecord)
-        ),
+        from_last_record: matches!(from, Some(CursorFromDef::LastRecord)),
+        cursor_header,
     })
 }
 
-fn text_or(value: &Option<Spanned<String>>, default: &str) -> String {
-    value
-        .as_ref()
-        .map_or_else(|| default.to_string(), |v| v.get_ref().clone())
+/// `cursor_from = "header"`: `cursor_header` is required and `cursor_path`
+/// not allowed; Some("") (no body pointer) when both hold.
+fn header_source(
+    def: &PaginationDef,
+    header: Option<&Spanned<String>>,
+    sink: &mut Sink<'_>,
+) -> Option<String> {
+    let mut ok = true;
+    if header.is_none() {
+        sink.at(
+            def.cursor_from.as_ref()?,
+            "pagination.cursor_header",
+            "cursor_from = \"header\" needs `cursor_header`",
+            Some("name the response header that carries the next cursor, such as cursor_header = \"X-Next-Cursor\"".into()),
+        );
+        ok = false;
+    }
+    if let Some(path) = &def.cursor_path {
+        sink.at(
+            path,
+            "pagination.cursor_path",
+            "`cursor_path` is given but cursor_from = \"header\" reads the cursor from a header",
+            Some("remove cursor_path, or remove cursor_from and cursor_header".into()),
+        );
+        ok = false;
+    }
+    ok.then(String::new)
 }
 
-fn offset(def: &PaginationDef, sink: &mut Sink<'_>, ok: &mut bool) -> Option<PaginationKind> {
+fn offset(
+    def: &PaginationDef,
+    method: HttpMethod,
+    sink: &mut Sink<'_>,
+    ok: &mut bool,
+) -> Option<PaginationKind> {
+    let param_in = param_location(def, method, sink, ok);
     let limit = def.limit.as_ref().map_or(DEFAULT_LIMIT, |l| *l.get_ref());
     if let Some(at) = def.limit.as_ref().filter(|l| *l.get_ref() == 0) {
         sink.at(
@@ -231,15 +383,29 @@ fn offset(def: &PaginationDef, sink: &mut Sink<'_>, ok: &mut bool) -> Option<Pag
         *ok = false;
     }
     Some(PaginationKind::Offset {
-        offset_param: text_or(&def.offset_param, "offset"),
-        limit_param: text_or(&def.limit_param, "limit"),
+        offset_param: param_name(
+            &def.offset_param,
+            "offset_param",
+            "offset",
+            param_in,
+            sink,
+            ok,
+        ),
+        limit_param: param_name(&def.limit_param, "limit_param", "limit", param_in, sink, ok),
         limit,
         total_path: optional_pointer(&def.total_path, "total_path", sink, ok),
         total_header: def.total_header.as_ref().map(|h| h.get_ref().clone()),
+        param_in,
     })
 }
 
-fn page(def: &PaginationDef, sink: &mut Sink<'_>, ok: &mut bool) -> Option<PaginationKind> {
+fn page(
+    def: &PaginationDef,
+    method: HttpMethod,
+    sink: &mut Sink<'_>,
+    ok: &mut bool,
+) -> Option<PaginationKind> {
+    let param_in = param_location(def, method, sink, ok);
     if let (Some(at), None) = (&def.size, &def.size_param) {
         sink.at(
             at,
@@ -250,13 +416,17 @@ fn page(def: &PaginationDef, sink: &mut Sink<'_>, ok: &mut bool) -> Option<Pagin
         *ok = false;
     }
     Some(PaginationKind::Page {
-        page_param: text_or(&def.page_param, "page"),
+        page_param: param_name(&def.page_param, "page_param", "page", param_in, sink, ok),
         start: def
             .start
             .as_ref()
             .map_or(DEFAULT_PAGE_START, |s| *s.get_ref()),
-        size_param: def.size_param.as_ref().map(|s| s.get_ref().clone()),
+        size_param: def
+            .size_param
+            .as_ref()
+            .map(|_| param_name(&def.size_param, "size_param", "size", param_in, sink, ok)),
         size: def.size.as_ref().map(|s| *s.get_ref()),
         total_pages_path: optional_pointer(&def.total_pages_path, "total_pages_path", sink, ok),
+        param_in,
     })
 }

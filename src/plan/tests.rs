@@ -83,6 +83,116 @@ fn each_error_class_is_located_and_explained() {
 }
 
 #[test]
+#[allow(clippy::type_complexity)] // a table of expectations reads best inline
+fn header_cursors_body_parameters_and_stop_values_are_checked() {
+    const POST: &str = "[request]\nurl = \"https://api.example.com/v1/items\"\nmethod = \"POST\"\n";
+    let cases: &[(&str, String, (usize, usize, &str, Option<&str>))] = &[
+        (
+            "header cursor without its header",
+            format!(
+                "{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_param = \"c\"\n"
+            ),
+            (
+                5,
+                15,
+                "cursor_from = \"header\" needs `cursor_header`",
+                Some(
+                    "name the response header that carries the next cursor, such as cursor_header = \"X-Next-Cursor\"",
+                ),
+            ),
+        ),
+        (
+            "header cursor and cursor_path",
+            format!(
+                "{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_header = \"X-Next-Cursor\"\ncursor_path = \"/next\"\ncursor_param = \"c\"\n"
+            ),
+            (
+                7,
+                15,
+                "`cursor_path` is given but cursor_from = \"header\" reads the cursor from a header",
+                Some("remove cursor_path, or remove cursor_from and cursor_header"),
+            ),
+        ),
+        (
+            "cursor_header without cursor_from",
+            format!(
+                "{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_path = \"/next\"\ncursor_param = \"c\"\ncursor_header = \"X-Next-Cursor\"\n"
+            ),
+            (
+                7,
+                17,
+                "`cursor_header` is given but the cursor is not read from a header",
+                Some("add cursor_from = \"header\" or remove cursor_header"),
+            ),
+        ),
+        (
+            "offset in the body of a GET",
+            format!("{OK_REQUEST}[pagination]\ntype = \"offset\"\nparam_in = \"body\"\n"),
+            (
+                5,
+                12,
+                "param_in = \"body\" needs a request body, but the method is GET",
+                Some("set method = \"POST\" in [request]"),
+            ),
+        ),
+        (
+            "page in the body of a GET",
+            format!("{OK_REQUEST}[pagination]\ntype = \"page\"\nparam_in = \"body\"\n"),
+            (
+                5,
+                12,
+                "param_in = \"body\" needs a request body, but the method is GET",
+                Some("set method = \"POST\" in [request]"),
+            ),
+        ),
+        (
+            "body parameter not a pointer",
+            format!(
+                "{POST}[pagination]\ntype = \"offset\"\nparam_in = \"body\"\noffset_param = \"from\"\n"
+            ),
+            (
+                7,
+                16,
+                "`offset_param` \"from\" is not a JSON pointer (param_in = \"body\")",
+                Some("JSON pointers start with \"/\", such as \"/from\""),
+            ),
+        ),
+        (
+            "stop_path without stop_value",
+            format!("{OK_REQUEST}[pagination]\ntype = \"page\"\nstop_path = \"/end_of_stream\"\n"),
+            (
+                5,
+                13,
+                "`stop_path` is given without `stop_value`",
+                Some("add the value that ends pagination, such as stop_value = true"),
+            ),
+        ),
+        (
+            "stop_value without stop_path",
+            format!(
+                "{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_path = \"/next\"\ncursor_param = \"c\"\nstop_value = true\n"
+            ),
+            (
+                7,
+                14,
+                "`stop_value` is given without `stop_path`",
+                Some("add the JSON pointer to compare, such as stop_path = \"/end_of_stream\""),
+            ),
+        ),
+    ];
+    for (name, job, expected) in cases {
+        let got = job_errors(CONFIG, job);
+        let expected = (
+            expected.0,
+            expected.1,
+            expected.2.to_string(),
+            expected.3.map(str::to_string),
+        );
+        assert_eq!(got, vec![expected], "case {name}");
+    }
+}
+
+#[test]
 fn every_problem_of_every_file_comes_in_one_pass() {
     let config = "concurrency = 2\n[hosts.\"api.example.com\"]\nrate_limit = \"20/day\"\n";
     let a = "[request]\nurl = \"nope\"\ntimeout = \"x\"\n";
@@ -163,7 +273,8 @@ fn defaults_fill_the_plan() {
             limit_param: "limit".into(),
             limit: 100,
             total_path: None,
-            total_header: None
+            total_header: None,
+            param_in: ParamLocation::Query,
         }
     );
 }

@@ -159,6 +159,9 @@ pub enum PaginationKind {
         cursor_param: String,
         cursor_in: ParamLocation,
         from_last_record: bool,
+        /// The response header the next cursor is read from
+        /// (`cursor_from = "header"`); `cursor_path` is then unused ("").
+        cursor_header: Option<String>,
     },
     Offset {
         offset_param: String,
@@ -166,6 +169,8 @@ pub enum PaginationKind {
         limit: u64,
         total_path: Option<String>,
         total_header: Option<String>,
+        /// Query parameters, or JSON pointers into the POST body.
+        param_in: ParamLocation,
     },
     Page {
         page_param: String,
@@ -173,6 +178,8 @@ pub enum PaginationKind {
         size_param: Option<String>,
         size: Option<u64>,
         total_pages_path: Option<String>,
+        /// Query parameters, or JSON pointers into the POST body.
+        param_in: ParamLocation,
     },
 }
 
@@ -205,9 +212,20 @@ impl PaginationKind {
 pub struct PaginationPlan {
     pub kind: PaginationKind,
     pub has_more_path: Option<String>,
+    /// The page whose body has this value at this pointer is the last.
+    pub stop: Option<StopWhen>,
     /// 0 = no limit.
     pub max_pages: u64,
     pub allow_cross_origin: bool,
+}
+
+/// `stop_path` + `stop_value`: every type's stop on a value in the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopWhen {
+    /// JSON pointer into the body.
+    pub path: String,
+    /// Compared as JSON (`true`, `"done"`, `0`).
+    pub value: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -227,11 +227,13 @@ pub fn read_page<'a>(
 }
 
 /// The pointers into the body that the pagination facts read (the error
-/// path, `has_more_path`, and the one the job's pagination type reads).
+/// path, `has_more_path`, `stop_path`, and the one the job's pagination
+/// type reads).
 pub(super) fn body_pointers(job: &JobPlan) -> impl Iterator<Item = &str> {
     [
         job.records.error_path.as_deref(),
         job.pagination.has_more_path.as_deref(),
+        job.pagination.stop.as_ref().map(|s| s.path.as_str()),
         paging_of(&job.pagination.kind).body_pointer(),
     ]
     .into_iter()

@@ -1,5 +1,6 @@
 //! `type = "cursor"`: each page names an opaque token for the next one
-//! (`cursor_path`, in the body or in the last record), sent back as
+//! (`cursor_path`, in the body or in the last record, or the response
+//! header `cursor_header`), sent back as
 //! `cursor_param` in the query or the JSON body.
 
 use serde_json::Value;
@@ -17,6 +18,8 @@ pub(crate) struct Cursor<'a> {
     pub param: &'a str,
     pub param_in: ParamLocation,
     pub from_last_record: bool,
+    /// The response header the cursor is read from instead (`path` unused).
+    pub header: Option<&'a str>,
 }
 
 impl<'a> Paging<'a> for Cursor<'a> {
@@ -54,7 +57,7 @@ impl<'a> Paging<'a> for Cursor<'a> {
     }
 
     fn body_pointer(&self) -> Option<&'a str> {
-        (!self.from_last_record).then_some(self.path)
+        (!self.from_last_record && self.header.is_none()).then_some(self.path)
     }
 
     fn reads_last_record(&self) -> bool {
@@ -62,6 +65,19 @@ impl<'a> Paging<'a> for Cursor<'a> {
     }
 
     fn facts(&self, page: &Answer<'_>) -> Result<Facts, DecodeError> {
+        if let Some(name) = self.header {
+            // A missing or empty header ends the stream, as a missing cursor does.
+            let next_cursor = page
+                .response
+                .headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+                .filter(|v| !v.is_empty());
+            return Ok(Facts {
+                next_cursor,
+                ..Facts::default()
+            });
+        }
         let found = match self.from_last_record {
             true => page.last_record.and_then(|r| r.pointer(self.path)).cloned(),
             false => at(page.body, self.path)?,

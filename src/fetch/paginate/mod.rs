@@ -45,11 +45,13 @@ pub(crate) fn paging_of(kind: &PaginationKind) -> Box<dyn Paging<'_> + '_> {
             cursor_param,
             cursor_in,
             from_last_record,
+            cursor_header,
         } => Box::new(cursor::Cursor {
             path: cursor_path,
             param: cursor_param,
             param_in: *cursor_in,
             from_last_record: *from_last_record,
+            header: cursor_header.as_deref(),
         }),
         PaginationKind::Offset {
             offset_param,
@@ -57,12 +59,14 @@ pub(crate) fn paging_of(kind: &PaginationKind) -> Box<dyn Paging<'_> + '_> {
             limit,
             total_path,
             total_header,
+            param_in,
         } => Box::new(offset::Offset {
             offset_param,
             limit_param,
             limit: *limit,
             total_path: total_path.as_deref(),
             total_header: total_header.as_deref(),
+            param_in: *param_in,
         }),
         PaginationKind::Page {
             page_param,
@@ -70,12 +74,14 @@ pub(crate) fn paging_of(kind: &PaginationKind) -> Box<dyn Paging<'_> + '_> {
             size_param,
             size,
             total_pages_path,
+            param_in,
         } => Box::new(page::PageNumber {
             page_param,
             start: *start,
             size_param: size_param.as_deref(),
             size: *size,
             total_pages_path: total_pages_path.as_deref(),
+            param_in: *param_in,
         }),
     }
 }

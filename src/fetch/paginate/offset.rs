@@ -6,9 +6,11 @@
 use serde_json::Value;
 use url::Url;
 
+use super::body::{empty, set_at};
 use super::facts::{Facts, at, count, fatal};
 use super::paging::{After, Answer, Paging};
 use crate::fetch::{DecodeError, FetchError, NextRequest};
+use crate::plan::ParamLocation;
 
 pub(crate) struct Offset<'a> {
     pub offset_param: &'a str,
@@ -16,6 +18,8 @@ pub(crate) struct Offset<'a> {
     pub limit: u64,
     pub total_path: Option<&'a str>,
     pub total_header: Option<&'a str>,
+    /// Query parameters, or pointers into the JSON body (integers there).
+    pub param_in: ParamLocation,
 }
 
 /// The position after a page of `received` records fetched at `at`; None
@@ -40,20 +44,32 @@ impl<'a> Paging<'a> for Offset<'a> {
         &self,
         next: &NextRequest,
         url: &mut Url,
-        _body: &mut Option<Value>,
+        body: &mut Option<Value>,
     ) -> Result<(), String> {
         let offset = match next {
             NextRequest::Offset { offset } => *offset,
             _ => 0,
         };
-        url.query_pairs_mut()
-            .append_pair(self.offset_param, &offset.to_string())
-            .append_pair(self.limit_param, &self.limit.to_string());
+        match self.param_in {
+            ParamLocation::Query => {
+                url.query_pairs_mut()
+                    .append_pair(self.offset_param, &offset.to_string())
+                    .append_pair(self.limit_param, &self.limit.to_string());
+            }
+            ParamLocation::Body => {
+                let body = body.get_or_insert_with(empty);
+                set_at(body, self.offset_param, Value::from(offset))?;
+                set_at(body, self.limit_param, Value::from(self.limit))?;
+            }
+        }
         Ok(())
     }
 
     fn query_params(&self) -> Vec<&'a str> {
-        vec![self.offset_param, self.limit_param]
+        match self.param_in {
+            ParamLocation::Query => vec![self.offset_param, self.limit_param],
+            ParamLocation::Body => Vec::new(),
+        }
     }
 
     fn body_pointer(&self) -> Option<&'a str> {

@@ -5,9 +5,11 @@
 use serde_json::Value;
 use url::Url;
 
+use super::body::{empty, set_at};
 use super::facts::{Facts, at, count};
 use super::paging::{After, Answer, Paging};
 use crate::fetch::{DecodeError, FetchError, NextRequest};
+use crate::plan::ParamLocation;
 
 pub(crate) struct PageNumber<'a> {
     pub page_param: &'a str,
@@ -15,6 +17,8 @@ pub(crate) struct PageNumber<'a> {
     pub size_param: Option<&'a str>,
     pub size: Option<u64>,
     pub total_pages_path: Option<&'a str>,
+    /// Query parameters, or pointers into the JSON body (integers there).
+    pub param_in: ParamLocation,
 }
 
 impl PageNumber<'_> {
@@ -41,24 +45,39 @@ impl<'a> Paging<'a> for PageNumber<'a> {
         &self,
         next: &NextRequest,
         url: &mut Url,
-        _body: &mut Option<Value>,
+        body: &mut Option<Value>,
     ) -> Result<(), String> {
         let page = match next {
             NextRequest::Page { page } => *page,
             _ => self.start,
         };
-        let mut pairs = url.query_pairs_mut();
-        pairs.append_pair(self.page_param, &page.to_string());
-        if let (Some(param), Some(size)) = (self.size_param, self.size) {
-            pairs.append_pair(param, &size.to_string());
+        let size = self.size_param.zip(self.size);
+        match self.param_in {
+            ParamLocation::Query => {
+                let mut pairs = url.query_pairs_mut();
+                pairs.append_pair(self.page_param, &page.to_string());
+                if let Some((param, size)) = size {
+                    pairs.append_pair(param, &size.to_string());
+                }
+            }
+            ParamLocation::Body => {
+                let body = body.get_or_insert_with(empty);
+                set_at(body, self.page_param, Value::from(page))?;
+                if let Some((param, size)) = size {
+                    set_at(body, param, Value::from(size))?;
+                }
+            }
         }
         Ok(())
     }
 
     fn query_params(&self) -> Vec<&'a str> {
-        std::iter::once(self.page_param)
-            .chain(self.size_param)
-            .collect()
+        match self.param_in {
+            ParamLocation::Query => std::iter::once(self.page_param)
+                .chain(self.size_param)
+                .collect(),
+            ParamLocation::Body => Vec::new(),
+        }
     }
 
     fn body_pointer(&self) -> Option<&'a str> {

@@ -5,7 +5,8 @@
 //! hand-made responses.
 //!
 //! Every type stops on an empty page, a missing/null/empty next token or
-//! URL, `has_more` false and `max_pages`; a cursor or URL seen among the
+//! URL, `has_more` false, the body's value at `stop_path` equal to
+//! `stop_value`, and `max_pages`; a cursor or URL seen among the
 //! stream's last `LOOP_WINDOW` pages, or (offset and page types) a page
 //! whose body repeats the previous one, is an error, never a hang.
 
@@ -127,6 +128,10 @@ impl Paginator {
             Some(path) => facts::has_more(facts::at(&body, path)?, path)?,
             None => None,
         };
+        let stopped = match &self.job.pagination.stop {
+            Some(stop) => facts::at(&body, &stop.path)?.as_ref() == Some(&stop.value),
+            None => false,
+        };
         let paging = self.paging();
         let Facts {
             next_cursor,
@@ -145,6 +150,7 @@ impl Paginator {
             next_cursor,
             next_url,
             has_more,
+            stopped,
             total,
             body: (paging.compares_bodies() && page.received > 0).then(|| resp.body.clone()),
             bytes: resp.body.len() as u64,
@@ -165,6 +171,7 @@ impl Paginator {
         let max_pages = self.job.pagination.max_pages;
         let stop = page.received == 0
             || page.has_more == Some(false)
+            || page.stopped
             || (max_pages > 0 && pages >= max_pages);
         let next = match stop {
             true => None,

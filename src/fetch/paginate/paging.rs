@@ -121,6 +121,8 @@ pub struct DecodedPage {
     /// The next URL, resolved (link_header, next_url).
     pub next_url: Option<Url>,
     pub has_more: Option<bool>,
+    /// The body's value at `stop_path` equals `stop_value`: the last page.
+    pub stopped: bool,
     /// Total records (offset) or total pages (page), when the job points at it.
     pub total: Option<u64>,
     pub bytes: u64,

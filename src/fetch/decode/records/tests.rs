@@ -24,6 +24,7 @@ pub(crate) fn job(kind: PaginationKind) -> JobPlan {
         pagination: PaginationPlan {
             kind,
             has_more_path: None,
+            stop: None,
             max_pages: 0,
             allow_cross_origin: false,
         },
@@ -369,6 +370,7 @@ fn only_jobs_that_read_nothing_but_the_key_skip_the_parse() {
         cursor_param: "cursor".into(),
         cursor_in: ParamLocation::Query,
         from_last_record,
+        cursor_header: None,
     };
     plan.pagination.kind = cursor(true);
     assert!(raw_key_pointers(&plan).is_none());

@@ -131,6 +131,7 @@ fn pointers_through_arrays_and_unusual_keys() {
         cursor_param: "cursor".into(),
         cursor_in: crate::plan::ParamLocation::Query,
         from_last_record: false,
+        cursor_header: None,
     });
     plan.records.path = "/pages/1/é".into();
     plan.records.error_path = Some("/err".into());

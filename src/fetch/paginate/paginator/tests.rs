@@ -63,6 +63,7 @@ fn offset_kind(total_path: Option<&str>) -> PaginationKind {
         limit: 100,
         total_path: total_path.map(String::from),
         total_header: None,
+        param_in: ParamLocation::Query,
     }
 }
 
@@ -80,6 +81,7 @@ fn cursor_kind(cursor_in: ParamLocation, from_last_record: bool) -> PaginationKi
         },
         cursor_in,
         from_last_record,
+        cursor_header: None,
     }
 }
 
@@ -159,6 +161,7 @@ fn page_counts_total_pages_from_start() {
         size_param: Some("per_page".into()),
         size: Some(2),
         total_pages_path: Some("/total_pages".into()),
+        param_in: ParamLocation::Query,
     });
     let (mut p, ctx) = start(&plan);
     assert_eq!(url_of(&p), format!("{BASE}?Limit=2&page=0&per_page=2"));
@@ -176,6 +179,7 @@ fn page_without_size_param_sends_only_the_page() {
         size_param: None,
         size: None,
         total_pages_path: None,
+        param_in: ParamLocation::Query,
     });
     let (p, _) = started(
         &plan,
@@ -285,6 +289,7 @@ fn offset_and_page_fail_when_the_server_ignores_the_paging_parameter() {
         size_param: None,
         size: None,
         total_pages_path: None,
+        param_in: ParamLocation::Query,
     };
     for kind in [offset_kind(None), page_kind] {
         let (mut p, ctx) = start(&job(kind));
@@ -589,4 +594,51 @@ fn decode_errors_pass_through() {
         .decode(&resp(json!({"more": "yes", "data": []})))
         .unwrap_err();
     assert!(err.message.contains("not a boolean"), "{}", err.message);
+}
+
+#[test]
+fn stop_value_ends_any_type_at_the_page_that_says_so() {
+    // A cursor is still given: the stop value wins, and only an equal
+    // value stops ("done" is not "Done", 1 is not "1").
+    let mut plan = job(cursor_kind(ParamLocation::Query, false));
+    plan.pagination.stop = Some(crate::plan::StopWhen {
+        path: "/meta/state".into(),
+        value: json!("done"),
+    });
+    let (mut p, ctx) = start(&plan);
+    for state in [json!("Done"), json!(null), json!(1)] {
+        let body =
+            json!({"meta": {"next": format!("c{state}"), "state": state}, "data": records(0..2)});
+        assert!(!step(&mut p, &ctx, resp(body)).unwrap().last);
+    }
+    let body = json!({"meta": {"next": "c9", "state": "done"}, "data": records(2..4)});
+    let last = step(&mut p, &ctx, resp(body)).unwrap();
+    assert!(last.last, "the page that says stop is the last");
+    assert_eq!(last.records.len(), 2, "and its records are kept");
+    assert!(p.next_request().is_none());
+}
+
+#[test]
+fn header_cursor_is_read_from_the_response_and_missing_or_blank_ends() {
+    let kind = PaginationKind::Cursor {
+        cursor_path: String::new(),
+        cursor_param: "cursor".into(),
+        cursor_in: ParamLocation::Query,
+        from_last_record: false,
+        cursor_header: Some("X-Next-Cursor".into()),
+    };
+    for end in [&[][..], &[("x-next-cursor", "  ")][..]] {
+        let (mut p, ctx) = start(&job(kind.clone()));
+        // The body's `meta/next` is not the cursor's source.
+        let body = json!({"meta": {"next": "decoy"}, "data": records(0..2)});
+        let page = step(
+            &mut p,
+            &ctx,
+            resp_at(BASE, body.clone(), &[("X-Next-Cursor", "abc")]),
+        )
+        .unwrap();
+        assert!(!page.last);
+        assert_eq!(url_of(&p), format!("{BASE}?Limit=2&cursor=abc"));
+        assert!(step(&mut p, &ctx, resp_at(BASE, body, end)).unwrap().last);
+    }
 }
