@@ -63,6 +63,11 @@ fn a_stream_is_claimed_once_until_its_holder_dies_and_done_is_final(db) {
         claim(&mut store, "b", &alive),
         StreamClaim::Busy { holder: "a".into() }
     );
+    assert_eq!(
+        claim(&mut store, "a", &alive),
+        StreamClaim::Claimed { taken_from: None },
+        "its own live claim is not busy for its holder"
+    );
     let states = store.stream_states("inv", "orders", MINUTE, alive).unwrap();
     assert_eq!(
         states,
@@ -268,7 +273,21 @@ fn registering_prunes_stream_rows_of_old_invocations_but_keeps_their_jobs(db) {
              '2020-01-01T00:00:00.000Z', '2020-01-01T00:00:01.000Z');
          INSERT INTO _apisync_invocation_jobs VALUES ('old', 'orders', '2020-01-01T00:00:02.000Z');",
     );
+    // Rows are kept for a week: an invocation six days old keeps its own.
+    let six_days_ago = (chrono::Utc::now() - chrono::Duration::days(6))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    store.exec_sql(&format!(
+        "INSERT INTO _apisync_invocations VALUES ('recent', '{six_days_ago}');
+         INSERT INTO _apisync_invocation_streams VALUES ('recent', 'orders', 'eu', 0, 'done', 'h',
+             '{six_days_ago}', '{six_days_ago}');"
+    ));
     store.register_holder("new", "a", 0, false).unwrap();
+    assert_eq!(
+        store.query_text("SELECT invocation FROM _apisync_invocation_streams"),
+        [[Some("recent".to_string())]],
+        "only the stream rows of invocations over a week old are pruned"
+    );
+    store.exec_sql("DELETE FROM _apisync_invocation_streams WHERE invocation = 'recent'");
     store
         .claim_stream(
             "new",

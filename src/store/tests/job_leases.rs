@@ -52,6 +52,20 @@ fn a_live_lease_is_refused_to_another_holder_and_released_by_its_own(db) {
 }
 
 backend_test! {
+/// Asking again for a lease one already holds (fresh, holder alive) is not
+/// a conflict with oneself: it is granted, and replaces nobody. Killed the
+/// mutant that drops `lease_decision`'s own-holder arm.
+fn the_holder_of_a_live_lease_is_granted_it_again(db) {
+    let mut store = db.store();
+    let first = store.try_acquire_lease("orders", "a", MINUTE, alive).unwrap();
+    assert_eq!(first, LeaseOutcome::Acquired { replaced: None });
+    let again = store.try_acquire_lease("orders", "a", MINUTE, alive).unwrap();
+    assert_eq!(again, LeaseOutcome::Acquired { replaced: None });
+    assert!(store.renew_lease("orders", "a").unwrap());
+}
+}
+
+backend_test! {
 fn a_stale_or_dead_holder_is_replaced_and_its_running_run_interrupted(db) {
     let mut store = db.store();
     store.exec_sql(
