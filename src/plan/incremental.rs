@@ -10,11 +10,12 @@ use crate::plan::{
     CursorType, IncrementalPlan, Lookback, OnMissingCursor, ParamLocation, PartitionsPlan,
 };
 
-/// `cursor_in_body`: the pagination sends its cursor in the body, which
-/// makes the body the default place for the mark too.
+/// `paging_in_body`: the pagination sends its parameters in the body
+/// (`cursor_in` or `param_in` = "body"), which makes the body the default
+/// place for the mark too.
 pub(crate) fn plan_incremental(
     def: &IncrementalDef,
-    cursor_in_body: bool,
+    paging_in_body: bool,
     sink: &mut Sink<'_>,
 ) -> Option<IncrementalPlan> {
     let mut ok = true;
@@ -33,7 +34,7 @@ pub(crate) fn plan_incremental(
     let param_in = match def.param_in.as_ref().map(|p| *p.get_ref()) {
         Some(ParamInDef::Body) => ParamLocation::Body,
         Some(ParamInDef::Query) => ParamLocation::Query,
-        None if cursor_in_body => ParamLocation::Body,
+        None if paging_in_body => ParamLocation::Body,
         None => ParamLocation::Query,
     };
     if param_in == ParamLocation::Body

@@ -8,14 +8,14 @@ use super::auth::{duration_or, plan_auth};
 use super::checks;
 use super::diagnostics::Sink;
 use super::incremental::{plan_incremental, plan_partitions};
-use super::pagination::plan_pagination;
+use super::pagination::{check_body_params, params_in_body, plan_pagination};
 use crate::definition::suggest::closest;
 use crate::definition::{
     JobAuthDef, JobDef, LoadedJob, MethodDef, ModeDef, RecordsDef, RequestDef, RetryDef,
 };
 use crate::plan::{
-    AuthPlan, ColumnPlan, HttpMethod, JobPlan, OutputPlan, PaginationKind, ParamLocation,
-    RecordsPlan, RequestPlan, RetryPlan, WriteMode,
+    AuthPlan, ColumnPlan, HttpMethod, JobPlan, OutputPlan, ParamLocation, RecordsPlan, RequestPlan,
+    RetryPlan, WriteMode,
 };
 
 /// Largest page body accepted unless `records.max_page_bytes` says otherwise.
@@ -59,17 +59,17 @@ pub(crate) fn plan_job(
     let method = request.as_ref().map_or(HttpMethod::Get, |r| r.method);
     let pagination = plan_pagination(def.pagination.as_ref(), method, sink);
     let records = plan_records(def.records.as_ref(), sink);
-    let cursor_in_body = matches!(
-        pagination.as_ref().map(|p| &p.kind),
-        Some(PaginationKind::Cursor {
-            cursor_in: ParamLocation::Body,
-            ..
-        })
-    );
+    let paging_in_body = pagination.as_ref().is_some_and(|p| params_in_body(&p.kind));
     let incremental = def
         .incremental
         .as_ref()
-        .map(|i| plan_incremental(i, cursor_in_body, sink));
+        .map(|i| plan_incremental(i, paging_in_body, sink));
+    if let (Some(paging_def), Some(paging)) = (&def.pagination, &pagination) {
+        let mark_in_body =
+            matches!(&incremental, Some(Some(i)) if i.param_in == ParamLocation::Body);
+        let mark = def.incremental.as_ref().filter(|_| mark_in_body);
+        check_body_params(paging_def, &paging.kind, mark.map(|i| &i.param), sink);
+    }
     let partitions = def.partitions.as_ref().map(|p| plan_partitions(p, sink));
     if let Some(from_job) = def.partitions.as_ref().and_then(|p| p.from_job.as_ref()) {
         check_job_ref(

@@ -208,11 +208,28 @@ fn stop_when(def: &PaginationDef, sink: &mut Sink<'_>, ok: &mut bool) -> Option<
             *ok = false;
             None
         }
+        (Some(_), Some(value)) if is_toml_datetime(value.get_ref()) => {
+            sink.at(
+                value,
+                "pagination.stop_value",
+                "`stop_value` is a TOML date or time, which a JSON body never holds",
+                Some("quote it as the string the API sends, such as stop_value = \"2024-01-01T00:00:00Z\"".into()),
+            );
+            *ok = false;
+            None
+        }
         (Some(_), Some(value)) => Some(StopWhen {
             path: optional_pointer(&def.stop_path, "stop_path", sink, ok)?,
             value: value.get_ref().clone(),
         }),
     }
+}
+
+/// How the toml crate hands a date or time to a `serde_json::Value`.
+fn is_toml_datetime(value: &serde_json::Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.contains_key("$__toml_private_datetime"))
 }
 
 /// Where offset and page types send their parameters: "body" needs POST
@@ -353,6 +370,12 @@ fn header_source(
         );
         ok = false;
     }
+    if let Some(header) = header
+        && let Err((m, h)) = cursor_header_name(header.get_ref())
+    {
+        sink.at(header, "pagination.cursor_header", m, h);
+        ok = false;
+    }
     if let Some(path) = &def.cursor_path {
         sink.at(
             path,
@@ -363,6 +386,37 @@ fn header_source(
         ok = false;
     }
     ok.then(String::new)
+}
+
+/// Headers that carry credentials or cookies: a cursor read from one would
+/// be saved in the checkpoint table and sent back in a URL.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "cookie",
+    "set-cookie",
+];
+
+/// `cursor_header` must be a header name a response can carry (a name
+/// with a space or a colon would never be found, and the stream would end
+/// after its first page as if it were complete), and not one that carries
+/// credentials.
+fn cursor_header_name(name: &str) -> Result<(), checks::Problem> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err((
+            format!("`cursor_header` \"{name}\" is not a valid HTTP header name"),
+            Some("write the header's name alone, such as cursor_header = \"X-Next-Cursor\" (no spaces, no colon)".into()),
+        ));
+    }
+    if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err((
+            format!("`cursor_header` \"{name}\" carries credentials or cookies, not a cursor"),
+            Some("name the header the API documents for the next page's cursor".into()),
+        ));
+    }
+    Ok(())
 }
 
 fn offset(
@@ -429,4 +483,106 @@ fn page(
         total_pages_path: optional_pointer(&def.total_pages_path, "total_pages_path", sink, ok),
         param_in,
     })
+}
+
+/// Whether the pagination sends its parameters in the JSON body; an
+/// incremental `param` then goes there too unless its `param_in` says.
+pub(crate) fn params_in_body(kind: &PaginationKind) -> bool {
+    matches!(
+        kind,
+        PaginationKind::Cursor {
+            cursor_in: ParamLocation::Body,
+            ..
+        } | PaginationKind::Offset {
+            param_in: ParamLocation::Body,
+            ..
+        } | PaginationKind::Page {
+            param_in: ParamLocation::Body,
+            ..
+        }
+    )
+}
+
+/// The body pointers the pagination writes, with the key each comes from.
+fn body_params(kind: &PaginationKind) -> Vec<(&'static str, &str)> {
+    match kind {
+        PaginationKind::Cursor {
+            cursor_param,
+            cursor_in: ParamLocation::Body,
+            ..
+        } => vec![("cursor_param", cursor_param)],
+        PaginationKind::Offset {
+            offset_param,
+            limit_param,
+            param_in: ParamLocation::Body,
+            ..
+        } => vec![("offset_param", offset_param), ("limit_param", limit_param)],
+        PaginationKind::Page {
+            page_param,
+            size_param,
+            param_in: ParamLocation::Body,
+            ..
+        } => std::iter::once(("page_param", page_param.as_str()))
+            .chain(size_param.as_deref().map(|s| ("size_param", s)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Two body pointers collide when they are the same or one lies inside
+/// the other: whichever is written second replaces the first (an offset
+/// at `/filter` would wipe out the mark at `/filter/since`).
+fn collide(a: &str, b: &str) -> bool {
+    let inside = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    a == b || inside(a, b) || inside(b, a)
+}
+
+/// Reports every pair of body pointers that collide among the
+/// pagination's parameters and the incremental `param` (`incremental`,
+/// when it goes into the body); false if there was one.
+pub(crate) fn check_body_params(
+    def: &PaginationDef,
+    kind: &PaginationKind,
+    incremental: Option<&Spanned<String>>,
+    sink: &mut Sink<'_>,
+) -> bool {
+    let present = present(def);
+    let span_of = |key: &str| {
+        present
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(def.kind.span(), |(_, span)| span.clone())
+    };
+    let mut params: Vec<(String, &str, Range<usize>)> = body_params(kind)
+        .into_iter()
+        .map(|(key, pointer)| (format!("pagination.{key}"), pointer, span_of(key)))
+        .collect();
+    if let Some(param) = incremental {
+        params.push((
+            "incremental.param".to_string(),
+            param.get_ref().as_str(),
+            param.span(),
+        ));
+    }
+    let mut ok = true;
+    for (i, (key, pointer, span)) in params.iter().enumerate() {
+        if let Some((other, other_pointer, _)) =
+            params[..i].iter().find(|(_, p, _)| collide(p, pointer))
+        {
+            sink.at_span(
+                span.clone(),
+                key,
+                format!(
+                    "`{key}` \"{pointer}\" and `{other}` \"{other_pointer}\" write the same place in the request body: one would replace the other"
+                ),
+                Some("give each parameter its own JSON pointer, neither inside the other".into()),
+            );
+            ok = false;
+        }
+    }
+    ok
 }

@@ -168,6 +168,70 @@ fn header_cursors_body_parameters_and_stop_values_are_checked() {
             ),
         ),
         (
+            "cursor header that is not a header name",
+            format!(
+                "{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_header = \"X Next\"\ncursor_param = \"c\"\n"
+            ),
+            (
+                6,
+                17,
+                "`cursor_header` \"X Next\" is not a valid HTTP header name",
+                Some(
+                    "write the header's name alone, such as cursor_header = \"X-Next-Cursor\" (no spaces, no colon)",
+                ),
+            ),
+        ),
+        (
+            "cursor header that carries cookies",
+            format!(
+                "{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_header = \"Set-Cookie\"\ncursor_param = \"c\"\n"
+            ),
+            (
+                6,
+                17,
+                "`cursor_header` \"Set-Cookie\" carries credentials or cookies, not a cursor",
+                Some("name the header the API documents for the next page's cursor"),
+            ),
+        ),
+        (
+            "stop value that is a TOML datetime",
+            format!(
+                "{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_path = \"/next\"\ncursor_param = \"c\"\nstop_path = \"/end\"\nstop_value = 2024-01-01T00:00:00Z\n"
+            ),
+            (
+                8,
+                14,
+                "`stop_value` is a TOML date or time, which a JSON body never holds",
+                Some(
+                    "quote it as the string the API sends, such as stop_value = \"2024-01-01T00:00:00Z\"",
+                ),
+            ),
+        ),
+        (
+            "body parameters inside each other",
+            format!(
+                "{POST}[pagination]\ntype = \"offset\"\nparam_in = \"body\"\noffset_param = \"/paging\"\nlimit_param = \"/paging/size\"\n"
+            ),
+            (
+                8,
+                15,
+                "`pagination.limit_param` \"/paging/size\" and `pagination.offset_param` \"/paging\" write the same place in the request body: one would replace the other",
+                Some("give each parameter its own JSON pointer, neither inside the other"),
+            ),
+        ),
+        (
+            "the mark inside a body parameter",
+            format!(
+                "{POST}[pagination]\ntype = \"offset\"\nparam_in = \"body\"\noffset_param = \"/filter\"\n[incremental]\ncursor_field = \"/u\"\ncursor_type = \"timestamp\"\nparam = \"/filter/since\"\n"
+            ),
+            (
+                11,
+                9,
+                "`incremental.param` \"/filter/since\" and `pagination.offset_param` \"/filter\" write the same place in the request body: one would replace the other",
+                Some("give each parameter its own JSON pointer, neither inside the other"),
+            ),
+        ),
+        (
             "stop_value without stop_path",
             format!(
                 "{OK_REQUEST}[pagination]\ntype = \"cursor\"\ncursor_path = \"/next\"\ncursor_param = \"c\"\nstop_value = true\n"
@@ -392,4 +456,17 @@ fn display_matches_the_documented_shape() {
         Diagnostics(vec![d]).to_string().lines().last(),
         Some("1 error in 1 file")
     );
+}
+
+#[test]
+fn the_mark_goes_into_the_body_when_the_paging_parameters_do() {
+    // Beside body paging, a mark sent as a query key named "/since" would
+    // be ignored by the server: every run would fetch everything.
+    let plan = crate::test_support::job_plan(
+        "[request]\nurl = \"https://api.example.com/v1/items\"\nmethod = \"POST\"\n\
+         [pagination]\ntype = \"page\"\nparam_in = \"body\"\npage_param = \"/paging/page\"\n\
+         [incremental]\ncursor_field = \"/u\"\ncursor_type = \"timestamp\"\nparam = \"/since\"\n",
+    );
+    let incremental = plan.incremental.expect("incremental planned");
+    assert_eq!(incremental.param_in, ParamLocation::Body);
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::body::{empty, set_at};
-use super::facts::{Facts, at, text};
+use super::facts::{Facts, at, fatal, text};
 use super::paging::{After, Answer, Paging};
 use crate::fetch::{DecodeError, FetchError, NextRequest};
 use crate::plan::ParamLocation;
@@ -66,13 +66,19 @@ impl<'a> Paging<'a> for Cursor<'a> {
 
     fn facts(&self, page: &Answer<'_>) -> Result<Facts, DecodeError> {
         if let Some(name) = self.header {
-            // A missing or empty header ends the stream, as a missing cursor does.
-            let next_cursor = page
-                .response
-                .headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
-                .filter(|v| !v.is_empty());
+            // A missing or empty header ends the stream, as a missing cursor
+            // does. A cursor must go back byte for byte: one that is not
+            // visible ASCII is an error, not a guess at its characters.
+            let next_cursor = match page.response.headers.get(name) {
+                None => None,
+                Some(value) => Some(value.to_str().map_err(|_| {
+                    fatal(format!(
+                        "the response header {name} holds bytes that are not visible ASCII, so its cursor cannot be sent back as the server gave it (hint: check pagination.cursor_header; the API may send the cursor elsewhere)"
+                    ))
+                })?),
+            }
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
             return Ok(Facts {
                 next_cursor,
                 ..Facts::default()
@@ -95,8 +101,12 @@ impl<'a> Paging<'a> for Cursor<'a> {
         };
         let repeated = matches!(after.at, NextRequest::Cursor { cursor: old } if old == cursor);
         if repeated || after.seen_recently(cursor) {
+            let source = match self.header {
+                Some(_) => "pagination.cursor_header",
+                None => "pagination.cursor_path",
+            };
             return Err(after.error(format!(
-                "the server returned a cursor this stream already used ({cursor:?}) (hint: check pagination.cursor_path and pagination.cursor_param; the API may ignore the cursor)"
+                "the server returned a cursor this stream already used ({cursor:?}) (hint: check {source} and pagination.cursor_param; the API may ignore the cursor)"
             )));
         }
         Ok(Some(NextRequest::Cursor {

@@ -74,3 +74,15 @@ pub(super) fn count(value: Option<Value>, pointer: &str) -> Result<Option<u64>, 
         ))
     })
 }
+
+/// JSON equality as a reader means it: numbers by value (`0` is `0.0`),
+/// everything else exactly (`1` is not `"1"`).
+pub(super) fn same(found: &Value, wanted: &Value) -> bool {
+    match (found, wanted) {
+        // Two integers compare exactly; a float on either side by value.
+        (Value::Number(a), Value::Number(b)) if a.is_f64() || b.is_f64() => {
+            a.as_f64() == b.as_f64()
+        }
+        _ => found == wanted,
+    }
+}

@@ -129,7 +129,9 @@ impl Paginator {
             None => None,
         };
         let stopped = match &self.job.pagination.stop {
-            Some(stop) => facts::at(&body, &stop.path)?.as_ref() == Some(&stop.value),
+            Some(stop) => {
+                facts::at(&body, &stop.path)?.is_some_and(|v| facts::same(&v, &stop.value))
+            }
             None => false,
         };
         let paging = self.paging();

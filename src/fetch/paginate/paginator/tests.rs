@@ -642,3 +642,43 @@ fn header_cursor_is_read_from_the_response_and_missing_or_blank_ends() {
         assert!(step(&mut p, &ctx, resp_at(BASE, body, end)).unwrap().last);
     }
 }
+
+#[test]
+fn stop_value_compares_numbers_by_value() {
+    // An API that writes its flag as 0.0 stops a job that says 0; 0.5 does not.
+    let mut plan = job(cursor_kind(ParamLocation::Query, false));
+    plan.pagination.stop = Some(crate::plan::StopWhen {
+        path: "/remaining".into(),
+        value: json!(0),
+    });
+    let (mut p, ctx) = start(&plan);
+    let body = json!({"meta": {"next": "c1"}, "remaining": 0.5, "data": records(0..2)});
+    assert!(!step(&mut p, &ctx, resp(body)).unwrap().last);
+    let body = json!({"meta": {"next": "c2"}, "remaining": 0.0, "data": records(2..4)});
+    assert!(step(&mut p, &ctx, resp(body)).unwrap().last);
+}
+
+#[test]
+fn a_header_cursor_that_is_not_visible_ascii_is_an_error_not_a_guess() {
+    let kind = PaginationKind::Cursor {
+        cursor_path: String::new(),
+        cursor_param: "cursor".into(),
+        cursor_in: ParamLocation::Query,
+        from_last_record: false,
+        cursor_header: Some("X-Next-Cursor".into()),
+    };
+    let (p, _) = start(&job(kind));
+    let mut page = resp(json!({"data": records(0..2)}));
+    page.headers.insert(
+        "x-next-cursor",
+        http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+    );
+    let err = p.decode(&page).unwrap_err();
+    assert!(!err.retryable);
+    assert!(
+        err.message
+            .contains("X-Next-Cursor holds bytes that are not visible ASCII"),
+        "{}",
+        err.message
+    );
+}
