@@ -692,3 +692,108 @@ async fn stop_value_in_the_body_ends_pagination_at_that_page() {
     assert_eq!(project.rows("items"), data(15), "the stop page is written");
     assert_eq!(params(&api, "page"), some(&["1", "2", "3"]));
 }
+
+/// The first request for `failing` gets a 400 (not retried: the run
+/// fails there); every later one is answered by `answer`.
+fn fail_once(
+    failing: impl Fn(&Seen) -> bool + Send + Sync + 'static,
+    answer: impl Fn(&Seen, &[Value]) -> Response + Send + Sync + 'static,
+) -> impl Fn(&Seen, &[Value]) -> Response + Send + Sync + 'static {
+    use axum::response::IntoResponse;
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    move |seen, data| {
+        if failing(seen) && !failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return (axum::http::StatusCode::BAD_REQUEST, "refused once").into_response();
+        }
+        answer(seen, data)
+    }
+}
+
+/// A failed run, then a rerun that succeeds: the rerun's requests only.
+async fn fail_then_rerun(project: &Project, api: &Api) -> Vec<Seen> {
+    let failed = project.run(&["run"]).await;
+    assert!(!failed.status.success(), "{}", describe(&failed));
+    let before = api.seen().len();
+    run_ok(project).await;
+    api.seen().split_off(before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_cursor_stream_that_failed_resumes_at_the_saved_cursor() {
+    let api = Api::start(
+        data(23),
+        fail_once(
+            |seen| seen.param("after") == Some("10"),
+            |seen, data| {
+                let start = seen.number("after").unwrap_or(0);
+                let end = start + PAGE;
+                let next = if end < data.len() {
+                    end.to_string()
+                } else {
+                    String::new()
+                };
+                let mut response = json(json!({ "data": window(data, start, PAGE) }));
+                let value = axum::http::HeaderValue::from_str(&next).expect("a header value");
+                response.headers_mut().insert("x-next-cursor", value);
+                response
+            },
+        ),
+    )
+    .await;
+    let project = project(&format!(
+        "[request]\nurl = \"{}/items\"\n[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_header = \"X-Next-Cursor\"\ncursor_param = \"after\"\n[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n[output]\nmode = \"append\"\n",
+        api.base
+    ));
+    let rerun = fail_then_rerun(&project, &api).await;
+    // Append mode: a page fetched twice would be two rows.
+    assert_table(&project, &api);
+    let cursors: Vec<Option<&str>> = rerun.iter().map(|s| s.param("after")).collect();
+    assert_eq!(
+        cursors,
+        [Some("10"), Some("15"), Some("20")],
+        "the rerun starts at the cursor the failed page was asked with"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_offset_stream_that_failed_resumes_at_the_saved_offset() {
+    let api = Api::start(
+        data(13),
+        fail_once(
+            |seen| body_integer(seen, "from") == Some(10),
+            |seen, data| {
+                let from = body_integer(seen, "from").unwrap_or(usize::MAX);
+                json(json!({ "hits": window(data, from, PAGE) }))
+            },
+        ),
+    )
+    .await;
+    let project = project(&format!(
+        r#"[request]
+url = "{}/search"
+method = "POST"
+body = {{ filter = "open" }}
+[pagination]
+type = "offset"
+param_in = "body"
+offset_param = "/paging/from"
+limit_param = "/paging/size"
+limit = 5
+[records]
+path = "/hits"
+primary_key = ["/id"]
+[output]
+mode = "append"
+"#,
+        api.base
+    ));
+    let rerun = fail_then_rerun(&project, &api).await;
+    assert_table(&project, &api);
+    let bodies: Vec<Option<Value>> = rerun.into_iter().map(|s| s.body).collect();
+    let body = |from: u64| Some(json!({ "filter": "open", "paging": { "from": from, "size": 5 } }));
+    assert_eq!(
+        bodies,
+        [body(10), body(13)],
+        "the rerun starts at the offset of the failed page, in the body"
+    );
+}
