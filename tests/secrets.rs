@@ -241,3 +241,58 @@ async fn no_table_holds_a_query_key_after_echoed_links_retries_marks_and_failure
     assert_eq!(marks, 1, "the first run's mark");
     assert_clean("the database", &stored);
 }
+
+/// A cursor API that hands the api_key it was sent back as the next
+/// page's cursor (an echo). The cursor would be saved as the stream's
+/// checkpoint and sent back as a query parameter: the stream fails at that
+/// page instead, and the key is in no table.
+#[tokio::test]
+async fn a_credential_echoed_as_the_next_cursor_is_neither_saved_nor_sent() {
+    async fn echo_cursor(request: Request) -> Response {
+        let key = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "api_key")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        axum::Json(serde_json::json!({ "data": [{ "id": 1 }, { "id": 2 }], "next": key }))
+            .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let app = Router::new().route(
+        "/items",
+        get(move |request: Request| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            echo_cursor(request)
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let project = Project::new();
+    project.config(
+        "[auth.keyed]\ntype = \"api_key\"\nquery = \"api_key\"\nkey = { env = \"LEAK_KEY\" }\n",
+    );
+    project.job(
+        "items",
+        &format!(
+            "auth = \"keyed\"\n[request]\nurl = \"{base}/items\"\n\
+             [pagination]\ntype = \"cursor\"\ncursor_path = \"/next\"\ncursor_param = \"after\"\n\
+             [records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n[retry]\nmax_attempts = 1\n"
+        ),
+    );
+    let output = run(&project, &["run", "-vv"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let text = common::text(&output);
+    assert!(
+        text.contains("returned a credential of this job as the next page's cursor"),
+        "{}",
+        describe(&output)
+    );
+    assert_clean("the run's output", &text);
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no request carries the echoed key as a cursor"
+    );
+    assert_clean("the database", &project.database_text());
+}

@@ -145,6 +145,17 @@ impl Paginator {
             request_url,
             last_record: page.last.as_ref(),
         })?;
+        // A cursor is saved in the checkpoint table and sent back in the
+        // request: a server that hands a credential back as one (echoing
+        // the request) must not get it stored or moved into a URL.
+        if next_cursor
+            .as_deref()
+            .is_some_and(crate::secret::is_credential)
+        {
+            return Err(facts::fatal(
+                "the server returned a credential of this job as the next page's cursor; it is neither saved nor sent (hint: check pagination.cursor_path or cursor_header; the API may echo the request into its answer)".into(),
+            ));
+        }
         Ok(DecodedPage {
             records: page.records,
             received: page.received,
