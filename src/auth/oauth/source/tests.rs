@@ -255,3 +255,32 @@ async fn zero_or_huge_expires_in_neither_floods_nor_overflows() {
     assert_eq!(calls_at(&source, &offset, 365 * DAY, 3).await, 2);
     assert_eq!(calls_at(&source, &offset, 367 * DAY, 1).await, 3);
 }
+
+/// A 401 on a token that was itself a refresh (revoked again) refreshes
+/// again; a 401 on a token already replaced refreshes nothing. Killed the
+/// mutant that pins the current generation at 1, under which the second
+/// revocation would be answered "already newer" and never refreshed.
+#[tokio::test]
+async fn every_revoked_generation_is_refreshed_once_and_a_replaced_one_never() {
+    let (_, url) = endpoint(3600).await;
+    let offset = Arc::new(AtomicU64::new(0));
+    let source = source(url, 60, offset.clone());
+    let first = source.current().await.unwrap().1;
+    assert_eq!(first, 1);
+    assert_eq!(
+        source.invalidate(first).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
+    let second = source.current().await.unwrap().1;
+    assert_eq!(second, 2);
+    assert_eq!(
+        source.invalidate(second).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
+    assert_eq!(
+        source.invalidate(first).await.unwrap(),
+        RefreshOutcome::AlreadyNewer
+    );
+    assert_eq!(source.current().await.unwrap().1, 3);
+    assert_eq!(source.token_requests(), 3);
+}
