@@ -547,27 +547,56 @@ async fn a_server_that_ignores_a_last_record_cursor_fails_instead_of_looping() {
     assert_eq!(project.rows("items"), window(&api.data(), 0, PAGE));
 }
 
+/// A page of `PAGE` records from the `after` cursor; the next cursor is in
+/// the `X-Next-Cursor` header (empty on the last page), and the body's
+/// `next` is a decoy.
+fn header_cursor_page(seen: &Seen, data: &[Value]) -> Response {
+    let start = seen.number("after").unwrap_or(0);
+    let end = start + PAGE;
+    let next = if end < data.len() {
+        end.to_string()
+    } else {
+        String::new()
+    };
+    let mut response = json(json!({ "data": window(data, start, PAGE), "next": "decoy" }));
+    let value = axum::http::HeaderValue::from_str(&next).expect("a header value");
+    response.headers_mut().insert("x-next-cursor", value);
+    response
+}
+
+/// The job for [`header_cursor_page`], with `more` appended.
+fn header_cursor_job(base: &str, more: &str) -> String {
+    format!(
+        "[request]\nurl = \"{base}/items\"\n[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_header = \"X-Next-Cursor\"\ncursor_param = \"after\"\n[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n{more}"
+    )
+}
+
+/// The POST search job that pages by offset in the body, with `more`
+/// appended.
+fn body_offset_job(base: &str, more: &str) -> String {
+    format!(
+        r#"[request]
+url = "{base}/search"
+method = "POST"
+body = {{ filter = "open" }}
+[pagination]
+type = "offset"
+param_in = "body"
+offset_param = "/paging/from"
+limit_param = "/paging/size"
+limit = 5
+[records]
+path = "/hits"
+primary_key = ["/id"]
+{more}"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_from_a_response_header_until_it_is_empty() {
     // The body's decoy `next` is ignored: the cursor is the header's.
-    let api = Api::start(data(23), |seen, data| {
-        let start = seen.number("after").unwrap_or(0);
-        let end = start + PAGE;
-        let next = if end < data.len() {
-            end.to_string()
-        } else {
-            String::new()
-        };
-        let mut response = json(json!({ "data": window(data, start, PAGE), "next": "decoy" }));
-        let value = axum::http::HeaderValue::from_str(&next).expect("a header value");
-        response.headers_mut().insert("x-next-cursor", value);
-        response
-    })
-    .await;
-    let project = project(&format!(
-        "[request]\nurl = \"{}/items\"\n[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_header = \"X-Next-Cursor\"\ncursor_param = \"after\"\n[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n",
-        api.base
-    ));
+    let api = Api::start(data(23), header_cursor_page).await;
+    let project = project(&header_cursor_job(&api.base, ""));
     run_ok(&project).await;
     assert_table(&project, &api);
     // The last page's header is empty: five requests, none after it.
@@ -599,23 +628,7 @@ async fn offset_parameters_in_a_post_body() {
         json(json!({ "hits": window(data, from, size) }))
     })
     .await;
-    let project = project(&format!(
-        r#"[request]
-url = "{}/search"
-method = "POST"
-body = {{ filter = "open" }}
-[pagination]
-type = "offset"
-param_in = "body"
-offset_param = "/paging/from"
-limit_param = "/paging/size"
-limit = 5
-[records]
-path = "/hits"
-primary_key = ["/id"]
-"#,
-        api.base
-    ));
+    let project = project(&body_offset_job(&api.base, ""));
     run_ok(&project).await;
     assert_table(&project, &api);
     // 5 + 5 + 3 records, then the empty page at 13 ends the stream.
@@ -722,27 +735,12 @@ async fn fail_then_rerun(project: &Project, api: &Api) -> Vec<Seen> {
 async fn a_header_cursor_stream_that_failed_resumes_at_the_saved_cursor() {
     let api = Api::start(
         data(23),
-        fail_once(
-            |seen| seen.param("after") == Some("10"),
-            |seen, data| {
-                let start = seen.number("after").unwrap_or(0);
-                let end = start + PAGE;
-                let next = if end < data.len() {
-                    end.to_string()
-                } else {
-                    String::new()
-                };
-                let mut response = json(json!({ "data": window(data, start, PAGE) }));
-                let value = axum::http::HeaderValue::from_str(&next).expect("a header value");
-                response.headers_mut().insert("x-next-cursor", value);
-                response
-            },
-        ),
+        fail_once(|seen| seen.param("after") == Some("10"), header_cursor_page),
     )
     .await;
-    let project = project(&format!(
-        "[request]\nurl = \"{}/items\"\n[pagination]\ntype = \"cursor\"\ncursor_from = \"header\"\ncursor_header = \"X-Next-Cursor\"\ncursor_param = \"after\"\n[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n[output]\nmode = \"append\"\n",
-        api.base
+    let project = project(&header_cursor_job(
+        &api.base,
+        "[output]\nmode = \"append\"\n",
     ));
     let rerun = fail_then_rerun(&project, &api).await;
     // Append mode: a page fetched twice would be two rows.
@@ -768,25 +766,7 @@ async fn a_body_offset_stream_that_failed_resumes_at_the_saved_offset() {
         ),
     )
     .await;
-    let project = project(&format!(
-        r#"[request]
-url = "{}/search"
-method = "POST"
-body = {{ filter = "open" }}
-[pagination]
-type = "offset"
-param_in = "body"
-offset_param = "/paging/from"
-limit_param = "/paging/size"
-limit = 5
-[records]
-path = "/hits"
-primary_key = ["/id"]
-[output]
-mode = "append"
-"#,
-        api.base
-    ));
+    let project = project(&body_offset_job(&api.base, "[output]\nmode = \"append\"\n"));
     let rerun = fail_then_rerun(&project, &api).await;
     assert_table(&project, &api);
     let bodies: Vec<Option<Value>> = rerun.into_iter().map(|s| s.body).collect();

@@ -488,19 +488,7 @@ fn page(
 /// Whether the pagination sends its parameters in the JSON body; an
 /// incremental `param` then goes there too unless its `param_in` says.
 pub(crate) fn params_in_body(kind: &PaginationKind) -> bool {
-    matches!(
-        kind,
-        PaginationKind::Cursor {
-            cursor_in: ParamLocation::Body,
-            ..
-        } | PaginationKind::Offset {
-            param_in: ParamLocation::Body,
-            ..
-        } | PaginationKind::Page {
-            param_in: ParamLocation::Body,
-            ..
-        }
-    )
+    !body_params(kind).is_empty()
 }
 
 /// The body pointers the pagination writes, with the key each comes from.
