@@ -178,6 +178,25 @@ pub(crate) enum Found {
     },
 }
 
+impl Found {
+    /// What a stream's claim row (`status`, `holder`) means. `fresh` is
+    /// asked only of a `running` row, with its holder.
+    pub(crate) fn from_row<E>(
+        status: &str,
+        holder: String,
+        fresh: impl FnOnce(&str) -> Result<bool, E>,
+    ) -> Result<Found, E> {
+        Ok(match status {
+            "done" => Found::Done,
+            "failed" => Found::Failed { holder },
+            _ => Found::Running {
+                fresh: fresh(&holder)?,
+                holder,
+            },
+        })
+    }
+}
+
 /// Who runs a stream, whichever database keeps the claims: `Ok(taken_from)`
 /// when `holder` claims it (naming the dead or stale holder it takes over,
 /// if any), or the [`StreamClaim`] to answer without claiming.

@@ -288,18 +288,8 @@ fn find_claim(
     let row = s
         .client
         .query_opt(&claim, &[&invocation, &key.job, &key.partition, &cutoff])?;
-    Ok(match row {
-        None => Found::Free,
-        Some(r) => {
-            let (status, holder): (String, String) = (r.get(0), r.get(1));
-            match status.as_str() {
-                "done" => Found::Done,
-                "failed" => Found::Failed { holder },
-                _ => Found::Running {
-                    holder,
-                    fresh: r.get(2),
-                },
-            }
-        }
-    })
+    match row {
+        None => Ok(Found::Free),
+        Some(r) => Found::from_row(r.get::<_, &str>(0), r.get(1), |_| Ok(r.get(2))),
+    }
 }

@@ -75,18 +75,12 @@ impl Claims for SqliteStore {
             .map_err(err)?;
         let found = match row {
             None => Found::Free,
-            Some((status, _)) if status == "done" => Found::Done,
-            Some((status, other)) if status == "failed" => Found::Failed { holder: other },
-            Some((_, other)) => {
+            Some((status, other)) => Found::from_row(&status, other, |other| {
                 // Alive or not only matters for another holder's claim.
-                let fresh = other != holder
-                    && holder_alive(&tx, invocation, &other, stale_after, &|_| false)
-                        .map_err(err)?;
-                Found::Running {
-                    holder: other,
-                    fresh,
-                }
-            }
+                Ok(other != holder
+                    && holder_alive(&tx, invocation, other, stale_after, &|_| false)
+                        .map_err(err)?)
+            })?,
         };
         let taken_from = match decide_claim(found, holder, retry_failed, is_dead) {
             Ok(taken_from) => taken_from,
