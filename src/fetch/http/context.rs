@@ -215,6 +215,53 @@ pub(crate) mod tests {
         );
     }
 
+    /// A key too short for the scrubber to register (under 4 characters)
+    /// is still redacted in printed URLs and dropped from saved ones: by
+    /// name, because the credential names its query parameter.
+    #[test]
+    fn a_short_query_key_is_redacted_and_stripped_by_its_parameter_name() {
+        use crate::auth::{Credential, NoTokenStore};
+        use crate::plan::{ApiKeyPlacement, AuthPlan, SecretSource};
+        use crate::secret::Secret;
+        let plan = AuthPlan::ApiKey {
+            placement: ApiKeyPlacement::Query("k".into()),
+            key: SecretSource::Plain(Secret::new("xyz")),
+        };
+        let credential = Credential::new(
+            "shop",
+            &plan,
+            &reqwest::Client::new(),
+            std::sync::Arc::new(NoTokenStore),
+        )
+        .unwrap();
+        assert_eq!(credential.name(), "shop");
+        assert_eq!(credential.query_param(), Some("k"));
+        let first = url("https://api.example.com/v1/orders");
+        let ctx = RequestContext::new(&sample_job(), &first, Some(std::sync::Arc::new(credential)));
+        let sent = url("https://api.example.com/v1/orders?page=2&k=xyz");
+        assert_eq!(
+            ctx.redact(&sent),
+            "https://api.example.com/v1/orders?page=2&k=[redacted]"
+        );
+        assert_eq!(
+            ctx.strip_secret_params(&sent).as_str(),
+            "https://api.example.com/v1/orders?page=2"
+        );
+
+        let in_header = AuthPlan::ApiKey {
+            placement: ApiKeyPlacement::Header("X-Key".into()),
+            key: SecretSource::Plain(Secret::new("xyz")),
+        };
+        let header = Credential::new(
+            "shop",
+            &in_header,
+            &reqwest::Client::new(),
+            std::sync::Arc::new(NoTokenStore),
+        )
+        .unwrap();
+        assert_eq!(header.query_param(), None);
+    }
+
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
     }

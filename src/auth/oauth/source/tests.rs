@@ -284,3 +284,28 @@ async fn every_revoked_generation_is_refreshed_once_and_a_replaced_one_never() {
     assert_eq!(source.current().await.unwrap().1, 3);
     assert_eq!(source.token_requests(), 3);
 }
+
+/// A caller that read generation 1, and reaches the lock only after another
+/// task's refresh finished, takes the new token instead of starting a second
+/// refresh: in `current` (expired token) and in `early` (refresh window).
+/// The window between reading and locking cannot be forced from outside, so
+/// the test calls the two steps after it directly.
+#[tokio::test]
+async fn a_caller_that_read_an_older_token_takes_the_newer_one_without_a_request() {
+    let (_, url) = endpoint(100).await;
+    let offset = Arc::new(AtomicU64::new(0));
+    let source = source(url, 10, offset.clone());
+    assert_eq!(calls_at(&source, &offset, 0, 1).await, 1);
+    let first = source.shared.snapshot().unwrap();
+    assert_eq!(
+        source.invalidate(1).await.unwrap(),
+        RefreshOutcome::Refreshed
+    );
+    assert_eq!(source.token_requests(), 2);
+
+    let (token, started) = source.refreshed(first.generation).await.unwrap();
+    assert_eq!((token.generation, started), (2, false));
+    let early = source.early(&first, source.shared.clock.now()).await;
+    assert_eq!(early.generation, 2);
+    assert_eq!(source.token_requests(), 2, "no second refresh was started");
+}
