@@ -409,3 +409,75 @@ fn wait_for_a_lock_wait(watcher: &mut Store) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Claiming a stream takes the job's lock shared, so it never runs between
+/// the steps of a pass being completed (which takes it exclusive): with the
+/// exclusive lock held elsewhere, a claim waits for it instead of going on.
+#[test]
+fn a_claim_waits_while_the_jobs_pass_is_being_completed() {
+    let Some(db) = TestDb::postgres() else {
+        return;
+    };
+    let mut store = Store::open(&db.database).unwrap();
+    store.register_holder("inv", "a", 0, false).unwrap();
+    // Another process completing the job's pass, holding the lock.
+    let completing = crate::store::PgConn::connect(&url(&db)).unwrap();
+    let lock = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({}, hashtext('shard-job:inv:orders'))",
+        crate::store::LOCK_SPACE
+    );
+    completing
+        .run(move |s| s.client.batch_execute(&lock))
+        .unwrap()
+        .unwrap();
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let claim = std::thread::scope(|scope| {
+        let claimer = scope.spawn(|| {
+            let claim = store.claim_stream(
+                "inv",
+                &StreamKey::new("orders", "eu"),
+                0,
+                "a",
+                false,
+                std::time::Duration::from_secs(60),
+                &|_: &str| false,
+            );
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            claim
+        });
+        // Until the claim either ends or is seen waiting for a lock.
+        let waiting = loop {
+            if finished.load(std::sync::atomic::Ordering::SeqCst) {
+                break false;
+            }
+            let waiters = completing
+                .run(|s| {
+                    s.client.query_one(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                        &[],
+                    )
+                })
+                .unwrap()
+                .unwrap()
+                .get::<_, i64>(0);
+            if waiters > 0 {
+                break true;
+            }
+            std::thread::yield_now();
+        };
+        assert!(
+            waiting,
+            "the claim went on while the pass was being completed"
+        );
+        completing
+            .run(|s| s.client.batch_execute("COMMIT"))
+            .unwrap()
+            .unwrap();
+        claimer.join().unwrap()
+    });
+    assert_eq!(
+        claim.unwrap(),
+        crate::store::StreamClaim::Claimed { taken_from: None }
+    );
+}
