@@ -481,3 +481,85 @@ fn a_claim_waits_while_the_jobs_pass_is_being_completed() {
         crate::store::StreamClaim::Claimed { taken_from: None }
     );
 }
+
+/// A page's transaction is run again only for a conflict (deadlock or
+/// serialization failure), and at most `CONFLICT_RETRIES` (3) times: a
+/// trigger refuses the page's rows, counting tries in a sequence (which a
+/// rollback does not undo).
+#[test]
+fn only_conflicts_are_tried_again_and_only_three_times() {
+    let Some(db) = TestDb::postgres() else {
+        return;
+    };
+    let mut store = db.store();
+    let (table, run, key) = merge_table_t(&mut store);
+    let record = Record {
+        json: r#"{"id":1}"#.into(),
+        pk: Some("[1]".into()),
+        columns: vec![],
+    };
+    // Refuse the first `limit` tries with SQLSTATE `code`.
+    let refuse = |store: &mut Store, code: &str, limit: u32| {
+        store.exec_sql(&format!(
+            "DROP TRIGGER IF EXISTS refuse ON t; DROP SEQUENCE IF EXISTS tries;
+             CREATE SEQUENCE tries;
+             CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF nextval('tries') <= {limit} THEN
+                 RAISE EXCEPTION 'refused on purpose' USING ERRCODE = '{code}';
+               END IF;
+               RETURN NULL;
+             END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON t
+               FOR EACH STATEMENT EXECUTE FUNCTION refuse();"
+        ));
+    };
+    let tries = |store: &mut Store| store.query_text("SELECT last_value FROM tries");
+    let position = |store: &mut Store| {
+        store.query_text("SELECT position FROM _apisync.checkpoints WHERE job = 't'")
+    };
+
+    // Three serialization failures, then the page goes through.
+    refuse(&mut store, "40001", 3);
+    store
+        .apply_page(
+            &key,
+            &table,
+            run,
+            std::slice::from_ref(&record),
+            r#"{"page":1}"#,
+        )
+        .unwrap();
+    assert_eq!(tries(&mut store), [[Some("4".to_string())]]);
+    assert_eq!(position(&mut store), [[Some(r#"{"page":1}"#.to_string())]]);
+
+    // A fourth is the page's error: nothing written, the checkpoint kept.
+    refuse(&mut store, "40001", 100);
+    let err = store
+        .apply_page(
+            &key,
+            &table,
+            run,
+            std::slice::from_ref(&record),
+            r#"{"page":2}"#,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("refused on purpose"), "{err}");
+    assert_eq!(tries(&mut store), [[Some("4".to_string())]]);
+    assert_eq!(position(&mut store), [[Some(r#"{"page":1}"#.to_string())]]);
+
+    // Any other error is not tried again.
+    refuse(&mut store, "22023", 1);
+    let err = store
+        .apply_page(
+            &key,
+            &table,
+            run,
+            std::slice::from_ref(&record),
+            r#"{"page":2}"#,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("refused on purpose"), "{err}");
+    assert_eq!(tries(&mut store), [[Some("1".to_string())]]);
+    assert_eq!(position(&mut store), [[Some(r#"{"page":1}"#.to_string())]]);
+}
