@@ -28,6 +28,9 @@ async fn demo_syncs_every_demo_record_and_prints_a_summary() {
         assert!(stdout.contains(job), "summary lists {job}: {text}");
     }
     assert!(stdout.contains("sqlite3 apisync-demo.db"), "{text}");
+    // A run where nothing went wrong warns of nothing (for instance, that
+    // a lease it released could not be released).
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{text}");
     let db = rusqlite::Connection::open(dir.path().join("apisync-demo.db")).unwrap();
     let count = |table: &str| -> i64 {
         db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
