@@ -83,8 +83,15 @@ pub(crate) async fn acquire(env: &RunEnv, job: &str, wait: bool) -> Result<Acqui
             _ = env.cancel.cancelled() => return Ok(Acquired::Cancelled),
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(WAIT_CAP);
+        delay = next_wait(delay);
     }
+}
+
+/// The pause before asking for a busy lease again: doubling from
+/// [`WAIT_FIRST`] up to [`WAIT_CAP`], so a long wait asks the database a few
+/// times a minute, not in a busy loop.
+fn next_wait(delay: Duration) -> Duration {
+    (delay * 2).min(WAIT_CAP)
 }
 
 /// Renew the lease every `every` until released; cancel the job if the
@@ -134,6 +141,21 @@ mod tests {
     use crate::run::holder::STALE_AFTER;
     use crate::run::progress::NoProgress;
     use crate::store::Store;
+
+    #[test]
+    fn a_busy_lease_is_asked_for_again_after_doubling_pauses_up_to_the_cap() {
+        let mut delay = WAIT_FIRST;
+        let mut pauses = vec![delay];
+        for _ in 0..8 {
+            delay = next_wait(delay);
+            pauses.push(delay);
+        }
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(
+            ms,
+            [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]
+        );
+    }
 
     fn env(writer: Writer, holder: &str) -> RunEnv {
         RunEnv {
