@@ -410,6 +410,15 @@ fn wait_for_a_lock_wait(watcher: &mut Store) {
     }
 }
 
+/// Commits the connection's open transaction when dropped.
+struct Release<'a>(&'a crate::store::PgConn);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(|s| s.client.batch_execute("COMMIT"));
+    }
+}
+
 /// Claiming a stream takes the job's lock shared, so it never runs between
 /// the steps of a pass being completed (which takes it exclusive): with the
 /// exclusive lock held elsewhere, a claim waits for it instead of going on.
@@ -430,24 +439,25 @@ fn a_claim_waits_while_the_jobs_pass_is_being_completed() {
         .run(move |s| s.client.batch_execute(&lock))
         .unwrap()
         .unwrap();
-    let finished = std::sync::atomic::AtomicBool::new(false);
     let claim = std::thread::scope(|scope| {
+        // Ends the other process's transaction on the way out, also when an
+        // assertion below fails, so the claim is never left waiting.
+        let release = Release(&completing);
         let claimer = scope.spawn(|| {
-            let claim = store.claim_stream(
+            store.claim_stream(
                 "inv",
                 &StreamKey::new("orders", "eu"),
                 0,
                 "a",
                 false,
                 std::time::Duration::from_secs(60),
-                &|_: &str| false,
-            );
-            finished.store(true, std::sync::atomic::Ordering::SeqCst);
-            claim
+                |_: &str| false,
+            )
         });
         // Until the claim either ends or is seen waiting for a lock.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let waiting = loop {
-            if finished.load(std::sync::atomic::Ordering::SeqCst) {
+            if claimer.is_finished() {
                 break false;
             }
             let waiters = completing
@@ -464,17 +474,19 @@ fn a_claim_waits_while_the_jobs_pass_is_being_completed() {
             if waiters > 0 {
                 break true;
             }
-            std::thread::yield_now();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the claim neither ended nor waited for a lock in 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
         };
+        drop(release);
+        let claim = claimer.join().unwrap();
         assert!(
             waiting,
             "the claim went on while the pass was being completed"
         );
-        completing
-            .run(|s| s.client.batch_execute("COMMIT"))
-            .unwrap()
-            .unwrap();
-        claimer.join().unwrap()
+        claim
     });
     assert_eq!(
         claim.unwrap(),
