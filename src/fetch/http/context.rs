@@ -223,17 +223,15 @@ pub(crate) mod tests {
         use crate::auth::{Credential, NoTokenStore};
         use crate::plan::{ApiKeyPlacement, AuthPlan, SecretSource};
         use crate::secret::Secret;
-        let plan = AuthPlan::ApiKey {
-            placement: ApiKeyPlacement::Query("k".into()),
-            key: SecretSource::Plain(Secret::new("xyz")),
+        let api_key = |placement| {
+            let plan = AuthPlan::ApiKey {
+                placement,
+                key: SecretSource::Plain(Secret::new("xyz")),
+            };
+            let client = reqwest::Client::new();
+            Credential::new("shop", &plan, &client, std::sync::Arc::new(NoTokenStore)).unwrap()
         };
-        let credential = Credential::new(
-            "shop",
-            &plan,
-            &reqwest::Client::new(),
-            std::sync::Arc::new(NoTokenStore),
-        )
-        .unwrap();
+        let credential = api_key(ApiKeyPlacement::Query("k".into()));
         assert_eq!(credential.name(), "shop");
         assert_eq!(credential.query_param(), Some("k"));
         let first = url("https://api.example.com/v1/orders");
@@ -248,17 +246,7 @@ pub(crate) mod tests {
             "https://api.example.com/v1/orders?page=2"
         );
 
-        let in_header = AuthPlan::ApiKey {
-            placement: ApiKeyPlacement::Header("X-Key".into()),
-            key: SecretSource::Plain(Secret::new("xyz")),
-        };
-        let header = Credential::new(
-            "shop",
-            &in_header,
-            &reqwest::Client::new(),
-            std::sync::Arc::new(NoTokenStore),
-        )
-        .unwrap();
+        let header = api_key(ApiKeyPlacement::Header("X-Key".into()));
         assert_eq!(header.query_param(), None);
     }
 

@@ -398,10 +398,23 @@ fn merge_table_t(store: &mut Store) -> (TableSpec, crate::store::RunId, StreamKe
 /// Until a backend of this database waits for a lock; bounded at 30 s
 /// (PostgreSQL has no event for it).
 fn wait_for_a_lock_wait(watcher: &mut Store) {
+    lock_wait_seen(watcher, || false);
+}
+
+/// Polls until a backend of this database waits for a lock (true) or
+/// `ended` says the work that might wait is over (false); fails after 30 s
+/// of neither.
+fn lock_wait_seen(watcher: &mut Store, ended: impl Fn() -> bool) -> bool {
     let lock_waits = "SELECT count(*) FROM pg_stat_activity
                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while watcher.query_text(lock_waits) != [[Some("1".to_string())]] {
+    loop {
+        if watcher.query_text(lock_waits) == [[Some("1".to_string())]] {
+            return true;
+        }
+        if ended() {
+            return false;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "no transaction ever waited for a lock"
@@ -439,6 +452,7 @@ fn a_claim_waits_while_the_jobs_pass_is_being_completed() {
         .run(move |s| s.client.batch_execute(&lock))
         .unwrap()
         .unwrap();
+    let mut watcher = db.store();
     let claim = std::thread::scope(|scope| {
         // Ends the other process's transaction on the way out, also when an
         // assertion below fails, so the claim is never left waiting.
@@ -455,31 +469,7 @@ fn a_claim_waits_while_the_jobs_pass_is_being_completed() {
             )
         });
         // Until the claim either ends or is seen waiting for a lock.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let waiting = loop {
-            if claimer.is_finished() {
-                break false;
-            }
-            let waiters = completing
-                .run(|s| {
-                    s.client.query_one(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-                         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                        &[],
-                    )
-                })
-                .unwrap()
-                .unwrap()
-                .get::<_, i64>(0);
-            if waiters > 0 {
-                break true;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the claim neither ended nor waited for a lock in 30 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        };
+        let waiting = lock_wait_seen(&mut watcher, || claimer.is_finished());
         drop(release);
         let claim = claimer.join().unwrap();
         assert!(
@@ -526,6 +516,9 @@ fn only_conflicts_are_tried_again_and_only_three_times() {
                FOR EACH STATEMENT EXECUTE FUNCTION refuse();"
         ));
     };
+    let apply = |store: &mut Store, position: &str| {
+        store.apply_page(&key, &table, run, std::slice::from_ref(&record), position)
+    };
     let tries = |store: &mut Store| store.query_text("SELECT last_value FROM tries");
     let position = |store: &mut Store| {
         store.query_text("SELECT position FROM _apisync.checkpoints WHERE job = 't'")
@@ -533,44 +526,20 @@ fn only_conflicts_are_tried_again_and_only_three_times() {
 
     // Three serialization failures, then the page goes through.
     refuse(&mut store, "40001", 3);
-    store
-        .apply_page(
-            &key,
-            &table,
-            run,
-            std::slice::from_ref(&record),
-            r#"{"page":1}"#,
-        )
-        .unwrap();
+    apply(&mut store, r#"{"page":1}"#).unwrap();
     assert_eq!(tries(&mut store), [[Some("4".to_string())]]);
     assert_eq!(position(&mut store), [[Some(r#"{"page":1}"#.to_string())]]);
 
     // A fourth is the page's error: nothing written, the checkpoint kept.
     refuse(&mut store, "40001", 100);
-    let err = store
-        .apply_page(
-            &key,
-            &table,
-            run,
-            std::slice::from_ref(&record),
-            r#"{"page":2}"#,
-        )
-        .unwrap_err();
+    let err = apply(&mut store, r#"{"page":2}"#).unwrap_err();
     assert!(err.to_string().contains("refused on purpose"), "{err}");
     assert_eq!(tries(&mut store), [[Some("4".to_string())]]);
     assert_eq!(position(&mut store), [[Some(r#"{"page":1}"#.to_string())]]);
 
     // Any other error is not tried again.
     refuse(&mut store, "22023", 1);
-    let err = store
-        .apply_page(
-            &key,
-            &table,
-            run,
-            std::slice::from_ref(&record),
-            r#"{"page":2}"#,
-        )
-        .unwrap_err();
+    let err = apply(&mut store, r#"{"page":2}"#).unwrap_err();
     assert!(err.to_string().contains("refused on purpose"), "{err}");
     assert_eq!(tries(&mut store), [[Some("1".to_string())]]);
     assert_eq!(position(&mut store), [[Some(r#"{"page":1}"#.to_string())]]);
