@@ -36,6 +36,7 @@ fn job(max_attempts: u32) -> JobPlan {
             headers: vec![],
             body: None,
             timeout: Duration::from_secs(10),
+            env: vec![],
         },
         pagination: PaginationPlan {
             kind: PaginationKind::None,

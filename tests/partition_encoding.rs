@@ -163,7 +163,7 @@ async fn unknown_placeholders_are_refused_with_their_place() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let text = common::text(&output);
     for expected in [
-        "child.toml:2:7: job \"child\": unknown placeholder `{partition.id}` in `request.url` (hint: this job's placeholders are {partition}; write {{name}} for a literal {name})",
+        "child.toml:2:7: job \"child\": unknown placeholder `{partition.id}` in `request.url` (hint: this job's placeholders are {partition}, {now}, {env.NAME}; write {{name}} for a literal {name})",
         "child.toml:3:24: job \"child\": unknown placeholder `{bogus}` in `request.headers.X-Tenant`",
         "host.toml:2:7: job \"host\": placeholder `{partition}` is in the scheme, host or port of `request.url`",
     ] {

@@ -73,3 +73,20 @@ fn repository_job_files_validate() {
         );
     }
 }
+
+/// reach.md section 1: every placeholder a job cannot fill, every format
+/// that does not apply, and `param` beside `{mark}`, each at its line and
+/// column. `HOME` is given, so `{env.HOME:epoch}` is refused for its
+/// format, not for being unset.
+#[test]
+fn placeholder_problems_are_located_and_explained() {
+    let env = [("HOME".to_string(), "/root".to_string())];
+    let result = load_project_with_env(
+        Some(&fixture("placeholders")),
+        &SettingsOverrides::default(),
+        &env,
+        &[],
+    );
+    let rendered = result.expect_err("the fixture is broken").to_string();
+    insta::assert_snapshot!(rendered);
+}

@@ -195,8 +195,9 @@ pub struct IncrementalDef {
     pub cursor_field: Spanned<String>,
     #[schemars(with = "CursorTypeDef")]
     pub cursor_type: Spanned<CursorTypeDef>,
-    #[schemars(with = "String")]
-    pub param: Spanned<String>,
+    /// Not needed (and refused) when the request holds `{mark}`.
+    #[schemars(with = "Option<String>")]
+    pub param: Option<Spanned<String>>,
     #[schemars(with = "Option<ParamInDef>")]
     pub param_in: Option<Spanned<ParamInDef>>,
     #[schemars(with = "Option<ScalarDef>")]

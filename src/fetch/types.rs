@@ -46,6 +46,11 @@ pub struct StreamPosition {
     /// The largest incremental cursor value seen so far in this stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_seen: Option<serde_json::Value>,
+    /// `{now}`: the start of the run that began this stream (RFC 3339). A
+    /// resumed stream keeps it, so its later pages ask for the same range
+    /// as its first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
 }
 
 impl StreamPosition {
@@ -56,6 +61,16 @@ impl StreamPosition {
             pages: 0,
             since,
             max_seen: None,
+            now: None,
+        }
+    }
+
+    /// The same, with `{now}` standing for `now` unless the position
+    /// already has its own (a resumed stream keeps the range it asked for).
+    pub fn at(self, now: chrono::DateTime<chrono::Utc>) -> Self {
+        StreamPosition {
+            now: self.now.or_else(|| Some(crate::plan::now_text(now))),
+            ..self
         }
     }
 }

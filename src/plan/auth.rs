@@ -220,9 +220,11 @@ fn api_key_placement(def: &AuthDef, prefix: &str, sink: &mut Sink<'_>) -> Option
 
 fn oauth(def: &AuthDef, prefix: &str, sink: &mut Sink<'_>) -> Option<OAuthPlan> {
     let token_url = match &def.token_url {
-        Some(url) => checks::url_template("token_url", url.get_ref())
-            .map_err(|(m, h)| sink.at(url, &format!("{prefix}.token_url"), m, h))
-            .ok(),
+        Some(url) => checks::url_template("token_url", url.get_ref(), |slot| {
+            checks::url_sample(slot, &[])
+        })
+        .map_err(|(m, h)| sink.at(url, &format!("{prefix}.token_url"), m, h))
+        .ok(),
         None => {
             sink.at(
                 &def.kind,

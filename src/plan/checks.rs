@@ -13,12 +13,6 @@ pub(crate) type Problem = (String, Option<String>);
 pub(crate) const RESERVED_COLUMNS: &[&str] = &["_pk", "_data", "_synced_at", "_run_id"];
 
 /// Sample values substituted into `{partition...}` before a URL is parsed.
-const URL_SAMPLES: &[(&str, &str)] = &[
-    ("{partition.start}", "2024-01-01"),
-    ("{partition.end}", "2024-01-02"),
-    ("{partition}", "sample"),
-];
-
 pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, Problem> {
     humantime::parse_duration(text.trim()).map_err(|err| {
         (
@@ -137,12 +131,14 @@ pub(crate) fn pointer(key: &str, text: &str, allow_empty: bool) -> Result<(), Pr
     Ok(())
 }
 
-/// A URL template: parses once `{partition...}` placeholders hold sample values.
-pub(crate) fn url_template(key: &str, template: &str) -> Result<url::Url, Problem> {
-    let mut text = template.to_string();
-    for (placeholder, sample) in URL_SAMPLES {
-        text = text.replace(placeholder, sample);
-    }
+/// A URL template: parses once each placeholder holds `sample(slot)`.
+pub(crate) fn url_template(
+    key: &str,
+    template: &str,
+    sample: impl Fn(super::template::Slot<'_>) -> String,
+) -> Result<url::Url, Problem> {
+    let text = super::template::render(template, |slot| Ok(sample(slot)))
+        .unwrap_or_else(|_: String| template.to_string());
     let shown = without_userinfo(template);
     let url = url::Url::parse(&text).map_err(|err| {
         (
@@ -167,6 +163,22 @@ pub(crate) fn url_template(key: &str, template: &str) -> Result<url::Url, Proble
     Ok(url)
 }
 
+/// The value a placeholder holds while a URL template is checked: the
+/// environment's own value for `{env.NAME}` (so the origin it makes is the
+/// one checked), a sample for the rest.
+pub(crate) fn url_sample(slot: super::template::Slot<'_>, env: &[(String, String)]) -> String {
+    use super::placeholder::Meaning;
+    match Meaning::of(slot.name) {
+        Meaning::Env(var) => env
+            .iter()
+            .find(|(v, _)| v == var)
+            .map_or_else(|| "sample".to_string(), |(_, value)| value.clone()),
+        Meaning::Partition("partition.start") => "2024-01-01".into(),
+        Meaning::Partition("partition.end") => "2024-01-02".into(),
+        _ => "sample".into(),
+    }
+}
+
 /// `template` with the user info of its authority hidden, for messages:
 /// `https://u:p@h/x` reads `https://***@h/x`.
 pub(crate) fn without_userinfo(template: &str) -> String {
@@ -180,44 +192,6 @@ pub(crate) fn without_userinfo(template: &str) -> String {
         Some(at) => format!("{}***{}", &template[..start], &template[start + at..]),
         None => template.to_string(),
     }
-}
-
-/// The placeholders of `text` that this job cannot fill: unknown names, or
-/// (in `request.url`, `url` true) any placeholder in the scheme, host or
-/// port, where a value would choose where the credential goes. `known` are
-/// the names the job's partitions define.
-pub(crate) fn placeholders(key: &str, text: &str, known: &[&str], url: bool) -> Vec<Problem> {
-    use super::template::{UrlPart, placeholders, url_part};
-    let listed = known
-        .iter()
-        .map(|name| format!("{{{name}}}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let literal = "write {{name}} for a literal {name}";
-    let mut problems = Vec::new();
-    for (name, at) in placeholders(text) {
-        if known.is_empty() && name.starts_with("partition") {
-            problems.push((
-                "`{partition}` is used but the job has no [partitions]".to_string(),
-                Some("add [partitions] or remove the placeholder".into()),
-            ));
-        } else if !known.contains(&name) {
-            let have = match known {
-                [] => "this job has no placeholders (it has no [partitions])".to_string(),
-                _ => format!("this job's placeholders are {listed}"),
-            };
-            problems.push((
-                format!("unknown placeholder `{{{name}}}` in `{key}`"),
-                Some(format!("{have}; {literal}")),
-            ));
-        } else if url && url_part(text, at) == UrlPart::Origin {
-            problems.push((
-                format!("placeholder `{{{name}}}` is in the scheme, host or port of `{key}`"),
-                Some("put placeholders in the path or the query: the origin is where the credential goes, so it is fixed by the job".into()),
-            ));
-        }
-    }
-    problems
 }
 
 /// Standard 5-field cron (minute hour day-of-month month day-of-week), UTC.
@@ -277,29 +251,20 @@ mod tests {
         assert!(column_name("_data").is_err() && column_name("status").is_ok());
         assert!(pointer("p", "", true).is_ok() && pointer("p", "", false).is_err());
         assert!(pointer("p", "/a~1b", false).is_ok() && pointer("p", "/a~2", false).is_err());
-        assert!(url_template("url", "https://x.example/{partition}/items").is_ok());
-        let (message, hint) =
-            url_template("url", "http://user:pw-9f3a@x.example/items").unwrap_err();
+        let url = |t: &str| url_template("url", t, |slot| url_sample(slot, &[]));
+        assert!(url("https://x.example/{partition}/items").is_ok());
+        let (message, hint) = url("http://user:pw-9f3a@x.example/items").unwrap_err();
         assert!(!message.contains("pw-9f3a"), "{message}");
         assert!(
             message.contains("\"http://***@x.example/items\""),
             "{message}"
         );
         assert!(hint.unwrap().contains("type = \"basic\""));
-        assert!(url_template("url", "ftp://x.example/").is_err());
-        assert!(url_template("url", "/relative").is_err());
-        let known = &["partition"][..];
-        assert!(placeholders("url", "https://x/{partition}?a={{b}}", known, true).is_empty());
-        let unknown = placeholders("url", "https://x/{partition.id}/{bogus}", known, true);
-        assert_eq!(unknown.len(), 2);
-        assert_eq!(
-            unknown[0].0,
-            "unknown placeholder `{partition.id}` in `url`"
-        );
-        assert!(unknown[1].1.as_deref().unwrap().contains("{partition}"));
-        let host = placeholders("url", "https://{partition}.x.example/", known, true);
-        assert!(host[0].0.contains("scheme, host or port"), "{host:?}");
-        assert!(placeholders("headers.X", "{partition}.x.example", known, false).is_empty());
+        assert!(url("ftp://x.example/").is_err());
+        assert!(url("/relative").is_err());
+        let env = [("SITE".to_string(), "eu.example:8443".to_string())];
+        let site = url_template("url", "https://{env.SITE}/v1", |s| url_sample(s, &env));
+        assert_eq!(site.unwrap().port(), Some(8443));
         assert!(cron("*/15 * * * *").is_ok());
         assert!(cron("0 */15 * * * *").is_err() && cron("61 * * * *").is_err());
         assert!(date_or_timestamp("2024-01-01") && date_or_timestamp("2024-01-01T00:00:00Z"));

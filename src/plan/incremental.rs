@@ -26,11 +26,7 @@ pub(crate) fn plan_incremental(
     if let Err(p) = checks::pointer("cursor_field", def.cursor_field.get_ref(), false) {
         fail(sink, def.cursor_field.span(), "cursor_field", p);
     }
-    let cursor_type = match def.cursor_type.get_ref() {
-        CursorTypeDef::Timestamp => CursorType::Timestamp,
-        CursorTypeDef::Integer => CursorType::Integer,
-        CursorTypeDef::String => CursorType::String,
-    };
+    let cursor_type = cursor_type(def);
     let param_in = match def.param_in.as_ref().map(|p| *p.get_ref()) {
         Some(ParamInDef::Body) => ParamLocation::Body,
         Some(ParamInDef::Query) => ParamLocation::Query,
@@ -38,10 +34,11 @@ pub(crate) fn plan_incremental(
         None => ParamLocation::Query,
     };
     if param_in == ParamLocation::Body
-        && let Err((m, h)) = checks::pointer("param", def.param.get_ref(), false)
+        && let Some(param) = &def.param
+        && let Err((m, h)) = checks::pointer("param", param.get_ref(), false)
     {
         let problem = (format!("{m} (param_in = \"body\")"), h);
-        fail(sink, def.param.span(), "param", problem);
+        fail(sink, param.span(), "param", problem);
     }
     if let Some(initial) = &def.initial
         && let Err(p) = check_initial(cursor_type, &initial.get_ref().0)
@@ -61,7 +58,7 @@ pub(crate) fn plan_incremental(
     let plan = IncrementalPlan {
         cursor_field: def.cursor_field.get_ref().clone(),
         cursor_type,
-        param: def.param.get_ref().clone(),
+        param: def.param.as_ref().map(|p| p.get_ref().clone()),
         param_in,
         initial: def.initial.as_ref().map(|i| i.get_ref().0.clone()),
         lookback,
@@ -71,6 +68,14 @@ pub(crate) fn plan_incremental(
         },
     };
     ok.then_some(plan)
+}
+
+pub(crate) fn cursor_type(def: &IncrementalDef) -> CursorType {
+    match def.cursor_type.get_ref() {
+        CursorTypeDef::Timestamp => CursorType::Timestamp,
+        CursorTypeDef::Integer => CursorType::Integer,
+        CursorTypeDef::String => CursorType::String,
+    }
 }
 
 fn check_initial(cursor_type: CursorType, text: &str) -> Result<(), checks::Problem> {

@@ -7,11 +7,14 @@ use std::time::Duration;
 use super::auth::{duration_or, plan_auth};
 use super::checks;
 use super::diagnostics::Sink;
-use super::incremental::{plan_incremental, plan_partitions};
+use super::incremental::{cursor_type, plan_incremental, plan_partitions};
 use super::pagination::{check_body_params, params_in_body, plan_pagination};
+use super::placeholder::{self, Fillable, Meaning};
+use super::template;
 use crate::definition::suggest::closest;
 use crate::definition::{
-    JobAuthDef, JobDef, LoadedJob, MethodDef, ModeDef, RecordsDef, RequestDef, RetryDef,
+    IncrementalDef, JobAuthDef, JobDef, LoadedJob, MethodDef, ModeDef, RecordsDef, RequestDef,
+    RetryDef,
 };
 use crate::plan::{
     AuthPlan, ColumnPlan, HttpMethod, JobPlan, OutputPlan, ParamLocation, RecordsPlan, RequestPlan,
@@ -21,10 +24,12 @@ use crate::plan::{
 /// Largest page body accepted unless `records.max_page_bytes` says otherwise.
 pub(crate) const DEFAULT_MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Names the job may refer to: `[auth.NAME]`s and other jobs.
+/// Names the job may refer to: `[auth.NAME]`s, other jobs, and the
+/// environment's variables (`{env.NAME}`).
 pub(crate) struct Known<'a> {
     pub auths: &'a BTreeSet<String>,
     pub jobs: &'a BTreeSet<String>,
+    pub env: &'a [(String, String)],
 }
 
 /// Plans a job; an inline auth goes into `auths` as `job:<name>`.
@@ -50,25 +55,34 @@ pub(crate) fn plan_job(
             sink,
         );
     }
-    let placeholders: &[&str] = match &def.partitions {
+    let partition: &[&str] = match &def.partitions {
         None => &[],
         Some(p) if p.dates.is_some() => &["partition.start", "partition.end"],
         Some(_) => &["partition"],
     };
-    let request = plan_request(&def.request, placeholders, sink);
+    let fillable = Fillable {
+        partition,
+        mark: def
+            .incremental
+            .as_ref()
+            .map(|i| (cursor_type(i), i.initial.is_some())),
+        env: known.env,
+    };
+    let request = plan_request(&def.request, &fillable, sink);
     let method = request.as_ref().map_or(HttpMethod::Get, |r| r.method);
     let pagination = plan_pagination(def.pagination.as_ref(), method, sink);
     let records = plan_records(def.records.as_ref(), sink);
     let paging_in_body = pagination.as_ref().is_some_and(|p| params_in_body(&p.kind));
-    let incremental = def
-        .incremental
-        .as_ref()
-        .map(|i| plan_incremental(i, paging_in_body, sink));
+    let incremental = def.incremental.as_ref().map(|i| {
+        let placed = check_mark_placement(&def.request, i, sink);
+        plan_incremental(i, paging_in_body, sink).filter(|_| placed)
+    });
     if let (Some(paging_def), Some(paging)) = (&def.pagination, &pagination) {
         let mark_in_body =
             matches!(&incremental, Some(Some(i)) if i.param_in == ParamLocation::Body);
         let mark = def.incremental.as_ref().filter(|_| mark_in_body);
-        check_body_params(paging_def, &paging.kind, mark.map(|i| &i.param), sink);
+        let param = mark.and_then(|i| i.param.as_ref());
+        check_body_params(paging_def, &paging.kind, param, sink);
     }
     let partitions = def.partitions.as_ref().map(|p| plan_partitions(p, sink));
     if let Some(from_job) = def.partitions.as_ref().and_then(|p| p.from_job.as_ref()) {
@@ -162,14 +176,64 @@ fn check_job_ref(
     }
 }
 
+/// The mark goes into the request one way: `param` (v1) or `{mark}` in a
+/// request string, never both and never neither. False when a problem was
+/// reported.
+fn check_mark_placement(
+    request: &RequestDef,
+    incremental: &IncrementalDef,
+    sink: &mut Sink<'_>,
+) -> bool {
+    let placed = request_texts(request)
+        .into_iter()
+        .flat_map(template::placeholders)
+        .any(|slot| Meaning::of(slot.name) == Meaning::Mark);
+    match (&incremental.param, placed) {
+        (Some(param), true) => {
+            sink.at(
+                param,
+                "incremental.param",
+                "`param` is given, but the request already places the mark with `{mark}`",
+                Some("remove `param` (or the `{mark}` placeholder): the mark is sent once".into()),
+            );
+            false
+        }
+        (None, false) => {
+            sink.at(
+                &incremental.cursor_field,
+                "incremental.param",
+                "[incremental] does not say how the mark is sent",
+                Some("add param = \"updated_since\" (a query or body parameter), or put {mark} in a request string such as query = { filter = \"updated>{mark}\" }".into()),
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
+/// Every string of the request that may hold placeholders: the URL, query
+/// and header values, and the string leaves of the body.
+fn request_texts(def: &RequestDef) -> Vec<&str> {
+    let mut texts = vec![def.url.get_ref().as_str()];
+    for map in [&def.query, &def.headers] {
+        texts.extend(map.0.iter().map(|(_, value)| value.get_ref().0.as_str()));
+    }
+    if let Some(body) = &def.body {
+        json_strings(body.get_ref(), &mut texts);
+    }
+    texts
+}
+
 fn plan_request(
     def: &RequestDef,
-    placeholders: &[&str],
+    fillable: &Fillable<'_>,
     sink: &mut Sink<'_>,
 ) -> Option<RequestPlan> {
-    let mut ok = checks::url_template("url", def.url.get_ref())
-        .map_err(|(m, h)| sink.at(&def.url, "request.url", m, h))
-        .is_ok();
+    let mut ok = checks::url_template("url", def.url.get_ref(), |slot| {
+        checks::url_sample(slot, fillable.env)
+    })
+    .map_err(|(m, h)| sink.at(&def.url, "request.url", m, h))
+    .is_ok();
     let method = match def.method.as_ref().map(|m| *m.get_ref()) {
         Some(MethodDef::Post) => HttpMethod::Post,
         _ => HttpMethod::Get,
@@ -195,7 +259,7 @@ fn plan_request(
     let query = pairs(&def.query);
     let headers = pairs(&def.headers);
     let body = def.body.as_ref().map(|b| b.get_ref().clone());
-    ok &= check_placeholders(def, placeholders, sink);
+    ok &= check_placeholders(def, fillable, sink);
     let timeout = match &def.timeout {
         None => Some(Duration::from_secs(30)),
         Some(t) => checks::positive_duration("timeout", t.get_ref())
@@ -209,13 +273,15 @@ fn plan_request(
         headers,
         body,
         timeout: timeout?,
+        env: placeholder::env_used(request_texts(def), fillable.env),
     };
     ok.then_some(plan)
 }
 
 /// Every placeholder of the request must be one the job fills, and none
-/// may stand in the URL's origin. False when a problem was reported.
-fn check_placeholders(def: &RequestDef, known: &[&str], sink: &mut Sink<'_>) -> bool {
+/// but `{env.*}` may stand in the URL's origin. False when a problem was
+/// reported.
+fn check_placeholders(def: &RequestDef, known: &Fillable<'_>, sink: &mut Sink<'_>) -> bool {
     let mut ok = true;
     let mut report = |problems: Vec<checks::Problem>, at: std::ops::Range<usize>, key: &str| {
         for (message, hint) in problems {
@@ -225,7 +291,7 @@ fn check_placeholders(def: &RequestDef, known: &[&str], sink: &mut Sink<'_>) -> 
     };
     let url = def.url.get_ref();
     report(
-        checks::placeholders("request.url", url, known, true),
+        placeholder::check("request.url", url, known, true),
         def.url.span(),
         "request.url",
     );
@@ -234,7 +300,7 @@ fn check_placeholders(def: &RequestDef, known: &[&str], sink: &mut Sink<'_>) -> 
             let key = format!("request.{table}.{}", name.get_ref());
             let text = &value.get_ref().0;
             report(
-                checks::placeholders(&key, text, known, false),
+                placeholder::check(&key, text, known, false),
                 value.span(),
                 &key,
             );
@@ -245,7 +311,7 @@ fn check_placeholders(def: &RequestDef, known: &[&str], sink: &mut Sink<'_>) -> 
         json_strings(body.get_ref(), &mut texts);
         for text in texts {
             report(
-                checks::placeholders("request.body", text, known, false),
+                placeholder::check("request.body", text, known, false),
                 body.span(),
                 "request.body",
             );

@@ -84,7 +84,15 @@ pub fn load_project_with_env(
         .filter(|e| matches!(e.kind, LoadErrorKind::Parse { .. }))
         .filter_map(|e| e.path.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .collect();
-    let plan = build(config, settings, &jobs, &unparsed, &mut out, &mut warnings);
+    let plan = build(
+        config,
+        settings,
+        &jobs,
+        &unparsed,
+        env,
+        &mut out,
+        &mut warnings,
+    );
     match plan {
         Some(plan) if out.is_empty() => Ok(Loaded { plan, warnings }),
         _ => {

@@ -10,6 +10,7 @@ mod incremental;
 mod job;
 mod load;
 mod pagination;
+mod placeholder;
 mod project;
 mod settings;
 mod template;
@@ -19,7 +20,9 @@ pub(crate) use checks::without_userinfo;
 pub use database::{Database, DatabaseArg, DatabaseError, PostgresUrl, SslMode};
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{Loaded, load_project, load_project_with_env, project_root};
+pub(crate) use placeholder::{Values, now_text};
 pub use settings::SettingsOverrides;
+pub(crate) use template::render as template_render;
 pub use types::*;
 
 #[cfg(test)]

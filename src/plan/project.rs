@@ -16,6 +16,7 @@ pub(crate) fn build(
     settings: Settings,
     jobs: &[LoadedJob],
     unparsed_jobs: &[String],
+    env: &[(String, String)],
     out: &mut Vec<Diagnostic>,
     warnings: &mut Vec<String>,
 ) -> Option<ProjectPlan> {
@@ -66,6 +67,7 @@ pub(crate) fn build(
     let known = Known {
         auths: &auth_names,
         jobs: &job_names,
+        env,
     };
     let mut planned = Vec::new();
     for job in jobs {

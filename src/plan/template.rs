@@ -1,9 +1,13 @@
-//! Placeholders in a job's request (`{partition}`, `{partition.start}`,
-//! `{partition.end}`) and how a value is written where one stands.
+//! Placeholders in a job's request (`{partition}`, `{env.NAME}`,
+//! `{mark:epoch}`, ...) and how a value is written where one stands.
 //!
 //! A placeholder is `{` NAME `}` with NAME made of letters, digits, `_`, `.`
-//! and `-`, starting with a letter or `_`. `{{NAME}}` is the literal text
-//! `{NAME}`. Any other brace (JSON in a query value, `{ a }`) is literal.
+//! and `-`, starting with a letter or `_`. A placeholder of one of the
+//! families below may carry a format after a colon, `{mark:%Y-%m-%d}`; the
+//! format runs to the next `}`. Only those families take one, so a v1 job's
+//! literal `{x:1}` in a query value stays literal. `{{NAME}}` (and
+//! `{{NAME:FORMAT}}`) is the literal text inside the outer braces. Any other
+//! brace (JSON in a query value, `{ a }`) is literal.
 //!
 //! A value never changes the structure of the URL it goes into: in the path
 //! it is exactly one segment (everything but RFC 3986 unreserved characters
@@ -28,8 +32,20 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 pub(crate) enum Piece<'a> {
     /// Text sent as written (an escaped `{{name}}` already unescaped).
     Text(std::borrow::Cow<'a, str>),
-    /// `{name}`, at byte `at` of the template.
-    Placeholder { name: &'a str, at: usize },
+    /// `{name}` or `{name:format}`, at byte `at` of the template.
+    Placeholder {
+        name: &'a str,
+        format: Option<&'a str>,
+        at: usize,
+    },
+}
+
+/// The families whose placeholders may carry a `:format`.
+const FORMATTED_FAMILIES: &[&str] = &["mark", "now", "window", "partition", "env", "secret"];
+
+fn takes_format(name: &str) -> bool {
+    let family = name.split('.').next().unwrap_or(name);
+    FORMATTED_FAMILIES.contains(&family)
 }
 
 /// Where in a URL a piece stands; it decides the encoding.
@@ -42,9 +58,11 @@ pub(crate) enum UrlPart {
     Fragment,
 }
 
-/// The length of a placeholder name at the start of `text` (after `{`),
-/// if `text` starts with `NAME}`.
-fn name_len(text: &str) -> Option<usize> {
+/// A placeholder at the start of `text` (after its `{`): the name's
+/// length and the format, if `text` starts with `NAME}` or `NAME:FORMAT}`.
+/// The length of the whole, up to and excluding `}`, is
+/// `name + 1 + format` with a format, `name` without.
+fn placeholder_at(text: &str) -> Option<(usize, Option<&str>)> {
     let mut chars = text.char_indices();
     let (_, first) = chars.next()?;
     if !(first.is_ascii_alphabetic() || first == '_') {
@@ -52,12 +70,22 @@ fn name_len(text: &str) -> Option<usize> {
     }
     for (at, c) in chars {
         match c {
-            '}' => return Some(at),
+            '}' => return Some((at, None)),
+            ':' if takes_format(&text[..at]) => {
+                let rest = &text[at + 1..];
+                let end = rest.find(['{', '}'])?;
+                return (rest.as_bytes()[end] == b'}' && end > 0).then(|| (at, Some(&rest[..end])));
+            }
             c if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => {}
             _ => return None,
         }
     }
     None
+}
+
+/// The length of `NAME` or `NAME:FORMAT` (without the closing brace).
+fn inner_len(name_len: usize, format: Option<&str>) -> usize {
+    name_len + format.map_or(0, |f| 1 + f.len())
 }
 
 /// Split `template` into text and placeholders.
@@ -69,23 +97,25 @@ pub(crate) fn pieces(template: &str) -> Vec<Piece<'_>> {
         let open = at + offset;
         let rest = &template[open + 1..];
         // `{{name}}`: the literal `{name}`.
-        if let Some(len) = rest.strip_prefix('{').and_then(name_len)
-            && rest[1 + len + 1..].starts_with('}')
-        {
-            push_text(&mut out, &template[literal_from..open]);
-            push_text(&mut out, &rest[..1 + len + 1]);
-            at = open + 1 + 1 + len + 2;
-            literal_from = at;
-            continue;
+        if let Some((name_len, format)) = rest.strip_prefix('{').and_then(placeholder_at) {
+            let len = inner_len(name_len, format);
+            if rest[1 + len + 1..].starts_with('}') {
+                push_text(&mut out, &template[literal_from..open]);
+                push_text(&mut out, &rest[..1 + len + 1]);
+                at = open + 1 + 1 + len + 2;
+                literal_from = at;
+                continue;
+            }
         }
-        match name_len(rest) {
-            Some(len) => {
+        match placeholder_at(rest) {
+            Some((name_len, format)) => {
                 push_text(&mut out, &template[literal_from..open]);
                 out.push(Piece::Placeholder {
-                    name: &rest[..len],
+                    name: &rest[..name_len],
+                    format,
                     at: open,
                 });
-                at = open + 1 + len + 1;
+                at = open + 1 + inner_len(name_len, format) + 1;
                 literal_from = at;
             }
             None => at = open + 1,
@@ -140,27 +170,38 @@ pub(crate) fn encode_for_url(value: &str, part: UrlPart) -> Result<String, Strin
     }
 }
 
-/// `template` with each placeholder replaced by `fill(name, at)`.
+/// One placeholder of a template, as `render` hands it to its filler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot<'a> {
+    pub name: &'a str,
+    pub format: Option<&'a str>,
+    /// Byte offset of its `{` in the template.
+    pub at: usize,
+}
+
+/// `template` with each placeholder replaced by `fill(slot)`.
 pub(crate) fn render(
     template: &str,
-    mut fill: impl FnMut(&str, usize) -> Result<String, String>,
+    mut fill: impl FnMut(Slot<'_>) -> Result<String, String>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     for piece in pieces(template) {
         match piece {
             Piece::Text(text) => out.push_str(&text),
-            Piece::Placeholder { name, at } => out.push_str(&fill(name, at)?),
+            Piece::Placeholder { name, format, at } => {
+                out.push_str(&fill(Slot { name, format, at })?)
+            }
         }
     }
     Ok(out)
 }
 
-/// The placeholder names that appear in `template`, with their offsets.
-pub(crate) fn placeholders(template: &str) -> impl Iterator<Item = (&str, usize)> {
+/// The placeholders that appear in `template`.
+pub(crate) fn placeholders(template: &str) -> impl Iterator<Item = Slot<'_>> {
     pieces(template)
         .into_iter()
         .filter_map(|piece| match piece {
-            Piece::Placeholder { name, at } => Some((name, at)),
+            Piece::Placeholder { name, format, at } => Some(Slot { name, format, at }),
             Piece::Text(_) => None,
         })
 }
@@ -170,7 +211,7 @@ mod tests {
     use super::*;
 
     fn names(template: &str) -> Vec<&str> {
-        placeholders(template).map(|(name, _)| name).collect()
+        placeholders(template).map(|slot| slot.name).collect()
     }
 
     #[test]
@@ -181,7 +222,7 @@ mod tests {
         );
         assert_eq!(names("{bogus}{partition.id}"), ["bogus", "partition.id"]);
         assert!(names("{\"a\":1} { spaced } {} {1x}").is_empty());
-        let literal = |t: &str| render(t, |n, _| Ok(format!("<{n}>"))).unwrap();
+        let literal = |t: &str| render(t, |s| Ok(format!("<{}>", s.name))).unwrap();
         assert_eq!(literal("a{{partition}}b"), "a{partition}b");
         assert_eq!(
             literal("{{partition}}{partition}"),
@@ -190,6 +231,35 @@ mod tests {
         assert_eq!(literal("{\"q\":{\"x\":1}}"), "{\"q\":{\"x\":1}}");
         assert_eq!(literal("{{ not a name }}"), "{{ not a name }}");
         assert_eq!(literal("ü{partition}ß"), "ü<partition>ß");
+    }
+
+    #[test]
+    fn formats_follow_a_colon_only_for_placeholder_families() {
+        let slots = |t: &str| {
+            placeholders(t)
+                .map(|s| (s.name.to_string(), s.format.map(str::to_string)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            slots("a={mark:epoch}&b={window.start:%Y-%m-%d %H:%M}&c={now}"),
+            [
+                ("mark".to_string(), Some("epoch".to_string())),
+                (
+                    "window.start".to_string(),
+                    Some("%Y-%m-%d %H:%M".to_string())
+                ),
+                ("now".to_string(), None),
+            ]
+        );
+        // Not a family that takes a format: literal, as in v1.
+        assert!(slots("{x:1} {\"a\":{b:2}}").is_empty());
+        // An empty format, or a brace inside one, is no placeholder.
+        assert!(slots("{mark:} {mark:a{").is_empty());
+        let literal = |t: &str| render(t, |s| Ok(format!("<{}>", s.name))).unwrap();
+        assert_eq!(
+            literal("{{mark:epoch}}={mark:epoch}"),
+            "{mark:epoch}=<mark>"
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ fn each_error_class_is_located_and_explained() {
         ("bad url", "[request]\nurl = \"htp:/x\"\n".into(), (2, 7, "`url` \"htp:/x\" must be an http or https URL", None)),
         ("bad duration", format!("{OK_REQUEST}timeout = \"30 parsecs\"\n"), (3, 11, "`timeout` is not a duration: unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)", Some("write a duration such as \"30s\", \"10m\" or \"1d\""))),
         ("body with GET", format!("{OK_REQUEST}body = {{ a = 1 }}\n"), (3, 8, "`body` is given but the method is GET", Some("set method = \"POST\" or remove body"))),
-        ("partition without partitions", "[request]\nurl = \"https://x.example/{partition}\"\n".into(), (2, 7, "`{partition}` is used but the job has no [partitions]", Some("add [partitions] or remove the placeholder"))),
+        ("partition without partitions", "[request]\nurl = \"https://x.example/{partition}\"\n".into(), (2, 7, "`{partition}` is used in `request.url` but the job has no [partitions]", Some("add [partitions] or remove the placeholder"))),
         ("unknown auth", format!("auth = \"acm\"\n{OK_REQUEST}"), (1, 8, "unknown auth `acm`", Some("did you mean `acme`?"))),
         ("unknown dependency", format!("depends_on = [\"custmers\"]\n{OK_REQUEST}"), (1, 15, "unknown job `custmers` in `depends_on`", Some("did you mean `customers`?"))),
         ("bad cron", format!("schedule = \"*/15 * * *\"\n{OK_REQUEST}"), (1, 12, "`schedule` \"*/15 * * *\" is not a cron expression: Invalid pattern: Pattern must have 5 fields when seconds are disallowed.", Some("write 5 fields, minute hour day-of-month month day-of-week, such as \"*/15 * * * *\" (UTC)"))),

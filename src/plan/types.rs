@@ -132,8 +132,9 @@ pub enum ParamLocation {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestPlan {
-    /// May contain `{partition}`, `{partition.start}`, `{partition.end}`;
-    /// validated by substituting sample values and parsing.
+    /// May contain placeholders (`{partition}`, `{env.NAME}`, `{mark}`,
+    /// ...; see `placeholder.rs`); validated by substituting sample values
+    /// and parsing.
     pub url: String,
     pub method: HttpMethod,
     /// In the order written, keys exactly as written.
@@ -143,6 +144,9 @@ pub struct RequestPlan {
     pub body: Option<serde_json::Value>,
     /// Per request, including reading the body. Default 30s.
     pub timeout: Duration,
+    /// The values of the `{env.NAME}` placeholders, read when the job was
+    /// planned (after `--env-file`), so every request of a run agrees.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -262,7 +266,9 @@ pub enum Lookback {
 pub struct IncrementalPlan {
     pub cursor_field: String,
     pub cursor_type: CursorType,
-    pub param: String,
+    /// The parameter the mark is sent as (v1); None when the request
+    /// places it itself with `{mark}`.
+    pub param: Option<String>,
     pub param_in: ParamLocation,
     pub initial: Option<String>,
     pub lookback: Option<Lookback>,
@@ -365,34 +371,8 @@ impl Partition {
         }
     }
 
-    /// `template` with every placeholder of `vars` replaced by its value as
-    /// is (headers, JSON body strings, `request.query` values, which the
-    /// URL builder encodes itself); `{{name}}` becomes `{name}`. A
-    /// placeholder without a value stays as written (validation refuses
-    /// unknown names, so only a misuse reaches here).
-    pub fn substitute(&self, template: &str) -> String {
-        let filled = super::template::render(template, |name, _| {
-            Ok(self
-                .value(name)
-                .map_or_else(|| format!("{{{name}}}"), str::to_string))
-        });
-        filled.unwrap_or_else(|_: String| template.to_string())
-    }
-
-    /// The URL template with each value encoded for where it stands (one
-    /// path segment, a query component): a value never changes the URL's
-    /// structure. Err for a placeholder in the scheme, host or port, a
-    /// `.`/`..` path segment, or a placeholder without a value.
-    pub fn substitute_url(&self, template: &str) -> Result<String, String> {
-        super::template::render(template, |name, at| {
-            let value = self
-                .value(name)
-                .ok_or_else(|| format!("the placeholder {{{name}}} has no value here"))?;
-            super::template::encode_for_url(value, super::template::url_part(template, at))
-        })
-    }
-
-    fn value(&self, name: &str) -> Option<&str> {
+    /// The value of `{name}` (`partition`, `partition.start`, ...).
+    pub(crate) fn value(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
             .find(|(var, _)| var == name)

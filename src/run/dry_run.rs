@@ -145,19 +145,19 @@ fn describe_stream(
     };
     let saved = store.map(|s| s.checkpoint(&key)).transpose()?.flatten();
     let position = match saved {
-        Some(text) => serde_json::from_str::<StreamPosition>(&text).map_err(|err| {
-            RunError::BadCheckpoint {
+        Some(text) => serde_json::from_str::<StreamPosition>(&text)
+            .map_err(|err| RunError::BadCheckpoint {
                 job: job.name.clone(),
                 message: err.to_string(),
-            }
-        })?,
+            })?
+            .at(chrono::Utc::now()),
         None => {
             let mark = if mode.full_refresh || mode.backfill.is_some() {
                 None
             } else {
                 store.map(|s| s.mark(&key)).transpose()?.flatten()
             };
-            StreamPosition::start(incremental::since(job, mark.as_deref()))
+            StreamPosition::start(incremental::since(job, mark.as_deref())).at(chrono::Utc::now())
         }
     };
     let resume = match position.pages {

@@ -52,7 +52,7 @@ mod tests {
         IncrementalPlan {
             cursor_field: "/updated_at".into(),
             cursor_type,
-            param: "updated_since".into(),
+            param: Some("updated_since".into()),
             param_in: ParamLocation::Query,
             initial: Some("2024-01-01T00:00:00Z".into()),
             lookback,

@@ -170,6 +170,7 @@ async fn run_partitions<G: JobGate>(
         ignore_mark: mode.full_refresh || mode.backfill.is_some(),
         keep_mark: mode.backfill.is_none(),
         stall_timeout: mode.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT),
+        now: chrono::Utc::now(),
     };
     let mut first_error: Option<RunError> = None;
     let pass = Pass {

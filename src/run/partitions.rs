@@ -298,8 +298,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            slices[0].substitute("{partition.start}/{partition.end}"),
-            "2024-01-01/2024-01-02"
+            (
+                slices[0].value("partition.start"),
+                slices[0].value("partition.end")
+            ),
+            (Some("2024-01-01"), Some("2024-01-02"))
         );
     }
 

@@ -236,7 +236,10 @@ fn starting_position(
 ) -> Result<(StreamPosition, PreviewStart), PreviewError> {
     let Some(store) = store else {
         let since = incremental::since(job, None);
-        return Ok((StreamPosition::start(since), PreviewStart::NoDatabase));
+        return Ok((
+            StreamPosition::start(since).at(chrono::Utc::now()),
+            PreviewStart::NoDatabase,
+        ));
     };
     let key = StreamKey::new(job.name.clone(), partition.key.clone());
     if let Some(text) = store.checkpoint(&key)? {
@@ -249,9 +252,13 @@ fn starting_position(
                 ),
             })?;
         let pages = position.pages;
+        let position = position.at(chrono::Utc::now());
         return Ok((position, PreviewStart::Resumed(pages)));
     }
     let mark = store.mark(&key)?;
     let since = incremental::since(job, mark.as_deref());
-    Ok((StreamPosition::start(since), PreviewStart::Fresh))
+    Ok((
+        StreamPosition::start(since).at(chrono::Utc::now()),
+        PreviewStart::Fresh,
+    ))
 }

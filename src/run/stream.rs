@@ -47,6 +47,8 @@ pub(crate) struct StreamEnv {
     pub keep_mark: bool,
     /// Longest wait for one page (zero: no limit).
     pub stall_timeout: Duration,
+    /// The run's start: what `{now}` stands for in streams that begin here.
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// What watches one stream: made per stream, unlike [`StreamEnv`].
@@ -116,6 +118,7 @@ pub(crate) async fn run_stream(
                 "the API rejected the saved position; dropping it and starting the stream over from its high-water mark");
             let restart = StreamPosition {
                 max_seen: position.max_seen.clone(),
+                now: position.now.clone(),
                 ..StreamPosition::start(position.since.clone())
             };
             fetch_and_write(env, watch, &job, &partition, &key, restart, counts).await
@@ -132,14 +135,17 @@ async fn starting_position(
 ) -> Result<StreamPosition, RunError> {
     let (checkpoint, mark) = env.writer.stream_start(key.clone()).await??;
     if let Some(text) = checkpoint {
-        return serde_json::from_str(&text).map_err(|err| RunError::BadCheckpoint {
-            job: job.name.clone(),
-            message: err.to_string(),
-        });
+        let saved: StreamPosition =
+            serde_json::from_str(&text).map_err(|err| RunError::BadCheckpoint {
+                job: job.name.clone(),
+                message: err.to_string(),
+            })?;
+        // A checkpoint saved before `{now}` was kept takes this run's.
+        return Ok(saved.at(env.now));
     }
     let mark = if env.ignore_mark { None } else { mark };
     let since = incremental::since(job, mark.as_deref());
-    Ok(StreamPosition::start(since))
+    Ok(StreamPosition::start(since).at(env.now))
 }
 
 async fn fetch_and_write(

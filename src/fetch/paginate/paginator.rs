@@ -60,7 +60,7 @@ impl Paginator {
             )
             .with_method(job.request.method)
         };
-        let base = RequestBase::new(job, partition).map_err(fail)?;
+        let base = RequestBase::new(job, partition, &position).map_err(fail)?;
         let paging = paging_of(&job.pagination.kind);
         let fits = position.next == NextRequest::Start || paging.resumes_at(&position.next);
         if !fits {
@@ -195,6 +195,7 @@ impl Paginator {
             pages,
             since: self.position.since.clone(),
             max_seen: self.merge_max(page.max_seen),
+            now: self.position.now.clone(),
         };
         let next_request = match next {
             Some(_) => Some(self.base.build(&self.job, &position).map_err(|message| {

@@ -10,7 +10,8 @@ use super::body::{empty, set_at};
 use super::paging::mismatch;
 use super::paging_of;
 use crate::fetch::{NextRequest, PageRequest, StreamPosition};
-use crate::plan::{JobPlan, ParamLocation, Partition};
+use crate::plan::template_render as render;
+use crate::plan::{JobPlan, ParamLocation, Partition, Values};
 
 /// The partition-substituted parts of the job's request.
 #[derive(Debug, Clone)]
@@ -25,33 +26,51 @@ pub(crate) struct RequestBase {
 }
 
 impl RequestBase {
-    pub(crate) fn new(job: &JobPlan, partition: &Partition) -> Result<Self, String> {
-        let pinned = pinned_url(&job.request.url)?;
-        let text = partition
-            .substitute_url(&job.request.url)
-            .map_err(|e| format!("the job URL cannot take the partition's values: {e} (hint: check request.url and the partition values)"))?;
+    /// The job's request for one stream: its placeholders take the
+    /// partition's values, the environment's, and the mark and `{now}` the
+    /// stream started with (both fixed for the stream's life, so they are
+    /// filled once here, not per page).
+    pub(crate) fn new(
+        job: &JobPlan,
+        partition: &Partition,
+        position: &StreamPosition,
+    ) -> Result<Self, String> {
+        let values = Values {
+            partition,
+            env: &job.request.env,
+            mark: position.since.as_deref(),
+            now: position.now.as_deref(),
+        };
+        let pinned = values
+            .pinned_url(&job.request.url)
+            .and_then(|text| pinned_url(&text))?;
+        let text = values
+            .url(&job.request.url)
+            .map_err(|e| format!("the job URL cannot take the stream's values: {e} (hint: check request.url and the partition values)"))?;
         let mut start = Url::parse(&text).map_err(|e| {
             format!("the job URL {text:?} is not a valid URL after substitution: {e} (hint: check request.url and the partition values)")
         })?;
         // Encoding keeps values out of the origin; this is the proof.
         if start.origin() != pinned.origin() {
             return Err(format!(
-                "the partition's values change the job URL's origin to {} (hint: keep placeholders out of the scheme, host and port)",
+                "the stream's values change the job URL's origin to {} (hint: keep placeholders out of the scheme, host and port)",
                 start.origin().ascii_serialization()
             ));
         }
         if !job.request.query.is_empty() {
             let mut pairs = start.query_pairs_mut();
             for (key, value) in &job.request.query {
-                pairs.append_pair(key, &partition.substitute(value));
+                let value = values
+                    .plain(value)
+                    .map_err(|e| format!("query parameter {key}: {e}"))?;
+                pairs.append_pair(key, &value);
             }
         }
-        let headers = substitute_headers(&job.request.headers, partition)?;
-        let body = job
-            .request
-            .body
-            .as_ref()
-            .map(|b| substitute_json(b, partition));
+        let headers = substitute_headers(&job.request.headers, &values)?;
+        let body = match &job.request.body {
+            Some(body) => Some(substitute_json(body, &values)?),
+            None => None,
+        };
         Ok(RequestBase {
             method: job.request.method,
             start,
@@ -83,7 +102,7 @@ impl RequestBase {
             .incremental
             .as_ref()
             .zip(position.since.as_deref())
-            .map(|(inc, since)| (inc.param.as_str(), inc.param_in, since));
+            .and_then(|(inc, since)| Some((inc.param.as_deref()?, inc.param_in, since)));
         if let Some((param, ParamLocation::Body, since)) = since {
             set_at(body.get_or_insert_with(empty), param, Value::from(since))?;
         }
@@ -120,52 +139,57 @@ fn pinned_url(template: &str) -> Result<Url, String> {
     })
 }
 
-/// Header values with partition values in, sent as they are: a value that
+/// Header values with placeholders filled, sent as they are: a value that
 /// is not a valid header value (a line break, a control character) is an
 /// error, never sent mangled.
 fn substitute_headers(
     headers: &[(String, String)],
-    partition: &Partition,
+    values: &Values<'_>,
 ) -> Result<Vec<(String, String)>, String> {
     headers
         .iter()
         .map(|(name, template)| {
-            let value = partition.substitute(template);
             // HTTP drops a header value's surrounding white space, so "1"
             // and " 1" would ask for the same thing as two partitions.
-            let padded = partition.vars.iter().any(|(n, v)| {
-                v.trim_matches([' ', '\t']) != v && template.contains(&format!("{{{n}}}"))
-            });
+            let mut padded = false;
+            let value = render(template, |slot| {
+                let text = values.text(slot)?;
+                padded |= text.trim_matches([' ', '\t']) != text;
+                Ok(text)
+            })
+            .map_err(|e| format!("header {name}: {e}"))?;
             match http::HeaderValue::from_str(&value) {
                 Ok(_) if padded => Err(format!(
                     "header {name} would carry partition {:?} with white space around it, which HTTP drops, so it would ask for what another partition asks (hint: trim the parent's values, or put the placeholder in the URL path or query)",
-                    partition.key
+                    values.partition.key
                 )),
                 Ok(_) => Ok((name.clone(), value)),
                 Err(_) => Err(format!(
                     "header {name} is not a valid header value with partition {:?} (hint: partition values in headers must be printable text without line breaks)",
-                    partition.key
+                    values.partition.key
                 )),
             }
         })
         .collect()
 }
 
-/// `{partition...}` substituted in every string of a JSON body.
-fn substitute_json(value: &Value, partition: &Partition) -> Value {
-    match value {
-        Value::String(s) => Value::String(partition.substitute(s)),
+/// Placeholders filled in every string of a JSON body.
+fn substitute_json(value: &Value, values: &Values<'_>) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(s) => {
+            Value::String(values.plain(s).map_err(|e| format!("request body: {e}"))?)
+        }
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|v| substitute_json(v, partition))
-                .collect(),
+                .map(|v| substitute_json(v, values))
+                .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), substitute_json(v, partition)))
-                .collect(),
+                .map(|(k, v)| Ok((k.clone(), substitute_json(v, values)?)))
+                .collect::<Result<_, String>>()?,
         ),
         other => other.clone(),
-    }
+    })
 }

@@ -20,6 +20,7 @@ pub(crate) fn job(kind: PaginationKind) -> JobPlan {
             headers: vec![("Accept".into(), "application/json".into())],
             body: None,
             timeout: Duration::from_secs(30),
+            env: Vec::new(),
         },
         pagination: PaginationPlan {
             kind,
@@ -53,7 +54,7 @@ pub(crate) fn incremental(kind: CursorType) -> IncrementalPlan {
     IncrementalPlan {
         cursor_field: "/updated_at".into(),
         cursor_type: kind,
-        param: "updated_since".into(),
+        param: Some("updated_since".into()),
         param_in: ParamLocation::Query,
         initial: None,
         lookback: None,

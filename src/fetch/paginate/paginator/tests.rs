@@ -527,7 +527,7 @@ fn incremental_since_in_post_body() {
     plan.request.method = HttpMethod::Post;
     plan.request.body = Some(json!({"sort": "asc"}));
     let mut inc = incremental(CursorType::Timestamp);
-    inc.param = "/filter/after".into();
+    inc.param = Some("/filter/after".into());
     inc.param_in = ParamLocation::Body;
     plan.incremental = Some(inc);
     let (p, _) = started(
@@ -681,4 +681,37 @@ fn a_header_cursor_that_is_not_visible_ascii_is_an_error_not_a_guess() {
         "{}",
         err.message
     );
+}
+
+/// `{now}` is the run that began the stream: every page of it, and its
+/// pages after a resume in a later run, ask for the same range.
+#[test]
+fn now_and_the_mark_are_the_streams_own_on_every_page_and_after_a_resume() {
+    let mut plan = job(offset_kind(None));
+    plan.request.query = vec![
+        ("until".into(), "{now:epoch}".into()),
+        ("since".into(), "{mark:date}".into()),
+    ];
+    let first_run = "2020-01-01T00:00:00Z".parse().unwrap();
+    let fresh = StreamPosition::start(Some("2019-12-24T10:00:00Z".into())).at(first_run);
+    let (mut p, ctx) = started(&plan, fresh);
+    let page = step(&mut p, &ctx, resp(json!({ "data": records(0..100) }))).unwrap();
+    assert!(
+        url_of(&p).contains("until=1577836800&since=2019-12-24"),
+        "{}",
+        url_of(&p)
+    );
+    // The saved position goes to a later run, whose own `now` does not win.
+    let saved = serde_json::to_string(&page.position).unwrap();
+    let later_run = "2030-01-01T00:00:00Z".parse().unwrap();
+    let resumed = serde_json::from_str::<StreamPosition>(&saved)
+        .unwrap()
+        .at(later_run);
+    let (p, _) = started(&plan, resumed);
+    assert!(
+        url_of(&p).contains("until=1577836800&since=2019-12-24"),
+        "{}",
+        url_of(&p)
+    );
+    assert!(url_of(&p).contains("offset=100"), "{}", url_of(&p));
 }

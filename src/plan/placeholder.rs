@@ -1,0 +1,462 @@
+//! What a request placeholder names and how a time-valued one is written.
+//!
+//! `template.rs` finds placeholders in text; this file gives each name its
+//! meaning (`{env.SITE}` is an environment variable, `{mark:epoch}` the
+//! stream's high-water mark in epoch seconds) so that validation and the
+//! request builder read names the same way.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::template::Slot;
+
+/// What a placeholder stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Meaning<'a> {
+    /// `{partition}`, `{partition.start}`, `{partition.end}`: a value of the
+    /// stream's partition, named as in `Partition::vars`.
+    Partition(&'a str),
+    /// `{env.NAME}`: an environment variable, read when the job is planned.
+    Env(&'a str),
+    /// `{mark}`: the stream's high-water mark (lookback applied, `initial`
+    /// on a first run).
+    Mark,
+    /// `{now}`: the run's start time; a resumed stream keeps the one it
+    /// started with.
+    Now,
+    /// Any other name.
+    Unknown,
+}
+
+impl<'a> Meaning<'a> {
+    pub(crate) fn of(name: &'a str) -> Self {
+        match name {
+            "mark" => Meaning::Mark,
+            "now" => Meaning::Now,
+            "partition" | "partition.start" | "partition.end" => Meaning::Partition(name),
+            _ => match name.strip_prefix("env.") {
+                Some(var) if !var.is_empty() => Meaning::Env(var),
+                _ => Meaning::Unknown,
+            },
+        }
+    }
+}
+
+/// How a time value is written: `{mark:epoch}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TimeFormat {
+    /// RFC 3339 in UTC, whole seconds unless the value has fractions.
+    Rfc3339,
+    /// Seconds since 1970-01-01T00:00:00Z.
+    Epoch,
+    /// Milliseconds since 1970-01-01T00:00:00Z.
+    EpochMs,
+    /// YYYY-MM-DD (UTC).
+    Date,
+    /// A strftime pattern (chrono's), checked when the job is planned.
+    Pattern(String),
+}
+
+impl TimeFormat {
+    /// The format `text` names; Err says what is accepted.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        use chrono::format::{Item, StrftimeItems};
+        match text {
+            "rfc3339" => Ok(TimeFormat::Rfc3339),
+            "epoch" => Ok(TimeFormat::Epoch),
+            "epoch_ms" => Ok(TimeFormat::EpochMs),
+            "date" => Ok(TimeFormat::Date),
+            pattern if pattern.contains('%') => {
+                if StrftimeItems::new(pattern).any(|item| matches!(item, Item::Error)) {
+                    Err(format!("`{pattern}` is not a valid strftime pattern"))
+                } else {
+                    Ok(TimeFormat::Pattern(pattern.to_string()))
+                }
+            }
+            other => Err(format!(
+                "unknown format `{other}`: write epoch, epoch_ms, date, rfc3339, or a strftime pattern such as %Y-%m-%dT%H:%M"
+            )),
+        }
+    }
+
+    /// `value` (RFC 3339, or YYYY-MM-DD for midnight UTC) in this format.
+    pub(crate) fn write(&self, value: &str) -> Result<String, String> {
+        let at = parse_time(value).ok_or_else(|| {
+            format!("{value:?} is not an RFC 3339 timestamp or a date, so it cannot be formatted")
+        })?;
+        Ok(match self {
+            TimeFormat::Rfc3339 => at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            TimeFormat::Epoch => at.timestamp().to_string(),
+            TimeFormat::EpochMs => at.timestamp_millis().to_string(),
+            TimeFormat::Date => at.format("%Y-%m-%d").to_string(),
+            TimeFormat::Pattern(pattern) => at.format(pattern).to_string(),
+        })
+    }
+}
+
+fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Some(at.with_timezone(&Utc));
+    }
+    let day = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
+    Some(day.and_hms_opt(0, 0, 0)?.and_utc())
+}
+
+/// A time as `{now}` holds it: RFC 3339 UTC, whole seconds.
+pub(crate) fn now_text(now: DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The values one stream's placeholders take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Values<'a> {
+    pub partition: &'a crate::plan::Partition,
+    /// `RequestPlan::env`.
+    pub env: &'a [(String, String)],
+    /// The stream's mark (`StreamPosition::since`).
+    pub mark: Option<&'a str>,
+    /// The run's start time (`StreamPosition::now`).
+    pub now: Option<&'a str>,
+}
+
+impl Values<'_> {
+    /// The text `slot` stands for, formatted, not yet encoded for where
+    /// it lands. Err when it has no value here (validation refuses a job
+    /// that could get there, so only a misuse does).
+    pub(crate) fn text(&self, slot: Slot<'_>) -> Result<String, String> {
+        let raw = match Meaning::of(slot.name) {
+            Meaning::Partition(var) => self.partition.value(var),
+            Meaning::Env(var) => self
+                .env
+                .iter()
+                .find(|(v, _)| v == var)
+                .map(|(_, value)| value.as_str()),
+            Meaning::Mark => self.mark,
+            Meaning::Now => self.now,
+            Meaning::Unknown => None,
+        };
+        let raw =
+            raw.ok_or_else(|| format!("the placeholder {{{}}} has no value here", slot.name))?;
+        match slot.format {
+            None => Ok(raw.to_string()),
+            Some(format) => TimeFormat::parse(format)?.write(raw),
+        }
+    }
+
+    /// A header value, query value or JSON string: each value as it is.
+    pub(crate) fn plain(&self, template: &str) -> Result<String, String> {
+        super::template::render(template, |slot| self.text(slot))
+    }
+
+    /// The URL template with each value encoded for where it stands (one
+    /// path segment, a query component): a value never changes the URL's
+    /// structure. Only `{env.*}` may stand in the origin, and only as a
+    /// host name and port.
+    pub(crate) fn url(&self, template: &str) -> Result<String, String> {
+        use super::template::{UrlPart, encode_for_url, url_part};
+        super::template::render(template, |slot| {
+            let text = self.text(slot)?;
+            match (Meaning::of(slot.name), url_part(template, slot.at)) {
+                (Meaning::Env(_), UrlPart::Origin) if is_host_text(&text) => Ok(text),
+                (_, part) => encode_for_url(&text, part),
+            }
+        })
+    }
+
+    /// The URL template with only `{env.*}` filled: the origin a
+    /// credential is pinned to. No partition value, mark or server text
+    /// takes part in it; other placeholders stay as text.
+    pub(crate) fn pinned_url(&self, template: &str) -> Result<String, String> {
+        super::template::render(template, |slot| match Meaning::of(slot.name) {
+            Meaning::Env(_) => self.text(slot),
+            _ => Ok(match slot.format {
+                Some(format) => format!("{{{}:{format}}}", slot.name),
+                None => format!("{{{}}}", slot.name),
+            }),
+        })
+    }
+}
+
+/// What a job can fill in its request, for validation.
+pub(crate) struct Fillable<'a> {
+    /// The partition's value names: `partition`, or `partition.start` and
+    /// `partition.end`; empty without `[partitions]`.
+    pub partition: &'a [&'a str],
+    /// The job's `[incremental]`: its cursor type, and whether `initial` is
+    /// given (a first run has no mark to send without it).
+    pub mark: Option<(crate::plan::CursorType, bool)>,
+    /// The environment (after `--env-file`).
+    pub env: &'a [(String, String)],
+}
+
+impl Fillable<'_> {
+    fn env(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(var, _)| var == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn listed(&self) -> String {
+        let mut names: Vec<String> = self.partition.iter().map(|n| format!("{{{n}}}")).collect();
+        if self.mark.is_some() {
+            names.push("{mark}".into());
+        }
+        names.extend(["{now}".to_string(), "{env.NAME}".to_string()]);
+        names.join(", ")
+    }
+}
+
+/// The problems of the placeholders of `text` (the value of `key`): names
+/// the job cannot fill, formats that do not apply, and (in `request.url`,
+/// `url` true) any placeholder but `{env.*}` in the scheme, host or port,
+/// where a value would choose where the credential goes.
+pub(crate) fn check(
+    key: &str,
+    text: &str,
+    job: &Fillable<'_>,
+    url: bool,
+) -> Vec<super::checks::Problem> {
+    use super::template::{UrlPart, placeholders, url_part};
+    let literal = "write {{name}} for a literal {name}";
+    let mut problems = Vec::new();
+    for slot in placeholders(text) {
+        let name = slot.name;
+        let meaning = Meaning::of(name);
+        let in_origin = url && url_part(text, slot.at) == UrlPart::Origin;
+        let time_valued = match &meaning {
+            Meaning::Unknown => {
+                problems.push((
+                    format!("unknown placeholder `{{{name}}}` in `{key}`"),
+                    Some(format!(
+                        "this job's placeholders are {}; {literal}",
+                        job.listed()
+                    )),
+                ));
+                continue;
+            }
+            Meaning::Partition(_) if job.partition.is_empty() => {
+                problems.push((
+                    format!("`{{{name}}}` is used in `{key}` but the job has no [partitions]"),
+                    Some("add [partitions] or remove the placeholder".into()),
+                ));
+                continue;
+            }
+            Meaning::Partition(var) if !job.partition.contains(var) => {
+                problems.push((
+                    format!("unknown placeholder `{{{name}}}` in `{key}`"),
+                    Some(format!(
+                        "this job's placeholders are {}; {literal}",
+                        job.listed()
+                    )),
+                ));
+                continue;
+            }
+            Meaning::Partition(var) => *var != "partition",
+            Meaning::Env(var) => {
+                match job.env(var) {
+                    None => problems.push((
+                        format!("`{{{name}}}` in `{key}`: environment variable {var} is not set"),
+                        Some("export it, or load a .env file with --env-file".into()),
+                    )),
+                    Some(value) if in_origin && !is_host_text(value) => problems.push((
+                        format!("`{{{name}}}` stands in the host of `{key}`, but {var} holds more than a host name and port"),
+                        Some(format!("set {var} to a host such as api.eu.example or api.example:8443 (no scheme, path, `@` or spaces)")),
+                    )),
+                    Some(_) => {}
+                }
+                false
+            }
+            Meaning::Mark => match job.mark {
+                None => {
+                    problems.push((
+                        format!("`{{{name}}}` is used in `{key}` but the job has no [incremental]"),
+                        Some("add [incremental] with cursor_field, cursor_type and initial".into()),
+                    ));
+                    continue;
+                }
+                Some((_, false)) => {
+                    problems.push((
+                        format!(
+                            "`{{{name}}}` is used in `{key}` but [incremental] has no `initial`"
+                        ),
+                        Some("a first run has no mark to send: add incremental.initial".into()),
+                    ));
+                    continue;
+                }
+                Some((cursor_type, true)) => cursor_type == crate::plan::CursorType::Timestamp,
+            },
+            Meaning::Now => true,
+        };
+        if let Some(format) = slot.format {
+            if !time_valued {
+                problems.push((
+                    format!("`{{{name}:{format}}}` in `{key}`: only a time value takes a format"),
+                    Some("formats apply to {now}, {mark} with cursor_type = \"timestamp\", and {partition.start}/{partition.end}; remove `:".to_string() + format + "`"),
+                ));
+            } else if let Err(message) = TimeFormat::parse(format) {
+                problems.push((format!("`{{{name}:{format}}}` in `{key}`: {message}"), None));
+            }
+        }
+        if in_origin && !matches!(meaning, Meaning::Env(_)) {
+            problems.push((
+                format!("placeholder `{{{name}}}` is in the scheme, host or port of `{key}`"),
+                Some("put placeholders in the path or the query (only {env.NAME} may name the host): the origin is where the credential goes, so it is fixed by the job".into()),
+            ));
+        }
+    }
+    problems
+}
+
+/// Whether `value` can stand in a URL's host and port without changing
+/// anything else about the URL: letters, digits, `-`, `.`, `:` and the
+/// brackets of an IPv6 address.
+pub(crate) fn is_host_text(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'))
+}
+
+/// The environment variables `texts` name, with their values (those set).
+pub(crate) fn env_used<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+    env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut used: Vec<(String, String)> = Vec::new();
+    for text in texts {
+        for slot in super::template::placeholders(text) {
+            if let Meaning::Env(var) = Meaning::of(slot.name)
+                && !used.iter().any(|(v, _)| v == var)
+                && let Some((_, value)) = env.iter().find(|(v, _)| v == var)
+            {
+                used.push((var.to_string(), value.clone()));
+            }
+        }
+    }
+    used
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::CursorType;
+
+    fn check_with(text: &str, url: bool, mark: Option<(CursorType, bool)>) -> Vec<String> {
+        let env = [("SITE".to_string(), "eu.example".to_string())];
+        let job = Fillable {
+            partition: &["partition"],
+            mark,
+            env: &env,
+        };
+        check("url", text, &job, url)
+            .into_iter()
+            .map(|(message, hint)| format!("{message} | {}", hint.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn placeholders_the_job_cannot_fill_are_named() {
+        let timestamp = Some((CursorType::Timestamp, true));
+        let ok = "https://{env.SITE}/x/{partition}?a={{b}}&m={mark:epoch}&n={now:%Y}";
+        assert!(check_with(ok, true, timestamp).is_empty());
+        let unknown = check_with("https://x/{partition.id}/{bogus}", true, None);
+        assert_eq!(unknown.len(), 2, "{unknown:?}");
+        assert!(unknown[0].starts_with("unknown placeholder `{partition.id}` in `url`"));
+        assert!(
+            unknown[1].contains("{partition}, {now}, {env.NAME}"),
+            "{unknown:?}"
+        );
+        let host = check_with("https://{partition}.x.example/", true, None);
+        assert!(host[0].contains("scheme, host or port"), "{host:?}");
+        assert!(check_with("{partition}.x.example", false, None).is_empty());
+        let missing = check_with("https://x/{env.NOPE}", true, None);
+        assert!(missing[0].contains("environment variable NOPE is not set"));
+        let no_mark = check_with("https://x/?s={mark}", true, None);
+        assert!(no_mark[0].contains("has no [incremental]"), "{no_mark:?}");
+        let no_initial = check_with(
+            "https://x/?s={mark}",
+            true,
+            Some((CursorType::Timestamp, false)),
+        );
+        assert!(no_initial[0].contains("no `initial`"), "{no_initial:?}");
+        let integer = check_with(
+            "https://x/?s={mark:epoch}",
+            true,
+            Some((CursorType::Integer, true)),
+        );
+        assert!(
+            integer[0].contains("only a time value takes a format"),
+            "{integer:?}"
+        );
+        assert!(
+            check_with(
+                "https://x/?s={mark}",
+                true,
+                Some((CursorType::Integer, true))
+            )
+            .is_empty()
+        );
+        let bad_format = check_with("https://x/?s={now:unix}", true, None);
+        assert!(
+            bad_format[0].contains("unknown format `unix`"),
+            "{bad_format:?}"
+        );
+        let env_format = check_with("https://x/?s={env.SITE:epoch}", true, None);
+        assert!(
+            env_format[0].contains("only a time value"),
+            "{env_format:?}"
+        );
+        let env = [("SITE".to_string(), "evil.example/x?".to_string())];
+        let job = Fillable {
+            partition: &[],
+            mark: None,
+            env: &env,
+        };
+        let bad_host = check("url", "https://{env.SITE}/v1", &job, true);
+        assert!(
+            bad_host[0].0.contains("more than a host name"),
+            "{bad_host:?}"
+        );
+        assert!(check("url", "https://x/{env.SITE}", &job, true).is_empty());
+        let mark_host = check_with("https://{mark}.x/", true, timestamp);
+        assert!(
+            mark_host[0].contains("scheme, host or port"),
+            "{mark_host:?}"
+        );
+    }
+
+    #[test]
+    fn names_have_meanings() {
+        assert_eq!(Meaning::of("mark"), Meaning::Mark);
+        assert_eq!(Meaning::of("now"), Meaning::Now);
+        assert_eq!(Meaning::of("env.DD_SITE"), Meaning::Env("DD_SITE"));
+        assert_eq!(
+            Meaning::of("partition.start"),
+            Meaning::Partition("partition.start")
+        );
+        for unknown in ["env.", "env", "marks", "partition.id", "bogus"] {
+            assert_eq!(Meaning::of(unknown), Meaning::Unknown, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn time_formats_write_one_instant_each_way() {
+        let at = "2024-03-05T06:07:08+01:00";
+        let write = |f: &str| TimeFormat::parse(f).unwrap().write(at).unwrap();
+        assert_eq!(write("rfc3339"), "2024-03-05T05:07:08Z");
+        assert_eq!(write("epoch"), "1709615228");
+        assert_eq!(write("epoch_ms"), "1709615228000");
+        assert_eq!(write("date"), "2024-03-05");
+        assert_eq!(write("%Y%m%dT%H"), "20240305T05");
+        let day = TimeFormat::Epoch.write("2024-01-01").unwrap();
+        assert_eq!(day, "1704067200");
+        assert!(TimeFormat::Epoch.write("yesterday").is_err());
+        assert!(TimeFormat::parse("%Q").is_err());
+        let unknown = TimeFormat::parse("unix").unwrap_err();
+        assert!(unknown.contains("epoch_ms"), "{unknown}");
+        assert_eq!(
+            now_text("2024-01-01T00:00:00.5Z".parse().unwrap()),
+            "2024-01-01T00:00:00Z"
+        );
+    }
+}
