@@ -93,6 +93,7 @@ fn get(url: &str) -> PageRequest {
         url: Url::parse(url).unwrap(),
         headers: vec![],
         body: None,
+        secrets: Default::default(),
     }
 }
 
@@ -620,6 +621,7 @@ async fn see_other_turns_a_post_into_a_get_and_307_keeps_it() {
             url: Url::parse(&format!("{}{start}", server.uri())).unwrap(),
             headers: vec![("X-Trace".into(), "1".into())],
             body: Some(serde_json::json!({"q": "all"})),
+            secrets: Default::default(),
         };
         let ctx = RequestContext::new(&job(2), &req.url, None);
         http.fetch(&ctx, &req, body_text).await.unwrap();

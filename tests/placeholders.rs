@@ -140,3 +140,218 @@ async fn a_missing_environment_variable_stops_the_run_before_any_request() {
     );
     assert!(!project.database().exists(), "nothing was written");
 }
+
+/// Two `[secrets]`: one from the environment, one from a file.
+const APP_KEY: &str = "appkeySECRETONE_4417";
+const API_KEY: &str = "apikey+SECRETTWO/=9";
+
+/// What server A checks and what B (another origin) saw.
+#[derive(Default)]
+struct Keyed {
+    /// Page 2 fails (echoing the key) until this is set.
+    page_two_works: bool,
+    /// Requests to A that lacked a key.
+    refused: Vec<String>,
+    /// Everything B was sent: query and header lines.
+    other_origin: Vec<String>,
+    /// Query values of `p` that the partitioned job sent.
+    partition_values: Vec<String>,
+    /// Bodies the POST job sent.
+    bodies: Vec<Value>,
+    /// B's base URL, where A's page 2 links to.
+    other: String,
+}
+
+type KeyedApi = Arc<Mutex<Keyed>>;
+
+fn has_keys(request: &Request) -> bool {
+    let query = request.uri().query().unwrap_or_default();
+    request
+        .headers()
+        .get("DD-APPLICATION-KEY")
+        .is_some_and(|v| v == APP_KEY)
+        && decoded(query, "api_key").as_deref() == Some(API_KEY)
+        && url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == "api_key")
+            .count()
+            == 1
+}
+
+async fn server_a(State(api): State<KeyedApi>, request: Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let mut state = api.lock().unwrap();
+    if let Some(p) = decoded(&query, "p") {
+        state.partition_values.push(p);
+        return Json(json!({ "data": [] })).into_response();
+    }
+    if !has_keys(&request) {
+        state.refused.push(query);
+        return (axum::http::StatusCode::UNAUTHORIZED, "no key").into_response();
+    }
+    let echoed = url::form_urlencoded::byte_serialize(API_KEY.as_bytes()).collect::<String>();
+    let base = format!("http://{}", request.headers()["host"].to_str().unwrap());
+    match decoded(&query, "page").as_deref() {
+        None => Json(json!({
+            "data": [{ "id": 1 }],
+            // The server echoes the key into its next link.
+            "next": format!("{base}/items?page=2&api_key={echoed}"),
+        }))
+        .into_response(),
+        Some("2") if !state.page_two_works => (
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("bad request for key {API_KEY} and {APP_KEY}"),
+        )
+            .into_response(),
+        Some("2") => Json(json!({
+            "data": [{ "id": 2 }],
+            "next": format!("{}/items?page=3", state.other),
+        }))
+        .into_response(),
+        Some(_) => (axum::http::StatusCode::NOT_FOUND, "no").into_response(),
+    }
+}
+
+async fn server_b(State(api): State<KeyedApi>, request: Request) -> Json<Value> {
+    let mut seen = vec![request.uri().to_string()];
+    for (name, value) in request.headers() {
+        seen.push(format!("{name}: {}", value.to_str().unwrap_or_default()));
+    }
+    api.lock().unwrap().other_origin.extend(seen);
+    Json(json!({ "data": [{ "id": 3 }], "next": null }))
+}
+
+async fn search(State(api): State<KeyedApi>, Json(body): Json<Value>) -> Json<Value> {
+    api.lock().unwrap().bodies.push(body);
+    Json(json!({ "data": [{ "id": 9 }] }))
+}
+
+fn assert_clean(what: &str, text: &str) {
+    let encoded: String = url::form_urlencoded::byte_serialize(API_KEY.as_bytes()).collect();
+    for secret in [APP_KEY, API_KEY, "SECRETONE", "SECRETTWO", encoded.as_str()] {
+        assert!(!text.contains(secret), "{what} holds {secret:?}:\n{text}");
+    }
+}
+
+/// reach.md section 1: a `{secret.*}` is a credential in every respect. It
+/// goes only to the job's origin (a header, a query parameter re-added to
+/// a saved next URL, a body string), never to another origin, never into
+/// a log line at any level, an error, the database or `status`; and a
+/// partition value that reads `{secret.api}` is sent as that text.
+#[tokio::test]
+async fn a_secret_goes_only_to_the_jobs_origin_and_nowhere_else() {
+    let api = KeyedApi::default();
+    let b = common::serve(Router::new().fallback(server_b).with_state(api.clone())).await;
+    // B is "another origin": same host, another port.
+    api.lock().unwrap().other = b;
+    let a = common::serve(
+        Router::new()
+            .route("/search", axum::routing::post(search))
+            .fallback(server_a)
+            .with_state(api.clone()),
+    )
+    .await;
+
+    let project = Project::new();
+    std::fs::write(project.path().join("api.key"), format!("{API_KEY}\n")).unwrap();
+    project.config("[secrets]\napp = { env = \"APP_KEY\" }\napi = { file = \"api.key\" }\n");
+    project.job(
+        "items",
+        &format!(
+            r#"
+[request]
+url = "{a}/items"
+headers = {{ "DD-APPLICATION-KEY" = "{{secret.app}}" }}
+query = {{ api_key = "{{secret.api}}" }}
+
+[pagination]
+type = "next_url"
+next_url_path = "/next"
+allow_cross_origin = true
+
+[records]
+path = "/data"
+primary_key = ["/id"]
+"#
+        ),
+    );
+    project.job(
+        "search",
+        &format!(
+            r#"
+[request]
+url = "{a}/search"
+method = "POST"
+body = {{ auth = {{ keys = ["{{secret.app}}", "k:{{secret.api}}"] }}, q = "open" }}
+
+[records]
+path = "/data"
+primary_key = ["/id"]
+"#
+        ),
+    );
+    project.job(
+        "hostile",
+        &format!(
+            "[request]\nurl = \"{a}/items\"\nquery = {{ p = \"{{partition}}\" }}\n\
+             [partitions]\nvalues = [\"{{secret.api}}\", \"{{{{secret.app}}}}\"]\n\
+             [records]\npath = \"/data\"\n[output]\nmode = \"append\"\n"
+        ),
+    );
+    let run = |args: &[&str]| {
+        let mut command = project.command(args);
+        command.env("APP_KEY", APP_KEY).env("RUST_LOG", "trace");
+        command
+    };
+
+    // First run: page 2 fails with the keys echoed in its body.
+    let out = run(&["run"]).output().await.unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_clean("the failed run's output", &describe(&out));
+    assert_clean("the database after a failure", &project.database_text());
+    let checkpoint: String = project
+        .open()
+        .query_row(
+            "SELECT position FROM _apisync_checkpoints WHERE job = 'items'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(checkpoint.contains("page=2"), "{checkpoint}");
+    for args in [&["status"][..], &["status", "--json"]] {
+        let out = run(args).output().await.unwrap();
+        assert_clean("status", &describe(&out));
+    }
+
+    // Second run resumes at the saved next URL: the key is put back.
+    api.lock().unwrap().page_two_works = true;
+    let out = run(&["run"]).output().await.unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_clean("the second run's output", &describe(&out));
+    assert_clean("the database", &project.database_text());
+    assert_eq!(project.rows("items").len(), 3);
+
+    let state = api.lock().unwrap();
+    assert!(state.refused.is_empty(), "A refused {:?}", state.refused);
+    assert!(!state.other_origin.is_empty(), "B was asked for page 3");
+    assert_clean(
+        "what the other origin was sent",
+        &state.other_origin.join("\n"),
+    );
+    assert_eq!(
+        state.bodies,
+        vec![json!({ "auth": { "keys": [APP_KEY, format!("k:{API_KEY}")] }, "q": "open" }); 2]
+    );
+    // The hostile job ran in both runs.
+    let mut values = state.partition_values.clone();
+    values.sort();
+    assert_eq!(
+        values,
+        [
+            "{secret.api}",
+            "{secret.api}",
+            "{{secret.app}}",
+            "{{secret.app}}"
+        ]
+    );
+}

@@ -10,4 +10,4 @@ mod resolve;
 pub use credential::{AppliedAuth, Credential, Credentials, Placement, RefreshOutcome};
 pub use error::AuthError;
 pub use oauth::{NoTokenStore, SETTLE_TIMEOUT, TokenStore};
-pub use resolve::resolve_secret;
+pub use resolve::{resolve_named, resolve_secret};

@@ -19,6 +19,24 @@ pub fn resolve_secret(source: &SecretSource) -> Result<Secret, AuthError> {
     Ok(secret)
 }
 
+/// The values of a job's `{secret.*}` placeholders: each of `names`
+/// resolved from `[secrets]` and registered with the scrubber. Err says
+/// which could not be, and why (never the value).
+pub fn resolve_named(
+    sources: &std::collections::BTreeMap<String, SecretSource>,
+    names: &[String],
+) -> Result<std::collections::BTreeMap<String, Secret>, String> {
+    let mut values = std::collections::BTreeMap::new();
+    for name in names {
+        let source = sources
+            .get(name)
+            .ok_or_else(|| format!("secret \"{name}\" is not defined in [secrets]"))?;
+        let value = resolve_secret(source).map_err(|err| format!("secret \"{name}\": {err}"))?;
+        values.insert(name.clone(), value);
+    }
+    Ok(values)
+}
+
 fn resolve(source: &SecretSource) -> Result<Secret, AuthError> {
     match source {
         SecretSource::Plain(secret) => Ok(secret.clone()),

@@ -31,6 +31,11 @@ pub struct ProjectDef {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, HostDef>")]
     pub hosts: BTreeMap<Spanned<String>, HostDef>,
+    /// Named secrets a job's request names as `{secret.NAME}`: from the
+    /// same sources as an auth's secrets.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, SecretDef>")]
+    pub secrets: BTreeMap<Spanned<String>, Spanned<SecretDef>>,
 }
 
 /// `[hosts."name"]`.

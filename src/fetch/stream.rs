@@ -48,6 +48,16 @@ impl StreamFetcher {
         })
     }
 
+    /// The values of the job's `{secret.*}` placeholders (see
+    /// `RequestContext::with_secrets`).
+    pub fn with_secrets(
+        mut self,
+        secrets: Arc<std::collections::BTreeMap<String, crate::secret::Secret>>,
+    ) -> Self {
+        self.ctx = self.ctx.with_secrets(secrets);
+        self
+    }
+
     /// Count this stream's requests in `stats` (see `RequestContext::with_stats`).
     pub fn with_stats(mut self, stats: Arc<RequestStats>) -> Self {
         self.ctx = self.ctx.with_stats(stats);

@@ -73,6 +73,19 @@ impl StreamPosition {
             ..self
         }
     }
+
+    /// `at(now)` for a job whose request holds `{now}`; others keep no
+    /// time in their checkpoints.
+    pub(crate) fn at_if_used(
+        self,
+        job: &crate::plan::JobPlan,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        match crate::plan::uses_now(&job.request) {
+            true => self.at(now),
+            false => self,
+        }
+    }
 }
 
 /// One fetched page.
@@ -99,6 +112,30 @@ pub struct PageRequest {
     pub headers: Vec<(String, String)>,
     /// POST only: the JSON body.
     pub body: Option<serde_json::Value>,
+    /// The job's `{secret.*}` strings, put in by the HTTP layer.
+    pub secrets: SecretParts,
+}
+
+/// The strings of a request that hold a `{secret.*}`. They are kept out of
+/// the URL, headers and body above, so nothing but the HTTP layer ever
+/// holds a secret's value, and it puts one in only for a request to the
+/// job's own origin (https, or plain http to loopback): a saved next URL,
+/// a printed URL or `Debug` output never carries it.
+#[derive(Debug, Clone, Default)]
+pub struct SecretParts {
+    /// Header name -> value.
+    pub(crate) headers: Vec<(String, crate::plan::SecretText)>,
+    /// Query parameter -> value: set on every request to the job's origin,
+    /// as an auth's api_key parameter is.
+    pub(crate) query: Vec<(String, crate::plan::SecretText)>,
+    /// JSON pointer of a body string -> value.
+    pub(crate) body: Vec<(String, crate::plan::SecretText)>,
+}
+
+impl SecretParts {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.query.is_empty() && self.body.is_empty()
+    }
 }
 
 /// A successful (2xx) response, body fully read within `max_page_bytes`.

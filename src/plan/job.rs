@@ -24,12 +24,13 @@ use crate::plan::{
 /// Largest page body accepted unless `records.max_page_bytes` says otherwise.
 pub(crate) const DEFAULT_MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Names the job may refer to: `[auth.NAME]`s, other jobs, and the
-/// environment's variables (`{env.NAME}`).
+/// Names the job may refer to: `[auth.NAME]`s, other jobs, the
+/// environment's variables (`{env.NAME}`) and `[secrets]`.
 pub(crate) struct Known<'a> {
     pub auths: &'a BTreeSet<String>,
     pub jobs: &'a BTreeSet<String>,
     pub env: &'a [(String, String)],
+    pub secrets: &'a BTreeSet<String>,
 }
 
 /// Plans a job; an inline auth goes into `auths` as `job:<name>`.
@@ -67,6 +68,8 @@ pub(crate) fn plan_job(
             .as_ref()
             .map(|i| (cursor_type(i), i.initial.is_some())),
         env: known.env,
+        secrets: known.secrets,
+        insecure: false,
     };
     let request = plan_request(&def.request, &fillable, sink);
     let method = request.as_ref().map_or(HttpMethod::Get, |r| r.method);
@@ -229,11 +232,19 @@ fn plan_request(
     fillable: &Fillable<'_>,
     sink: &mut Sink<'_>,
 ) -> Option<RequestPlan> {
-    let mut ok = checks::url_template("url", def.url.get_ref(), |slot| {
+    let url = checks::url_template("url", def.url.get_ref(), |slot| {
         checks::url_sample(slot, fillable.env)
     })
-    .map_err(|(m, h)| sink.at(&def.url, "request.url", m, h))
-    .is_ok();
+    .map_err(|(m, h)| sink.at(&def.url, "request.url", m, h));
+    let mut ok = url.is_ok();
+    let insecure = url.is_ok_and(|url| {
+        let refusal = crate::secret::may_carry_credentials(&url, &url.origin());
+        refusal == Err(crate::secret::Refusal::PlainHttp)
+    });
+    let fillable = &Fillable {
+        insecure,
+        ..*fillable
+    };
     let method = match def.method.as_ref().map(|m| *m.get_ref()) {
         Some(MethodDef::Post) => HttpMethod::Post,
         _ => HttpMethod::Get,

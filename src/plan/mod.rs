@@ -20,7 +20,7 @@ pub(crate) use checks::without_userinfo;
 pub use database::{Database, DatabaseArg, DatabaseError, PostgresUrl, SslMode};
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{Loaded, load_project, load_project_with_env, project_root};
-pub(crate) use placeholder::{Values, now_text};
+pub(crate) use placeholder::{Meaning, SecretText, Values, now_text, secrets_used, uses_now};
 pub use settings::SettingsOverrides;
 pub(crate) use template::render as template_render;
 pub use types::*;

@@ -17,6 +17,9 @@ pub(crate) enum Meaning<'a> {
     Partition(&'a str),
     /// `{env.NAME}`: an environment variable, read when the job is planned.
     Env(&'a str),
+    /// `{secret.NAME}`: a secret of `[secrets]`, a credential in every
+    /// respect: filled in by the HTTP layer, only for the job's origin.
+    Secret(&'a str),
     /// `{mark}`: the stream's high-water mark (lookback applied, `initial`
     /// on a first run).
     Mark,
@@ -33,8 +36,9 @@ impl<'a> Meaning<'a> {
             "mark" => Meaning::Mark,
             "now" => Meaning::Now,
             "partition" | "partition.start" | "partition.end" => Meaning::Partition(name),
-            _ => match name.strip_prefix("env.") {
-                Some(var) if !var.is_empty() => Meaning::Env(var),
+            _ => match (name.strip_prefix("env."), name.strip_prefix("secret.")) {
+                (Some(var), _) if !var.is_empty() => Meaning::Env(var),
+                (_, Some(secret)) if !secret.is_empty() => Meaning::Secret(secret),
                 _ => Meaning::Unknown,
             },
         }
@@ -132,7 +136,8 @@ impl Values<'_> {
                 .map(|(_, value)| value.as_str()),
             Meaning::Mark => self.mark,
             Meaning::Now => self.now,
-            Meaning::Unknown => None,
+            // Never text here: `parts` keeps a secret apart for the HTTP layer.
+            Meaning::Secret(_) | Meaning::Unknown => None,
         };
         let raw =
             raw.ok_or_else(|| format!("the placeholder {{{}}} has no value here", slot.name))?;
@@ -142,9 +147,30 @@ impl Values<'_> {
         }
     }
 
-    /// A header value, query value or JSON string: each value as it is.
-    pub(crate) fn plain(&self, template: &str) -> Result<String, String> {
-        super::template::render(template, |slot| self.text(slot))
+    /// The template as text with each secret kept apart by name, so that
+    /// only the HTTP layer, for a request it may send one with, puts the
+    /// secret in. No value can turn into a secret: a partition value that
+    /// reads `{secret.x}` stays that text.
+    pub(crate) fn parts(&self, template: &str) -> Result<SecretText, String> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        for piece in super::template::pieces(template) {
+            match piece {
+                super::template::Piece::Text(literal) => text.push_str(&literal),
+                super::template::Piece::Placeholder { name, format, at } => {
+                    match Meaning::of(name) {
+                        Meaning::Secret(secret) => {
+                            parts.push(Part::Text(std::mem::take(&mut text)));
+                            parts.push(Part::Secret(secret.to_string()));
+                        }
+                        _ => text.push_str(&self.text(Slot { name, format, at })?),
+                    }
+                }
+            }
+        }
+        parts.push(Part::Text(text));
+        parts.retain(|part| !matches!(part, Part::Text(t) if t.is_empty()));
+        Ok(SecretText(parts))
     }
 
     /// The URL template with each value encoded for where it stands (one
@@ -176,7 +202,61 @@ impl Values<'_> {
     }
 }
 
+/// A request string that holds a secret: text, and secrets by name.
+/// `Debug` shows the names, never a value (it holds none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretText(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Secret(String),
+}
+
+impl SecretText {
+    /// Whether a secret stands in it.
+    pub(crate) fn has_secret(&self) -> bool {
+        self.0.iter().any(|part| matches!(part, Part::Secret(_)))
+    }
+
+    /// The text without secrets (Err names the secret it holds).
+    pub(crate) fn into_plain(self) -> Result<String, SecretText> {
+        if self.has_secret() {
+            return Err(self);
+        }
+        Ok(self
+            .0
+            .into_iter()
+            .map(|part| match part {
+                Part::Text(text) | Part::Secret(text) => text,
+            })
+            .collect())
+    }
+
+    /// The whole text with each secret's value in, for the one request
+    /// being sent; Err names a secret `value` does not know.
+    pub(crate) fn expose(
+        &self,
+        value: impl Fn(&str) -> Option<crate::secret::Secret>,
+    ) -> Result<crate::secret::Secret, String> {
+        let mut out = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Secret(name) => match value(name) {
+                    Some(secret) => out.push_str(secret.expose()),
+                    None => {
+                        return Err(format!("the secret {name:?} was not prepared for this run"));
+                    }
+                },
+            }
+        }
+        Ok(crate::secret::Secret::new(out))
+    }
+}
+
 /// What a job can fill in its request, for validation.
+#[derive(Clone, Copy)]
 pub(crate) struct Fillable<'a> {
     /// The partition's value names: `partition`, or `partition.start` and
     /// `partition.end`; empty without `[partitions]`.
@@ -186,6 +266,11 @@ pub(crate) struct Fillable<'a> {
     pub mark: Option<(crate::plan::CursorType, bool)>,
     /// The environment (after `--env-file`).
     pub env: &'a [(String, String)],
+    /// The names of `[secrets]`.
+    pub secrets: &'a std::collections::BTreeSet<String>,
+    /// The job's URL is plain http to a host that is not loopback, where
+    /// no secret may go.
+    pub insecure: bool,
 }
 
 impl Fillable<'_> {
@@ -202,6 +287,7 @@ impl Fillable<'_> {
             names.push("{mark}".into());
         }
         names.extend(["{now}".to_string(), "{env.NAME}".to_string()]);
+        names.extend(self.secrets.iter().map(|name| format!("{{secret.{name}}}")));
         names.join(", ")
     }
 }
@@ -286,6 +372,42 @@ pub(crate) fn check(
                 Some((cursor_type, true)) => cursor_type == crate::plan::CursorType::Timestamp,
             },
             Meaning::Now => true,
+            Meaning::Secret(secret) => {
+                if !job.secrets.contains(*secret) {
+                    let defined = match job.secrets.is_empty() {
+                        true => "apisync.toml has no [secrets]".to_string(),
+                        false => format!(
+                            "[secrets] has {}",
+                            job.secrets
+                                .iter()
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
+                    problems.push((
+                        format!("unknown secret `{{{name}}}` in `{key}`"),
+                        Some(format!(
+                            "{defined}; define it there, such as {secret} = {{ env = \"NAME\" }}"
+                        )),
+                    ));
+                } else if url {
+                    problems.push((
+                        format!("`{{{name}}}` cannot stand in `{key}`"),
+                        Some("put it in [request] query, headers or body: there it is added only to requests for the job's own origin, and never saved with a next-page URL".into()),
+                    ));
+                } else if job.insecure {
+                    problems.push((
+                        format!("`{{{name}}}` in `{key}` would go over plain http to a host that is not loopback"),
+                        Some("use an https URL: a secret goes over plain http only to 127.0.0.1, ::1 or localhost".into()),
+                    ));
+                }
+                if url {
+                    // Reported above; not again as an origin placeholder.
+                    continue;
+                }
+                false
+            }
         };
         if let Some(format) = slot.format {
             if !time_valued {
@@ -317,6 +439,62 @@ pub(crate) fn is_host_text(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'))
 }
 
+/// The `[secrets]` a job's request names, and the query parameters whose
+/// value holds one (redacted by name in printed URLs, as an api_key is).
+pub(crate) fn secrets_used(request: &crate::plan::RequestPlan) -> (Vec<String>, Vec<String>) {
+    let texts = request_texts(request);
+    let mut names: Vec<String> = Vec::new();
+    for text in texts {
+        for slot in super::template::placeholders(text) {
+            if let Meaning::Secret(name) = Meaning::of(slot.name)
+                && !names.iter().any(|n| n == name)
+            {
+                names.push(name.to_string());
+            }
+        }
+    }
+    let params = request
+        .query
+        .iter()
+        .filter(|(_, value)| {
+            super::template::placeholders(value)
+                .any(|slot| matches!(Meaning::of(slot.name), Meaning::Secret(_)))
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    (names, params)
+}
+
+/// Whether the request holds `{now}` (a stream then keeps the run's start
+/// in its checkpoint; others need not carry it).
+pub(crate) fn uses_now(request: &crate::plan::RequestPlan) -> bool {
+    request_texts(request)
+        .into_iter()
+        .flat_map(super::template::placeholders)
+        .any(|slot| Meaning::of(slot.name) == Meaning::Now)
+}
+
+/// Every string of a planned request that may hold placeholders.
+fn request_texts(request: &crate::plan::RequestPlan) -> Vec<&str> {
+    let mut texts: Vec<&str> = vec![request.url.as_str()];
+    for (_, value) in request.query.iter().chain(&request.headers) {
+        texts.push(value);
+    }
+    if let Some(value) = &request.body {
+        json_texts(value, &mut texts);
+    }
+    texts
+}
+
+fn json_texts<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::String(text) => out.push(text),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| json_texts(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| json_texts(v, out)),
+        _ => {}
+    }
+}
+
 /// The environment variables `texts` name, with their values (those set).
 pub(crate) fn env_used<'a>(
     texts: impl IntoIterator<Item = &'a str>,
@@ -343,10 +521,13 @@ mod tests {
 
     fn check_with(text: &str, url: bool, mark: Option<(CursorType, bool)>) -> Vec<String> {
         let env = [("SITE".to_string(), "eu.example".to_string())];
+        let secrets = ["app_key".to_string()].into();
         let job = Fillable {
             partition: &["partition"],
             mark,
             env: &env,
+            secrets: &secrets,
+            insecure: false,
         };
         check("url", text, &job, url)
             .into_iter()
@@ -407,10 +588,13 @@ mod tests {
             "{env_format:?}"
         );
         let env = [("SITE".to_string(), "evil.example/x?".to_string())];
-        let job = Fillable {
+        let none = Default::default();
+        let mut job = Fillable {
             partition: &[],
             mark: None,
             env: &env,
+            secrets: &none,
+            insecure: false,
         };
         let bad_host = check("url", "https://{env.SITE}/v1", &job, true);
         assert!(
@@ -418,6 +602,12 @@ mod tests {
             "{bad_host:?}"
         );
         assert!(check("url", "https://x/{env.SITE}", &job, true).is_empty());
+        let secrets = ["k".to_string()].into();
+        job.secrets = &secrets;
+        assert!(check("headers.X", "{secret.k}", &job, false).is_empty());
+        job.insecure = true;
+        let plain_http = check("headers.X", "{secret.k}", &job, false);
+        assert!(plain_http[0].0.contains("plain http"), "{plain_http:?}");
         let mark_host = check_with("https://{mark}.x/", true, timestamp);
         assert!(
             mark_host[0].contains("scheme, host or port"),

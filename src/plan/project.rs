@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::auth::plan_auth;
+use super::auth::{plan_auth, secret_source};
 use super::checks;
 use super::diagnostics::{Diagnostic, Sink};
 use super::job::{Known, plan_job};
@@ -23,6 +23,7 @@ pub(crate) fn build(
     let errors_before = out.len();
     let mut auths = BTreeMap::new();
     let mut hosts = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     if let Some((source, def)) = config {
         let mut sink = Sink {
             source,
@@ -31,6 +32,7 @@ pub(crate) fn build(
             warnings,
         };
         plan_named_auths(def, &mut auths, &mut sink);
+        plan_secrets(def, &mut secrets, &mut sink);
         for (name, host) in &def.hosts {
             let rate_limit = host.rate_limit.as_ref().and_then(|r| {
                 checks::rate_limit(r.get_ref())
@@ -64,10 +66,14 @@ pub(crate) fn build(
         .map(|j| j.name.clone())
         .chain(unparsed_jobs.iter().cloned())
         .collect();
+    let secret_names: BTreeSet<String> = config
+        .map(|(_, def)| def.secrets.keys().map(|k| k.get_ref().clone()).collect())
+        .unwrap_or_default();
     let known = Known {
         auths: &auth_names,
         jobs: &job_names,
         env,
+        secrets: &secret_names,
     };
     let mut planned = Vec::new();
     for job in jobs {
@@ -89,8 +95,37 @@ pub(crate) fn build(
         settings,
         auths,
         hosts,
+        secrets,
         jobs: planned,
     })
+}
+
+/// `[secrets]`: each name must be one a placeholder can spell.
+fn plan_secrets(
+    def: &ProjectDef,
+    secrets: &mut BTreeMap<String, crate::plan::SecretSource>,
+    sink: &mut Sink<'_>,
+) {
+    for (name, value) in &def.secrets {
+        let key = format!("secrets.{}", name.get_ref());
+        let spelled = name.get_ref().chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || (i > 0 && (c.is_ascii_digit() || c == '-'))
+        });
+        if !spelled {
+            sink.at(
+                name,
+                &key,
+                format!(
+                    "secret name `{}` cannot be written as a placeholder",
+                    name.get_ref()
+                ),
+                Some("use letters, digits, `_` and `-`, starting with a letter or `_`".into()),
+            );
+            continue;
+        }
+        let source = secret_source(value, &key, sink);
+        secrets.insert(name.get_ref().clone(), source);
+    }
 }
 
 fn plan_named_auths(def: &ProjectDef, auths: &mut BTreeMap<String, AuthPlan>, sink: &mut Sink<'_>) {

@@ -21,6 +21,9 @@ pub struct ProjectPlan {
     pub auths: BTreeMap<String, AuthPlan>,
     /// `[hosts."name"]` limits, keyed by host name as written (lowercased).
     pub hosts: BTreeMap<String, HostLimits>,
+    /// `[secrets]`: what `{secret.NAME}` in a job's request stands for,
+    /// resolved at run time like an auth's secrets.
+    pub secrets: BTreeMap<String, SecretSource>,
     /// Every job, sorted by name.
     pub jobs: Vec<JobPlan>,
 }

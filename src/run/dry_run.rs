@@ -150,14 +150,15 @@ fn describe_stream(
                 job: job.name.clone(),
                 message: err.to_string(),
             })?
-            .at(chrono::Utc::now()),
+            .at_if_used(job, chrono::Utc::now()),
         None => {
             let mark = if mode.full_refresh || mode.backfill.is_some() {
                 None
             } else {
                 store.map(|s| s.mark(&key)).transpose()?.flatten()
             };
-            StreamPosition::start(incremental::since(job, mark.as_deref())).at(chrono::Utc::now())
+            StreamPosition::start(incremental::since(job, mark.as_deref()))
+                .at_if_used(job, chrono::Utc::now())
         }
     };
     let resume = match position.pages {

@@ -20,6 +20,8 @@ pub(crate) struct RunEnv {
     /// Per auth name: the shared credential, or why it could not be built
     /// (a missing secret fails the jobs that use it, not the whole run).
     pub credentials: HashMap<String, Result<Arc<Credential>, String>>,
+    /// `[secrets]`, resolved for each job that names one when it starts.
+    pub secrets: std::collections::BTreeMap<String, crate::plan::SecretSource>,
     pub cancel: CancellationToken,
     pub job_concurrency: usize,
     /// Streams of one job in flight at once (requests are limited separately).

@@ -74,6 +74,7 @@ async fn execute_with(
         writer,
         http,
         credentials,
+        secrets: plan.secrets.clone(),
         cancel,
         job_concurrency: plan.settings.job_concurrency,
         stream_width: plan.settings.concurrency,

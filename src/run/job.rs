@@ -160,7 +160,15 @@ async fn run_partitions<G: JobGate>(
             });
         }
     };
+    let (names, _) = crate::plan::secrets_used(&job.request);
+    let secrets = crate::auth::resolve_named(&env.secrets, &names).map_err(|message| {
+        RunError::Credential {
+            job: job.name.clone(),
+            message,
+        }
+    })?;
     let stream_env = StreamEnv {
+        secrets: Arc::new(secrets),
         writer: env.writer.clone(),
         http: env.http.clone(),
         credential,

@@ -167,6 +167,7 @@ mod tests {
             })
             .expect("client"),
             credentials: HashMap::new(),
+            secrets: Default::default(),
             cancel: CancellationToken::new(),
             job_concurrency: 1,
             stream_width: 1,

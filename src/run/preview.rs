@@ -108,6 +108,12 @@ pub async fn preview(
         hosts: plan.hosts.clone(),
     })?;
     let credential = credential(plan, job, &http, tokens)?;
+    let (names, _) = crate::plan::secrets_used(&job.request);
+    let secrets =
+        crate::auth::resolve_named(&plan.secrets, &names).map_err(|message| PreviewError::Job {
+            job: job.name.clone(),
+            message,
+        })?;
     let since = position.since.clone();
     let mut fetcher = StreamFetcher::new(
         http,
@@ -115,7 +121,8 @@ pub async fn preview(
         partition.clone(),
         credential,
         position,
-    )?;
+    )?
+    .with_secrets(Arc::new(secrets));
     let mut pages = Vec::new();
     let mut stop = PreviewStop::PageLimit;
     while (pages.len() as u64) < request.pages {
@@ -237,7 +244,7 @@ fn starting_position(
     let Some(store) = store else {
         let since = incremental::since(job, None);
         return Ok((
-            StreamPosition::start(since).at(chrono::Utc::now()),
+            StreamPosition::start(since).at_if_used(job, chrono::Utc::now()),
             PreviewStart::NoDatabase,
         ));
     };
@@ -252,13 +259,13 @@ fn starting_position(
                 ),
             })?;
         let pages = position.pages;
-        let position = position.at(chrono::Utc::now());
+        let position = position.at_if_used(job, chrono::Utc::now());
         return Ok((position, PreviewStart::Resumed(pages)));
     }
     let mark = store.mark(&key)?;
     let since = incremental::since(job, mark.as_deref());
     Ok((
-        StreamPosition::start(since).at(chrono::Utc::now()),
+        StreamPosition::start(since).at_if_used(job, chrono::Utc::now()),
         PreviewStart::Fresh,
     ))
 }

@@ -38,6 +38,8 @@ pub(crate) struct StreamEnv {
     pub writer: Writer,
     pub http: HttpClient,
     pub credential: Option<Arc<Credential>>,
+    /// The values of the job's `{secret.*}` placeholders.
+    pub secrets: Arc<std::collections::BTreeMap<String, crate::secret::Secret>>,
     pub cancel: CancellationToken,
     pub table: Arc<TableSpec>,
     pub run_id: RunId,
@@ -141,11 +143,11 @@ async fn starting_position(
                 message: err.to_string(),
             })?;
         // A checkpoint saved before `{now}` was kept takes this run's.
-        return Ok(saved.at(env.now));
+        return Ok(saved.at_if_used(job, env.now));
     }
     let mark = if env.ignore_mark { None } else { mark };
     let since = incremental::since(job, mark.as_deref());
-    Ok(StreamPosition::start(since).at(env.now))
+    Ok(StreamPosition::start(since).at_if_used(job, env.now))
 }
 
 async fn fetch_and_write(
@@ -165,6 +167,7 @@ async fn fetch_and_write(
         env.credential.clone(),
         position,
     )?
+    .with_secrets(env.secrets.clone())
     .with_stats(watch.stats.clone());
     let mut pending: VecDeque<PendingCommit> = VecDeque::new();
     // Set on the writer thread when a page fails to commit: a page queued

@@ -303,6 +303,7 @@ mod tests {
             url: url::Url::parse(url).expect("test URL"),
             headers: vec![],
             body: None,
+            secrets: Default::default(),
         };
         let job = super::super::context::tests::sample_job();
         let ctx = RequestContext::new(&job, &req.url, None);

@@ -3,6 +3,7 @@
 //! how it is retried, how large a page may be, and which query parameter is
 //! a secret to redact.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use crate::auth::Credential;
 use crate::fetch::RequestStats;
 use crate::fetch::{FetchError, FetchErrorKind};
 use crate::plan::{HttpMethod, JobPlan, RetryPlan};
-use crate::secret::{REDACTED, Refusal, may_carry_credentials};
+use crate::secret::{REDACTED, Refusal, Secret, may_carry_credentials};
 
 /// Everything that decides how one stream's requests are sent.
 #[derive(Debug, Clone)]
@@ -29,9 +30,11 @@ pub struct RequestContext {
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPlan,
     pub(crate) max_page_bytes: u64,
-    /// The api_key query parameter, redacted in printed URLs and stripped
-    /// from stored ones.
-    secret_param: Option<String>,
+    /// The api_key query parameter and those the job fills with a
+    /// `{secret.*}`: redacted in printed URLs and stripped from stored ones.
+    secret_params: Vec<String>,
+    /// The values of the job's `{secret.*}` placeholders.
+    secrets: Arc<BTreeMap<String, Secret>>,
     /// The job's request counters, when the caller wants them.
     stats: Option<Arc<RequestStats>>,
 }
@@ -40,15 +43,33 @@ impl RequestContext {
     /// `pinned` is the URL whose origin alone sees the credential: the job's
     /// URL template (the stream passes it), or a test server's URL.
     pub fn new(job: &JobPlan, pinned: &Url, credential: Option<Arc<Credential>>) -> Self {
-        let secret_param = credential
-            .as_deref()
-            .and_then(Credential::query_param)
-            .map(str::to_string);
+        let (_, mut secret_params) = crate::plan::secrets_used(&job.request);
+        secret_params.extend(
+            credential
+                .as_deref()
+                .and_then(Credential::query_param)
+                .map(str::to_string),
+        );
         // A credential the job wrote as a header value is a credential in
         // every respect: scrubbed from whatever the server sends back.
+        // A `{secret.*}` was registered when it was resolved; a value made
+        // from the environment is registered as it is sent.
         for (name, value) in &job.request.headers {
-            if is_credential_header(name) {
-                crate::secret::register(&crate::secret::Secret::new(value.clone()));
+            if is_credential_header(name)
+                && let Ok(value) = crate::plan::template_render(value, |slot| {
+                    match crate::plan::Meaning::of(slot.name) {
+                        crate::plan::Meaning::Env(var) => job
+                            .request
+                            .env
+                            .iter()
+                            .find(|(v, _)| v == var)
+                            .map(|(_, value)| value.clone())
+                            .ok_or_else(String::new),
+                        _ => Err(String::new()),
+                    }
+                })
+            {
+                crate::secret::register(&crate::secret::Secret::new(value));
             }
         }
         RequestContext {
@@ -60,9 +81,22 @@ impl RequestContext {
             timeout: job.request.timeout,
             retry: job.retry.clone(),
             max_page_bytes: job.records.max_page_bytes,
-            secret_param,
+            secret_params,
+            secrets: Arc::default(),
             stats: None,
         }
+    }
+
+    /// The values of the job's `{secret.*}` placeholders (each already
+    /// registered with the scrubber by whoever resolved it).
+    pub fn with_secrets(mut self, secrets: Arc<BTreeMap<String, Secret>>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// The value of the job's secret `name`.
+    pub(crate) fn secret(&self, name: &str) -> Option<Secret> {
+        self.secrets.get(name).cloned()
     }
 
     /// Count this stream's requests in `stats` (one per job, shared by its
@@ -125,10 +159,11 @@ impl RequestContext {
     /// `url` for logs/errors/checkpoints: the api_key query param (if any) replaced by
     /// "[redacted]" (for printing) ...
     pub fn redact(&self, url: &Url) -> String {
-        match &self.secret_param {
-            Some(name) => rewrite_query(url, name, Some(REDACTED)).to_string(),
-            None => url.to_string(),
+        let mut url = url.clone();
+        for name in &self.secret_params {
+            url = rewrite_query(&url, name, Some(REDACTED));
         }
+        url.to_string()
     }
 
     /// ... or removed entirely (for storing in a checkpoint; re-added on send).
@@ -140,10 +175,10 @@ impl RequestContext {
     /// `status`. Resuming without it either works (the header carries the
     /// token) or is refused and handled as a rejected position.
     pub fn strip_secret_params(&self, url: &Url) -> Url {
-        let mut url = match &self.secret_param {
-            Some(name) => rewrite_query(url, name, None),
-            None => url.clone(),
-        };
+        let mut url = url.clone();
+        for name in &self.secret_params {
+            url = rewrite_query(&url, name, None);
+        }
         let echoed: Vec<String> = url
             .query_pairs()
             .filter(|(_, value)| crate::secret::is_credential(value))

@@ -121,6 +121,80 @@ async fn send_following(
     }))
 }
 
+/// The job's `{secret.*}` strings put into one request that may carry
+/// credentials; nothing here outlives the request being built.
+struct Secrets<'a> {
+    ctx: &'a RequestContext,
+    req: &'a PageRequest,
+}
+
+impl Secrets<'_> {
+    fn expose(&self, text: &crate::plan::SecretText) -> Result<crate::secret::Secret, Failure> {
+        text.expose(|name| self.ctx.secret(name))
+            .map_err(|message| Failure::fatal(FetchErrorKind::Setup { message }))
+    }
+
+    /// `url` with each secret query parameter set (replacing any the
+    /// server echoed into a next URL).
+    fn url(&self, url: &Url) -> Result<Url, Failure> {
+        let mut out = url.clone();
+        for (name, text) in &self.req.secrets.query {
+            let value = self.expose(text)?;
+            out = super::credentials::rewrite_query(&out, name, None);
+            out.query_pairs_mut().append_pair(name, value.expose());
+        }
+        Ok(out)
+    }
+
+    /// The secret headers, marked sensitive.
+    fn headers(&self) -> Result<Vec<(&str, http::HeaderValue)>, Failure> {
+        self.req
+            .secrets
+            .headers
+            .iter()
+            .map(|(name, text)| {
+                let secret = self.expose(text)?;
+                let mut value = http::HeaderValue::from_str(secret.expose()).map_err(|_| {
+                    Failure::fatal(FetchErrorKind::Setup {
+                        message: format!("the value of header {name} is not valid in HTTP (check the secret it holds)"),
+                    })
+                })?;
+                value.set_sensitive(true);
+                Ok((name.as_str(), value))
+            })
+            .collect()
+    }
+
+    /// The body with its secret strings in; a body that holds a secret is
+    /// not sent where credentials may not go (leaving it out would change
+    /// what is asked for).
+    fn body<'b>(
+        &self,
+        body: Option<&'b serde_json::Value>,
+        with_credentials: bool,
+        url: &Url,
+    ) -> Result<Option<std::borrow::Cow<'b, serde_json::Value>>, Failure> {
+        let Some(body) = body else {
+            return Ok(None);
+        };
+        if self.req.secrets.body.is_empty() {
+            return Ok(Some(std::borrow::Cow::Borrowed(body)));
+        }
+        if !with_credentials {
+            return Err(Failure::fatal(FetchErrorKind::CrossOrigin {
+                target: self.ctx.redact(url),
+            }));
+        }
+        let mut body = body.clone();
+        for (pointer, text) in &self.req.secrets.body {
+            let value = self.expose(text)?;
+            crate::fetch::paginate::set_at(&mut body, pointer, value.expose().into())
+                .map_err(|message| Failure::fatal(FetchErrorKind::Setup { message }))?;
+        }
+        Ok(Some(std::borrow::Cow::Owned(body)))
+    }
+}
+
 /// Where a 301/302/303/307/308 points, resolved against `url`.
 fn redirect_target(response: &Response, url: &Url) -> Option<Url> {
     let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
@@ -140,16 +214,25 @@ async fn send_one(
     body: Option<&serde_json::Value>,
 ) -> Result<(Response, Option<AuthNote>), Failure> {
     let credential = ctx.credential_for(url);
-    let carries = credential.is_some() || req.headers.iter().any(|(n, _)| is_credential_header(n));
-    // One rule for the auth and for credential headers the job wrote itself.
+    let carries = credential.is_some()
+        || req.headers.iter().any(|(n, _)| is_credential_header(n))
+        || !req.secrets.is_empty();
+    // One rule for the auth, for credential headers the job wrote itself,
+    // and for the job's `{secret.*}` strings.
     let with_credentials = match ctx.credentials_allowed(url) {
         Ok(allowed) => allowed,
         Err(_) if carries => return Err(Failure::fatal(FetchErrorKind::InsecureTransport)),
         Err(_) => false,
     };
+    let secrets = Secrets { ctx, req };
+    let target = match with_credentials {
+        true => secrets.url(url)?,
+        false => url.clone(),
+    };
+    let body = secrets.body(body, with_credentials, url)?;
     let mut builder = match method {
-        HttpMethod::Get => client.get(url.clone()),
-        HttpMethod::Post => client.post(url.clone()),
+        HttpMethod::Get => client.get(target),
+        HttpMethod::Post => client.post(target),
     };
     for (name, value) in &req.headers {
         let credential_header = is_credential_header(name);
@@ -165,8 +248,13 @@ async fn send_one(
         value.set_sensitive(credential_header);
         builder = builder.header(name, value);
     }
-    if let Some(body) = body {
-        builder = builder.json(body);
+    if with_credentials {
+        for (name, value) in secrets.headers()? {
+            builder = builder.header(name, value);
+        }
+    }
+    if let Some(body) = &body {
+        builder = builder.json(body.as_ref());
     }
     let request = builder.timeout(ctx.timeout).build().map_err(|error| {
         Failure::fatal(FetchErrorKind::Transport {

@@ -20,6 +20,7 @@ mod paginator;
 mod paging;
 mod request;
 
+pub(crate) use body::set_at;
 pub use paginator::Paginator;
 pub use paging::DecodedPage;
 pub(crate) use paging::Paging;

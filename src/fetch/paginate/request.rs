@@ -9,7 +9,7 @@ use url::Url;
 use super::body::{empty, set_at};
 use super::paging::mismatch;
 use super::paging_of;
-use crate::fetch::{NextRequest, PageRequest, StreamPosition};
+use crate::fetch::{NextRequest, PageRequest, SecretParts, StreamPosition};
 use crate::plan::template_render as render;
 use crate::plan::{JobPlan, ParamLocation, Partition, Values};
 
@@ -23,6 +23,8 @@ pub(crate) struct RequestBase {
     pinned: Url,
     headers: Vec<(String, String)>,
     body: Option<Value>,
+    /// The strings that hold a `{secret.*}`, for the HTTP layer.
+    secrets: SecretParts,
 }
 
 impl RequestBase {
@@ -57,18 +59,32 @@ impl RequestBase {
                 start.origin().ascii_serialization()
             ));
         }
+        let mut secrets = SecretParts::default();
         if !job.request.query.is_empty() {
             let mut pairs = start.query_pairs_mut();
             for (key, value) in &job.request.query {
-                let value = values
-                    .plain(value)
+                let parts = values
+                    .parts(value)
                     .map_err(|e| format!("query parameter {key}: {e}"))?;
-                pairs.append_pair(key, &value);
+                match parts.into_plain() {
+                    Ok(value) => {
+                        pairs.append_pair(key, &value);
+                    }
+                    Err(secret) => secrets.query.push((key.clone(), secret)),
+                }
             }
         }
-        let headers = substitute_headers(&job.request.headers, &values)?;
+        let headers = substitute_headers(&job.request.headers, &values, &mut secrets)?;
         let body = match &job.request.body {
-            Some(body) => Some(substitute_json(body, &values)?),
+            Some(body) => {
+                let mut pointer = String::new();
+                Some(substitute_json(
+                    body,
+                    &values,
+                    &mut pointer,
+                    &mut secrets.body,
+                )?)
+            }
             None => None,
         };
         Ok(RequestBase {
@@ -77,6 +93,7 @@ impl RequestBase {
             pinned,
             headers,
             body,
+            secrets,
         })
     }
 
@@ -127,6 +144,7 @@ impl RequestBase {
             url,
             headers: self.headers.clone(),
             body,
+            secrets: self.secrets.clone(),
         })
     }
 }
@@ -141,53 +159,97 @@ fn pinned_url(template: &str) -> Result<Url, String> {
 
 /// Header values with placeholders filled, sent as they are: a value that
 /// is not a valid header value (a line break, a control character) is an
-/// error, never sent mangled.
+/// error, never sent mangled. A header holding a secret goes to `secrets`.
 fn substitute_headers(
     headers: &[(String, String)],
     values: &Values<'_>,
+    secrets: &mut SecretParts,
 ) -> Result<Vec<(String, String)>, String> {
-    headers
-        .iter()
-        .map(|(name, template)| {
-            // HTTP drops a header value's surrounding white space, so "1"
-            // and " 1" would ask for the same thing as two partitions.
-            let mut padded = false;
-            let value = render(template, |slot| {
-                let text = values.text(slot)?;
-                padded |= text.trim_matches([' ', '\t']) != text;
-                Ok(text)
-            })
-            .map_err(|e| format!("header {name}: {e}"))?;
-            match http::HeaderValue::from_str(&value) {
-                Ok(_) if padded => Err(format!(
+    let mut plain = Vec::new();
+    for (name, template) in headers {
+        // HTTP drops a header value's surrounding white space, so "1"
+        // and " 1" would ask for the same thing as two partitions.
+        let mut padded = false;
+        let checked = render(template, |slot| {
+            let text = match crate::plan::Meaning::of(slot.name) {
+                crate::plan::Meaning::Secret(_) => "secret".to_string(),
+                _ => values.text(slot)?,
+            };
+            padded |= text.trim_matches([' ', '\t']) != text;
+            Ok(text)
+        })
+        .map_err(|e| format!("header {name}: {e}"))?;
+        match http::HeaderValue::from_str(&checked) {
+            Ok(_) if padded => {
+                return Err(format!(
                     "header {name} would carry partition {:?} with white space around it, which HTTP drops, so it would ask for what another partition asks (hint: trim the parent's values, or put the placeholder in the URL path or query)",
                     values.partition.key
-                )),
-                Ok(_) => Ok((name.clone(), value)),
-                Err(_) => Err(format!(
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(format!(
                     "header {name} is not a valid header value with partition {:?} (hint: partition values in headers must be printable text without line breaks)",
                     values.partition.key
-                )),
+                ));
             }
-        })
-        .collect()
+        }
+        match values
+            .parts(template)
+            .map_err(|e| format!("header {name}: {e}"))?
+            .into_plain()
+        {
+            Ok(value) => plain.push((name.clone(), value)),
+            Err(secret) => secrets.headers.push((name.clone(), secret)),
+        }
+    }
+    Ok(plain)
 }
 
-/// Placeholders filled in every string of a JSON body.
-fn substitute_json(value: &Value, values: &Values<'_>) -> Result<Value, String> {
+/// Placeholders filled in every string of a JSON body; a string holding a
+/// secret is left empty here and listed in `secret` by its pointer (`at`
+/// is the pointer of `value`).
+fn substitute_json(
+    value: &Value,
+    values: &Values<'_>,
+    at: &mut String,
+    secret: &mut Vec<(String, crate::plan::SecretText)>,
+) -> Result<Value, String> {
+    fn child(
+        key: &str,
+        value: &Value,
+        values: &Values<'_>,
+        at: &mut String,
+        secret: &mut Vec<(String, crate::plan::SecretText)>,
+    ) -> Result<Value, String> {
+        let len = at.len();
+        at.push('/');
+        at.push_str(&key.replace('~', "~0").replace('/', "~1"));
+        let filled = substitute_json(value, values, at, secret);
+        at.truncate(len);
+        filled
+    }
     Ok(match value {
         Value::String(s) => {
-            Value::String(values.plain(s).map_err(|e| format!("request body: {e}"))?)
+            let parts = values.parts(s).map_err(|e| format!("request body: {e}"))?;
+            match parts.into_plain() {
+                Ok(text) => Value::String(text),
+                Err(text) => {
+                    secret.push((at.clone(), text));
+                    Value::String(String::new())
+                }
+            }
         }
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|v| substitute_json(v, values))
+                .enumerate()
+                .map(|(i, v)| child(&i.to_string(), v, values, at, secret))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), substitute_json(v, values)?)))
+                .map(|(k, v)| Ok((k.clone(), child(k, v, values, at, secret)?)))
                 .collect::<Result<_, String>>()?,
         ),
         other => other.clone(),
