@@ -33,12 +33,23 @@ const EXAMPLE_ENV: &[&str] = &[
     "SALESFORCE_CLIENT_SECRET",
     "NOTION_TOKEN",
     "SHOPIFY_ACCESS_TOKEN",
+    "DD_API_KEY",
+    "DD_APP_KEY",
 ];
+
+/// Environment variables the examples' request URLs read (`{env.NAME}`),
+/// with a value of the kind they need.
+const EXAMPLE_URL_ENV: &[(&str, &str)] = &[("DD_SITE", "datadoghq.eu")];
 
 fn fake_env() -> Vec<(String, String)> {
     EXAMPLE_ENV
         .iter()
         .map(|name| (name.to_string(), format!("fake-{}", name.to_lowercase())))
+        .chain(
+            EXAMPLE_URL_ENV
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string())),
+        )
         .collect()
 }
 
@@ -81,6 +92,8 @@ fn every_example_job_plans_with_its_auth_from_the_environment() {
     assert_eq!(
         names,
         [
+            "datadog_events",
+            "datadog_monitors",
             "github_issues",
             "hubspot_contacts",
             "notion_database",
@@ -106,6 +119,15 @@ fn every_example_job_plans_with_its_auth_from_the_environment() {
                 }
                 other => panic!("{}: a secret not from the environment: {other:?}", job.name),
             }
+        }
+    }
+    // And the named secrets of [secrets].
+    for source in plan.secrets.values() {
+        match source {
+            SecretSource::Env(name) => {
+                read.insert(name.clone());
+            }
+            other => panic!("a named secret not from the environment: {other:?}"),
         }
     }
     let expected: BTreeSet<String> = EXAMPLE_ENV.iter().map(|s| s.to_string()).collect();
@@ -146,6 +168,23 @@ fn examples_use_the_pagination_their_api_documents() {
             kind(cursor_job)
         );
     }
+    for page_job in ["datadog_events", "datadog_monitors"] {
+        assert!(
+            matches!(kind(page_job), PaginationKind::Page { .. }),
+            "{page_job}: {:?}",
+            kind(page_job)
+        );
+    }
+    // The site comes from the environment, into the host.
+    let events = plan
+        .jobs
+        .iter()
+        .find(|j| j.name == "datadog_events")
+        .expect("datadog example");
+    assert_eq!(
+        events.request.env,
+        [("DD_SITE".to_string(), "datadoghq.eu".to_string())]
+    );
     let notion = plan
         .jobs
         .iter()
