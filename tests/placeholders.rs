@@ -355,3 +355,93 @@ primary_key = ["/id"]
         ]
     );
 }
+
+/// reach.md section 3, `fields`: one partition per distinct combination
+/// of a parent row's values, each value in its own placeholder, encoded for
+/// where it stands; rows missing a value make none.
+#[tokio::test]
+async fn parent_fields_fan_out_once_per_combination() {
+    type Asked = Arc<Mutex<Vec<String>>>;
+    async fn tickets() -> Json<Value> {
+        Json(json!({ "tickets": [
+            { "id": 1, "brand_id": 10 },
+            { "id": 2, "brand_id": "a/b" },
+            { "id": 2, "brand_id": "a/b" },
+            { "id": 3, "brand_id": null },
+            { "id": 4 },
+        ] }))
+    }
+    async fn comments(State(asked): State<Asked>, request: Request) -> Json<Value> {
+        asked.lock().unwrap().push(request.uri().to_string());
+        // Comment ids repeat across tickets.
+        Json(json!({ "comments": [{ "id": 1 }] }))
+    }
+    let asked = Asked::default();
+    let base = common::serve(
+        Router::new()
+            .route("/tickets", get(tickets))
+            .fallback(comments)
+            .with_state(asked.clone()),
+    )
+    .await;
+    let project = Project::new();
+    project.job(
+        "tickets",
+        &format!(
+            "[request]\nurl = \"{base}/tickets\"\n[records]\npath = \"/tickets\"\n\
+             [output]\nmode = \"append\"\n"
+        ),
+    );
+    project.job(
+        "ticket_comments",
+        &format!(
+            r#"depends_on = ["tickets"]
+[request]
+url = "{base}/tickets/{{partition.id}}/comments"
+query = {{ brand = "{{partition.brand}}" }}
+headers = {{ "X-Brand" = "{{partition.brand}}" }}
+
+[partitions]
+from_job = "tickets"
+fields = {{ id = "/id", brand = "/brand_id" }}
+
+[records]
+path = "/comments"
+
+[output]
+mode = "append"
+"#
+        ),
+    );
+    let out = project.run(&["run"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut first_run = asked.lock().unwrap().clone();
+    first_run.sort();
+    assert_eq!(
+        first_run,
+        [
+            "/tickets/1/comments?brand=10",
+            "/tickets/2/comments?brand=a%2Fb",
+        ]
+    );
+    assert_eq!(project.rows("ticket_comments").len(), 2);
+    // `preview --partition` takes a key as the values by name.
+    let key = r#"{"brand":"a/b","id":"2"}"#;
+    let out = project
+        .run(&["preview", "ticket_comments", "--partition", key])
+        .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        asked.lock().unwrap().last().map(String::as_str),
+        Some("/tickets/2/comments?brand=a%2Fb")
+    );
+    let out = project
+        .run(&["preview", "ticket_comments", "--partition", r#"{"id":"2"}"#])
+        .await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        describe(&out).contains("is not a partition of this job"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -1,5 +1,7 @@
 //! jobs/<name>.toml as written.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
@@ -228,6 +230,10 @@ pub struct PartitionsDef {
     pub from_job: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     pub field: Option<Spanned<String>>,
+    /// Several values of each parent row, by name: `{partition.NAME}`.
+    #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub fields: Option<Spanned<OrderedMap<Spanned<String>>>>,
     #[schemars(with = "Option<DatesDef>")]
     pub dates: Option<Spanned<DatesDef>>,
 }

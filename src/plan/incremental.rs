@@ -148,6 +148,73 @@ fn unique_values(
     None
 }
 
+/// `from_job` with `fields = { NAME = "/pointer", ... }`.
+fn plan_fields(
+    def: &PartitionsDef,
+    fields: &toml::Spanned<crate::definition::OrderedMap<toml::Spanned<String>>>,
+    sink: &mut Sink<'_>,
+) -> Option<PartitionsPlan> {
+    let Some(job) = &def.from_job else {
+        sink.at(
+            fields,
+            "partitions.fields",
+            "`fields` only applies with `from_job`",
+            None,
+        );
+        return None;
+    };
+    if let Some(field) = &def.field {
+        sink.at(
+            field,
+            "partitions.field",
+            "`field` and `fields` are both given",
+            Some(
+                "keep `fields` (its placeholders are {partition.NAME}) or `field` ({partition})"
+                    .into(),
+            ),
+        );
+        return None;
+    }
+    if fields.get_ref().0.is_empty() {
+        sink.at(
+            fields,
+            "partitions.fields",
+            "`fields` is empty",
+            Some("name at least one value, such as fields = { id = \"/id\" }".into()),
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut planned = Vec::new();
+    for (name, pointer) in &fields.get_ref().0 {
+        let key = format!("partitions.fields.{}", name.get_ref());
+        let spelled = name.get_ref().chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || (i > 0 && (c.is_ascii_digit() || c == '-'))
+        });
+        if !spelled {
+            sink.at(
+                name,
+                &key,
+                format!(
+                    "field name `{}` cannot be written as a placeholder",
+                    name.get_ref()
+                ),
+                Some("use letters, digits, `_` and `-`, starting with a letter or `_`".into()),
+            );
+            ok = false;
+        }
+        if let Err((m, h)) = checks::pointer("fields", pointer.get_ref(), false) {
+            sink.at(pointer, &key, m, h);
+            ok = false;
+        }
+        planned.push((name.get_ref().clone(), pointer.get_ref().clone()));
+    }
+    ok.then(|| PartitionsPlan::FromJobFields {
+        job: job.get_ref().clone(),
+        fields: planned,
+    })
+}
+
 pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Option<PartitionsPlan> {
     let given = [
         def.values.is_some(),
@@ -170,6 +237,9 @@ pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Optio
             None,
         );
         return None;
+    }
+    if let Some(fields) = &def.fields {
+        return plan_fields(def, fields, sink);
     }
     if let Some(values) = &def.values {
         if values.get_ref().is_empty() {

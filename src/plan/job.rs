@@ -56,13 +56,22 @@ pub(crate) fn plan_job(
             sink,
         );
     }
-    let partition: &[&str] = match &def.partitions {
-        None => &[],
-        Some(p) if p.dates.is_some() => &["partition.start", "partition.end"],
-        Some(_) => &["partition"],
+    let fields: Vec<String> = def
+        .partitions
+        .iter()
+        .flat_map(|p| p.fields.iter())
+        .flat_map(|f| f.get_ref().0.iter())
+        .map(|(name, _)| format!("partition.{}", name.get_ref()))
+        .collect();
+    let partition: Vec<&str> = match &def.partitions {
+        None => Vec::new(),
+        Some(p) if p.dates.is_some() => vec!["partition.start", "partition.end"],
+        Some(p) if p.fields.is_some() => fields.iter().map(String::as_str).collect(),
+        Some(_) => vec!["partition"],
     };
     let fillable = Fillable {
-        partition,
+        partition: &partition,
+        dates: def.partitions.as_ref().is_some_and(|p| p.dates.is_some()),
         mark: def
             .incremental
             .as_ref()

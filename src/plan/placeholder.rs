@@ -35,7 +35,10 @@ impl<'a> Meaning<'a> {
         match name {
             "mark" => Meaning::Mark,
             "now" => Meaning::Now,
-            "partition" | "partition.start" | "partition.end" => Meaning::Partition(name),
+            "partition" => Meaning::Partition(name),
+            _ if name.starts_with("partition.") && name.len() > "partition.".len() => {
+                Meaning::Partition(name)
+            }
             _ => match (name.strip_prefix("env."), name.strip_prefix("secret.")) {
                 (Some(var), _) if !var.is_empty() => Meaning::Env(var),
                 (_, Some(secret)) if !secret.is_empty() => Meaning::Secret(secret),
@@ -271,6 +274,9 @@ pub(crate) struct Fillable<'a> {
     /// The job's URL is plain http to a host that is not loopback, where
     /// no secret may go.
     pub insecure: bool,
+    /// The partitions are `dates`: `{partition.start}` and `{partition.end}`
+    /// are times, which take a format.
+    pub dates: bool,
 }
 
 impl Fillable<'_> {
@@ -337,7 +343,9 @@ pub(crate) fn check(
                 ));
                 continue;
             }
-            Meaning::Partition(var) => *var != "partition",
+            Meaning::Partition(var) => {
+                job.dates && matches!(*var, "partition.start" | "partition.end")
+            }
             Meaning::Env(var) => {
                 match job.env(var) {
                     None => problems.push((
@@ -528,6 +536,7 @@ mod tests {
             env: &env,
             secrets: &secrets,
             insecure: false,
+            dates: false,
         };
         check("url", text, &job, url)
             .into_iter()
@@ -595,6 +604,7 @@ mod tests {
             env: &env,
             secrets: &none,
             insecure: false,
+            dates: false,
         };
         let bad_host = check("url", "https://{env.SITE}/v1", &job, true);
         assert!(
@@ -624,7 +634,11 @@ mod tests {
             Meaning::of("partition.start"),
             Meaning::Partition("partition.start")
         );
-        for unknown in ["env.", "env", "marks", "partition.id", "bogus"] {
+        assert_eq!(
+            Meaning::of("partition.id"),
+            Meaning::Partition("partition.id")
+        );
+        for unknown in ["env.", "env", "marks", "partition.", "bogus"] {
             assert_eq!(Meaning::of(unknown), Meaning::Unknown, "{unknown}");
         }
     }

@@ -285,6 +285,13 @@ pub enum PartitionsPlan {
         job: String,
         field: String,
     },
+    /// `from_job` with `fields`: one partition per distinct combination of
+    /// the named values of the parent's rows (`{partition.NAME}`).
+    FromJobFields {
+        job: String,
+        /// (name, pointer), in the order written.
+        fields: Vec<(String, String)>,
+    },
     Dates {
         from: String,
         /// A date, or "now".

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::error::RunError;
 use super::incremental;
 use super::mode::JobMode;
-use super::partitions::{date_slices, value_partition};
+use super::partitions::{date_slices, fields_partition, value_partition};
 use crate::fetch::{HttpClient, HttpOptions, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition, PartitionsPlan, ProjectPlan};
 use crate::store::{StoreReader, StreamKey};
@@ -111,7 +111,45 @@ pub(crate) fn planned_partitions(
                 _ => Vec::new(),
             }
         }
+        Some(PartitionsPlan::FromJobFields {
+            job: parent,
+            fields,
+        }) => {
+            let table = plan
+                .jobs
+                .iter()
+                .find(|j| &j.name == parent)
+                .map_or_else(|| parent.clone(), |j| j.output.table.clone());
+            match store {
+                Some(store) if store.has_table(&table)? => {
+                    parent_combinations(store, &table, fields)?
+                }
+                _ => Vec::new(),
+            }
+        }
     })
+}
+
+/// Every distinct combination of `fields` in the parent's table, read a
+/// page at a time as a run reads them.
+fn parent_combinations(
+    store: &StoreReader,
+    table: &str,
+    fields: &[(String, String)],
+) -> Result<Vec<Partition>, RunError> {
+    const PAGE: usize = 500;
+    let pointers: Vec<String> = fields.iter().map(|(_, p)| p.clone()).collect();
+    let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+    let mut partitions = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let rows = store.distinct_combinations_page(table, &pointers, after.as_deref(), PAGE)?;
+        partitions.extend(rows.iter().filter_map(|row| fields_partition(&names, row)));
+        match rows.last() {
+            Some(last) if rows.len() == PAGE => after = Some(last.clone()),
+            _ => return Ok(partitions),
+        }
+    }
 }
 
 /// Every distinct value at `field` in the parent's table, read a page at a

@@ -58,12 +58,21 @@ pub(crate) fn unfinished_partitions(
         ),
         (None, Some(PartitionsPlan::FromJob { job: parent, field })) => Source::Table {
             parent: parent.clone(),
-            table: env
-                .parent_tables
-                .get(parent)
-                .cloned()
-                .unwrap_or_else(|| parent.clone()),
-            field: field.clone(),
+            table: parent_table(env, parent),
+            pick: Pick::Field(field.clone()),
+            after: None,
+            checked: false,
+        },
+        (
+            None,
+            Some(PartitionsPlan::FromJobFields {
+                job: parent,
+                fields,
+            }),
+        ) => Source::Table {
+            parent: parent.clone(),
+            table: parent_table(env, parent),
+            pick: Pick::Fields(fields.clone()),
             after: None,
             checked: false,
         },
@@ -80,6 +89,22 @@ pub(crate) fn unfinished_partitions(
     Ok(batches
         .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
         .try_flatten())
+}
+
+fn parent_table(env: &RunEnv, parent: &str) -> String {
+    env.parent_tables
+        .get(parent)
+        .cloned()
+        .unwrap_or_else(|| parent.to_string())
+}
+
+/// What of a parent row makes a partition.
+#[derive(Clone)]
+enum Pick {
+    /// `field`: one value, `{partition}`.
+    Field(String),
+    /// `fields`: (name, pointer) pairs, `{partition.NAME}`.
+    Fields(Vec<(String, String)>),
 }
 
 /// The run's read-only connection, opened on first use.
@@ -101,7 +126,7 @@ enum Source {
     Table {
         parent: String,
         table: String,
-        field: String,
+        pick: Pick,
         /// The last value of the previous page (keyset pagination).
         after: Option<String>,
         /// Whether the table was found to exist.
@@ -129,7 +154,7 @@ impl Batches {
             Source::Table {
                 parent,
                 table,
-                field,
+                pick,
                 after,
                 checked,
             } => {
@@ -146,14 +171,14 @@ impl Batches {
                     }
                     *checked = true;
                 }
-                let (name, pointer, from) = (table.clone(), field.clone(), after.clone());
-                let values = read
-                    .run(move |r| r.distinct_values_page(&name, &pointer, from.as_deref(), BATCH))
+                let (name, pick, from) = (table.clone(), pick.clone(), after.clone());
+                let (values, partitions) = read
+                    .run(move |r| parent_page(r, &name, &pick, from.as_deref(), BATCH))
                     .await?;
                 if let Some(last) = values.last() {
                     *after = Some(last.clone());
                 }
-                values.iter().map(|v| value_partition(v)).collect()
+                partitions
             }
         };
         if batch.is_empty() {
@@ -204,6 +229,62 @@ impl Reads {
             }),
         }
     }
+}
+
+/// One page of a parent's values: the values as read (the last one is
+/// where the next page starts) and the partitions they make.
+fn parent_page(
+    reader: &StoreReader,
+    table: &str,
+    pick: &Pick,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<String>, Vec<Partition>), crate::store::StoreError> {
+    match pick {
+        Pick::Field(pointer) => {
+            let values = reader.distinct_values_page(table, pointer, after, limit)?;
+            let partitions = values.iter().map(|v| value_partition(v)).collect();
+            Ok((values, partitions))
+        }
+        Pick::Fields(fields) => {
+            let pointers: Vec<String> = fields.iter().map(|(_, p)| p.clone()).collect();
+            let rows = reader.distinct_combinations_page(table, &pointers, after, limit)?;
+            let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+            let partitions = rows
+                .iter()
+                .filter_map(|row| fields_partition(&names, row))
+                .collect();
+            Ok((rows, partitions))
+        }
+    }
+}
+
+/// The partition of one combination of a parent row's values (`row`, a
+/// JSON array of their texts in the order of `names`): its key is the JSON
+/// object of the texts by name, keys sorted (`{"brand":"7","id":"42"}`),
+/// the same whatever store read it; `{partition.NAME}` is a value's text.
+pub(crate) fn fields_partition(names: &[&str], row: &str) -> Option<Partition> {
+    let serde_json::Value::Array(values) = serde_json::from_str(row).ok()? else {
+        return None;
+    };
+    if values.len() != names.len() {
+        return None;
+    }
+    let by_name: std::collections::BTreeMap<&str, &serde_json::Value> =
+        names.iter().copied().zip(values.iter()).collect();
+    let key = serde_json::to_string(&by_name).ok()?;
+    let vars = names
+        .iter()
+        .zip(&values)
+        .map(|(name, value)| {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            (format!("partition.{name}"), text)
+        })
+        .collect();
+    Some(Partition { key, vars })
 }
 
 pub(crate) fn value_partition(value: &str) -> Partition {

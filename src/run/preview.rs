@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::dry_run::planned_partitions;
 use super::incremental;
-use super::partitions::value_partition;
+use super::partitions::{fields_partition, value_partition};
 use crate::auth::{Credential, NoTokenStore, TokenStore};
 use crate::fetch::{FetchError, HttpClient, HttpOptions, Record, StreamFetcher, StreamPosition};
 use crate::plan::{AuthPlan, JobPlan, Partition, PartitionsPlan, ProjectPlan};
@@ -214,6 +214,27 @@ fn pick_partition(
     // given by hand stands for itself.
     if let (PartitionsPlan::FromJob { .. }, Some(key)) = (partitions, wanted) {
         return Ok(value_partition(key));
+    }
+    // With `fields` the key is the JSON object of the values by name, as
+    // `status` shows it: `--partition '{"id":"42"}'`.
+    if let (PartitionsPlan::FromJobFields { fields, .. }, Some(key)) = (partitions, wanted) {
+        let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        let row = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(key)
+            .ok()
+            .map(|values| {
+                let values: Vec<_> = names.iter().map(|n| values.get(*n).cloned()).collect();
+                serde_json::Value::from_iter(values.into_iter().map(Option::unwrap_or_default))
+                    .to_string()
+            });
+        return row
+            .and_then(|row| fields_partition(&names, &row))
+            .filter(|p| p.key == key)
+            .ok_or_else(|| {
+                failed(format!(
+                    "--partition {key:?} is not a partition of this job (hint: write the values by name as JSON text, such as '{{\"{}\":\"42\"}}')",
+                    names.first().copied().unwrap_or("id")
+                ))
+            });
     }
     let all = planned_partitions(store, plan, job).map_err(|e| failed(e.to_string()))?;
     let found = match wanted {

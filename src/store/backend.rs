@@ -372,6 +372,19 @@ pub trait Reader: Send + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// Up to `limit` distinct combinations of the values at `pointers` in
+    /// `table`, each read as text as `distinct_values_page` reads one, as a
+    /// JSON array of strings (`["42","eu"]`); rows where any is missing or
+    /// null are left out; in byte order, after `after` (keyset
+    /// pagination). What `partitions.fields` fans out over.
+    fn distinct_combinations_page(
+        &self,
+        table: &str,
+        pointers: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Which of `partitions` of `job` have finished in its current pass.
     fn finished_among(&self, job: &str, partitions: &[&str]) -> Result<Vec<String>, StoreError>;
 }

@@ -113,6 +113,52 @@ impl Reader for PgReader {
         })?
     }
 
+    /// The array text is jsonb's (`[42, "eu"]`); callers parse it, and a
+    /// partition's key is made from the values, the same on either store.
+    fn distinct_combinations_page(
+        &self,
+        table: &str,
+        pointers: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let paths = pointers
+            .iter()
+            .map(|p| pointer_to_tokens(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        // $1 is `after`, $2 the limit, $3.. the paths.
+        // As text (`#>>`), as `distinct_values_page` reads one.
+        let values: Vec<String> = (0..paths.len())
+            .map(|i| format!("(\"_data\" #>> ${}::text[])", i + 3))
+            .collect();
+        let present: Vec<String> = values.iter().map(|v| format!("{v} IS NOT NULL")).collect();
+        let sql = format!(
+            "SELECT DISTINCT v FROM (SELECT jsonb_build_array({})::text COLLATE \"C\" AS v FROM {} WHERE {}) s
+             WHERE ($1::text IS NULL OR v > $1::text) ORDER BY v LIMIT $2",
+            values.join(", "),
+            quote_ident(table),
+            present.join(" AND ")
+        );
+        let (table, after) = (table.to_string(), after.map(str::to_string));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn.run(move |s| {
+            let err = table_err(&table, "read partition values");
+            let stmt = s.prepared(&sql).map_err(&err)?;
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&after, &limit];
+            params.extend(
+                paths
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync)),
+            );
+            Ok(s.client
+                .query(&stmt, &params)
+                .map_err(&err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })?
+    }
+
     fn finished_among(&self, job: &str, partitions: &[&str]) -> Result<Vec<String>, StoreError> {
         let job = job.to_string();
         let partitions: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();

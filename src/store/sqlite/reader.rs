@@ -150,6 +150,45 @@ impl Reader for SqliteReader {
         rows.collect::<Result<_, _>>().map_err(err)
     }
 
+    fn distinct_combinations_page(
+        &self,
+        table: &str,
+        pointers: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let paths = pointers
+            .iter()
+            .map(|p| pointer_to_path(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        // ?1 is `after`, ?2 the limit, ?3.. the paths.
+        // As text, as `distinct_values_page` reads one: 42 and "42" are one
+        // partition, whose placeholders would ask for the same thing.
+        let extract = |i: usize| format!("CAST(json_extract(\"_data\", ?{}) AS TEXT)", i + 3);
+        let values: Vec<String> = (0..paths.len()).map(extract).collect();
+        let present: Vec<String> = values.iter().map(|v| format!("{v} IS NOT NULL")).collect();
+        let sql = format!(
+            "SELECT DISTINCT v FROM (SELECT json_array({}) AS v FROM {} WHERE {})
+             WHERE (?1 IS NULL OR v > ?1) ORDER BY v LIMIT ?2",
+            values.join(", "),
+            quote_ident(table),
+            present.join(" AND ")
+        );
+        let err = |source| StoreError::Table {
+            table: table.to_string(),
+            action: "read partition values",
+            source: Box::new(source),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&after, &limit];
+        params.extend(paths.iter().map(|p| p as &dyn rusqlite::ToSql));
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map(params.as_slice(), |r| r.get::<_, String>(0))
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
     /// Which of `partitions` of `job` have finished in its current pass: the
     /// finished set is checked one batch at a time, never loaded whole.
     fn finished_among(&self, job: &str, partitions: &[&str]) -> Result<Vec<String>, StoreError> {

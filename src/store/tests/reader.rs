@@ -46,3 +46,48 @@ fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db
     assert!(reader.finished_among("other", &["2"]).unwrap().is_empty());
 }
 }
+
+backend_test! {
+fn combinations_of_several_values_come_in_keyset_pages_as_text(db) {
+    let mut store = db.store();
+    store.exec_sql(if db.is_postgres() {
+        "CREATE TABLE tickets (_data jsonb)"
+    } else {
+        "CREATE TABLE tickets (_data TEXT)"
+    });
+    // 42 and "42" are one value (as text); a row missing either value, or
+    // holding null, makes no partition.
+    store.exec_sql(
+        "INSERT INTO tickets VALUES ('{\"id\": 42, \"b\": \"eu\"}'), ('{\"id\": \"42\", \"b\": \"eu\"}'),
+             ('{\"id\": 7, \"b\": \"us\"}'), ('{\"id\": 7, \"b\": \"eu\"}'), ('{\"id\": 8}'),
+             ('{\"id\": 9, \"b\": null}'), ('{\"id\": 1, \"b\": \"a\\\"b\"}');",
+    );
+    let reader = StoreReader::open(&db.database).unwrap();
+    let pointers = ["/id".to_string(), "/b".to_string()];
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = reader
+            .distinct_combinations_page("tickets", &pointers, after.as_deref(), 2)
+            .unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        all.extend(page);
+        after = Some(last);
+    }
+    let values: Vec<Vec<String>> = all
+        .iter()
+        .map(|row| serde_json::from_str(row).unwrap())
+        .collect();
+    let mut sorted = values.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, values, "each combination once: {all:?}");
+    assert_eq!(
+        sorted,
+        [["1", "a\"b"], ["42", "eu"], ["7", "eu"], ["7", "us"]]
+    );
+}
+}
