@@ -17,8 +17,8 @@ mod scrub;
 pub use destination::Refusal;
 pub(crate) use destination::may_carry_credentials;
 pub use scrub::{
-    MASK, MIN_SCRUBBED_LEN, is_credential, longest_form, register, register_issued, scrub,
-    scrub_bytes,
+    MASK, MIN_SCRUBBED_LEN, holds_credential, is_credential, longest_form, register,
+    register_issued, scrub, scrub_bytes,
 };
 
 /// What `Debug` and `Display` print instead of a secret.

@@ -37,6 +37,7 @@ fn job(max_attempts: u32) -> JobPlan {
             body: None,
             timeout: Duration::from_secs(10),
             env: vec![],
+            missing_env: vec![],
         },
         pagination: PaginationPlan {
             kind: PaginationKind::None,

@@ -123,22 +123,29 @@ initial = "2024-01-01T00:00:00Z"
     assert_eq!(project.rows("dd_monitors").len(), 3);
 }
 
+/// An unset `{env.NAME}` is reported by `validate` at its place, fails the
+/// job that needs it when run (before any request), and does not stop
+/// `status`, which only reads the database.
 #[tokio::test]
-async fn a_missing_environment_variable_stops_the_run_before_any_request() {
+async fn a_missing_environment_variable_fails_its_job_and_not_status() {
     let project = Project::new();
     project.job(
         "dd_monitors",
         "[request]\nurl = \"http://{env.APISYNC_TEST_NEVER_SET}/api/v1/monitors\"\n",
     );
-    let out = project.run(&["run"]).await;
-    assert!(!out.status.success(), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("jobs/dd_monitors.toml:2:7")
-            && stderr.contains("environment variable APISYNC_TEST_NEVER_SET is not set"),
-        "{stderr}"
-    );
-    assert!(!project.database().exists(), "nothing was written");
+    let located = "jobs/dd_monitors.toml:2:7";
+    let unset = "environment variable APISYNC_TEST_NEVER_SET is not set";
+    for args in [&["validate"][..], &["run"]] {
+        let out = project.run(args).await;
+        assert!(!out.status.success(), "{args:?}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(located) && stderr.contains(unset),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = project.run(&["status"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
 }
 
 /// Two `[secrets]`: one from the environment, one from a file.

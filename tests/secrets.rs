@@ -284,7 +284,7 @@ async fn a_credential_echoed_as_the_next_cursor_is_neither_saved_nor_sent() {
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let text = common::text(&output);
     assert!(
-        text.contains("returned a credential of this job as the next page's cursor"),
+        text.contains("returned a credential of this job in the next page's cursor"),
         "{}",
         describe(&output)
     );

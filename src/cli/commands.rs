@@ -39,6 +39,18 @@ fn print_schema(args: &super::args::SchemaArgs) -> Exit {
 fn validate(global: &GlobalArgs) -> Exit {
     match load(global) {
         Ok(plan) => {
+            let missing: Vec<&String> = plan
+                .jobs
+                .iter()
+                .flat_map(|job| &job.request.missing_env)
+                .collect();
+            if !missing.is_empty() {
+                for problem in &missing {
+                    eprintln!("{problem}");
+                }
+                eprintln!("{} environment variable(s) not set", missing.len());
+                return Exit::Usage;
+            }
             println!(
                 "ok: {} job(s), {} auth(s), database {}",
                 plan.jobs.len(),

@@ -134,6 +134,28 @@ impl Sink<'_> {
         self.warnings.push(diagnostic.to_string());
     }
 
+    /// A problem at a value, rendered like a diagnostic but not recorded:
+    /// one the plan carries for later (see `RequestPlan::missing_env`).
+    pub fn render_at(
+        &self,
+        span: Range<usize>,
+        key: &str,
+        message: String,
+        hint: Option<String>,
+    ) -> String {
+        let (line, column) = self.source.line_col(span.start);
+        Diagnostic {
+            file: self.source.path.clone(),
+            line,
+            column,
+            job: self.job.map(str::to_string),
+            key: key.to_string(),
+            message,
+            hint,
+        }
+        .to_string()
+    }
+
     /// A problem at a value of the file.
     pub fn at<T>(
         &mut self,

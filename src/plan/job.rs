@@ -294,6 +294,7 @@ fn plan_request(
         body,
         timeout: timeout?,
         env: placeholder::env_used(request_texts(def), fillable.env),
+        missing_env: missing_env(def, fillable.env, sink),
     };
     ok.then_some(plan)
 }
@@ -338,6 +339,36 @@ fn check_placeholders(def: &RequestDef, known: &Fillable<'_>, sink: &mut Sink<'_
         }
     }
     ok
+}
+
+/// The located problems of `{env.NAME}` placeholders whose variable is
+/// not set (see `RequestPlan::missing_env`).
+fn missing_env(def: &RequestDef, env: &[(String, String)], sink: &Sink<'_>) -> Vec<String> {
+    let mut texts: Vec<(String, &str, std::ops::Range<usize>)> =
+        vec![("request.url".into(), def.url.get_ref(), def.url.span())];
+    for (table, map) in [("query", &def.query), ("headers", &def.headers)] {
+        for (name, value) in &map.0 {
+            let key = format!("request.{table}.{}", name.get_ref());
+            texts.push((key, &value.get_ref().0, value.span()));
+        }
+    }
+    if let Some(body) = &def.body {
+        let mut strings = Vec::new();
+        json_strings(body.get_ref(), &mut strings);
+        texts.extend(
+            strings
+                .into_iter()
+                .map(|t| ("request.body".into(), t, body.span())),
+        );
+    }
+    texts
+        .into_iter()
+        .flat_map(|(key, text, span)| {
+            placeholder::missing_env(&key, text, env)
+                .into_iter()
+                .map(move |(message, hint)| sink.render_at(span.clone(), &key, message, hint))
+        })
+        .collect()
 }
 
 /// Every string value in a JSON document (where body placeholders go).

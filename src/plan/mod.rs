@@ -22,7 +22,7 @@ pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{Loaded, load_project, load_project_with_env, project_root};
 pub(crate) use placeholder::{Meaning, SecretText, Values, now_text, secrets_used, uses_now};
 pub use settings::SettingsOverrides;
-pub(crate) use template::render as template_render;
+pub(crate) use template::{placeholders as template_placeholders, render as template_render};
 pub use types::*;
 
 #[cfg(test)]

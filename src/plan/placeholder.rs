@@ -74,10 +74,22 @@ impl TimeFormat {
             "date" => Ok(TimeFormat::Date),
             pattern if pattern.contains('%') => {
                 if StrftimeItems::new(pattern).any(|item| matches!(item, Item::Error)) {
-                    Err(format!("`{pattern}` is not a valid strftime pattern"))
-                } else {
-                    Ok(TimeFormat::Pattern(pattern.to_string()))
+                    return Err(format!("`{pattern}` is not a valid strftime pattern"));
                 }
+                // Some items chrono reads but cannot write (`%#z`): tried
+                // once here, so a run never meets them.
+                let format = TimeFormat::Pattern(pattern.to_string());
+                let sample = format.write("2024-01-02T03:04:05Z").map_err(|_| {
+                    format!("`{pattern}` cannot be written (chrono only reads some of its items)")
+                })?;
+                // `%n` and `%t` write a line break or a tab: not something
+                // a header value, or any request value, should get.
+                if sample.chars().any(char::is_control) {
+                    return Err(format!(
+                        "`{pattern}` writes a control character (`%n` or `%t`)"
+                    ));
+                }
+                Ok(format)
             }
             other => Err(format!(
                 "unknown format `{other}`: write epoch, epoch_ms, date, rfc3339, or a strftime pattern such as %Y-%m-%dT%H:%M"
@@ -95,7 +107,14 @@ impl TimeFormat {
             TimeFormat::Epoch => at.timestamp().to_string(),
             TimeFormat::EpochMs => at.timestamp_millis().to_string(),
             TimeFormat::Date => at.format("%Y-%m-%d").to_string(),
-            TimeFormat::Pattern(pattern) => at.format(pattern).to_string(),
+            TimeFormat::Pattern(pattern) => {
+                // `to_string` would panic on an item chrono cannot write.
+                use std::fmt::Write as _;
+                let mut out = String::new();
+                write!(out, "{}", at.format(pattern))
+                    .map_err(|_| format!("the format `{pattern}` cannot be written"))?;
+                out
+            }
         })
     }
 }
@@ -121,6 +140,10 @@ pub(crate) struct Values<'a> {
     pub env: &'a [(String, String)],
     /// The stream's mark (`StreamPosition::since`).
     pub mark: Option<&'a str>,
+    /// The mark is a timestamp (`cursor_type = "timestamp"`): without a
+    /// format it is written as RFC 3339 in UTC, whatever spelling the
+    /// server used.
+    pub mark_is_time: bool,
     /// The run's start time (`StreamPosition::now`).
     pub now: Option<&'a str>,
 }
@@ -144,9 +167,14 @@ impl Values<'_> {
         };
         let raw =
             raw.ok_or_else(|| format!("the placeholder {{{}}} has no value here", slot.name))?;
-        match slot.format {
-            None => Ok(raw.to_string()),
-            Some(format) => TimeFormat::parse(format)?.write(raw),
+        match (slot.format, Meaning::of(slot.name)) {
+            // A timestamp mark that does not parse (a server's own
+            // spelling) goes as it was stored, as v1's `param` sends it.
+            (None, Meaning::Mark) if self.mark_is_time => Ok(TimeFormat::Rfc3339
+                .write(raw)
+                .unwrap_or_else(|_| raw.to_string())),
+            (None, _) => Ok(raw.to_string()),
+            (Some(format), _) => TimeFormat::parse(format)?.write(raw),
         }
     }
 
@@ -348,14 +376,23 @@ pub(crate) fn check(
             }
             Meaning::Env(var) => {
                 match job.env(var) {
-                    None => problems.push((
-                        format!("`{{{name}}}` in `{key}`: environment variable {var} is not set"),
-                        Some("export it, or load a .env file with --env-file".into()),
-                    )),
+                    // Not a problem of the file: `missing_env` reports it
+                    // to the commands that send requests.
+                    None => {}
                     Some(value) if in_origin && !is_host_text(value) => problems.push((
                         format!("`{{{name}}}` stands in the host of `{key}`, but {var} holds more than a host name and port"),
                         Some(format!("set {var} to a host such as api.eu.example or api.example:8443 (no scheme, path, `@` or spaces)")),
                     )),
+                    // Known now: refused now, as the run would refuse it
+                    // (an empty or `..` path segment).
+                    Some(value) if url && !in_origin => {
+                        if let Err(message) = super::template::encode_for_url(value, url_part(text, slot.at)) {
+                            problems.push((
+                                format!("`{{{name}}}` in `{key}`: {message}"),
+                                Some(format!("set {var} to a value that can stand there")),
+                            ));
+                        }
+                    }
                     Some(_) => {}
                 }
                 false
@@ -503,6 +540,29 @@ fn json_texts<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
     }
 }
 
+/// The problems of `text` that are only problems for a command that sends
+/// requests: each `{env.NAME}` whose variable is not set. `status` and
+/// `reset` do not need the run's environment; `validate`, `run`, `preview`
+/// and `run --dry-run` report these.
+pub(crate) fn missing_env(
+    key: &str,
+    text: &str,
+    env: &[(String, String)],
+) -> Vec<super::checks::Problem> {
+    super::template::placeholders(text)
+        .filter_map(|slot| match Meaning::of(slot.name) {
+            Meaning::Env(var) if !env.iter().any(|(v, _)| v == var) => Some((
+                format!(
+                    "`{{{}}}` in `{key}`: environment variable {var} is not set",
+                    slot.name
+                ),
+                Some("export it, or load a .env file with --env-file".to_string()),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The environment variables `texts` name, with their values (those set).
 pub(crate) fn env_used<'a>(
     texts: impl IntoIterator<Item = &'a str>,
@@ -559,8 +619,18 @@ mod tests {
         let host = check_with("https://{partition}.x.example/", true, None);
         assert!(host[0].contains("scheme, host or port"), "{host:?}");
         assert!(check_with("{partition}.x.example", false, None).is_empty());
-        let missing = check_with("https://x/{env.NOPE}", true, None);
-        assert!(missing[0].contains("environment variable NOPE is not set"));
+        assert!(check_with("https://x/{env.NOPE}", true, None).is_empty());
+        let missing = missing_env(
+            "url",
+            "https://x/{env.NOPE}/{env.SITE}",
+            &[("SITE".into(), "x".into())],
+        );
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0]
+                .0
+                .contains("environment variable NOPE is not set")
+        );
         let no_mark = check_with("https://x/?s={mark}", true, None);
         assert!(no_mark[0].contains("has no [incremental]"), "{no_mark:?}");
         let no_initial = check_with(
@@ -656,6 +726,9 @@ mod tests {
         assert_eq!(day, "1704067200");
         assert!(TimeFormat::Epoch.write("yesterday").is_err());
         assert!(TimeFormat::parse("%Q").is_err());
+        assert!(TimeFormat::parse("%#z").is_err(), "read-only item");
+        assert!(TimeFormat::parse("%Y%n").is_err() && TimeFormat::parse("%t").is_err());
+        assert!(TimeFormat::parse("").is_err());
         let unknown = TimeFormat::parse("unix").unwrap_err();
         assert!(unknown.contains("epoch_ms"), "{unknown}");
         assert_eq!(

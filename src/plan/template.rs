@@ -73,8 +73,10 @@ fn placeholder_at(text: &str) -> Option<(usize, Option<&str>)> {
             '}' => return Some((at, None)),
             ':' if takes_format(&text[..at]) => {
                 let rest = &text[at + 1..];
+                // An empty format (`{now:}`) is a placeholder too, so that
+                // validation refuses it instead of it going out as text.
                 let end = rest.find(['{', '}'])?;
-                return (rest.as_bytes()[end] == b'}' && end > 0).then(|| (at, Some(&rest[..end])));
+                return (rest.as_bytes()[end] == b'}').then(|| (at, Some(&rest[..end])));
             }
             c if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => {}
             _ => return None,
@@ -253,8 +255,13 @@ mod tests {
         );
         // Not a family that takes a format: literal, as in v1.
         assert!(slots("{x:1} {\"a\":{b:2}}").is_empty());
-        // An empty format, or a brace inside one, is no placeholder.
-        assert!(slots("{mark:} {mark:a{").is_empty());
+        // A brace inside a format makes no placeholder; an empty format
+        // does (validation refuses it).
+        assert!(slots("{mark:a{").is_empty());
+        assert_eq!(
+            slots("{mark:}"),
+            [("mark".to_string(), Some(String::new()))]
+        );
         let literal = |t: &str| render(t, |s| Ok(format!("<{}>", s.name))).unwrap();
         assert_eq!(
             literal("{{mark:epoch}}={mark:epoch}"),

@@ -150,6 +150,11 @@ pub struct RequestPlan {
     /// The values of the `{env.NAME}` placeholders, read when the job was
     /// planned (after `--env-file`), so every request of a run agrees.
     pub env: Vec<(String, String)>,
+    /// Each `{env.NAME}` whose variable was not set, as a located problem:
+    /// `validate` reports them and a job that has one fails when it is run;
+    /// commands that only read the database do not need the run's
+    /// environment.
+    pub missing_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

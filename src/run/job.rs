@@ -160,6 +160,12 @@ async fn run_partitions<G: JobGate>(
             });
         }
     };
+    if let Some(problem) = job.request.missing_env.first() {
+        return Err(RunError::Credential {
+            job: job.name.clone(),
+            message: problem.clone(),
+        });
+    }
     let (names, _) = crate::plan::secrets_used(&job.request);
     let secrets = crate::auth::resolve_named(&env.secrets, &names).map_err(|message| {
         RunError::Credential {

@@ -108,6 +108,12 @@ pub async fn preview(
         hosts: plan.hosts.clone(),
     })?;
     let credential = credential(plan, job, &http, tokens)?;
+    if let Some(problem) = job.request.missing_env.first() {
+        return Err(PreviewError::Job {
+            job: job.name.clone(),
+            message: problem.clone(),
+        });
+    }
     let (names, _) = crate::plan::secrets_used(&job.request);
     let secrets =
         crate::auth::resolve_named(&plan.secrets, &names).map_err(|message| PreviewError::Job {

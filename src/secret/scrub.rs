@@ -149,6 +149,13 @@ pub fn is_credential(value: &str) -> bool {
     value.chars().count() >= MIN_SCRUBBED_LEN && read().knows(value)
 }
 
+/// Whether `text` holds a credential in use anywhere in it (a cursor
+/// `p2:<token>`, a next URL with the key in its path): such text is never
+/// saved with a position, nor sent back.
+pub fn holds_credential(text: &str) -> bool {
+    matches!(scrub(text), Cow::Owned(_))
+}
+
 /// `text` with every registered credential replaced by [`MASK`]; borrowed
 /// (no copy) when there is none in it.
 pub fn scrub(text: &str) -> Cow<'_, str> {

@@ -53,8 +53,19 @@ impl RequestContext {
         // A credential the job wrote as a header value is a credential in
         // every respect: scrubbed from whatever the server sends back.
         // A `{secret.*}` was registered when it was resolved; a value made
-        // from the environment is registered as it is sent.
+        // from the environment is registered as it is sent, and each
+        // variable's value on its own (`Bearer {env.TOKEN}`: a server that
+        // echoes only the token).
         for (name, value) in &job.request.headers {
+            if is_credential_header(name) {
+                for slot in crate::plan::template_placeholders(value) {
+                    if let crate::plan::Meaning::Env(var) = crate::plan::Meaning::of(slot.name)
+                        && let Some((_, value)) = job.request.env.iter().find(|(v, _)| v == var)
+                    {
+                        crate::secret::register(&crate::secret::Secret::new(value.clone()));
+                    }
+                }
+            }
             if is_credential_header(name)
                 && let Ok(value) = crate::plan::template_render(value, |slot| {
                     match crate::plan::Meaning::of(slot.name) {

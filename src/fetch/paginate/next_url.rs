@@ -55,6 +55,15 @@ pub(super) fn follow(after: &After<'_>) -> Result<Option<NextRequest>, FetchErro
     ctx.target_allowed(url)
         .map_err(|kind| ctx.error(&ctx.redact(&request.url), kind))?;
     let stored = ctx.strip_secret_params(url);
+    // A credential anywhere else (the path, inside a longer value) cannot
+    // be taken out without changing what is asked for: the URL is neither
+    // saved nor followed.
+    if crate::secret::holds_credential(stored.as_str()) {
+        return Err(after.error(format!(
+            "the server's next URL holds a credential of this job outside a query parameter of its own ({}); it is neither saved nor followed (hint: the API echoes the key into its links; ask its maintainers, or page another way)",
+            crate::secret::scrub(stored.as_str())
+        )));
+    }
     if stored == ctx.strip_secret_params(&request.url) || after.seen_recently(stored.as_str()) {
         return Err(after.error(format!(
             "the server returned a next URL this stream already followed ({}) (hint: the API may ignore its own paging parameters; set pagination.max_pages as a safety stop)",

@@ -150,10 +150,10 @@ impl Paginator {
         // the request) must not get it stored or moved into a URL.
         if next_cursor
             .as_deref()
-            .is_some_and(crate::secret::is_credential)
+            .is_some_and(crate::secret::holds_credential)
         {
             return Err(facts::fatal(
-                "the server returned a credential of this job as the next page's cursor; it is neither saved nor sent (hint: check pagination.cursor_path or cursor_header; the API may echo the request into its answer)".into(),
+                "the server returned a credential of this job in the next page's cursor; it is neither saved nor sent (hint: check pagination.cursor_path or cursor_header; the API may echo the request into its answer)".into(),
             ));
         }
         Ok(DecodedPage {

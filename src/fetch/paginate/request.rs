@@ -41,6 +41,10 @@ impl RequestBase {
             partition,
             env: &job.request.env,
             mark: position.since.as_deref(),
+            mark_is_time: job
+                .incremental
+                .as_ref()
+                .is_some_and(|i| i.cursor_type == crate::plan::CursorType::Timestamp),
             now: position.now.as_deref(),
         };
         let pinned = values
@@ -189,8 +193,11 @@ fn substitute_headers(
             Ok(_) => {}
             Err(_) => {
                 return Err(format!(
-                    "header {name} is not a valid header value with partition {:?} (hint: partition values in headers must be printable text without line breaks)",
-                    values.partition.key
+                    "header {name} is not a valid header value with its placeholders filled{} (hint: values in headers must be printable text without line breaks)",
+                    match values.partition.key.as_str() {
+                        "" => String::new(),
+                        key => format!(" for partition {key:?}"),
+                    }
                 ));
             }
         }

@@ -21,6 +21,7 @@ pub(crate) fn job(kind: PaginationKind) -> JobPlan {
             body: None,
             timeout: Duration::from_secs(30),
             env: Vec::new(),
+            missing_env: Vec::new(),
         },
         pagination: PaginationPlan {
             kind,
