@@ -49,6 +49,7 @@ fn job(max_attempts: u32) -> JobPlan {
         records: RecordsPlan {
             path: String::new(),
             primary_key: vec![],
+            partition_key: vec![],
             error_path: None,
             error_retry: false,
             max_page_bytes: 1 << 20,

@@ -452,3 +452,79 @@ mode = "append"
         describe(&out)
     );
 }
+
+/// reach.md section 3: comment ids repeat across tickets (unique per ticket
+/// only), so the key is (ticket, comment): `{partition}` in `primary_key`
+/// and in a column. Each lands once per (ticket, comment); a second run
+/// merges onto the same rows (and its check that the key did not change
+/// reads the partition part out of the stored key).
+#[tokio::test]
+async fn a_partition_value_in_the_key_keeps_per_parent_ids_apart() {
+    async fn tickets() -> Json<Value> {
+        Json(json!({ "tickets": [{ "id": 1 }, { "id": 2 }, { "id": 3 }] }))
+    }
+    async fn comments(request: Request) -> Json<Value> {
+        let ticket = request
+            .uri()
+            .path()
+            .split('/')
+            .nth(2)
+            .unwrap_or("?")
+            .to_string();
+        Json(json!({ "comments": [
+            { "id": 1, "body": format!("first on {ticket}") },
+            { "id": 2, "body": format!("second on {ticket}") },
+        ] }))
+    }
+    let base = common::serve(
+        Router::new()
+            .route("/tickets", get(tickets))
+            .fallback(comments),
+    )
+    .await;
+    let project = Project::new();
+    project.job(
+        "tickets",
+        &format!(
+            "[request]\nurl = \"{base}/tickets\"\n[records]\npath = \"/tickets\"\nprimary_key = [\"/id\"]\n"
+        ),
+    );
+    project.job(
+        "ticket_comments",
+        &format!(
+            r#"depends_on = ["tickets"]
+[request]
+url = "{base}/tickets/{{partition}}/comments"
+[partitions]
+from_job = "tickets"
+field = "/id"
+[records]
+path = "/comments"
+primary_key = ["{{partition}}", "/id"]
+[output]
+columns = {{ ticket_id = "{{partition}}", body = "/body" }}
+"#
+        ),
+    );
+    for run in 1..=2 {
+        let out = project.run(&["run"]).await;
+        assert!(out.status.success(), "run {run}: {}", describe(&out));
+        let rows: Vec<(String, String, String)> = project
+            .open()
+            .prepare("SELECT _pk, ticket_id, body FROM ticket_comments ORDER BY _pk")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 6, "run {run}: {rows:?}");
+        assert_eq!(
+            rows[0],
+            ("[\"1\",1]".into(), "1".into(), "first on 1".into())
+        );
+        assert_eq!(
+            rows[5],
+            ("[\"3\",2]".into(), "3".into(), "second on 3".into())
+        );
+    }
+}

@@ -37,5 +37,6 @@ pub use stats::{RequestStats, StatsSnapshot};
 pub use stream::StreamFetcher;
 pub use types::*;
 
+pub(crate) use decode::without_parts;
 /// For the fuzz targets in fuzz/ (pointer extraction over raw JSON).
 pub use decode::{raw_at, tokens};

@@ -83,7 +83,7 @@ pub(crate) fn plan_job(
     let request = plan_request(&def.request, &fillable, sink);
     let method = request.as_ref().map_or(HttpMethod::Get, |r| r.method);
     let pagination = plan_pagination(def.pagination.as_ref(), method, sink);
-    let records = plan_records(def.records.as_ref(), sink);
+    let records = plan_records(def.records.as_ref(), &partition, sink);
     let paging_in_body = pagination.as_ref().is_some_and(|p| params_in_body(&p.kind));
     let incremental = def.incremental.as_ref().map(|i| {
         let placed = check_mark_placement(&def.request, i, sink);
@@ -108,7 +108,7 @@ pub(crate) fn plan_job(
         );
     }
     let has_pk = records.as_ref().is_some_and(|r| !r.primary_key.is_empty());
-    let output = plan_output(def, &job.name, has_pk, sink);
+    let output = plan_output(def, &job.name, has_pk, &partition, sink);
     let retry = plan_retry(def.retry.as_ref(), sink);
     Some(JobPlan {
         name: job.name.clone(),
@@ -381,11 +381,53 @@ fn json_strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
     }
 }
 
-fn plan_records(def: Option<&RecordsDef>, sink: &mut Sink<'_>) -> Option<RecordsPlan> {
+/// A `primary_key` part or column that is a partition placeholder:
+/// Some(Ok(name)) when the job's partitions define it, Some(Err) (reported)
+/// when it names one they do not, None when it is not a placeholder.
+fn partition_part(
+    part: &toml::Spanned<String>,
+    partition: &[&str],
+    key: &str,
+    sink: &mut Sink<'_>,
+) -> Option<Result<String, ()>> {
+    if !part.get_ref().starts_with('{') {
+        return None;
+    }
+    match placeholder::partition_placeholder(part.get_ref()) {
+        Some(name) if partition.contains(&name) => Some(Ok(name.to_string())),
+        _ => {
+            let have = match partition {
+                [] => "this job has no [partitions]".to_string(),
+                names => format!(
+                    "this job's partition values are {}",
+                    names
+                        .iter()
+                        .map(|n| format!("{{{n}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            sink.at(
+                part,
+                key,
+                format!("`{}` is not a partition value of this job", part.get_ref()),
+                Some(format!("{have}; a JSON pointer starts with \"/\"")),
+            );
+            Some(Err(()))
+        }
+    }
+}
+
+fn plan_records(
+    def: Option<&RecordsDef>,
+    partition: &[&str],
+    sink: &mut Sink<'_>,
+) -> Option<RecordsPlan> {
     let Some(def) = def else {
         return Some(RecordsPlan {
             path: String::new(),
             primary_key: Vec::new(),
+            partition_key: Vec::new(),
             error_path: None,
             error_retry: false,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
@@ -405,11 +447,25 @@ fn plan_records(def: Option<&RecordsDef>, sink: &mut Sink<'_>) -> Option<Records
         .as_ref()
         .map(|p| pointer(p, "path", true, sink))
         .unwrap_or_default();
-    let primary_key = def
-        .primary_key
-        .iter()
-        .map(|p| pointer(p, "primary_key", false, sink))
-        .collect();
+    let mut primary_key = Vec::new();
+    let mut partition_key = Vec::new();
+    let mut parts_ok = true;
+    for (at, part) in def.primary_key.iter().enumerate() {
+        match partition_part(part, partition, "records.primary_key", sink) {
+            Some(Ok(name)) => partition_key.push((at, name)),
+            Some(Err(())) => parts_ok = false,
+            None => primary_key.push(pointer(part, "primary_key", false, sink)),
+        }
+    }
+    if primary_key.is_empty() && !partition_key.is_empty() {
+        sink.at(
+            &def.primary_key[0],
+            "records.primary_key",
+            "`primary_key` has no part read from the record",
+            Some("add a pointer such as \"/id\": the partition's values are the same for every record of a stream".into()),
+        );
+        parts_ok = false;
+    }
     let error_path = def
         .error_path
         .as_ref()
@@ -430,15 +486,22 @@ fn plan_records(def: Option<&RecordsDef>, sink: &mut Sink<'_>) -> Option<Records
     let plan = RecordsPlan {
         path,
         primary_key,
+        partition_key,
         error_path,
         error_retry: def.error_retry.unwrap_or(false),
         max_page_bytes,
     };
-    ok.then_some(plan)
+    (ok && parts_ok).then_some(plan)
 }
 
 /// Default mode: merge when there is a primary key, append when not.
-fn plan_output(def: &JobDef, job: &str, has_pk: bool, sink: &mut Sink<'_>) -> Option<OutputPlan> {
+fn plan_output(
+    def: &JobDef,
+    job: &str,
+    has_pk: bool,
+    partition: &[&str],
+    sink: &mut Sink<'_>,
+) -> Option<OutputPlan> {
     let output = def.output.as_ref();
     let mut ok = true;
     let table = match output.and_then(|o| o.table.as_ref()) {
@@ -507,9 +570,15 @@ fn plan_output(def: &JobDef, job: &str, has_pk: bool, sink: &mut Sink<'_>) -> Op
             sink.at(name, &key, m, h);
             ok = false;
         }
-        if let Err((m, h)) = checks::pointer(name.get_ref(), pointer.get_ref(), false) {
-            sink.at(pointer, &key, m, h);
-            ok = false;
+        match partition_part(pointer, partition, &key, sink) {
+            Some(Ok(_)) => {}
+            Some(Err(())) => ok = false,
+            None => {
+                if let Err((m, h)) = checks::pointer(name.get_ref(), pointer.get_ref(), false) {
+                    sink.at(pointer, &key, m, h);
+                    ok = false;
+                }
+            }
         }
         columns.push(ColumnPlan {
             name: name.get_ref().clone(),

@@ -20,7 +20,9 @@ pub(crate) use checks::without_userinfo;
 pub use database::{Database, DatabaseArg, DatabaseError, PostgresUrl, SslMode};
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{Loaded, load_project, load_project_with_env, project_root};
-pub(crate) use placeholder::{Meaning, SecretText, Values, now_text, secrets_used, uses_now};
+pub(crate) use placeholder::{
+    Meaning, SecretText, Values, now_text, partition_placeholder, secrets_used, uses_now,
+};
 pub use settings::SettingsOverrides;
 pub(crate) use template::{placeholders as template_placeholders, render as template_render};
 pub use types::*;

@@ -563,6 +563,17 @@ pub(crate) fn missing_env(
         .collect()
 }
 
+/// The partition value `text` names when it is one placeholder and
+/// nothing else (`"{partition.id}"` in `primary_key` or `columns`).
+pub(crate) fn partition_placeholder(text: &str) -> Option<&str> {
+    let slot = super::template::placeholders(text).next()?;
+    let whole = slot.at == 0 && slot.format.is_none() && text.len() == slot.name.len() + 2;
+    match Meaning::of(slot.name) {
+        Meaning::Partition(name) if whole => Some(name),
+        _ => None,
+    }
+}
+
 /// The environment variables `texts` name, with their values (those set).
 pub(crate) fn env_used<'a>(
     texts: impl IntoIterator<Item = &'a str>,

@@ -244,7 +244,13 @@ pub struct StopWhen {
 pub struct RecordsPlan {
     /// JSON pointer to the array; "" when the body is the array.
     pub path: String,
+    /// The key's parts read from each record: JSON pointers, in order.
     pub primary_key: Vec<String>,
+    /// The key's parts that are the stream's partition values
+    /// (`primary_key = ["{partition.id}", "/id"]`): (position in the whole
+    /// key, placeholder name). A record's `_pk` is its pointer parts with
+    /// these put in at their places, each as a JSON string.
+    pub partition_key: Vec<(usize, String)>,
     pub error_path: Option<String>,
     pub error_retry: bool,
     /// Largest body accepted, enforced while reading. Default 64 MiB.
@@ -316,7 +322,8 @@ pub enum WriteMode {
 pub struct ColumnPlan {
     /// Checked against `[A-Za-z_][A-Za-z0-9_]*` and reserved `_` names.
     pub name: String,
-    /// JSON pointer into the record.
+    /// JSON pointer into the record, or a partition placeholder
+    /// (`"{partition.id}"`): the stream's value, the same for each record.
     pub pointer: String,
 }
 

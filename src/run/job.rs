@@ -117,7 +117,19 @@ fn check_key_unchanged(job: &JobPlan, sample: Option<(String, String)>) -> Resul
         Ok(None) => "(none)".to_string(),
         Err(error) => format!("(none: {})", error.message),
     };
-    if now == stored {
+    // A key with partition values in it: the record alone makes only its
+    // pointer parts, so those are what is compared.
+    let positions: Vec<usize> = job
+        .records
+        .partition_key
+        .iter()
+        .map(|(at, _)| *at)
+        .collect();
+    let comparable = match positions.is_empty() {
+        true => Some(stored.clone()),
+        false => crate::fetch::without_parts(&stored, &positions),
+    };
+    if comparable.as_deref() == Some(now.as_str()) {
         return Ok(());
     }
     Err(RunError::KeyChanged {

@@ -19,7 +19,7 @@ use super::facts::{self, Facts};
 use super::paging::{After, Answer, DecodedPage, Paging, hash_of, mismatch};
 use super::paging_of;
 use super::request::RequestBase;
-use crate::fetch::decode::{compare, read_page};
+use crate::fetch::decode::{PartitionValues, compare, read_page};
 use crate::fetch::{
     DecodeError, FetchError, FetchErrorKind, NextRequest, Page, PageRequest, PageResponse,
     RequestContext, StreamPosition,
@@ -44,6 +44,8 @@ pub struct Paginator {
     /// The previous page's `body` (offset and page types): compared, not
     /// hashed, so a page costs nothing unless its length matches.
     previous_body: Option<bytes::Bytes>,
+    /// The partition's values that go into each record's key and columns.
+    partition_values: PartitionValues,
 }
 
 impl Paginator {
@@ -78,6 +80,7 @@ impl Paginator {
             request: Some(request),
             recent,
             previous_body: None,
+            partition_values: PartitionValues::new(job, partition),
         })
     }
 
@@ -122,7 +125,8 @@ impl Paginator {
 
     /// Decode a response into records + pagination facts (runs inside the retry loop).
     pub fn decode(&self, resp: &PageResponse) -> Result<DecodedPage, DecodeError> {
-        let (page, body) = read_page(resp, &self.job)?;
+        let (mut page, body) = read_page(resp, &self.job)?;
+        self.partition_values.apply(&mut page.records);
         let request_url = self.request.as_ref().map_or(self.start_url(), |r| &r.url);
         let has_more = match &self.job.pagination.has_more_path {
             Some(path) => facts::has_more(facts::at(&body, path)?, path)?,

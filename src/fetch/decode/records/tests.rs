@@ -33,6 +33,7 @@ pub(crate) fn job(kind: PaginationKind) -> JobPlan {
         records: RecordsPlan {
             path: "/data".into(),
             primary_key: vec!["/id".into()],
+            partition_key: vec![],
             error_path: None,
             error_retry: false,
             max_page_bytes: 1 << 20,
