@@ -194,6 +194,16 @@ pub(crate) fn without_userinfo(template: &str) -> String {
     }
 }
 
+/// Whether `name` can be written inside a placeholder (`{secret.NAME}`,
+/// `{partition.NAME}`): letters, digits, `_` and `-`, starting with a
+/// letter or `_`.
+pub(crate) fn placeholder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || (i > 0 && (c.is_ascii_digit() || c == '-'))
+        })
+}
+
 /// Standard 5-field cron (minute hour day-of-month month day-of-week), UTC.
 pub(crate) fn cron(text: &str) -> Result<(), Problem> {
     use croner::parser::{CronParser, Seconds, Year};

@@ -144,16 +144,8 @@ impl Sink<'_> {
         hint: Option<String>,
     ) -> String {
         let (line, column) = self.source.line_col(span.start);
-        Diagnostic {
-            file: self.source.path.clone(),
-            line,
-            column,
-            job: self.job.map(str::to_string),
-            key: key.to_string(),
-            message,
-            hint,
-        }
-        .to_string()
+        self.diagnostic(line, column, key, message, hint)
+            .to_string()
     }
 
     /// A problem at a value of the file.
@@ -191,7 +183,19 @@ impl Sink<'_> {
         message: String,
         hint: Option<String>,
     ) {
-        self.out.push(Diagnostic {
+        let diagnostic = self.diagnostic(line, column, key, message, hint);
+        self.out.push(diagnostic);
+    }
+
+    fn diagnostic(
+        &self,
+        line: usize,
+        column: usize,
+        key: &str,
+        message: String,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        Diagnostic {
             file: self.source.path.clone(),
             line,
             column,
@@ -199,6 +203,6 @@ impl Sink<'_> {
             key: key.to_string(),
             message,
             hint,
-        });
+        }
     }
 }

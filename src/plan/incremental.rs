@@ -188,9 +188,7 @@ fn plan_fields(
     let mut planned = Vec::new();
     for (name, pointer) in &fields.get_ref().0 {
         let key = format!("partitions.fields.{}", name.get_ref());
-        let spelled = name.get_ref().chars().enumerate().all(|(i, c)| {
-            c.is_ascii_alphabetic() || c == '_' || (i > 0 && (c.is_ascii_digit() || c == '-'))
-        });
+        let spelled = checks::placeholder_name(name.get_ref());
         if !spelled {
             sink.at(
                 name,

@@ -343,17 +343,16 @@ pub(crate) fn check(
         let name = slot.name;
         let meaning = Meaning::of(name);
         let in_origin = url && url_part(text, slot.at) == UrlPart::Origin;
+        let unknown = || {
+            (
+                format!("unknown placeholder `{{{name}}}` in `{key}`"),
+                Some(format!(
+                    "this job's placeholders are {}; {literal}",
+                    job.listed()
+                )),
+            )
+        };
         let time_valued = match &meaning {
-            Meaning::Unknown => {
-                problems.push((
-                    format!("unknown placeholder `{{{name}}}` in `{key}`"),
-                    Some(format!(
-                        "this job's placeholders are {}; {literal}",
-                        job.listed()
-                    )),
-                ));
-                continue;
-            }
             Meaning::Partition(_) if job.partition.is_empty() => {
                 problems.push((
                     format!("`{{{name}}}` is used in `{key}` but the job has no [partitions]"),
@@ -361,14 +360,12 @@ pub(crate) fn check(
                 ));
                 continue;
             }
+            Meaning::Unknown => {
+                problems.push(unknown());
+                continue;
+            }
             Meaning::Partition(var) if !job.partition.contains(var) => {
-                problems.push((
-                    format!("unknown placeholder `{{{name}}}` in `{key}`"),
-                    Some(format!(
-                        "this job's placeholders are {}; {literal}",
-                        job.listed()
-                    )),
-                ));
+                problems.push(unknown());
                 continue;
             }
             Meaning::Partition(var) => {

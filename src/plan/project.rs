@@ -108,9 +108,7 @@ fn plan_secrets(
 ) {
     for (name, value) in &def.secrets {
         let key = format!("secrets.{}", name.get_ref());
-        let spelled = name.get_ref().chars().enumerate().all(|(i, c)| {
-            c.is_ascii_alphabetic() || c == '_' || (i > 0 && (c.is_ascii_digit() || c == '-'))
-        });
+        let spelled = checks::placeholder_name(name.get_ref());
         if !spelled {
             sink.at(
                 name,
