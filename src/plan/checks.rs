@@ -194,6 +194,22 @@ pub(crate) fn without_userinfo(template: &str) -> String {
     }
 }
 
+/// A pointer into a parent job's stored records (`partitions.field`,
+/// `fields`): a JSON pointer that the stores can read, so no `"` in a
+/// name (SQLite's JSON paths cannot hold one).
+pub(crate) fn parent_pointer(key: &str, text: &str) -> Result<(), Problem> {
+    pointer(key, text, false)?;
+    if text.contains('"') {
+        return Err((
+            format!(
+                "`{key}` \"{text}\" has a `\"` in a name: the parent's table cannot be searched by such a name"
+            ),
+            Some("partition values come from fields whose names hold no double quote".into()),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `name` can be written inside a placeholder (`{secret.NAME}`,
 /// `{partition.NAME}`): letters, digits, `_` and `-`, starting with a
 /// letter or `_`.

@@ -201,7 +201,7 @@ fn plan_fields(
             );
             ok = false;
         }
-        if let Err((m, h)) = checks::pointer("fields", pointer.get_ref(), false) {
+        if let Err((m, h)) = checks::parent_pointer("fields", pointer.get_ref()) {
             sink.at(pointer, &key, m, h);
             ok = false;
         }
@@ -261,7 +261,7 @@ pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Optio
             );
             return None;
         };
-        checks::pointer("field", field.get_ref(), false)
+        checks::parent_pointer("field", field.get_ref())
             .map_err(|(m, h)| sink.at(field, "partitions.field", m, h))
             .ok()?;
         return Some(PartitionsPlan::FromJob {

@@ -127,7 +127,10 @@ fn check_key_unchanged(job: &JobPlan, sample: Option<(String, String)>) -> Resul
         .collect();
     let comparable = match positions.is_empty() {
         true => Some(stored.clone()),
-        false => crate::fetch::without_parts(&stored, &positions),
+        false => {
+            let total = job.records.primary_key.len() + positions.len();
+            crate::fetch::without_parts(&stored, &positions, total)
+        }
     };
     if comparable.as_deref() == Some(now.as_str()) {
         return Ok(());

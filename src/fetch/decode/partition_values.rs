@@ -84,8 +84,13 @@ fn with_parts(pk: &str, parts: &[(usize, String)]) -> String {
 
 /// The key `stored` (a row's `_pk`) without the parts at `positions`: what
 /// the record's pointers alone make, to compare with a key made again.
-pub(crate) fn without_parts(stored: &str, positions: &[usize]) -> Option<String> {
+/// None when `stored` is not a key of `total` parts (a key written before
+/// partition parts were added, or after some were taken out).
+pub(crate) fn without_parts(stored: &str, positions: &[usize], total: usize) -> Option<String> {
     let parts: Vec<&RawValue> = serde_json::from_str(stored).ok()?;
+    if parts.len() != total {
+        return None;
+    }
     let kept: Vec<&str> = parts
         .iter()
         .enumerate()
@@ -105,7 +110,12 @@ mod tests {
         assert_eq!(with_parts("[7,\"x\"]", &parts), "[\"42\",7,\"eu\",\"x\"]");
         assert_eq!(with_parts("[7]", &parts[..1]), "[\"42\",7]");
         let stored = "[\"42\",7,\"eu\",\"x\"]";
-        assert_eq!(without_parts(stored, &[0, 2]).as_deref(), Some("[7,\"x\"]"));
-        assert_eq!(without_parts("not json", &[0]), None);
+        assert_eq!(
+            without_parts(stored, &[0, 2], 4).as_deref(),
+            Some("[7,\"x\"]")
+        );
+        assert_eq!(without_parts("not json", &[0], 1), None);
+        // A key stored before a partition part was added has fewer parts.
+        assert_eq!(without_parts("[5]", &[1], 2), None);
     }
 }

@@ -164,7 +164,10 @@ impl Reader for SqliteReader {
         // ?1 is `after`, ?2 the limit, ?3.. the paths.
         // As text, as `distinct_values_page` reads one: 42 and "42" are one
         // partition, whose placeholders would ask for the same thing.
-        let extract = |i: usize| format!("CAST(json_extract(\"_data\", ?{}) AS TEXT)", i + 3);
+        // `|| ''` drops the JSON subtype an object or array keeps through
+        // the CAST, which `json_array` would otherwise embed as JSON.
+        let extract =
+            |i: usize| format!("(CAST(json_extract(\"_data\", ?{}) AS TEXT) || '')", i + 3);
         let values: Vec<String> = (0..paths.len()).map(extract).collect();
         let present: Vec<String> = values.iter().map(|v| format!("{v} IS NOT NULL")).collect();
         let sql = format!(
