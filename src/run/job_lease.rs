@@ -179,6 +179,70 @@ mod tests {
         }
     }
 
+    /// While the lease is this process's, each heartbeat moves its sign of
+    /// life forward and nothing is reported lost: the job runs on.
+    #[tokio::test]
+    async fn a_held_lease_is_renewed_and_the_job_runs_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&crate::plan::Database::sqlite(dir.path().join("lease.db")))
+            .expect("store");
+        let (writer, thread) = Writer::spawn(store).expect("writer");
+        let env = env(writer.clone(), "here:1:a");
+        let acquired = writer
+            .try_acquire_lease(
+                "orders".into(),
+                "here:1:a".into(),
+                STALE_AFTER,
+                Box::new(|_| false),
+            )
+            .await
+            .expect("writer")
+            .expect("store");
+        assert_eq!(acquired, LeaseOutcome::Acquired { replaced: None });
+        let sign_of_life = || async {
+            let seen = writer
+                .try_acquire_lease(
+                    "orders".into(),
+                    "other:2:b".into(),
+                    STALE_AFTER,
+                    Box::new(|_| false),
+                )
+                .await
+                .expect("writer")
+                .expect("store");
+            match seen {
+                LeaseOutcome::HeldBy {
+                    holder,
+                    heartbeat_at,
+                } if holder == "here:1:a" => heartbeat_at,
+                other => panic!("the lease left this process: {other:?}"),
+            }
+        };
+        let first = sign_of_life().await;
+        let lease = start_heartbeat(&env, "orders", Duration::from_millis(5));
+        // Polled until a renewal shows (or the heartbeat gives up); the
+        // timeout only turns a broken heartbeat into a failure, not a hang.
+        let renewed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if lease.cancel.is_cancelled() {
+                    return false;
+                }
+                if sign_of_life().await != first {
+                    return true;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("a renewal within a minute");
+        assert!(renewed, "the heartbeat reported a held lease as lost");
+        assert!(!lease.cancel.is_cancelled());
+        assert!(!lease.release(&env).await, "not reported as lost");
+        drop(env);
+        drop(writer);
+        thread.join();
+    }
+
     /// The heartbeat renews the lease while the job runs; once another
     /// process has taken the lease over, the next heartbeat stops the job
     /// (its cancel token fires) and release leaves the new holder's lease.
