@@ -528,3 +528,72 @@ columns = {{ ticket_id = "{{partition}}", body = "/body" }}
         );
     }
 }
+
+/// semantics.md, where a token may go: a request whose body holds a
+/// `{secret.*}` is not sent to another origin, even where the job lets
+/// next URLs and redirects cross origins (leaving the secret out would
+/// change what is asked for); the other origin sees nothing.
+#[tokio::test]
+async fn a_body_with_a_secret_is_not_sent_to_another_origin() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let other = {
+        let seen = seen.clone();
+        common::serve(Router::new().fallback(move |request: Request| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(request.uri().to_string());
+                Json(json!({ "data": [] }))
+            }
+        }))
+        .await
+    };
+    let origin = common::serve(Router::new().route(
+        "/search",
+        axum::routing::post(move || {
+            let target = format!("{other}/search");
+            async move { axum::response::Redirect::temporary(&target) }
+        }),
+    ))
+    .await;
+    let project = Project::new();
+    project.config("[secrets]\napi = { env = \"API_KEY\" }\n");
+    project.job(
+        "search",
+        &format!(
+            r#"[request]
+url = "{origin}/search"
+method = "POST"
+body = {{ key = "{{secret.api}}" }}
+[pagination]
+type = "none"
+allow_cross_origin = true
+[records]
+path = "/data"
+[retry]
+max_attempts = 1
+"#
+        ),
+    );
+    let out = project
+        .command(&["run"])
+        .env("API_KEY", "bodysecretVALUE_991")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the other origin was asked: {:?}",
+        seen.lock().unwrap()
+    );
+    assert!(
+        !describe(&out).contains("bodysecretVALUE_991"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        describe(&out).contains("another origin"),
+        "{}",
+        describe(&out)
+    );
+}

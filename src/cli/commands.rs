@@ -39,7 +39,7 @@ fn print_schema(args: &super::args::SchemaArgs) -> Exit {
 fn validate(global: &GlobalArgs) -> Exit {
     match load(global) {
         Ok(plan) => {
-            let missing: Vec<&String> = plan
+            let missing: Vec<&crate::plan::Diagnostic> = plan
                 .jobs
                 .iter()
                 .flat_map(|job| &job.request.missing_env)

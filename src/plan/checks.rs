@@ -169,10 +169,9 @@ pub(crate) fn url_template(
 pub(crate) fn url_sample(slot: super::template::Slot<'_>, env: &[(String, String)]) -> String {
     use super::placeholder::Meaning;
     match Meaning::of(slot.name) {
-        Meaning::Env(var) => env
-            .iter()
-            .find(|(v, _)| v == var)
-            .map_or_else(|| "sample".to_string(), |(_, value)| value.clone()),
+        Meaning::Env(var) => super::placeholder::env_value(env, var)
+            .unwrap_or("sample")
+            .to_string(),
         Meaning::Partition("partition.start") => "2024-01-01".into(),
         Meaning::Partition("partition.end") => "2024-01-02".into(),
         _ => "sample".into(),
@@ -210,14 +209,21 @@ pub(crate) fn parent_pointer(key: &str, text: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Whether `name` can be written inside a placeholder (`{secret.NAME}`,
-/// `{partition.NAME}`): letters, digits, `_` and `-`, starting with a
-/// letter or `_`.
-pub(crate) fn placeholder_name(name: &str) -> bool {
-    !name.is_empty()
+/// `name` (a `what`: "secret name", "field name") can be written inside
+/// a placeholder (`{secret.NAME}`, `{partition.NAME}`): letters, digits,
+/// `_` and `-`, starting with a letter or `_`.
+pub(crate) fn placeholder_name(what: &str, name: &str) -> Result<(), Problem> {
+    let spelled = !name.is_empty()
         && name.chars().enumerate().all(|(i, c)| {
             c.is_ascii_alphabetic() || c == '_' || (i > 0 && (c.is_ascii_digit() || c == '-'))
-        })
+        });
+    match spelled {
+        true => Ok(()),
+        false => Err((
+            format!("{what} `{name}` cannot be written as a placeholder"),
+            Some("use letters, digits, `_` and `-`, starting with a letter or `_`".into()),
+        )),
+    }
 }
 
 /// Standard 5-field cron (minute hour day-of-month month day-of-week), UTC.

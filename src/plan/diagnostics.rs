@@ -134,18 +134,17 @@ impl Sink<'_> {
         self.warnings.push(diagnostic.to_string());
     }
 
-    /// A problem at a value, rendered like a diagnostic but not recorded:
-    /// one the plan carries for later (see `RequestPlan::missing_env`).
-    pub fn render_at(
+    /// A problem at a value, not recorded: one the plan carries for later
+    /// (see `RequestPlan::missing_env`).
+    pub fn located(
         &self,
         span: Range<usize>,
         key: &str,
         message: String,
         hint: Option<String>,
-    ) -> String {
+    ) -> Diagnostic {
         let (line, column) = self.source.line_col(span.start);
         self.diagnostic(line, column, key, message, hint)
-            .to_string()
     }
 
     /// A problem at a value of the file.

@@ -188,17 +188,8 @@ fn plan_fields(
     let mut planned = Vec::new();
     for (name, pointer) in &fields.get_ref().0 {
         let key = format!("partitions.fields.{}", name.get_ref());
-        let spelled = checks::placeholder_name(name.get_ref());
-        if !spelled {
-            sink.at(
-                name,
-                &key,
-                format!(
-                    "field name `{}` cannot be written as a placeholder",
-                    name.get_ref()
-                ),
-                Some("use letters, digits, `_` and `-`, starting with a letter or `_`".into()),
-            );
+        if let Err((m, h)) = checks::placeholder_name("field name", name.get_ref()) {
+            sink.at(name, &key, m, h);
             ok = false;
         }
         if let Err((m, h)) = checks::parent_pointer("fields", pointer.get_ref()) {

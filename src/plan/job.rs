@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::auth::{duration_or, plan_auth};
 use super::checks;
-use super::diagnostics::Sink;
+use super::diagnostics::{Diagnostic, Sink};
 use super::incremental::{cursor_type, plan_incremental, plan_partitions};
 use super::pagination::{check_body_params, params_in_body, plan_pagination};
 use super::placeholder::{self, Fillable, Meaning};
@@ -196,9 +196,9 @@ fn check_mark_placement(
     incremental: &IncrementalDef,
     sink: &mut Sink<'_>,
 ) -> bool {
-    let placed = request_texts(request)
+    let placed = request_strings(request)
         .into_iter()
-        .flat_map(template::placeholders)
+        .flat_map(|string| template::placeholders(string.text))
         .any(|slot| Meaning::of(slot.name) == Meaning::Mark);
     match (&incremental.param, placed) {
         (Some(param), true) => {
@@ -221,19 +221,6 @@ fn check_mark_placement(
         }
         _ => true,
     }
-}
-
-/// Every string of the request that may hold placeholders: the URL, query
-/// and header values, and the string leaves of the body.
-fn request_texts(def: &RequestDef) -> Vec<&str> {
-    let mut texts = vec![def.url.get_ref().as_str()];
-    for map in [&def.query, &def.headers] {
-        texts.extend(map.0.iter().map(|(_, value)| value.get_ref().0.as_str()));
-    }
-    if let Some(body) = &def.body {
-        json_strings(body.get_ref(), &mut texts);
-    }
-    texts
 }
 
 fn plan_request(
@@ -293,10 +280,51 @@ fn plan_request(
         headers,
         body,
         timeout: timeout?,
-        env: placeholder::env_used(request_texts(def), fillable.env),
+        env: placeholder::env_used(
+            request_strings(def).into_iter().map(|s| s.text),
+            fillable.env,
+        ),
         missing_env: missing_env(def, fillable.env, sink),
     };
     ok.then_some(plan)
+}
+
+/// One string of the request that may hold placeholders: its key (for
+/// messages), its text and where it stands in the file.
+struct RequestString<'a> {
+    key: String,
+    text: &'a str,
+    span: std::ops::Range<usize>,
+}
+
+/// Every string of the request that may hold placeholders: the URL, query
+/// and header values, and the string leaves of the body (located at the
+/// body).
+fn request_strings(def: &RequestDef) -> Vec<RequestString<'_>> {
+    let mut strings = vec![RequestString {
+        key: "request.url".into(),
+        text: def.url.get_ref(),
+        span: def.url.span(),
+    }];
+    for (table, map) in [("query", &def.query), ("headers", &def.headers)] {
+        for (name, value) in &map.0 {
+            strings.push(RequestString {
+                key: format!("request.{table}.{}", name.get_ref()),
+                text: &value.get_ref().0,
+                span: value.span(),
+            });
+        }
+    }
+    if let Some(body) = &def.body {
+        let mut texts = Vec::new();
+        placeholder::json_strings(body.get_ref(), &mut texts);
+        strings.extend(texts.into_iter().map(|text| RequestString {
+            key: "request.body".into(),
+            text,
+            span: body.span(),
+        }));
+    }
+    strings
 }
 
 /// Every placeholder of the request must be one the job fills, and none
@@ -304,38 +332,11 @@ fn plan_request(
 /// reported.
 fn check_placeholders(def: &RequestDef, known: &Fillable<'_>, sink: &mut Sink<'_>) -> bool {
     let mut ok = true;
-    let mut report = |problems: Vec<checks::Problem>, at: std::ops::Range<usize>, key: &str| {
-        for (message, hint) in problems {
-            sink.at_span(at.clone(), key, message, hint);
+    for string in request_strings(def) {
+        let url = string.key == "request.url";
+        for (message, hint) in placeholder::check(&string.key, string.text, known, url) {
+            sink.at_span(string.span.clone(), &string.key, message, hint);
             ok = false;
-        }
-    };
-    let url = def.url.get_ref();
-    report(
-        placeholder::check("request.url", url, known, true),
-        def.url.span(),
-        "request.url",
-    );
-    for (table, map) in [("query", &def.query), ("headers", &def.headers)] {
-        for (name, value) in &map.0 {
-            let key = format!("request.{table}.{}", name.get_ref());
-            let text = &value.get_ref().0;
-            report(
-                placeholder::check(&key, text, known, false),
-                value.span(),
-                &key,
-            );
-        }
-    }
-    if let Some(body) = &def.body {
-        let mut texts = Vec::new();
-        json_strings(body.get_ref(), &mut texts);
-        for text in texts {
-            report(
-                placeholder::check("request.body", text, known, false),
-                body.span(),
-                "request.body",
-            );
         }
     }
     ok
@@ -343,42 +344,17 @@ fn check_placeholders(def: &RequestDef, known: &Fillable<'_>, sink: &mut Sink<'_
 
 /// The located problems of `{env.NAME}` placeholders whose variable is
 /// not set (see `RequestPlan::missing_env`).
-fn missing_env(def: &RequestDef, env: &[(String, String)], sink: &Sink<'_>) -> Vec<String> {
-    let mut texts: Vec<(String, &str, std::ops::Range<usize>)> =
-        vec![("request.url".into(), def.url.get_ref(), def.url.span())];
-    for (table, map) in [("query", &def.query), ("headers", &def.headers)] {
-        for (name, value) in &map.0 {
-            let key = format!("request.{table}.{}", name.get_ref());
-            texts.push((key, &value.get_ref().0, value.span()));
-        }
-    }
-    if let Some(body) = &def.body {
-        let mut strings = Vec::new();
-        json_strings(body.get_ref(), &mut strings);
-        texts.extend(
-            strings
-                .into_iter()
-                .map(|t| ("request.body".into(), t, body.span())),
-        );
-    }
-    texts
+fn missing_env(def: &RequestDef, env: &[(String, String)], sink: &Sink<'_>) -> Vec<Diagnostic> {
+    request_strings(def)
         .into_iter()
-        .flat_map(|(key, text, span)| {
-            placeholder::missing_env(&key, text, env)
+        .flat_map(|string| {
+            placeholder::missing_env(&string.key, string.text, env)
                 .into_iter()
-                .map(move |(message, hint)| sink.render_at(span.clone(), &key, message, hint))
+                .map(move |(message, hint)| {
+                    sink.located(string.span.clone(), &string.key, message, hint)
+                })
         })
         .collect()
-}
-
-/// Every string value in a JSON document (where body placeholders go).
-fn json_strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
-    match value {
-        serde_json::Value::String(text) => out.push(text),
-        serde_json::Value::Array(items) => items.iter().for_each(|v| json_strings(v, out)),
-        serde_json::Value::Object(map) => map.values().for_each(|v| json_strings(v, out)),
-        _ => {}
-    }
 }
 
 /// A `primary_key` part or column that is a partition placeholder:

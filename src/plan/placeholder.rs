@@ -153,13 +153,10 @@ impl Values<'_> {
     /// it lands. Err when it has no value here (validation refuses a job
     /// that could get there, so only a misuse does).
     pub(crate) fn text(&self, slot: Slot<'_>) -> Result<String, String> {
-        let raw = match Meaning::of(slot.name) {
+        let meaning = Meaning::of(slot.name);
+        let raw = match meaning {
             Meaning::Partition(var) => self.partition.value(var),
-            Meaning::Env(var) => self
-                .env
-                .iter()
-                .find(|(v, _)| v == var)
-                .map(|(_, value)| value.as_str()),
+            Meaning::Env(var) => env_value(self.env, var),
             Meaning::Mark => self.mark,
             Meaning::Now => self.now,
             // Never text here: `parts` keeps a secret apart for the HTTP layer.
@@ -167,7 +164,7 @@ impl Values<'_> {
         };
         let raw =
             raw.ok_or_else(|| format!("the placeholder {{{}}} has no value here", slot.name))?;
-        match (slot.format, Meaning::of(slot.name)) {
+        match (slot.format, meaning) {
             // A timestamp mark that does not parse (a server's own
             // spelling) goes as it was stored, as v1's `param` sends it.
             (None, Meaning::Mark) if self.mark_is_time => Ok(TimeFormat::Rfc3339
@@ -181,8 +178,13 @@ impl Values<'_> {
     /// The template as text with each secret kept apart by name, so that
     /// only the HTTP layer, for a request it may send one with, puts the
     /// secret in. No value can turn into a secret: a partition value that
-    /// reads `{secret.x}` stays that text.
-    pub(crate) fn parts(&self, template: &str) -> Result<SecretText, String> {
+    /// reads `{secret.x}` stays that text. `each` sees every value filled
+    /// in (a header checks them for white space HTTP would drop).
+    pub(crate) fn parts(
+        &self,
+        template: &str,
+        mut each: impl FnMut(&str),
+    ) -> Result<SecretText, String> {
         let mut parts = Vec::new();
         let mut text = String::new();
         for piece in super::template::pieces(template) {
@@ -194,7 +196,11 @@ impl Values<'_> {
                             parts.push(Part::Text(std::mem::take(&mut text)));
                             parts.push(Part::Secret(secret.to_string()));
                         }
-                        _ => text.push_str(&self.text(Slot { name, format, at })?),
+                        _ => {
+                            let value = self.text(Slot { name, format, at })?;
+                            each(&value);
+                            text.push_str(&value);
+                        }
                     }
                 }
             }
@@ -264,6 +270,18 @@ impl SecretText {
             .collect())
     }
 
+    /// The text with `stand_in` where each secret goes: what can be checked
+    /// of it before the secret is known.
+    pub(crate) fn shape(&self, stand_in: &str) -> String {
+        self.0
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => text.as_str(),
+                Part::Secret(_) => stand_in,
+            })
+            .collect()
+    }
+
     /// The whole text with each secret's value in, for the one request
     /// being sent; Err names a secret `value` does not know.
     pub(crate) fn expose(
@@ -307,14 +325,15 @@ pub(crate) struct Fillable<'a> {
     pub dates: bool,
 }
 
-impl Fillable<'_> {
-    fn env(&self, name: &str) -> Option<&str> {
-        self.env
-            .iter()
-            .find(|(var, _)| var == name)
-            .map(|(_, value)| value.as_str())
-    }
+/// The value of environment variable `name` in `env` (as the plan holds
+/// the environment: a list of pairs).
+pub(crate) fn env_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter()
+        .find(|(var, _)| var == name)
+        .map(|(_, value)| value.as_str())
+}
 
+impl Fillable<'_> {
     fn listed(&self) -> String {
         let mut names: Vec<String> = self.partition.iter().map(|n| format!("{{{n}}}")).collect();
         if self.mark.is_some() {
@@ -372,7 +391,7 @@ pub(crate) fn check(
                 job.dates && matches!(*var, "partition.start" | "partition.end")
             }
             Meaning::Env(var) => {
-                match job.env(var) {
+                match env_value(job.env, var) {
                     // Not a problem of the file: `missing_env` reports it
                     // to the commands that send requests.
                     None => {}
@@ -523,16 +542,17 @@ fn request_texts(request: &crate::plan::RequestPlan) -> Vec<&str> {
         texts.push(value);
     }
     if let Some(value) = &request.body {
-        json_texts(value, &mut texts);
+        json_strings(value, &mut texts);
     }
     texts
 }
 
-fn json_texts<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+/// Every string value in a JSON document (where body placeholders go).
+pub(crate) fn json_strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
     match value {
         serde_json::Value::String(text) => out.push(text),
-        serde_json::Value::Array(items) => items.iter().for_each(|v| json_texts(v, out)),
-        serde_json::Value::Object(map) => map.values().for_each(|v| json_texts(v, out)),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| json_strings(v, out)),
         _ => {}
     }
 }
@@ -548,7 +568,7 @@ pub(crate) fn missing_env(
 ) -> Vec<super::checks::Problem> {
     super::template::placeholders(text)
         .filter_map(|slot| match Meaning::of(slot.name) {
-            Meaning::Env(var) if !env.iter().any(|(v, _)| v == var) => Some((
+            Meaning::Env(var) if env_value(env, var).is_none() => Some((
                 format!(
                     "`{{{}}}` in `{key}`: environment variable {var} is not set",
                     slot.name
@@ -580,10 +600,10 @@ pub(crate) fn env_used<'a>(
     for text in texts {
         for slot in super::template::placeholders(text) {
             if let Meaning::Env(var) = Meaning::of(slot.name)
-                && !used.iter().any(|(v, _)| v == var)
-                && let Some((_, value)) = env.iter().find(|(v, _)| v == var)
+                && env_value(&used, var).is_none()
+                && let Some(value) = env_value(env, var)
             {
-                used.push((var.to_string(), value.clone()));
+                used.push((var.to_string(), value.to_string()));
             }
         }
     }

@@ -108,17 +108,8 @@ fn plan_secrets(
 ) {
     for (name, value) in &def.secrets {
         let key = format!("secrets.{}", name.get_ref());
-        let spelled = checks::placeholder_name(name.get_ref());
-        if !spelled {
-            sink.at(
-                name,
-                &key,
-                format!(
-                    "secret name `{}` cannot be written as a placeholder",
-                    name.get_ref()
-                ),
-                Some("use letters, digits, `_` and `-`, starting with a letter or `_`".into()),
-            );
+        if let Err((m, h)) = checks::placeholder_name("secret name", name.get_ref()) {
+            sink.at(name, &key, m, h);
             continue;
         }
         let source = secret_source(value, &key, sink);

@@ -154,7 +154,7 @@ pub struct RequestPlan {
     /// `validate` reports them and a job that has one fails when it is run;
     /// commands that only read the database do not need the run's
     /// environment.
-    pub missing_env: Vec<String>,
+    pub missing_env: Vec<super::Diagnostic>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::error::RunError;
 use super::incremental;
 use super::mode::JobMode;
-use super::partitions::{date_slices, fields_partition, value_partition};
+use super::partitions::{BATCH, Pick, date_slices, parent_page, value_partition};
 use crate::fetch::{HttpClient, HttpOptions, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition, PartitionsPlan, ProjectPlan};
 use crate::store::{StoreReader, StreamKey};
@@ -95,75 +95,41 @@ pub(crate) fn planned_partitions(
         Some(PartitionsPlan::Dates { from, to, step }) => {
             date_slices(from, to, *step, chrono::Utc::now()).map_err(failed)?
         }
-        Some(PartitionsPlan::FromJob { job: parent, field }) => {
+        Some(from_job) => {
+            let Some((parent, pick)) = Pick::of(from_job) else {
+                unreachable!("values and dates are matched above")
+            };
             let table = plan
                 .jobs
                 .iter()
-                .find(|j| &j.name == parent)
-                .map(|j| j.output.table.clone());
-            let table = table.unwrap_or_else(|| parent.clone());
-            match store {
-                Some(store) if store.has_table(&table)? => parent_values(store, &table, field)?
-                    .iter()
-                    .map(|v| value_partition(v))
-                    .collect(),
-                // The parent has not run yet: its table does not exist.
-                _ => Vec::new(),
-            }
-        }
-        Some(PartitionsPlan::FromJobFields {
-            job: parent,
-            fields,
-        }) => {
-            let table = plan
-                .jobs
-                .iter()
-                .find(|j| &j.name == parent)
-                .map_or_else(|| parent.clone(), |j| j.output.table.clone());
+                .find(|j| j.name == parent)
+                .map_or_else(|| parent.to_string(), |j| j.output.table.clone());
             match store {
                 Some(store) if store.has_table(&table)? => {
-                    parent_combinations(store, &table, fields)?
+                    every_parent_partition(store, &table, &pick)?
                 }
+                // The parent has not run yet: its table does not exist.
                 _ => Vec::new(),
             }
         }
     })
 }
 
-/// Every distinct combination of `fields` in the parent's table, read a
-/// page at a time as a run reads them.
-fn parent_combinations(
+/// Every partition a parent's table makes, read a page at a time as a
+/// run reads them.
+fn every_parent_partition(
     store: &StoreReader,
     table: &str,
-    fields: &[(String, String)],
+    pick: &Pick,
 ) -> Result<Vec<Partition>, RunError> {
-    const PAGE: usize = 500;
-    let pointers: Vec<String> = fields.iter().map(|(_, p)| p.clone()).collect();
-    let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
     let mut partitions = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let rows = store.distinct_combinations_page(table, &pointers, after.as_deref(), PAGE)?;
-        partitions.extend(rows.iter().filter_map(|row| fields_partition(&names, row)));
-        match rows.last() {
-            Some(last) if rows.len() == PAGE => after = Some(last.clone()),
+        let (values, page) = parent_page(store, table, pick, after.as_deref(), BATCH)?;
+        partitions.extend(page);
+        match values.last() {
+            Some(last) if values.len() == BATCH => after = Some(last.clone()),
             _ => return Ok(partitions),
-        }
-    }
-}
-
-/// Every distinct value at `field` in the parent's table, read a page at a
-/// time as a run reads them.
-fn parent_values(store: &StoreReader, table: &str, field: &str) -> Result<Vec<String>, RunError> {
-    const PAGE: usize = 500;
-    let mut values: Vec<String> = Vec::new();
-    loop {
-        let page =
-            store.distinct_values_page(table, field, values.last().map(String::as_str), PAGE)?;
-        let more = page.len() == PAGE;
-        values.extend(page);
-        if !more {
-            return Ok(values);
         }
     }
 }

@@ -143,6 +143,25 @@ fn check_key_unchanged(job: &JobPlan, sample: Option<(String, String)>) -> Resul
     })
 }
 
+/// What the job's requests need besides its auth, before any is sent:
+/// every `{env.*}` set, and each `{secret.*}` resolved (and registered with
+/// the scrubber). Err says which is missing, and where the job names it.
+pub(crate) fn request_secrets(
+    sources: &std::collections::BTreeMap<String, crate::plan::SecretSource>,
+    job: &JobPlan,
+) -> Result<Arc<std::collections::BTreeMap<String, crate::secret::Secret>>, String> {
+    if let Some(problem) = job.request.missing_env.first() {
+        // The caller names the job.
+        let located = crate::plan::Diagnostic {
+            job: None,
+            ..problem.clone()
+        };
+        return Err(located.to_string());
+    }
+    let (names, _) = crate::plan::secrets_used(&job.request);
+    crate::auth::resolve_named(sources, &names).map(Arc::new)
+}
+
 async fn run_partitions<G: JobGate>(
     env: &RunEnv,
     job: &Arc<JobPlan>,
@@ -175,21 +194,12 @@ async fn run_partitions<G: JobGate>(
             });
         }
     };
-    if let Some(problem) = job.request.missing_env.first() {
-        return Err(RunError::Credential {
-            job: job.name.clone(),
-            message: problem.clone(),
-        });
-    }
-    let (names, _) = crate::plan::secrets_used(&job.request);
-    let secrets = crate::auth::resolve_named(&env.secrets, &names).map_err(|message| {
-        RunError::Credential {
-            job: job.name.clone(),
-            message,
-        }
+    let secrets = request_secrets(&env.secrets, job).map_err(|message| RunError::Credential {
+        job: job.name.clone(),
+        message,
     })?;
     let stream_env = StreamEnv {
-        secrets: Arc::new(secrets),
+        secrets,
         writer: env.writer.clone(),
         http: env.http.clone(),
         credential,

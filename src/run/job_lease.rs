@@ -179,38 +179,43 @@ mod tests {
         }
     }
 
+    /// `holder` asks for the lease of job "orders"; `dead`: whether it
+    /// takes the current holder for dead.
+    async fn ask(writer: &Writer, holder: &str, dead: bool) -> LeaseOutcome {
+        writer
+            .try_acquire_lease(
+                "orders".into(),
+                holder.into(),
+                STALE_AFTER,
+                Box::new(move |_| dead),
+            )
+            .await
+            .expect("writer")
+            .expect("store")
+    }
+
+    /// A writer over a database in `dir` whose job "orders" is leased to
+    /// this process ("here:1:a"), and the run's env.
+    async fn holding_orders(
+        dir: &tempfile::TempDir,
+    ) -> (Writer, crate::run::writer::WriterThread, RunEnv) {
+        let store = Store::open(&crate::plan::Database::sqlite(dir.path().join("lease.db")))
+            .expect("store");
+        let (writer, thread) = Writer::spawn(store).expect("writer");
+        let env = env(writer.clone(), "here:1:a");
+        let acquired = ask(&writer, "here:1:a", false).await;
+        assert_eq!(acquired, LeaseOutcome::Acquired { replaced: None });
+        (writer, thread, env)
+    }
+
     /// While the lease is this process's, each heartbeat moves its sign of
     /// life forward and nothing is reported lost: the job runs on.
     #[tokio::test]
     async fn a_held_lease_is_renewed_and_the_job_runs_on() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&crate::plan::Database::sqlite(dir.path().join("lease.db")))
-            .expect("store");
-        let (writer, thread) = Writer::spawn(store).expect("writer");
-        let env = env(writer.clone(), "here:1:a");
-        let acquired = writer
-            .try_acquire_lease(
-                "orders".into(),
-                "here:1:a".into(),
-                STALE_AFTER,
-                Box::new(|_| false),
-            )
-            .await
-            .expect("writer")
-            .expect("store");
-        assert_eq!(acquired, LeaseOutcome::Acquired { replaced: None });
+        let (writer, thread, env) = holding_orders(&dir).await;
         let sign_of_life = || async {
-            let seen = writer
-                .try_acquire_lease(
-                    "orders".into(),
-                    "other:2:b".into(),
-                    STALE_AFTER,
-                    Box::new(|_| false),
-                )
-                .await
-                .expect("writer")
-                .expect("store");
-            match seen {
+            match ask(&writer, "other:2:b", false).await {
                 LeaseOutcome::HeldBy {
                     holder,
                     heartbeat_at,
@@ -249,33 +254,10 @@ mod tests {
     #[tokio::test]
     async fn a_lost_lease_stops_the_job_and_is_not_released() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&crate::plan::Database::sqlite(dir.path().join("lease.db")))
-            .expect("store");
-        let (writer, thread) = Writer::spawn(store).expect("writer");
-        let env = env(writer.clone(), "here:1:a");
-        let acquired = writer
-            .try_acquire_lease(
-                "orders".into(),
-                "here:1:a".into(),
-                STALE_AFTER,
-                Box::new(|_| false),
-            )
-            .await
-            .expect("writer")
-            .expect("store");
-        assert_eq!(acquired, LeaseOutcome::Acquired { replaced: None });
+        let (writer, thread, env) = holding_orders(&dir).await;
         let lease = start_heartbeat(&env, "orders", Duration::from_millis(20));
         // Another process decides this one is dead and takes the lease.
-        let taken = writer
-            .try_acquire_lease(
-                "orders".into(),
-                "there:2:b".into(),
-                STALE_AFTER,
-                Box::new(|_| true),
-            )
-            .await
-            .expect("writer")
-            .expect("store");
+        let taken = ask(&writer, "there:2:b", true).await;
         assert_eq!(
             taken,
             LeaseOutcome::Acquired {
@@ -288,16 +270,7 @@ mod tests {
             .await
             .expect("the heartbeat stopped the job");
         assert!(lease.release(&env).await, "reported as lost");
-        let holder = writer
-            .try_acquire_lease(
-                "orders".into(),
-                "third:3:c".into(),
-                STALE_AFTER,
-                Box::new(|_| false),
-            )
-            .await
-            .expect("writer")
-            .expect("store");
+        let holder = ask(&writer, "third:3:c", false).await;
         assert!(
             matches!(&holder, LeaseOutcome::HeldBy { holder, .. } if holder == "there:2:b"),
             "the new holder keeps its lease: {holder:?}"

@@ -15,7 +15,7 @@ use crate::store::{BACKFILL_PREFIX, StoreReader};
 
 /// Partitions read (and checked against the finished set) at a time: with
 /// the streams in flight, all of a job's partitions that are in memory.
-const BATCH: usize = 500;
+pub(crate) const BATCH: usize = 500;
 
 /// The partitions of this pass of `job` that have not finished yet, as a
 /// stream read one batch at a time: a `from_job` parent table with 100,000
@@ -56,26 +56,22 @@ pub(crate) fn unfinished_partitions(
                 })?
                 .into_iter(),
         ),
-        (None, Some(PartitionsPlan::FromJob { job: parent, field })) => Source::Table {
-            parent: parent.clone(),
-            table: parent_table(env, parent),
-            pick: Pick::Field(field.clone()),
-            after: None,
-            checked: false,
-        },
-        (
-            None,
-            Some(PartitionsPlan::FromJobFields {
-                job: parent,
-                fields,
-            }),
-        ) => Source::Table {
-            parent: parent.clone(),
-            table: parent_table(env, parent),
-            pick: Pick::Fields(fields.clone()),
-            after: None,
-            checked: false,
-        },
+        (None, Some(from_job)) => {
+            let Some((parent, pick)) = Pick::of(from_job) else {
+                unreachable!("values and dates are matched above")
+            };
+            Source::Table {
+                parent: parent.to_string(),
+                table: env
+                    .parent_tables
+                    .get(parent)
+                    .cloned()
+                    .unwrap_or_else(|| parent.to_string()),
+                pick,
+                after: None,
+                checked: false,
+            }
+        }
     };
     let batches = Batches {
         reader: shared_reader(env)?,
@@ -91,20 +87,27 @@ pub(crate) fn unfinished_partitions(
         .try_flatten())
 }
 
-fn parent_table(env: &RunEnv, parent: &str) -> String {
-    env.parent_tables
-        .get(parent)
-        .cloned()
-        .unwrap_or_else(|| parent.to_string())
-}
-
 /// What of a parent row makes a partition.
 #[derive(Clone)]
-enum Pick {
+pub(crate) enum Pick {
     /// `field`: one value, `{partition}`.
     Field(String),
     /// `fields`: (name, pointer) pairs, `{partition.NAME}`.
     Fields(Vec<(String, String)>),
+}
+
+impl Pick {
+    /// The parent job and what of its rows makes a partition; None for
+    /// partitions that do not come from a parent.
+    pub(crate) fn of(plan: &PartitionsPlan) -> Option<(&str, Pick)> {
+        match plan {
+            PartitionsPlan::FromJob { job, field } => Some((job, Pick::Field(field.clone()))),
+            PartitionsPlan::FromJobFields { job, fields } => {
+                Some((job, Pick::Fields(fields.clone())))
+            }
+            PartitionsPlan::Values(_) | PartitionsPlan::Dates { .. } => None,
+        }
+    }
 }
 
 /// The run's read-only connection, opened on first use.
@@ -233,7 +236,7 @@ impl Reads {
 
 /// One page of a parent's values: the values as read (the last one is
 /// where the next page starts) and the partitions they make.
-fn parent_page(
+pub(crate) fn parent_page(
     reader: &StoreReader,
     table: &str,
     pick: &Pick,

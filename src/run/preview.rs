@@ -108,15 +108,8 @@ pub async fn preview(
         hosts: plan.hosts.clone(),
     })?;
     let credential = credential(plan, job, &http, tokens)?;
-    if let Some(problem) = job.request.missing_env.first() {
-        return Err(PreviewError::Job {
-            job: job.name.clone(),
-            message: problem.clone(),
-        });
-    }
-    let (names, _) = crate::plan::secrets_used(&job.request);
     let secrets =
-        crate::auth::resolve_named(&plan.secrets, &names).map_err(|message| PreviewError::Job {
+        super::job::request_secrets(&plan.secrets, job).map_err(|message| PreviewError::Job {
             job: job.name.clone(),
             message,
         })?;
@@ -128,7 +121,7 @@ pub async fn preview(
         credential,
         position,
     )?
-    .with_secrets(Arc::new(secrets));
+    .with_secrets(secrets);
     let mut pages = Vec::new();
     let mut stop = PreviewStop::PageLimit;
     while (pages.len() as u64) < request.pages {

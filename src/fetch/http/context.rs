@@ -51,36 +51,13 @@ impl RequestContext {
                 .map(str::to_string),
         );
         // A credential the job wrote as a header value is a credential in
-        // every respect: scrubbed from whatever the server sends back.
-        // A `{secret.*}` was registered when it was resolved; a value made
-        // from the environment is registered as it is sent, and each
-        // variable's value on its own (`Bearer {env.TOKEN}`: a server that
-        // echoes only the token).
+        // every respect: scrubbed from whatever the server sends back. A
+        // `{secret.*}` was registered when it was resolved; each `{env.*}`
+        // value is registered on its own (`Bearer {env.TOKEN}`: a server
+        // may echo only the token), and text written into the file whole.
         for (name, value) in &job.request.headers {
             if is_credential_header(name) {
-                for slot in crate::plan::template_placeholders(value) {
-                    if let crate::plan::Meaning::Env(var) = crate::plan::Meaning::of(slot.name)
-                        && let Some((_, value)) = job.request.env.iter().find(|(v, _)| v == var)
-                    {
-                        crate::secret::register(&crate::secret::Secret::new(value.clone()));
-                    }
-                }
-            }
-            if is_credential_header(name)
-                && let Ok(value) = crate::plan::template_render(value, |slot| {
-                    match crate::plan::Meaning::of(slot.name) {
-                        crate::plan::Meaning::Env(var) => job
-                            .request
-                            .env
-                            .iter()
-                            .find(|(v, _)| v == var)
-                            .map(|(_, value)| value.clone())
-                            .ok_or_else(String::new),
-                        _ => Err(String::new()),
-                    }
-                })
-            {
-                crate::secret::register(&crate::secret::Secret::new(value));
+                register_header_credentials(value, &job.request.env);
             }
         }
         RequestContext {
@@ -204,6 +181,35 @@ impl RequestContext {
     /// A `FetchError` of this stream.
     pub(crate) fn error(&self, url: &str, kind: FetchErrorKind) -> FetchError {
         FetchError::new(&self.job, url, kind).with_method(self.method)
+    }
+}
+
+/// Register with the scrubber what of a credential header `template`
+/// is known before sending: each `{env.*}` value, and the template's text
+/// when it holds no other placeholder.
+fn register_header_credentials(template: &str, env: &[(String, String)]) {
+    use crate::plan::{Meaning, env_value};
+    let mut whole = Some(String::new());
+    for piece in crate::plan::template_pieces(template) {
+        match piece {
+            crate::plan::Piece::Text(text) => {
+                if let Some(whole) = &mut whole {
+                    whole.push_str(&text);
+                }
+            }
+            crate::plan::Piece::Placeholder { name, .. } => match Meaning::of(name) {
+                Meaning::Env(var) if let Some(value) = env_value(env, var) => {
+                    crate::secret::register(&Secret::new(value));
+                    if let Some(whole) = &mut whole {
+                        whole.push_str(value);
+                    }
+                }
+                _ => whole = None,
+            },
+        }
+    }
+    if let Some(whole) = whole {
+        crate::secret::register(&Secret::new(whole));
     }
 }
 

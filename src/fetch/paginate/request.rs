@@ -10,7 +10,6 @@ use super::body::{empty, set_at};
 use super::paging::mismatch;
 use super::paging_of;
 use crate::fetch::{NextRequest, PageRequest, SecretParts, StreamPosition};
-use crate::plan::template_render as render;
 use crate::plan::{JobPlan, ParamLocation, Partition, Values};
 
 /// The partition-substituted parts of the job's request.
@@ -68,7 +67,7 @@ impl RequestBase {
             let mut pairs = start.query_pairs_mut();
             for (key, value) in &job.request.query {
                 let parts = values
-                    .parts(value)
+                    .parts(value, |_| {})
                     .map_err(|e| format!("query parameter {key}: {e}"))?;
                 match parts.into_plain() {
                     Ok(value) => {
@@ -174,16 +173,12 @@ fn substitute_headers(
         // HTTP drops a header value's surrounding white space, so "1"
         // and " 1" would ask for the same thing as two partitions.
         let mut padded = false;
-        let checked = render(template, |slot| {
-            let text = match crate::plan::Meaning::of(slot.name) {
-                crate::plan::Meaning::Secret(_) => "secret".to_string(),
-                _ => values.text(slot)?,
-            };
-            padded |= text.trim_matches([' ', '\t']) != text;
-            Ok(text)
-        })
-        .map_err(|e| format!("header {name}: {e}"))?;
-        match http::HeaderValue::from_str(&checked) {
+        let value = values
+            .parts(template, |text| {
+                padded |= text.trim_matches([' ', '\t']) != text;
+            })
+            .map_err(|e| format!("header {name}: {e}"))?;
+        match http::HeaderValue::from_str(&value.shape("secret")) {
             Ok(_) if padded => {
                 return Err(format!(
                     "header {name} would carry partition {:?} with white space around it, which HTTP drops, so it would ask for what another partition asks (hint: trim the parent's values, or put the placeholder in the URL path or query)",
@@ -201,11 +196,7 @@ fn substitute_headers(
                 ));
             }
         }
-        match values
-            .parts(template)
-            .map_err(|e| format!("header {name}: {e}"))?
-            .into_plain()
-        {
+        match value.into_plain() {
             Ok(value) => plain.push((name.clone(), value)),
             Err(secret) => secrets.headers.push((name.clone(), secret)),
         }
@@ -238,7 +229,9 @@ fn substitute_json(
     }
     Ok(match value {
         Value::String(s) => {
-            let parts = values.parts(s).map_err(|e| format!("request body: {e}"))?;
+            let parts = values
+                .parts(s, |_| {})
+                .map_err(|e| format!("request body: {e}"))?;
             match parts.into_plain() {
                 Ok(text) => Value::String(text),
                 Err(text) => {

@@ -1,16 +1,32 @@
 //! [`crate::store::StoreReader`], on each backend.
 
 use crate::store::test_db::backend_test;
-use crate::store::{StoreReader, StreamKey};
+use crate::store::{StoreError, StoreReader, StreamKey};
+
+/// A table of records as a job's table holds them, on either store.
+fn data_table(postgres: bool, name: &str) -> String {
+    let kind = if postgres { "jsonb" } else { "TEXT" };
+    format!("CREATE TABLE {name} (_data {kind})")
+}
+
+/// Every value of a keyset-paged read, two at a time, each page after
+/// the last value of the one before.
+fn in_pages_of_two(read: impl Fn(Option<&str>) -> Result<Vec<String>, StoreError>) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let page = read(all.last().map(String::as_str)).unwrap();
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
 
 backend_test! {
 fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db) {
     let mut store = db.store();
-    store.exec_sql(if db.is_postgres() {
-        "CREATE TABLE parents (_data jsonb)"
-    } else {
-        "CREATE TABLE parents (_data TEXT)"
-    });
+    store.exec_sql(&data_table(db.is_postgres(), "parents"));
     store.exec_sql(
         "INSERT INTO parents VALUES ('{\"id\": 3}'), ('{\"id\": 1}'), ('{\"id\": 2}'),
              ('{\"id\": 1}'), ('{\"id\": null}'), ('{}'), ('{\"id\": \"x\"}'),
@@ -19,19 +35,7 @@ fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db
     let reader = StoreReader::open(&db.database).unwrap();
     assert!(reader.has_table("parents").unwrap());
     assert!(!reader.has_table("missing").unwrap());
-    let mut all = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = reader
-            .distinct_values_page("parents", "/id", after.as_deref(), 2)
-            .unwrap();
-        assert!(page.len() <= 2);
-        let Some(last) = page.last().cloned() else {
-            break;
-        };
-        all.extend(page);
-        after = Some(last);
-    }
+    let all = in_pages_of_two(|after| reader.distinct_values_page("parents", "/id", after, 2));
     // Byte order on both backends (upper case before lower case).
     assert_eq!(all, ["1", "2", "3", "B", "a", "x"]);
 
@@ -50,11 +54,7 @@ fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db
 backend_test! {
 fn combinations_of_several_values_come_in_keyset_pages_as_text(db) {
     let mut store = db.store();
-    store.exec_sql(if db.is_postgres() {
-        "CREATE TABLE tickets (_data jsonb)"
-    } else {
-        "CREATE TABLE tickets (_data TEXT)"
-    });
+    store.exec_sql(&data_table(db.is_postgres(), "tickets"));
     // 42 and "42" are one value (as text); a row missing either value, or
     // holding null, makes no partition.
     store.exec_sql(
@@ -64,19 +64,9 @@ fn combinations_of_several_values_come_in_keyset_pages_as_text(db) {
     );
     let reader = StoreReader::open(&db.database).unwrap();
     let pointers = ["/id".to_string(), "/b".to_string()];
-    let mut all = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = reader
-            .distinct_combinations_page("tickets", &pointers, after.as_deref(), 2)
-            .unwrap();
-        assert!(page.len() <= 2);
-        let Some(last) = page.last().cloned() else {
-            break;
-        };
-        all.extend(page);
-        after = Some(last);
-    }
+    let all = in_pages_of_two(|after| {
+        reader.distinct_combinations_page("tickets", &pointers, after, 2)
+    });
     let values: Vec<Vec<String>> = all
         .iter()
         .map(|row| serde_json::from_str(row).unwrap())
