@@ -207,6 +207,15 @@ pub struct IncrementalDef {
     #[schemars(with = "Option<LookbackDef>")]
     pub lookback: Option<Spanned<LookbackDef>>,
     pub on_missing_cursor: Option<OnMissingCursorDef>,
+    /// The longest range one request asks for (`{window.start}` to
+    /// `{window.end}`): a duration ("30d") for timestamps, a span for
+    /// integers.
+    #[schemars(with = "Option<LookbackDef>")]
+    pub window: Option<Spanned<LookbackDef>>,
+    /// Where the last window ends: "now" (the default), "now-5m", an RFC
+    /// 3339 time, or an integer for integer cursors.
+    #[schemars(with = "Option<LookbackDef>")]
+    pub end: Option<Spanned<LookbackDef>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

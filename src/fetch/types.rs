@@ -51,6 +51,19 @@ pub struct StreamPosition {
     /// as its first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub now: Option<String>,
+    /// The window this stream is paging through (`{window.start}`,
+    /// `{window.end}`), for jobs that fetch by windows: a resumed stream
+    /// goes on inside the window it stopped in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// One incremental window, `[start, end)`, as the cursor's text (RFC 3339
+/// for timestamps, decimal for integers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub start: String,
+    pub end: String,
 }
 
 impl StreamPosition {
@@ -62,6 +75,7 @@ impl StreamPosition {
             since,
             max_seen: None,
             now: None,
+            window: None,
         }
     }
 

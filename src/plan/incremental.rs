@@ -8,7 +8,21 @@ use crate::definition::{
 };
 use crate::plan::{
     CursorType, IncrementalPlan, Lookback, OnMissingCursor, ParamLocation, PartitionsPlan,
+    WindowEnd, Windows,
 };
+
+/// Which window placeholders the job's request holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WindowUse {
+    pub start: bool,
+    pub end: bool,
+}
+
+impl WindowUse {
+    pub(crate) fn any(self) -> bool {
+        self.start || self.end
+    }
+}
 
 /// `paging_in_body`: the pagination sends its parameters in the body
 /// (`cursor_in` or `param_in` = "body"), which makes the body the default
@@ -16,6 +30,7 @@ use crate::plan::{
 pub(crate) fn plan_incremental(
     def: &IncrementalDef,
     paging_in_body: bool,
+    window_use: WindowUse,
     sink: &mut Sink<'_>,
 ) -> Option<IncrementalPlan> {
     let mut ok = true;
@@ -55,7 +70,15 @@ pub(crate) fn plan_incremental(
             }
         },
     };
+    let windows = match plan_windows(def, cursor_type, window_use, sink) {
+        Ok(windows) => windows,
+        Err(()) => {
+            ok = false;
+            None
+        }
+    };
     let plan = IncrementalPlan {
+        windows,
         cursor_field: def.cursor_field.get_ref().clone(),
         cursor_type,
         param: def.param.as_ref().map(|p| p.get_ref().clone()),
@@ -68,6 +91,145 @@ pub(crate) fn plan_incremental(
         },
     };
     ok.then_some(plan)
+}
+
+/// `window` and `end`, for a request that holds `{window.*}`. Err when a
+/// problem was reported.
+fn plan_windows(
+    def: &IncrementalDef,
+    cursor_type: CursorType,
+    used: WindowUse,
+    sink: &mut Sink<'_>,
+) -> Result<Option<Windows>, ()> {
+    let given = [("window", &def.window), ("end", &def.end)];
+    let mut ok = true;
+    for (key, value) in given {
+        let Some(value) = value else { continue };
+        if cursor_type == CursorType::String {
+            sink.at(
+                value,
+                &format!("incremental.{key}"),
+                format!("`{key}` is not allowed for cursor_type = \"string\""),
+                Some("strings have no distance to cut into windows; remove it, or use a timestamp or integer cursor".into()),
+            );
+            ok = false;
+        } else if !used.end {
+            sink.at(
+                value,
+                &format!("incremental.{key}"),
+                format!("`{key}` is given, but no request string holds `{{window.end}}`"),
+                Some("send each window's bounds, such as query = { start_time = \"{window.start}\", end_time = \"{window.end}\" }: without the end the server does not know where a window stops".into()),
+            );
+            ok = false;
+        }
+    }
+    if !ok {
+        return Err(());
+    }
+    if !used.any() {
+        return Ok(None);
+    }
+    if cursor_type == CursorType::String {
+        sink.at(
+            &def.cursor_type,
+            "incremental.cursor_type",
+            "`{window.start}` and `{window.end}` need a timestamp or integer cursor",
+            Some("use {mark} to send a string cursor's mark".into()),
+        );
+        return Err(());
+    }
+    let span = match &def.window {
+        None => None,
+        Some(value) => match (cursor_type, value.get_ref()) {
+            (CursorType::Timestamp, LookbackDef::Text(text)) => {
+                match checks::positive_duration("window", text) {
+                    Ok(span) => Some(Lookback::Duration(span)),
+                    Err((m, h)) => {
+                        sink.at(value, "incremental.window", m, h);
+                        return Err(());
+                    }
+                }
+            }
+            (CursorType::Integer, LookbackDef::Integer(n)) if *n > 0 => Some(Lookback::Integer(*n)),
+            _ => {
+                let (m, h) = match cursor_type {
+                    CursorType::Timestamp => (
+                        "`window` must be a duration for cursor_type = \"timestamp\"",
+                        "write a duration such as window = \"30d\"",
+                    ),
+                    _ => (
+                        "`window` must be a positive integer for cursor_type = \"integer\"",
+                        "write a span such as window = 10000",
+                    ),
+                };
+                sink.at(value, "incremental.window", m, Some(h.into()));
+                return Err(());
+            }
+        },
+    };
+    let end = match (&def.end, cursor_type) {
+        (None, CursorType::Timestamp) => WindowEnd::BeforeNow(std::time::Duration::ZERO),
+        (None, _) => WindowEnd::Open,
+        (Some(value), CursorType::Timestamp) => match value.get_ref() {
+            LookbackDef::Text(text) => match window_end(text) {
+                Some(end) => end,
+                None => {
+                    sink.at(
+                        value,
+                        "incremental.end",
+                        format!("`end` \"{text}\" is not \"now\", \"now-DURATION\" or an RFC 3339 time"),
+                        Some("write end = \"now-5m\" to leave the last five minutes for the next run, or a time such as \"2025-01-01T00:00:00Z\"".into()),
+                    );
+                    return Err(());
+                }
+            },
+            LookbackDef::Integer(_) => {
+                sink.at(
+                    value,
+                    "incremental.end",
+                    "`end` must be \"now\", \"now-DURATION\" or an RFC 3339 time for cursor_type = \"timestamp\"",
+                    None,
+                );
+                return Err(());
+            }
+        },
+        (Some(value), _) => match value.get_ref() {
+            LookbackDef::Integer(n) => WindowEnd::At(n.to_string()),
+            LookbackDef::Text(_) => {
+                sink.at(
+                    value,
+                    "incremental.end",
+                    "`end` must be an integer for cursor_type = \"integer\"",
+                    Some("write end = 1000000, or leave it out to go on until a window comes back empty".into()),
+                );
+                return Err(());
+            }
+        },
+    };
+    if end == WindowEnd::Open && span.is_none() {
+        sink.at(
+            &def.cursor_type,
+            "incremental.window",
+            "`{window.*}` with an integer cursor needs `window` or `end`",
+            Some("give window = 10000 (windows go on until one comes back empty) or end = <the last id>".into()),
+        );
+        return Err(());
+    }
+    Ok(Some(Windows { span, end }))
+}
+
+/// `"now"`, `"now-5m"` or an RFC 3339 time.
+fn window_end(text: &str) -> Option<WindowEnd> {
+    let text = text.trim();
+    if text == "now" {
+        return Some(WindowEnd::BeforeNow(std::time::Duration::ZERO));
+    }
+    if let Some(back) = text.strip_prefix("now-") {
+        return humantime::parse_duration(back.trim())
+            .ok()
+            .map(WindowEnd::BeforeNow);
+    }
+    checks::timestamp(text).then(|| WindowEnd::At(text.to_string()))
 }
 
 pub(crate) fn cursor_type(def: &IncrementalDef) -> CursorType {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::auth::{duration_or, plan_auth};
 use super::checks;
 use super::diagnostics::{Diagnostic, Sink};
-use super::incremental::{cursor_type, plan_incremental, plan_partitions};
+use super::incremental::{WindowUse, cursor_type, plan_incremental, plan_partitions};
 use super::pagination::{check_body_params, params_in_body, plan_pagination};
 use super::placeholder::{self, Fillable, Meaning};
 use super::template;
@@ -87,7 +87,8 @@ pub(crate) fn plan_job(
     let paging_in_body = pagination.as_ref().is_some_and(|p| params_in_body(&p.kind));
     let incremental = def.incremental.as_ref().map(|i| {
         let placed = check_mark_placement(&def.request, i, sink);
-        plan_incremental(i, paging_in_body, sink).filter(|_| placed)
+        let windows = window_use(&def.request);
+        plan_incremental(i, paging_in_body, windows, sink).filter(|_| placed)
     });
     if let (Some(paging_def), Some(paging)) = (&def.pagination, &pagination) {
         let mark_in_body =
@@ -196,17 +197,18 @@ fn check_mark_placement(
     incremental: &IncrementalDef,
     sink: &mut Sink<'_>,
 ) -> bool {
-    let placed = request_strings(request)
-        .into_iter()
-        .flat_map(|string| template::placeholders(string.text))
-        .any(|slot| Meaning::of(slot.name) == Meaning::Mark);
+    let placed = window_use(request).any()
+        || request_strings(request)
+            .into_iter()
+            .flat_map(|string| template::placeholders(string.text))
+            .any(|slot| Meaning::of(slot.name) == Meaning::Mark);
     match (&incremental.param, placed) {
         (Some(param), true) => {
             sink.at(
                 param,
                 "incremental.param",
-                "`param` is given, but the request already places the mark with `{mark}`",
-                Some("remove `param` (or the `{mark}` placeholder): the mark is sent once".into()),
+                "`param` is given, but the request already places the mark with `{mark}` or `{window.*}`",
+                Some("remove `param` (or the placeholder): the mark is sent once".into()),
             );
             false
         }
@@ -300,6 +302,21 @@ struct RequestString<'a> {
 /// Every string of the request that may hold placeholders: the URL, query
 /// and header values, and the string leaves of the body (located at the
 /// body).
+/// Which of `{window.start}` and `{window.end}` the request holds.
+fn window_use(request: &RequestDef) -> WindowUse {
+    let mut used = WindowUse::default();
+    for string in request_strings(request) {
+        for slot in template::placeholders(string.text) {
+            match Meaning::of(slot.name) {
+                Meaning::WindowStart => used.start = true,
+                Meaning::WindowEnd => used.end = true,
+                _ => {}
+            }
+        }
+    }
+    used
+}
+
 fn request_strings(def: &RequestDef) -> Vec<RequestString<'_>> {
     let mut strings = vec![RequestString {
         key: "request.url".into(),

@@ -21,7 +21,8 @@ pub use database::{Database, DatabaseArg, DatabaseError, PostgresUrl, SslMode};
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{Loaded, load_project, load_project_with_env, project_root};
 pub(crate) use placeholder::{
-    Meaning, SecretText, Values, env_value, now_text, partition_placeholder, secrets_used, uses_now,
+    Meaning, SecretText, Values, env_value, now_text, parse_time, partition_placeholder,
+    secrets_used, uses_now,
 };
 pub use settings::SettingsOverrides;
 pub(crate) use template::{Piece, pieces as template_pieces};

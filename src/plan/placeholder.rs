@@ -26,6 +26,10 @@ pub(crate) enum Meaning<'a> {
     /// `{now}`: the run's start time; a resumed stream keeps the one it
     /// started with.
     Now,
+    /// `{window.start}`: where the stream's current window begins.
+    WindowStart,
+    /// `{window.end}`: where it ends (not included).
+    WindowEnd,
     /// Any other name.
     Unknown,
 }
@@ -35,6 +39,8 @@ impl<'a> Meaning<'a> {
         match name {
             "mark" => Meaning::Mark,
             "now" => Meaning::Now,
+            "window.start" => Meaning::WindowStart,
+            "window.end" => Meaning::WindowEnd,
             "partition" => Meaning::Partition(name),
             _ if name.starts_with("partition.") && name.len() > "partition.".len() => {
                 Meaning::Partition(name)
@@ -119,7 +125,7 @@ impl TimeFormat {
     }
 }
 
-fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(value: &str) -> Option<DateTime<Utc>> {
     if let Ok(at) = DateTime::parse_from_rfc3339(value) {
         return Some(at.with_timezone(&Utc));
     }
@@ -146,6 +152,8 @@ pub(crate) struct Values<'a> {
     pub mark_is_time: bool,
     /// The run's start time (`StreamPosition::now`).
     pub now: Option<&'a str>,
+    /// The current window's start and end (`StreamPosition::window`).
+    pub window: Option<(&'a str, &'a str)>,
 }
 
 impl Values<'_> {
@@ -159,6 +167,8 @@ impl Values<'_> {
             Meaning::Env(var) => env_value(self.env, var),
             Meaning::Mark => self.mark,
             Meaning::Now => self.now,
+            Meaning::WindowStart => self.window.map(|(start, _)| start),
+            Meaning::WindowEnd => self.window.map(|(_, end)| end),
             // Never text here: `parts` keeps a secret apart for the HTTP layer.
             Meaning::Secret(_) | Meaning::Unknown => None,
         };
@@ -167,9 +177,13 @@ impl Values<'_> {
         match (slot.format, meaning) {
             // A timestamp mark that does not parse (a server's own
             // spelling) goes as it was stored, as v1's `param` sends it.
-            (None, Meaning::Mark) if self.mark_is_time => Ok(TimeFormat::Rfc3339
-                .write(raw)
-                .unwrap_or_else(|_| raw.to_string())),
+            (None, Meaning::Mark | Meaning::WindowStart | Meaning::WindowEnd)
+                if self.mark_is_time =>
+            {
+                Ok(TimeFormat::Rfc3339
+                    .write(raw)
+                    .unwrap_or_else(|_| raw.to_string()))
+            }
             (None, _) => Ok(raw.to_string()),
             (Some(format), _) => TimeFormat::parse(format)?.write(raw),
         }
@@ -337,7 +351,7 @@ impl Fillable<'_> {
     fn listed(&self) -> String {
         let mut names: Vec<String> = self.partition.iter().map(|n| format!("{{{n}}}")).collect();
         if self.mark.is_some() {
-            names.push("{mark}".into());
+            names.extend(["{mark}", "{window.start}", "{window.end}"].map(String::from));
         }
         names.extend(["{now}".to_string(), "{env.NAME}".to_string()]);
         names.extend(self.secrets.iter().map(|name| format!("{{secret.{name}}}")));
@@ -413,7 +427,7 @@ pub(crate) fn check(
                 }
                 false
             }
-            Meaning::Mark => match job.mark {
+            Meaning::Mark | Meaning::WindowStart | Meaning::WindowEnd => match job.mark {
                 None => {
                     problems.push((
                         format!("`{{{name}}}` is used in `{key}` but the job has no [incremental]"),
@@ -426,7 +440,9 @@ pub(crate) fn check(
                         format!(
                             "`{{{name}}}` is used in `{key}` but [incremental] has no `initial`"
                         ),
-                        Some("a first run has no mark to send: add incremental.initial".into()),
+                        Some(
+                            "a first run has no mark to start from: add incremental.initial".into(),
+                        ),
                     ));
                     continue;
                 }
@@ -474,7 +490,7 @@ pub(crate) fn check(
             if !time_valued {
                 problems.push((
                     format!("`{{{name}:{format}}}` in `{key}`: only a time value takes a format"),
-                    Some("formats apply to {now}, {mark} with cursor_type = \"timestamp\", and {partition.start}/{partition.end}; remove `:".to_string() + format + "`"),
+                    Some("formats apply to {now}, {mark} and {window.*} with cursor_type = \"timestamp\", and {partition.start}/{partition.end}; remove `:".to_string() + format + "`"),
                 ));
             } else if let Err(message) = TimeFormat::parse(format) {
                 problems.push((format!("`{{{name}:{format}}}` in `{key}`: {message}"), None));

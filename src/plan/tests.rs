@@ -470,3 +470,86 @@ fn the_mark_goes_into_the_body_when_the_paging_parameters_do() {
     let incremental = plan.incremental.expect("incremental planned");
     assert_eq!(incremental.param_in, ParamLocation::Body);
 }
+
+#[test]
+fn windows_and_their_end_are_checked_where_written() {
+    const INC: &str = "[incremental]\ncursor_field = \"/t\"\ncursor_type = \"timestamp\"\ninitial = \"2024-01-01T00:00:00Z\"\n";
+    let windowed = |query: &str, extra: &str| {
+        format!(
+            "[request]\nurl = \"https://api.example.com/v1/items\"\nquery = {{ {query} }}\n{INC}{extra}"
+        )
+    };
+    let both = "s = \"{window.start:epoch}\", e = \"{window.end:epoch}\"";
+    let cases: Vec<(&str, String, (usize, usize, &str))> = vec![
+        (
+            "window but no {window.end}",
+            windowed("s = \"{window.start}\"", "window = \"30d\"\n"),
+            (8, 10, "`window` is given, but no request string holds `{window.end}`"),
+        ),
+        (
+            "window not a duration",
+            windowed(both, "window = \"a month\"\n"),
+            (8, 10, "`window` is not a duration"),
+        ),
+        (
+            "window as an integer on a timestamp",
+            windowed(both, "window = 30\n"),
+            (8, 10, "`window` must be a duration for cursor_type = \"timestamp\""),
+        ),
+        (
+            "end that is not a time",
+            windowed(both, "end = \"yesterday\"\n"),
+            (8, 7, "`end` \"yesterday\" is not \"now\", \"now-DURATION\" or an RFC 3339 time"),
+        ),
+        (
+            "param and a window placeholder",
+            windowed(both, "param = \"since\"\n"),
+            (8, 9, "`param` is given, but the request already places the mark"),
+        ),
+        (
+            "window placeholder without incremental",
+            "[request]\nurl = \"https://api.example.com/v1/items\"\nquery = { s = \"{window.start}\" }\n".into(),
+            (3, 15, "`{window.start}` is used in `request.query.s` but the job has no [incremental]"),
+        ),
+        (
+            "integer cursor without window or end",
+            windowed(both, "").replace("\"timestamp\"", "\"integer\"").replace("\"2024-01-01T00:00:00Z\"", "0"),
+            (6, 15, "`{window.*}` with an integer cursor needs `window` or `end`"),
+        ),
+        (
+            "string cursor",
+            windowed(both, "").replace("\"timestamp\"", "\"string\"").replace("\"2024-01-01T00:00:00Z\"", "\"a\""),
+            (6, 15, "`{window.start}` and `{window.end}` need a timestamp or integer cursor"),
+        ),
+    ];
+    for (what, job, (line, column, message)) in cases {
+        let errors = job_errors("", &job);
+        assert!(
+            errors
+                .iter()
+                .any(|(l, c, m, _)| (*l, *c) == (line, column) && m.starts_with(message)),
+            "{what}: {errors:#?}"
+        );
+    }
+    // A good one plans its windows.
+    let (_dir, loaded) = load(
+        None,
+        &[(
+            "orders",
+            &windowed(both, "window = \"30d\"\nend = \"now-5m\"\n"),
+        )],
+        &[],
+        &SettingsOverrides::default(),
+    );
+    let plan = loaded.expect("plans").plan;
+    let windows = plan.jobs[0].incremental.as_ref().unwrap().windows.clone();
+    assert_eq!(
+        windows,
+        Some(Windows {
+            span: Some(Lookback::Duration(std::time::Duration::from_secs(
+                30 * 86400
+            ))),
+            end: WindowEnd::BeforeNow(std::time::Duration::from_secs(300)),
+        })
+    );
+}

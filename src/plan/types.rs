@@ -287,6 +287,30 @@ pub struct IncrementalPlan {
     pub initial: Option<String>,
     pub lookback: Option<Lookback>,
     pub on_missing_cursor: OnMissingCursor,
+    /// Present when the request holds `{window.start}` or `{window.end}`:
+    /// the stream is fetched window by window, and its mark moves to each
+    /// window's end as the window completes.
+    pub windows: Option<Windows>,
+}
+
+/// How `[mark, end)` is cut into windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Windows {
+    /// The longest window; None: one window from the mark to the end.
+    pub span: Option<Lookback>,
+    pub end: WindowEnd,
+}
+
+/// Where a windowed stream's last window ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WindowEnd {
+    /// The run's start minus this much (`end = "now"`, `"now-5m"`).
+    BeforeNow(Duration),
+    /// A fixed point: an RFC 3339 time or an integer, as text.
+    At(String),
+    /// Integer cursors without `end`: windows follow each other until one
+    /// comes back empty.
+    Open,
 }
 
 #[derive(Debug, Clone, PartialEq)]

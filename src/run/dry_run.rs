@@ -148,22 +148,39 @@ fn describe_stream(
         format!("[{}] ", partition.key)
     };
     let saved = store.map(|s| s.checkpoint(&key)).transpose()?.flatten();
+    let now = chrono::Utc::now();
     let position = match saved {
-        Some(text) => serde_json::from_str::<StreamPosition>(&text)
-            .map_err(|err| RunError::BadCheckpoint {
-                job: job.name.clone(),
-                message: err.to_string(),
-            })?
-            .at_if_used(job, chrono::Utc::now()),
+        Some(text) => {
+            let saved = serde_json::from_str::<StreamPosition>(&text).map_err(|err| {
+                RunError::BadCheckpoint {
+                    job: job.name.clone(),
+                    message: err.to_string(),
+                }
+            })?;
+            incremental::resumed_position(job, partition, saved, now)
+        }
         None => {
             let mark = if mode.full_refresh || mode.backfill.is_some() {
                 None
             } else {
                 store.map(|s| s.mark(&key)).transpose()?.flatten()
             };
-            StreamPosition::start(incremental::since(job, mark.as_deref()))
-                .at_if_used(job, chrono::Utc::now())
+            incremental::fresh_position(job, partition, mark.as_deref(), now)
         }
+    };
+    let position = position.map_err(|message| RunError::Window {
+        job: job.name.clone(),
+        partition: partition.key.clone(),
+        message,
+    })?;
+    let Some(position) = position else {
+        return Ok(format!(
+            "{label}nothing to fetch: the mark has reached the end of the last window"
+        ));
+    };
+    let window = match &position.window {
+        Some(w) => format!(", window {} to {}", w.start, w.end),
+        None => String::new(),
     };
     let resume = match position.pages {
         0 => "from the start".to_string(),
@@ -181,7 +198,7 @@ fn describe_stream(
         crate::plan::HttpMethod::Post => "POST",
     };
     Ok(format!(
-        "{label}{method} {} ({resume})",
+        "{label}{method} {} ({resume}{window})",
         fetcher.first_request_url()
     ))
 }

@@ -20,6 +20,12 @@ pub enum RunError {
     Credential { job: String, message: String },
     #[error("job \"{job}\": {message}")]
     Partitions { job: String, message: String },
+    #[error("job \"{job}\"{}: {message}", partition_label(.partition))]
+    Window {
+        job: String,
+        partition: String,
+        message: String,
+    },
     #[error(
         "job \"{job}\": the rows of table \"{table}\" were written with another primary key: a row stored with key {stored} has key {now} by records.primary_key now, so merging would write every record again beside its old row (hint: keep the old primary_key, or start over: `apisync reset {job}` and empty the table, or write to a new table with [output] table = \"...\")"
     )]

@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
-use crate::plan::{CursorType, JobPlan, Lookback};
+use super::windows::{self, Slice};
+use crate::fetch::StreamPosition;
+use crate::plan::{CursorType, JobPlan, Lookback, Partition};
 
 /// The lower bound for a fresh stream: the stored mark, else `initial`.
 pub(crate) fn since(job: &JobPlan, stored_mark: Option<&str>) -> Option<String> {
@@ -15,6 +17,67 @@ pub(crate) fn since(job: &JobPlan, stored_mark: Option<&str>) -> Option<String> 
         Some(Value::Null) | None => incremental.initial.clone(),
         Some(other) => Some(other.to_string()),
     }
+}
+
+/// Where a stream without a checkpoint starts, in a run that began at
+/// `now`: since its mark (`stored_mark`, None when absent or ignored),
+/// and for a job that fetches by windows, in its first window. None when
+/// no window is left before the end: nothing to fetch this run. Err says
+/// why the first window cannot be placed.
+pub(crate) fn fresh_position(
+    job: &JobPlan,
+    partition: &Partition,
+    stored_mark: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<StreamPosition>, String> {
+    let Some((incremental, _)) = windows::of(job) else {
+        let since = since(job, stored_mark);
+        return Ok(Some(StreamPosition::start(since).at_if_used(job, now)));
+    };
+    let start = windows::first_start(incremental, stored_mark, Slice::of(partition));
+    in_window(
+        StreamPosition::start(start).at_if_used(job, now),
+        job,
+        partition,
+        now,
+    )
+}
+
+/// A saved checkpoint, as a run that began at `now` goes on from it. One
+/// saved before the job fetched by windows gets its window here, starting
+/// at the mark the stream started with.
+pub(crate) fn resumed_position(
+    job: &JobPlan,
+    partition: &Partition,
+    saved: StreamPosition,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<StreamPosition>, String> {
+    // A checkpoint saved before `{now}` was kept takes this run's.
+    let saved = saved.at_if_used(job, now);
+    match (&saved.window, windows::of(job)) {
+        (None, Some(_)) => in_window(saved, job, partition, now),
+        _ => Ok(Some(saved)),
+    }
+}
+
+/// `position` in the window that starts at its `since`.
+fn in_window(
+    position: StreamPosition,
+    job: &JobPlan,
+    partition: &Partition,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<StreamPosition>, String> {
+    let Some((incremental, plan)) = windows::of(job) else {
+        return Ok(Some(position));
+    };
+    let start = position.since.as_deref().ok_or(
+        "the stream has no mark and no `initial` to start its first window at (hint: add incremental.initial)",
+    )?;
+    let window = windows::starting_at(incremental, plan, start, now, Slice::of(partition))?;
+    Ok(window.map(|window| StreamPosition {
+        window: Some(window),
+        ..position
+    }))
 }
 
 /// The mark to store when a stream completes; None keeps the previous one
@@ -57,6 +120,7 @@ mod tests {
             initial: Some("2024-01-01T00:00:00Z".into()),
             lookback,
             on_missing_cursor: OnMissingCursor::Error,
+            windows: None,
         }
     }
 

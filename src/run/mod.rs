@@ -43,6 +43,7 @@ mod stream;
 mod summary;
 #[cfg(test)]
 pub(crate) mod test_support;
+mod windows;
 mod writer;
 
 pub use assignment::{

@@ -261,31 +261,38 @@ fn starting_position(
     store: Option<&StoreReader>,
     partition: &Partition,
 ) -> Result<(StreamPosition, PreviewStart), PreviewError> {
+    let now = chrono::Utc::now();
+    let failed = |message: String| PreviewError::Job {
+        job: job.name.clone(),
+        message,
+    };
+    let placed = |position: Result<Option<StreamPosition>, String>| {
+        position.map_err(failed)?.ok_or_else(|| {
+            failed("nothing to fetch: the stream's mark has reached the end of its last window (incremental.end); a run would fetch nothing now".into())
+        })
+    };
     let Some(store) = store else {
-        let since = incremental::since(job, None);
-        return Ok((
-            StreamPosition::start(since).at_if_used(job, chrono::Utc::now()),
-            PreviewStart::NoDatabase,
-        ));
+        let position = placed(incremental::fresh_position(job, partition, None, now))?;
+        return Ok((position, PreviewStart::NoDatabase));
     };
     let key = StreamKey::new(job.name.clone(), partition.key.clone());
     if let Some(text) = store.checkpoint(&key)? {
-        let position: StreamPosition =
-            serde_json::from_str(&text).map_err(|err| PreviewError::Job {
-                job: job.name.clone(),
-                message: format!(
-                    "the saved checkpoint cannot be read ({err}) (hint: `apisync reset {}` forgets it)",
-                    job.name
-                ),
-            })?;
+        let position: StreamPosition = serde_json::from_str(&text).map_err(|err| {
+            failed(format!(
+                "the saved checkpoint cannot be read ({err}) (hint: `apisync reset {}` forgets it)",
+                job.name
+            ))
+        })?;
         let pages = position.pages;
-        let position = position.at_if_used(job, chrono::Utc::now());
+        let position = placed(incremental::resumed_position(job, partition, position, now))?;
         return Ok((position, PreviewStart::Resumed(pages)));
     }
     let mark = store.mark(&key)?;
-    let since = incremental::since(job, mark.as_deref());
-    Ok((
-        StreamPosition::start(since).at_if_used(job, chrono::Utc::now()),
-        PreviewStart::Fresh,
-    ))
+    let position = placed(incremental::fresh_position(
+        job,
+        partition,
+        mark.as_deref(),
+        now,
+    ))?;
+    Ok((position, PreviewStart::Fresh))
 }

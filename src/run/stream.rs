@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::RunError;
 use super::incremental;
 use super::progress::StreamProgress;
+use super::windows;
 use super::writer::Writer;
 use crate::auth::Credential;
 use crate::fetch::{HttpClient, NextRequest, Page, RequestStats, StreamFetcher, StreamPosition};
@@ -97,12 +98,48 @@ pub(crate) async fn run_stream(
         job: job.name.clone(),
         partition: partition.key.clone(),
     };
-    let position = starting_position(env, &job, &key).await?;
+    // A windowed stream goes through its windows one after another: each
+    // window's last page leaves the next window as the checkpoint, so the
+    // loop (or a rerun after a crash) reads where to go on from there.
+    loop {
+        let Some(position) = starting_position(env, &job, &partition, &key).await? else {
+            // A windowed stream whose mark has reached the end: nothing
+            // to fetch this run, the stream is done.
+            return finish(env, &key, None).await;
+        };
+        match run_from(env, watch, &job, &partition, &key, position, counts).await? {
+            Ended::Window => continue,
+            Ended::Stream => return Ok(()),
+        }
+    }
+}
+
+/// How `fetch_and_write` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// An incremental window committed and another follows.
+    Window,
+    /// The stream finished, failed or was interrupted.
+    Stream,
+}
+
+/// The stream from `position` to the end of its window (or of the stream).
+async fn run_from(
+    env: &StreamEnv,
+    watch: &StreamWatch,
+    job: &Arc<JobPlan>,
+    partition: &Partition,
+    key: &StreamKey,
+    position: StreamPosition,
+    counts: &mut StreamOutcome,
+) -> Result<Ended, RunError> {
     let resumed = position.next != NextRequest::Start;
-    let result =
-        fetch_and_write(env, watch, &job, &partition, &key, position.clone(), counts).await;
+    let pages_before = counts.pages;
+    let result = fetch_and_write(env, watch, job, partition, key, position.clone(), counts).await;
     match result {
-        Err(RunError::Fetch(err)) if resumed && counts.pages == 0 && err.is_client_error() => {
+        Err(RunError::Fetch(err))
+            if resumed && counts.pages == pages_before && err.is_client_error() =>
+        {
             // Starting over writes this pass's pages again: harmless where
             // rows upsert on their key, doubled records where they do not.
             if !upserts(&env.table) {
@@ -118,36 +155,47 @@ pub(crate) async fn run_stream(
             }
             tracing::warn!(job = %job.name, partition = %partition.key, error = %err,
                 "the API rejected the saved position; dropping it and starting the stream over from its high-water mark");
+            // A windowed stream starts its window over.
             let restart = StreamPosition {
                 max_seen: position.max_seen.clone(),
                 now: position.now.clone(),
+                window: position.window.clone(),
                 ..StreamPosition::start(position.since.clone())
             };
-            fetch_and_write(env, watch, &job, &partition, &key, restart, counts).await
+            fetch_and_write(env, watch, job, partition, key, restart, counts).await
         }
         other => other,
     }
 }
 
-/// The saved checkpoint, or a fresh start from the high-water mark.
+/// The saved checkpoint, or a fresh start from the high-water mark; for a
+/// windowed job, None when no window is left before its end.
 async fn starting_position(
     env: &StreamEnv,
     job: &JobPlan,
+    partition: &Partition,
     key: &StreamKey,
-) -> Result<StreamPosition, RunError> {
+) -> Result<Option<StreamPosition>, RunError> {
     let (checkpoint, mark) = env.writer.stream_start(key.clone()).await??;
-    if let Some(text) = checkpoint {
-        let saved: StreamPosition =
-            serde_json::from_str(&text).map_err(|err| RunError::BadCheckpoint {
-                job: job.name.clone(),
-                message: err.to_string(),
-            })?;
-        // A checkpoint saved before `{now}` was kept takes this run's.
-        return Ok(saved.at_if_used(job, env.now));
-    }
-    let mark = if env.ignore_mark { None } else { mark };
-    let since = incremental::since(job, mark.as_deref());
-    Ok(StreamPosition::start(since).at_if_used(job, env.now))
+    let position = match checkpoint {
+        Some(text) => {
+            let saved: StreamPosition =
+                serde_json::from_str(&text).map_err(|err| RunError::BadCheckpoint {
+                    job: job.name.clone(),
+                    message: err.to_string(),
+                })?;
+            incremental::resumed_position(job, partition, saved, env.now)
+        }
+        None => {
+            let mark = if env.ignore_mark { None } else { mark };
+            incremental::fresh_position(job, partition, mark.as_deref(), env.now)
+        }
+    };
+    position.map_err(|message| RunError::Window {
+        job: job.name.clone(),
+        partition: key.partition.clone(),
+        message,
+    })
 }
 
 async fn fetch_and_write(
@@ -158,8 +206,12 @@ async fn fetch_and_write(
     key: &StreamKey,
     position: StreamPosition,
     counts: &mut StreamOutcome,
-) -> Result<(), RunError> {
+) -> Result<Ended, RunError> {
     let mut last_position = position.clone();
+    // Whether this window brought any record (an open integer window that
+    // brought none ends the run's windows).
+    let empty_before = position.pages == 0;
+    let records_before = counts.records;
     let mut fetcher = StreamFetcher::new(
         env.http.clone(),
         job.clone(),
@@ -190,7 +242,7 @@ async fn fetch_and_write(
                 let page = match other {
                     None => {
                         counts.interrupted = true;
-                        return Ok(());
+                        return Ok(Ended::Stream);
                     }
                     Some(Ok(page)) => page?,
                     Some(Err(Stalled)) => {
@@ -205,9 +257,11 @@ async fn fetch_and_write(
                     }
                 };
                 let Some(page) = page else { break };
-                // The last page and the end of the stream commit together.
+                // The last page and the end of the stream (or window)
+                // commit together.
                 counted(watch, counts, &page);
-                return finish_with(env, job, key, page).await;
+                let empty = empty_before && counts.records == records_before;
+                return finish_with(env, job, partition, key, page, empty, &failed).await;
             }
         };
         counted(watch, counts, &page);
@@ -215,13 +269,15 @@ async fn fetch_and_write(
         // Queue this page behind the ones being written, so the writer goes
         // straight on from one commit to the next without a round trip
         // through this task; wait for the oldest only when the queue is full.
-        pending.push_back(submit_page(env, key, page, &failed).await?);
+        pending.push_back(submit_page(env, key, page, None, &failed).await?);
         if pending.len() > PAGES_AHEAD_OF_COMMIT {
             await_commit(pending.pop_front()).await?;
         }
     }
     await_commits(&mut pending).await?;
-    finish(env, job, key, last_position).await
+    let mark = end_mark(env, job, &last_position);
+    finish(env, key, mark).await?;
+    Ok(Ended::Stream)
 }
 
 fn counted(watch: &StreamWatch, counts: &mut StreamOutcome, page: &Page) {
@@ -259,10 +315,12 @@ async fn await_commits(pending: &mut VecDeque<PendingCommit>) -> Result<(), RunE
     Ok(())
 }
 
+/// `mark`: the page ends an incremental window, whose end it stores.
 async fn submit_page(
     env: &StreamEnv,
     key: &StreamKey,
     page: Page,
+    mark: Option<String>,
     failed: &Arc<AtomicBool>,
 ) -> Result<PendingCommit, RunError> {
     let position =
@@ -274,7 +332,15 @@ async fn submit_page(
     // for its answer then: the stream stopped at that failure).
     let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
     env.writer
-        .submit_page(key, table, run_id, page.records, position, failed.clone())
+        .submit_page(
+            key,
+            table,
+            run_id,
+            page.records,
+            position,
+            mark,
+            failed.clone(),
+        )
         .await
 }
 
@@ -288,29 +354,54 @@ fn end_mark(env: &StreamEnv, job: &JobPlan, last: &StreamPosition) -> Option<Str
 }
 
 /// The last page: its rows, the cleared cursor and the new high-water mark
-/// in one transaction.
+/// in one transaction; or, for a window another window follows, its rows,
+/// the next window's start and this window's end as the mark. `empty`:
+/// the window brought no record.
 async fn finish_with(
     env: &StreamEnv,
     job: &JobPlan,
+    partition: &Partition,
     key: &StreamKey,
     page: Page,
-) -> Result<(), RunError> {
-    let mark = end_mark(env, job, &page.position);
+    empty: bool,
+    failed: &Arc<AtomicBool>,
+) -> Result<Ended, RunError> {
+    let mut mark = end_mark(env, job, &page.position);
+    if let (Some((incremental, plan)), Some(window)) = (windows::of(job), &page.position.window) {
+        let slice = windows::Slice::of(partition);
+        let after = windows::after(incremental, plan, window, empty, env.now, slice).map_err(
+            |message| RunError::Window {
+                job: job.name.clone(),
+                partition: key.partition.clone(),
+                message,
+            },
+        )?;
+        mark = after.mark.filter(|_| env.keep_mark);
+        if let Some(next) = after.next {
+            let page = Page {
+                position: StreamPosition {
+                    next: NextRequest::Start,
+                    pages: 0,
+                    max_seen: None,
+                    window: Some(next),
+                    ..page.position.clone()
+                },
+                ..page
+            };
+            let answer = submit_page(env, key, page, mark, failed).await?;
+            await_commit(Some(answer)).await?;
+            return Ok(Ended::Window);
+        }
+    }
     let (key, table, run_id) = (key.clone(), env.table.clone(), env.run_id);
     env.writer
         .apply_last_page(key, table, run_id, page.records, mark)
         .await??;
-    Ok(())
+    Ok(Ended::Stream)
 }
 
 /// The stream is complete: clear its cursor and keep its high-water mark.
-async fn finish(
-    env: &StreamEnv,
-    job: &JobPlan,
-    key: &StreamKey,
-    last: StreamPosition,
-) -> Result<(), RunError> {
-    let mark = end_mark(env, job, &last);
+async fn finish(env: &StreamEnv, key: &StreamKey, mark: Option<String>) -> Result<(), RunError> {
     let (key, run_id) = (key.clone(), env.run_id);
     env.writer.finish_stream(key, run_id, mark).await??;
     Ok(())

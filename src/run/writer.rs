@@ -255,7 +255,7 @@ mod tests {
             let (table, failed) = (table.clone(), failed.clone());
             let stream = StreamKey::new("t", "");
             writer
-                .submit_page(stream, table, run, records, "{}".into(), failed)
+                .submit_page(stream, table, run, records, "{}".into(), None, failed)
                 .await
                 .unwrap()
                 .await

@@ -71,6 +71,23 @@ pub trait Pages {
         guard: Guard<'_>,
     ) -> Result<(), StoreError>;
 
+    /// The last page of an incremental window that another window follows:
+    /// its rows, the stream's next position (the next window's start) and
+    /// the mark (this window's end), in one transaction, so a crash either
+    /// redoes the window's last page or starts the next window, never
+    /// skips or repeats one.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_window_end(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        position: &str,
+        mark: Option<&str>,
+        guard: Guard<'_>,
+    ) -> Result<(), StoreError>;
+
     /// The saved position JSON of an unfinished stream.
     fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError>;
 

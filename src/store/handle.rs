@@ -84,6 +84,22 @@ impl Store {
             .apply_page(stream, table, run_id, records, position, guard)
     }
 
+    /// An incremental window's last page, the next window's position and
+    /// the window's end as the mark, in one transaction.
+    pub fn apply_window_end(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        position: &str,
+        mark: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let guard = self.guards.for_stream(stream);
+        self.backend
+            .apply_window_end(stream, table, run_id, records, position, mark, guard)
+    }
+
     /// The stream's last page and the end of the stream, in one transaction.
     pub fn apply_last_page(
         &mut self,

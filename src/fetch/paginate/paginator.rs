@@ -200,6 +200,7 @@ impl Paginator {
             since: self.position.since.clone(),
             max_seen: self.merge_max(page.max_seen),
             now: self.position.now.clone(),
+            window: self.position.window.clone(),
         };
         let next_request = match next {
             Some(_) => Some(self.base.build(&self.job, &position).map_err(|message| {

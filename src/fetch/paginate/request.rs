@@ -45,6 +45,10 @@ impl RequestBase {
                 .as_ref()
                 .is_some_and(|i| i.cursor_type == crate::plan::CursorType::Timestamp),
             now: position.now.as_deref(),
+            window: position
+                .window
+                .as_ref()
+                .map(|w| (w.start.as_str(), w.end.as_str())),
         };
         let pinned = values
             .pinned_url(&job.request.url)

@@ -43,6 +43,9 @@ impl Writer {
 
     /// Queue a page and return at once with the receiver of its answer, so
     /// the caller can fetch the next page while this one is written.
+    /// `mark`: this page ends an incremental window (see
+    /// [`crate::store::Store::apply_window_end`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn submit_page(
         &self,
         stream: StreamKey,
@@ -50,6 +53,7 @@ impl Writer {
         run_id: RunId,
         records: Vec<Record>,
         position: String,
+        mark: Option<String>,
         failed: Arc<AtomicBool>,
     ) -> Result<Answer<()>, RunError> {
         self.queue(|reply| Command::ApplyPage {
@@ -58,6 +62,7 @@ impl Writer {
             run_id,
             records,
             position,
+            mark,
             failed,
             reply,
         })

@@ -74,6 +74,9 @@ pub(crate) enum Command {
         run_id: RunId,
         records: Vec<Record>,
         position: String,
+        /// Set for an incremental window's last page: the window's end,
+        /// stored as the mark with the page.
+        mark: Option<String>,
         failed: Arc<AtomicBool>,
         reply: Reply<()>,
     },
@@ -219,6 +222,7 @@ impl Command {
                 run_id,
                 records,
                 position,
+                mark,
                 failed,
                 reply,
             } => {
@@ -229,7 +233,17 @@ impl Command {
                     let _ = reply.send(Ok(()));
                     return;
                 }
-                let written = store.apply_page(&stream, &table, run_id, &records, &position);
+                let written = match &mark {
+                    None => store.apply_page(&stream, &table, run_id, &records, &position),
+                    Some(mark) => store.apply_window_end(
+                        &stream,
+                        &table,
+                        run_id,
+                        &records,
+                        &position,
+                        Some(mark),
+                    ),
+                };
                 if written.is_err() {
                     failed.store(true, Ordering::Relaxed);
                 }

@@ -209,6 +209,34 @@ impl Pages for PgStore {
         )
     }
 
+    fn apply_window_end(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        position: &str,
+        mark: Option<&str>,
+        guard: Guard<'_>,
+    ) -> Result<(), StoreError> {
+        let (key, position) = (stream.clone(), position.to_string());
+        let mark = mark.map(str::to_string);
+        self.write_rows_then(
+            stream,
+            guard,
+            table,
+            run_id,
+            records,
+            Box::new(move |tx| {
+                save_checkpoint(tx, &key, &position)?;
+                match &mark {
+                    Some(mark) => save_mark(tx, &key, mark),
+                    None => Ok(()),
+                }
+            }),
+        )
+    }
+
     fn load_checkpoint(&self, stream: &StreamKey) -> Result<Option<String>, StoreError> {
         self.load_value(
             "SELECT position FROM _apisync.checkpoints WHERE job = $1 AND partition = $2",
@@ -313,6 +341,22 @@ impl PgStore {
                 .map_err(stream_err(&stream, action))
         })?
     }
+}
+
+/// Store `stream`'s high-water mark, inside the caller's transaction.
+pub(crate) fn save_mark(
+    c: &mut impl GenericClient,
+    stream: &StreamKey,
+    mark: &str,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO _apisync.marks (job, partition, value, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (job, partition) DO UPDATE
+         SET value = excluded.value, updated_at = excluded.updated_at",
+        &[&stream.job, &stream.partition, &mark, &now()],
+    )
+    .map(drop)
+    .map_err(stream_err(stream, "store the mark"))
 }
 
 pub(crate) fn save_checkpoint(

@@ -140,13 +140,7 @@ pub(crate) fn end_stream(
     )
     .map_err(&err)?;
     if let Some(value) = mark {
-        c.execute(
-            "INSERT INTO _apisync.marks (job, partition, value, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (job, partition) DO UPDATE
-             SET value = excluded.value, updated_at = excluded.updated_at",
-            &[&stream.job, &stream.partition, &value, &at],
-        )
-        .map_err(&err)?;
+        super::pages::save_mark(c, stream, value)?;
     }
     c.execute(
         "INSERT INTO _apisync.finished_streams (job, partition, run_id, finished_at) VALUES ($1, $2, $3, $4)

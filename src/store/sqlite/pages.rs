@@ -56,6 +56,25 @@ impl Pages for SqliteStore {
         })
     }
 
+    fn apply_window_end(
+        &mut self,
+        stream: &StreamKey,
+        table: &TableSpec,
+        run_id: RunId,
+        records: &[Record],
+        position: &str,
+        mark: Option<&str>,
+        guard: Guard<'_>,
+    ) -> Result<(), StoreError> {
+        self.write_rows_then(stream, guard, table, run_id, records, |tx| {
+            save_checkpoint(tx, stream, position)?;
+            match mark {
+                Some(mark) => save_mark(tx, stream, mark),
+                None => Ok(()),
+            }
+        })
+    }
+
     /// The stream's last page: its rows and the end of the stream (cleared
     /// checkpoint, new mark, partition finished) in one transaction. Written
     /// apart, a crash between the two would leave a checkpoint that asks for
@@ -147,6 +166,22 @@ impl SqliteStore {
             .optional()
             .map_err(stream_err(stream, action))
     }
+}
+
+/// Store `stream`'s high-water mark, inside the caller's transaction.
+pub(crate) fn save_mark(
+    conn: &Connection,
+    stream: &StreamKey,
+    mark: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO _apisync_marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (job, partition) DO UPDATE
+         SET value = excluded.value, updated_at = excluded.updated_at",
+        (&stream.job, &stream.partition, mark, now()),
+    )
+    .map(drop)
+    .map_err(stream_err(stream, "store the mark"))
 }
 
 pub(crate) fn save_checkpoint(

@@ -138,13 +138,7 @@ pub(crate) fn end_stream(
     delete_stream_row(conn, "_apisync_checkpoints", stream).map_err(err)?;
     let at = now();
     if let Some(value) = mark {
-        conn.execute(
-            "INSERT INTO _apisync_marks (job, partition, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (job, partition) DO UPDATE
-             SET value = excluded.value, updated_at = excluded.updated_at",
-            (&stream.job, &stream.partition, value, &at),
-        )
-        .map_err(err)?;
+        super::pages::save_mark(conn, stream, value)?;
     }
     conn.execute(
         "INSERT OR REPLACE INTO _apisync_finished_streams (job, partition, run_id, finished_at)

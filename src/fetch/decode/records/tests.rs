@@ -61,6 +61,7 @@ pub(crate) fn incremental(kind: CursorType) -> IncrementalPlan {
         initial: None,
         lookback: None,
         on_missing_cursor: OnMissingCursor::Error,
+        windows: None,
     }
 }
 
