@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use apisync::cli::{Cli, Command};
 use apisync::plan::{
-    AuthPlan, HttpMethod, Loaded, PaginationKind, ProjectPlan, SecretSource, SettingsOverrides,
-    load_project_with_env,
+    AuthPlan, HttpMethod, Loaded, PaginationKind, ParamLocation, ProjectPlan, SecretSource,
+    SettingsOverrides, StopWhen, load_project_with_env,
 };
 use clap::Parser as _;
 use serde_yaml_ng::Value;
@@ -35,6 +35,8 @@ const EXAMPLE_ENV: &[&str] = &[
     "SHOPIFY_ACCESS_TOKEN",
     "DD_API_KEY",
     "DD_APP_KEY",
+    "GITLAB_TOKEN",
+    "JIRA_TOKEN",
 ];
 
 /// Environment variables the examples' request URLs read (`{env.NAME}`),
@@ -95,12 +97,15 @@ fn every_example_job_plans_with_its_auth_from_the_environment() {
             "datadog_events",
             "datadog_monitors",
             "github_issues",
+            "gitlab_issues",
             "hubspot_contacts",
+            "jira_issues",
             "notion_database",
             "salesforce_accounts",
             "shopify_orders",
             "slack_users",
             "stripe_charges",
+            "zendesk_organizations",
             "zendesk_tickets",
         ]
     );
@@ -156,6 +161,43 @@ fn examples_use_the_pagination_their_api_documents() {
         kind("zendesk_tickets"),
         PaginationKind::NextUrl { .. }
     ));
+    // GitLab names the next page in a response header; Jira's search takes
+    // its offset in the POST body; Zendesk's time-based export always has
+    // a next_page and says its end in end_of_stream.
+    assert!(
+        matches!(
+            kind("gitlab_issues"),
+            PaginationKind::Cursor { cursor_header: Some(header), cursor_param, .. }
+                if header == "X-Next-Page" && cursor_param == "page"
+        ),
+        "{:?}",
+        kind("gitlab_issues")
+    );
+    assert!(
+        matches!(
+            kind("jira_issues"),
+            PaginationKind::Offset { param_in: ParamLocation::Body, offset_param, limit_param, total_path: Some(total), .. }
+                if offset_param == "/startAt" && limit_param == "/maxResults" && total == "/total"
+        ),
+        "{:?}",
+        kind("jira_issues")
+    );
+    assert!(matches!(
+        kind("zendesk_organizations"),
+        PaginationKind::NextUrl { next_url_path } if next_url_path == "/next_page"
+    ));
+    let organizations = plan
+        .jobs
+        .iter()
+        .find(|j| j.name == "zendesk_organizations")
+        .expect("zendesk organizations example");
+    assert_eq!(
+        organizations.pagination.stop,
+        Some(StopWhen {
+            path: "/end_of_stream".to_string(),
+            value: serde_json::Value::Bool(true),
+        })
+    );
     for cursor_job in [
         "stripe_charges",
         "slack_users",
@@ -191,6 +233,12 @@ fn examples_use_the_pagination_their_api_documents() {
         .find(|j| j.name == "notion_database")
         .expect("notion example");
     assert_eq!(notion.request.method, HttpMethod::Post);
+    let jira = plan
+        .jobs
+        .iter()
+        .find(|j| j.name == "jira_issues")
+        .expect("jira example");
+    assert_eq!(jira.request.method, HttpMethod::Post);
 }
 
 /// The root project must not pick the examples up: they need real
@@ -205,11 +253,14 @@ fn the_root_project_does_not_load_the_examples() {
         .unwrap_or_else(|d| panic!("{d}"))
         .plan;
     assert!(!plan.jobs.is_empty());
+    // Compared as canonical paths: the checkout's own path may well hold
+    // the word "examples" (a worktree named so).
+    let jobs = Path::new("jobs").canonicalize().unwrap();
+    let examples = Path::new(EXAMPLES).canonicalize().unwrap();
     for job in &plan.jobs {
+        let file = job.file.canonicalize().unwrap();
         assert!(
-            !job.file
-                .starts_with(Path::new(EXAMPLES).canonicalize().unwrap())
-                && !job.file.to_string_lossy().contains("examples"),
+            !file.starts_with(&examples) && file.parent() == Some(jobs.as_path()),
             "{} comes from the examples",
             job.file.display()
         );
