@@ -37,6 +37,7 @@ const EXAMPLE_ENV: &[&str] = &[
     "DD_APP_KEY",
     "GITLAB_TOKEN",
     "JIRA_TOKEN",
+    "PAGERDUTY_AUTHORIZATION",
 ];
 
 /// Environment variables the examples' request URLs read (`{env.NAME}`),
@@ -101,6 +102,7 @@ fn every_example_job_plans_with_its_auth_from_the_environment() {
             "hubspot_contacts",
             "jira_issues",
             "notion_database",
+            "pagerduty_incidents",
             "salesforce_accounts",
             "shopify_orders",
             "slack_users",

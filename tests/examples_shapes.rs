@@ -1,8 +1,9 @@
-//! Three example jobs of jobs/examples/ run end to end against a local
+//! Four example jobs of jobs/examples/ run end to end against a local
 //! server that answers as the API's documentation says it does: GitLab's
 //! next page in the `x-next-page` response header, Jira's JQL search paged
 //! by `startAt` in the POST body, and Zendesk's time-based export whose
-//! last page says `end_of_stream`. Each test runs the example file as it is
+//! last page says `end_of_stream`, and PagerDuty's incidents asked for in
+//! windows under its six-month limit. Each test runs the example file as it is
 //! shipped, only its origin pointed at the server, then checks the rows
 //! written and every request the server saw.
 
@@ -440,4 +441,111 @@ async fn zendesk_organizations_stops_at_end_of_stream_and_resumes_from_the_mark(
         ["7001", "7002", "7003", "7004", "7005", "7006", "7007"]
     );
     assert_eq!(rows, 7);
+}
+
+// --- PagerDuty: windows under a six-month limit, offset with `more` -----
+
+const PAGERDUTY_AUTHORIZATION: &str = "Token token=u+pd-test-81aa";
+/// One incident every 20 days from 2024-01-01: 40 of them, to mid-March 2026.
+const PD_INCIDENTS: i64 = 40;
+const PD_FIRST: i64 = 1_704_067_200;
+const PD_EVERY: i64 = 20 * 86_400;
+/// The server's own page size, below the job's `limit = 100`.
+const PD_PAGE: usize = 3;
+
+#[derive(Default)]
+struct PagerDuty {
+    /// Each request's (since, until, offset) and Authorization header.
+    asked: Vec<((i64, i64, usize), Option<String>)>,
+    /// Requests refused for a range over six months.
+    refused: usize,
+}
+
+/// As PagerDuty documents it: incidents created in [since, until), a range
+/// of at most six months (here 183 days), paged by offset with `more`.
+async fn pagerduty_incidents(
+    State(api): State<Arc<Mutex<PagerDuty>>>,
+    request: Request,
+) -> Response {
+    let query = params(&request);
+    let auth = header_text(request.headers(), header::AUTHORIZATION);
+    let (Some(since), Some(until)) = (param(&query, "since"), param(&query, "until")) else {
+        return (StatusCode::BAD_REQUEST, "since and until").into_response();
+    };
+    let (since, until) = (epoch(since), epoch(until));
+    let mut api = api.lock().unwrap();
+    if until - since > 183 * 86_400 || until <= since {
+        api.refused += 1;
+        return (StatusCode::BAD_REQUEST, "Date Range too large").into_response();
+    }
+    let offset: usize = param(&query, "offset").map_or(0, |o| o.parse().unwrap());
+    api.asked.push(((since, until, offset), auth));
+    let created: Vec<i64> = (0..PD_INCIDENTS)
+        .map(|i| PD_FIRST + i * PD_EVERY)
+        .filter(|t| (since..until).contains(t))
+        .collect();
+    let page: Vec<Value> = created
+        .iter()
+        .skip(offset)
+        .take(PD_PAGE)
+        .map(|t| {
+            let n = (t - PD_FIRST) / PD_EVERY;
+            json!({ "id": format!("P{n:04}"), "incident_number": n, "title": "down",
+                    "status": "resolved", "created_at": rfc3339(*t) })
+        })
+        .collect();
+    let more = offset + PD_PAGE < created.len();
+    Json(json!({ "incidents": page, "offset": offset, "limit": PD_PAGE, "more": more }))
+        .into_response()
+}
+
+#[tokio::test]
+async fn pagerduty_incidents_asks_in_windows_the_api_accepts_and_pages_each() {
+    let api = Arc::new(Mutex::new(PagerDuty::default()));
+    let base = serve(
+        Router::new()
+            .route("/incidents", get(pagerduty_incidents))
+            .with_state(api.clone()),
+    )
+    .await;
+    let project = Project::new();
+    project.job(
+        "pagerduty_incidents",
+        &example_at(
+            "pagerduty_incidents.toml",
+            "https://api.pagerduty.com",
+            &base,
+        ),
+    );
+    let out = project
+        .command(&["run"])
+        .env("PAGERDUTY_AUTHORIZATION", PAGERDUTY_AUTHORIZATION)
+        .output()
+        .await
+        .expect("run apisync");
+    assert!(out.status.success(), "{}", describe(&out));
+
+    let api = api.lock().unwrap();
+    assert_eq!(api.refused, 0, "a range over six months was asked for");
+    // Windows of 180 days from `initial`, back to back, each paged from
+    // offset 0 by the incidents received.
+    let mut expected_since = PD_FIRST;
+    let mut last_offset: Option<usize> = None;
+    for ((since, until, offset), auth) in &api.asked {
+        assert_eq!(auth.as_deref(), Some(PAGERDUTY_AUTHORIZATION));
+        if *offset == 0 {
+            assert_eq!(*since, expected_since, "{:?}", api.asked);
+            expected_since = *until;
+        } else {
+            assert_eq!(Some(*offset - PD_PAGE), last_offset, "{:?}", api.asked);
+        }
+        assert!(until - since <= 180 * 86_400);
+        last_offset = Some(*offset);
+    }
+    let windows = api.asked.iter().filter(|((_, _, o), _)| *o == 0).count();
+    assert!(windows >= 5, "{windows} windows for two years");
+    let (ids, rows) = row_ids(&project, "pagerduty_incidents");
+    let expected: Vec<String> = (0..PD_INCIDENTS).map(|n| format!("P{n:04}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(rows, PD_INCIDENTS as usize);
 }
