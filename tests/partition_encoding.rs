@@ -122,6 +122,25 @@ async fn hostile_values_from_a_parent_table_are_one_path_segment_each() {
     assert_one_segment_each(&seen, "/child/");
 }
 
+#[tokio::test]
+async fn hostile_values_of_parent_fields_are_one_path_segment_each() {
+    let (base, seen) = api().await;
+    let project = Project::new();
+    project.job(
+        "parents",
+        &format!("[request]\nurl = \"{base}/parents\"\n[records]\npath = \"/data\"\nprimary_key = [\"/id\"]\n"),
+    );
+    let child = format!(
+        "depends_on = [\"parents\"]\n{}",
+        child_job(&base, "from_job = \"parents\"\nfields = { id = \"/id\" }")
+            .replace("{partition}", "{partition.id}")
+    );
+    project.job("child", &child);
+    let output = project.run(&["run"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_one_segment_each(&seen, "/child/");
+}
+
 /// `..` cannot be one segment (URL parsers resolve it even as `%2E%2E`):
 /// its stream fails with a clear error and nothing is requested for it.
 #[tokio::test]
