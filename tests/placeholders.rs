@@ -453,6 +453,102 @@ mode = "append"
     );
 }
 
+/// reach.md section 3, `_partition`: each row of a `fields` child holds
+/// the values of the parent row it was fetched for, by name, as text (a
+/// number too, as in the request); the parent, unpartitioned, has no such
+/// column.
+#[tokio::test]
+async fn each_child_row_holds_its_parents_values_in_partition() {
+    async fn tickets() -> Json<Value> {
+        Json(json!({ "tickets": [
+            { "id": 12, "brand_id": 7 },
+            { "id": 13, "brand_id": "b-2" },
+            { "id": 14, "brand_id": 7 },
+        ] }))
+    }
+    async fn comments(request: Request) -> Json<Value> {
+        // Each comment tells which ticket and brand it was asked for.
+        let ticket = request
+            .uri()
+            .path()
+            .split('/')
+            .nth(2)
+            .unwrap_or("?")
+            .to_string();
+        let brand = decoded(request.uri().query().unwrap_or_default(), "brand");
+        let comment = |id: u64| json!({ "id": id, "ticket": ticket, "brand": brand });
+        Json(json!({ "comments": [comment(1), comment(2), comment(3)] }))
+    }
+    let base = common::serve(
+        Router::new()
+            .route("/tickets", get(tickets))
+            .fallback(comments),
+    )
+    .await;
+    let project = Project::new();
+    project.job(
+        "tickets",
+        &format!(
+            "[request]\nurl = \"{base}/tickets\"\n[records]\npath = \"/tickets\"\nprimary_key = [\"/id\"]\n"
+        ),
+    );
+    project.job(
+        "ticket_comments",
+        &format!(
+            r#"depends_on = ["tickets"]
+[request]
+url = "{base}/tickets/{{partition.id}}/comments"
+query = {{ brand = "{{partition.brand}}" }}
+[partitions]
+from_job = "tickets"
+fields = {{ id = "/id", brand = "/brand_id" }}
+[records]
+path = "/comments"
+primary_key = ["{{partition.id}}", "/id"]
+"#
+        ),
+    );
+    let out = project.run(&["run"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let db = project.open();
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT _data, _partition FROM ticket_comments ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 9, "{rows:?}");
+    for (data, partition) in &rows {
+        let data: Value = serde_json::from_str(data).unwrap();
+        let partition: Value = serde_json::from_str(partition).unwrap();
+        assert_eq!(
+            partition,
+            json!({ "id": data["ticket"], "brand": data["brand"] }),
+            "{data}"
+        );
+    }
+    let mut texts: Vec<&str> = rows.iter().map(|(_, p)| p.as_str()).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(
+        texts,
+        [
+            r#"{"brand":"7","id":"12"}"#,
+            r#"{"brand":"7","id":"14"}"#,
+            r#"{"brand":"b-2","id":"13"}"#,
+        ]
+    );
+    let parent_has_it: i64 = db
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('tickets') WHERE name = '_partition'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(parent_has_it, 0);
+}
+
 /// reach.md section 3: comment ids repeat across tickets (unique per ticket
 /// only), so the key is (ticket, comment): `{partition}` in `primary_key`
 /// and in a column. Each lands once per (ticket, comment); a second run

@@ -10,7 +10,8 @@ use crate::plan::RateLimit;
 pub(crate) type Problem = (String, Option<String>);
 
 /// Columns apisync writes itself; user columns may not start with `_`.
-pub(crate) const RESERVED_COLUMNS: &[&str] = &["_pk", "_data", "_synced_at", "_run_id"];
+pub(crate) const RESERVED_COLUMNS: &[&str] =
+    &["_pk", "_data", "_synced_at", "_run_id", "_partition"];
 
 /// Sample values substituted into `{partition...}` before a URL is parsed.
 pub(crate) fn duration(key: &str, text: &str) -> Result<Duration, Problem> {

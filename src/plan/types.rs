@@ -417,6 +417,26 @@ impl Partition {
         }
     }
 
+    /// What the `_partition` column of its rows holds: its values as a JSON
+    /// object of strings, by placeholder name without `partition.`
+    /// (`{"partition":"eu"}`, `{"brand":"7","id":"12"}`,
+    /// `{"end":"2024-01-02","start":"2024-01-01"}`), names sorted, so that a
+    /// `fields` partition's object is the same text as its key. Made from
+    /// `vars` once per stream, not stored beside them, so every way of
+    /// building a partition gets it.
+    pub fn object(&self) -> String {
+        let by_name: BTreeMap<&str, &str> = self
+            .vars
+            .iter()
+            .map(|(name, value)| {
+                let name = name.strip_prefix("partition.").unwrap_or(name);
+                (name, value.as_str())
+            })
+            .collect();
+        // A map of strings always serializes; the fallback is never used.
+        serde_json::to_string(&by_name).unwrap_or_else(|_| "{}".to_string())
+    }
+
     /// The value of `{name}` (`partition`, `partition.start`, ...).
     pub(crate) fn value(&self, name: &str) -> Option<&str> {
         self.vars

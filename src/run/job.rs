@@ -171,10 +171,7 @@ async fn run_partitions<G: JobGate>(
     summary: &mut JobSummary,
     gate: &G,
 ) -> Result<(), RunError> {
-    let table = Arc::new(TableSpec::new(
-        &job.output,
-        !job.records.primary_key.is_empty(),
-    ));
+    let table = Arc::new(TableSpec::of_job(job));
     let sample = env.writer.prepare_table(table.clone()).await??;
     check_key_unchanged(job, sample)?;
     let credential = match job.auth.as_deref().map(|name| env.credentials.get(name)) {

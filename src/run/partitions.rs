@@ -404,6 +404,41 @@ mod tests {
         assert_eq!(slices[2].key, "2024-01-01T04:00:00Z..2024-01-01T05:00:00Z");
     }
 
+    /// What `_partition` holds, per kind: `values` and `field` make the
+    /// same partition (a parent's number is read as its text), `fields`
+    /// an object whose text is its key, `dates` (and backfill slices) the
+    /// bounds.
+    #[test]
+    fn each_kind_of_partition_makes_its_partition_object() {
+        assert_eq!(value_partition("eu").object(), r#"{"partition":"eu"}"#);
+        assert_eq!(value_partition("42").object(), r#"{"partition":"42"}"#);
+        let fields = fields_partition(&["id", "brand"], r#"["12","7"]"#).unwrap();
+        assert_eq!(fields.object(), r#"{"brand":"7","id":"12"}"#);
+        assert_eq!(fields.object(), fields.key);
+        let slices = date_slices(
+            "2024-01-01",
+            "2024-01-02",
+            Duration::from_secs(86_400),
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            slices[0].object(),
+            r#"{"end":"2024-01-02","start":"2024-01-01"}"#
+        );
+        let hours = date_slices(
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T01:00:00Z",
+            Duration::from_secs(3_600),
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            hours[0].object(),
+            r#"{"end":"2024-01-01T01:00:00Z","start":"2024-01-01T00:00:00Z"}"#
+        );
+    }
+
     #[test]
     fn a_bad_bound_is_an_error_not_a_panic() {
         let err = date_slices("yesterday", "now", Duration::from_secs(60), Utc::now()).unwrap_err();

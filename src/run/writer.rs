@@ -232,6 +232,7 @@ mod tests {
             mode: WriteMode::Merge,
             columns: Vec::new(),
             has_primary_key: true,
+            partition: None,
         });
         writer.prepare_table(table.clone()).await.unwrap().unwrap();
         let run = writer

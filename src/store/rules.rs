@@ -27,6 +27,23 @@ pub(crate) fn now() -> String {
 /// Columns every record table starts with, before the declared ones.
 pub(crate) const FIXED_COLUMNS: [&str; 4] = ["_pk", "_data", "_synced_at", "_run_id"];
 
+/// The column a partitioned job's tables have besides the fixed ones: the
+/// partition's values as a JSON object ([`TableSpec::partition`]). Tables
+/// made before it existed gain it; their old rows keep NULL.
+pub(crate) const PARTITION_COLUMN: &str = "_partition";
+
+/// Columns a table of this spec may lack (made by an older apisync or for
+/// an older job file) and gains with `ADD COLUMN`: `_partition`, if the job
+/// is partitioned, then the declared columns.
+pub(crate) fn addable_columns(table: &TableSpec) -> impl Iterator<Item = &str> {
+    table
+        .partition
+        .as_ref()
+        .map(|_| PARTITION_COLUMN)
+        .into_iter()
+        .chain(table.columns.iter().map(String::as_str))
+}
+
 /// Whether a page's rows upsert on `_pk` (else plain inserts): merge
 /// always, replace when the job has a primary key, append never.
 pub(crate) fn upserts(table: &TableSpec) -> bool {

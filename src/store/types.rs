@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::plan::{OutputPlan, WriteMode};
+use crate::plan::{JobPlan, WriteMode};
 
 /// One stream of a job: the checkpoint and mark are kept per stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,16 +34,37 @@ pub struct TableSpec {
     pub columns: Vec<String>,
     /// True when the job declares `records.primary_key`: `_pk` is then NOT NULL.
     pub has_primary_key: bool,
+    /// The `_partition` column, which only a partitioned job's tables have:
+    /// None for an unpartitioned job; else the JSON object every row
+    /// written with this spec gets, bound once per statement. The job's own
+    /// spec (which prepares, swaps and completes, but writes no rows) holds
+    /// `{}`; each stream writes with [`TableSpec::for_partition`].
+    pub partition: Option<String>,
 }
 
 impl TableSpec {
-    pub fn new(output: &OutputPlan, has_primary_key: bool) -> Self {
+    /// The spec of `job`'s table, for preparing it and ending its passes.
+    pub fn of_job(job: &JobPlan) -> Self {
+        let output = &job.output;
         TableSpec {
             table: output.table.clone(),
             mode: output.mode,
             columns: output.columns.iter().map(|c| c.name.clone()).collect(),
-            has_primary_key,
+            has_primary_key: !job.records.primary_key.is_empty(),
+            partition: job.partitions.as_ref().map(|_| "{}".to_string()),
         }
+    }
+
+    /// The spec one stream writes its rows with: `object` (the partition's
+    /// [`crate::plan::Partition::object`]) in `_partition`; None when the
+    /// table has no such column (an unpartitioned job, also when backfilled
+    /// in date slices), so the caller keeps sharing the job's spec.
+    pub fn for_partition(&self, object: impl FnOnce() -> String) -> Option<TableSpec> {
+        self.partition.as_ref()?;
+        Some(TableSpec {
+            partition: Some(object()),
+            ..self.clone()
+        })
     }
 }
 

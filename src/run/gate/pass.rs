@@ -143,6 +143,20 @@ async fn run_one<G: StreamGate>(
         progress: env.progress.stream_started(&job.name, &label, &stats),
         stats,
     };
+    // A partitioned job's rows get their partition's values in
+    // `_partition`: the stream writes with its own spec holding them, made
+    // once here; an unpartitioned job's streams share the job's.
+    let own_env;
+    let stream_env = match stream_env.table.for_partition(|| partition.object()) {
+        Some(table) => {
+            own_env = StreamEnv {
+                table: Arc::new(table),
+                ..stream_env.clone()
+            };
+            &own_env
+        }
+        None => stream_env,
+    };
     let mut counts = StreamOutcome::default();
     let mut result = run_stream(stream_env, &watch, job.clone(), partition, &mut counts).await;
     let ended = match (&result, counts.interrupted) {

@@ -41,7 +41,7 @@ pub(super) async fn complete(
     shard: &ShardEnv,
     job: &JobPlan,
 ) -> Result<(), RunError> {
-    let table = TableSpec::new(&job.output, !job.records.primary_key.is_empty());
+    let table = TableSpec::of_job(job);
     let (invocation, name) = (shard.invocation().to_string(), job.name.clone());
     let completed = env
         .writer

@@ -15,7 +15,9 @@ use crate::record::Record;
 use crate::store::backend::Pages;
 use crate::store::error::StoreError;
 use crate::store::guards::Guard;
-use crate::store::rules::{FIXED_COLUMNS, check_columns, now, upserts, write_target};
+use crate::store::rules::{
+    FIXED_COLUMNS, PARTITION_COLUMN, check_columns, now, upserts, write_target,
+};
 use crate::store::sql::quote_ident;
 use crate::store::types::{RunId, StreamKey, TableSpec};
 
@@ -93,11 +95,14 @@ fn jsonb_safe(json: &str) -> String {
 }
 
 /// `INSERT ... SELECT FROM unnest(...)`: `$1` `_synced_at`, `$2` `_run_id`,
-/// `$3` the keys, `$4` the records, `$5...` the declared columns.
+/// `$3` the keys, `$4` the records, `$5...` the declared columns, then for
+/// a partitioned job one `_partition` for every row (bound once, like `$1`).
 fn insert_sql(target: &str, table: &TableSpec) -> String {
+    let partition = table.partition.as_ref().map(|_| PARTITION_COLUMN);
     let names: Vec<String> = FIXED_COLUMNS
         .iter()
         .copied()
+        .chain(partition)
         .chain(table.columns.iter().map(String::as_str))
         .map(quote_ident)
         .collect();
@@ -110,6 +115,9 @@ fn insert_sql(target: &str, table: &TableSpec) -> String {
         "$1::text::timestamptz".to_string(),
         "$2::bigint".to_string(),
     ];
+    if partition.is_some() {
+        select.push(format!("${}::text::jsonb", n + 5));
+    }
     select.extend(aliases.iter().map(|a| format!("u.{a}::jsonb")));
     let mut sql = format!(
         "INSERT INTO {} ({}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u(pk, data{}, n) ORDER BY u.n",
@@ -286,6 +294,7 @@ impl PgStore {
         let target = write_target(table);
         let sql = insert_sql(&target, table);
         let rows = Columns::new(records, table.columns.len(), upserts(table));
+        let partition = table.partition.as_deref().map(jsonb_safe);
         self.conn.run(move |session| {
             let row_err = |source: postgres::Error| StoreError::Table {
                 table: target.clone(),
@@ -309,6 +318,9 @@ impl PgStore {
                                 .iter()
                                 .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
                         );
+                        if let Some(partition) = &partition {
+                            params.push(partition);
+                        }
                         tx.execute(&insert, &params).map_err(row_err)?;
                     }
                     after(&mut tx)?;

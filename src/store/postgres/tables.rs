@@ -8,7 +8,7 @@ use super::locks::xact_lock;
 use crate::plan::WriteMode;
 use crate::store::backend::Tables;
 use crate::store::error::StoreError;
-use crate::store::rules::{mode_name, write_target};
+use crate::store::rules::{addable_columns, mode_name, write_target};
 use crate::store::sql::{quote_ident, staging_name};
 use crate::store::types::TableSpec;
 
@@ -44,7 +44,8 @@ impl Tables for PgStore {
                     .map_err(err("create it"))?;
             }
             let existing = table_columns(&mut tx, &target).map_err(err("read its columns"))?;
-            for column in table.columns.iter().filter(|c| !existing.contains(c)) {
+            // `_partition` is jsonb too, like `_data`.
+            for column in addable_columns(&table).filter(|c| !existing.iter().any(|e| e == c)) {
                 let sql = format!(
                     "ALTER TABLE {} ADD COLUMN {} jsonb",
                     quote_ident(&target),
@@ -128,9 +129,7 @@ fn create_sql(target: &str, table: &TableSpec) -> String {
         (_, false) => "text UNIQUE",
         (_, true) => "text NOT NULL UNIQUE",
     };
-    let declared: String = table
-        .columns
-        .iter()
+    let declared: String = addable_columns(table)
         .map(|c| format!(", {} jsonb", quote_ident(c)))
         .collect();
     format!(

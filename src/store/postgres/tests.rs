@@ -30,6 +30,7 @@ async fn the_store_can_be_called_from_async_code() {
         mode: WriteMode::Merge,
         columns: vec![],
         has_primary_key: true,
+        partition: None,
     };
     store.prepare_table(&table).unwrap();
     let record = Record {
@@ -202,6 +203,7 @@ fn a_migrated_database_runs_merge_jobs_without_the_create_privilege() {
         mode: WriteMode::Merge,
         columns: vec!["status".into()],
         has_primary_key: true,
+        partition: None,
     };
     let mut owner = db.store();
     owner.prepare_table(&table).unwrap();
@@ -252,6 +254,7 @@ fn records_land_as_jsonb_and_a_repeated_key_in_one_page_is_upserted_once() {
         mode: WriteMode::Merge,
         columns: vec!["total".into()],
         has_primary_key: true,
+        partition: None,
     };
     store.prepare_table(&table).unwrap();
     let record = |v: i64| Record {
@@ -389,6 +392,7 @@ fn merge_table_t(store: &mut Store) -> (TableSpec, crate::store::RunId, StreamKe
         mode: WriteMode::Merge,
         columns: vec![],
         has_primary_key: true,
+        partition: None,
     };
     store.prepare_table(&table).unwrap();
     let run = store.begin_run("t").unwrap();

@@ -4,8 +4,9 @@
 //! rows each) prepared once and cached, binding each record's JSON text as
 //! received. A page's remainder goes through the one-row form of the same
 //! statement, so each table needs only two cached statements. `_synced_at`
-//! and `_run_id` are the same for every row of a page: they are bound once
-//! per statement (`?1`, `?2`) rather than once per row.
+//! and `_run_id` (and a partitioned job's `_partition`) are the same for
+//! every row of a page: they are bound once per statement (`?1`, `?2`,
+//! `?3`) rather than once per row.
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension};
 
@@ -18,7 +19,9 @@ use crate::record::Record;
 use crate::store::backend::Pages;
 use crate::store::error::StoreError;
 use crate::store::guards::Guard;
-use crate::store::rules::{FIXED_COLUMNS, check_columns, now, upserts, write_target};
+use crate::store::rules::{
+    FIXED_COLUMNS, PARTITION_COLUMN, check_columns, now, upserts, write_target,
+};
 use crate::store::sql::quote_ident;
 use crate::store::types::{RunId, StreamKey, TableSpec};
 
@@ -29,7 +32,8 @@ const ROWS_PER_STATEMENT: usize = 50;
 const MAX_PARAMS: usize = 32_766;
 
 /// Parameters shared by every row of a statement: `?1` is `_synced_at`,
-/// `?2` is `_run_id`.
+/// `?2` is `_run_id`; a partitioned job's tables add `?3`, `_partition`
+/// (see [`InsertShape::shared`]).
 const SHARED_PARAMS: usize = 2;
 
 /// Columns bound per row: `_pk`, `_data`, then the declared columns.
@@ -226,27 +230,38 @@ impl<'a> InsertShape<'a> {
         ROW_FIXED + self.table.columns.len()
     }
 
-    fn rows_per_statement(&self) -> usize {
-        ((MAX_PARAMS - SHARED_PARAMS) / self.width()).clamp(1, ROWS_PER_STATEMENT)
+    /// Parameters bound once per statement: [`SHARED_PARAMS`], and
+    /// `_partition` when the table has it.
+    fn shared(&self) -> usize {
+        SHARED_PARAMS + usize::from(self.table.partition.is_some())
     }
 
+    fn rows_per_statement(&self) -> usize {
+        ((MAX_PARAMS - self.shared()) / self.width()).clamp(1, ROWS_PER_STATEMENT)
+    }
+
+    /// In the order of a row's values (see [`Self::sql`]).
     fn column_names(&self) -> impl Iterator<Item = &str> {
+        let partition = self.table.partition.as_ref().map(|_| PARTITION_COLUMN);
         FIXED_COLUMNS
             .iter()
             .copied()
+            .chain(partition)
             .chain(self.table.columns.iter().map(String::as_str))
     }
 
-    /// Row `i` reads `(?pk, ?data, ?1, ?2, ?col...)` with its own numbers
-    /// for `_pk`, `_data` and the declared columns.
+    /// Row `i` reads `(?pk, ?data, ?1, ?2[, ?3], ?col...)` with its own
+    /// numbers for `_pk`, `_data` and the declared columns.
     fn sql(&self, rows: usize) -> String {
         let names: Vec<String> = self.column_names().map(quote_ident).collect();
         let width = self.width();
+        let shared = self.shared();
         let values: Vec<String> = (0..rows)
             .map(|i| {
-                let base = SHARED_PARAMS + i * width;
+                let base = shared + i * width;
                 let own = |k: usize| format!("?{}", base + k + 1);
-                let mut row = vec![own(0), own(1), "?1".to_string(), "?2".to_string()];
+                let mut row = vec![own(0), own(1)];
+                row.extend((1..=shared).map(|k| format!("?{k}")));
                 row.extend((ROW_FIXED..width).map(own));
                 format!("({})", row.join(","))
             })
@@ -307,8 +322,12 @@ impl<'a> InsertShape<'a> {
         let width = self.width();
         stmt.raw_bind_parameter(1, synced_at)?;
         stmt.raw_bind_parameter(2, run_id.0)?;
+        if let Some(partition) = &self.table.partition {
+            stmt.raw_bind_parameter(SHARED_PARAMS + 1, partition.as_str())?;
+        }
+        let shared = self.shared();
         for (i, record) in records.iter().enumerate() {
-            let base = SHARED_PARAMS + i * width;
+            let base = shared + i * width;
             stmt.raw_bind_parameter(base + 1, record.pk.as_deref())?;
             stmt.raw_bind_parameter(base + 2, record.json.as_str())?;
             for (j, value) in record.columns.iter().enumerate() {
@@ -345,6 +364,7 @@ mod tests {
             mode: WriteMode::Merge,
             columns: vec!["n".into(), "s".into()],
             has_primary_key: true,
+            partition: None,
         };
         store.prepare_table(&table).unwrap();
         // Two full statements of 50 rows and a remainder of 23.
@@ -397,10 +417,33 @@ mod tests {
             mode: WriteMode::Append,
             columns: vec!["n".into()],
             has_primary_key: false,
+            partition: None,
         };
         let sql = InsertShape::new("t", &table).sql(2);
         assert!(
             sql.ends_with("VALUES (?3,?4,?1,?2,?5),(?6,?7,?1,?2,?8)"),
+            "{sql}"
+        );
+    }
+
+    /// A partitioned job's `_partition` is a third shared parameter: the
+    /// rows' own numbers start after it.
+    #[test]
+    fn a_partitioned_table_binds_its_partition_once_per_statement() {
+        let table = TableSpec {
+            table: "t".into(),
+            mode: WriteMode::Append,
+            columns: vec!["n".into()],
+            has_primary_key: false,
+            partition: Some("{}".into()),
+        };
+        let sql = InsertShape::new("t", &table).sql(2);
+        assert!(
+            sql.contains(r#"("_pk","_data","_synced_at","_run_id","_partition","n")"#),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("VALUES (?4,?5,?1,?2,?3,?6),(?7,?8,?1,?2,?3,?9)"),
             "{sql}"
         );
     }

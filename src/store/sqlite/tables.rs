@@ -7,7 +7,7 @@ use super::SqliteStore;
 use crate::plan::WriteMode;
 use crate::store::backend::Tables;
 use crate::store::error::StoreError;
-use crate::store::rules::{mode_name, write_target};
+use crate::store::rules::{PARTITION_COLUMN, addable_columns, mode_name, write_target};
 use crate::store::sql::{quote_ident, staging_name};
 use crate::store::types::TableSpec;
 
@@ -29,11 +29,12 @@ impl Tables for SqliteStore {
         tx.execute_batch(&create_sql(&target, table))
             .map_err(err("create it"))?;
         let existing = table_columns(&tx, &target).map_err(err("read its columns"))?;
-        for column in table.columns.iter().filter(|c| !existing.contains(c)) {
+        for column in addable_columns(table).filter(|c| !existing.iter().any(|e| e == c)) {
             let sql = format!(
-                "ALTER TABLE {} ADD COLUMN {}",
+                "ALTER TABLE {} ADD COLUMN {}{}",
                 quote_ident(&target),
-                quote_ident(column)
+                quote_ident(column),
+                column_type(column)
             );
             tx.execute_batch(&sql).map_err(err("add a column"))?;
         }
@@ -103,17 +104,24 @@ fn create_sql(target: &str, table: &TableSpec) -> String {
         (_, false) => "TEXT UNIQUE",
         (_, true) => "TEXT NOT NULL UNIQUE",
     };
-    // Declared columns get no type, so SQLite keeps each value's own type.
-    let declared: String = table
-        .columns
-        .iter()
-        .map(|c| format!(", {}", quote_ident(c)))
+    let declared: String = addable_columns(table)
+        .map(|c| format!(", {}{}", quote_ident(c), column_type(c)))
         .collect();
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\"_pk\" {pk}, \"_data\" TEXT NOT NULL, \
          \"_synced_at\" TEXT NOT NULL, \"_run_id\" INTEGER NOT NULL{declared})",
         quote_ident(target)
     )
+}
+
+/// Declared columns get no type, so SQLite keeps each value's own type;
+/// `_partition` is JSON text, like `_data`. Nullable: rows written before
+/// a table had it keep NULL.
+fn column_type(column: &str) -> &'static str {
+    match column == PARTITION_COLUMN {
+        true => " TEXT",
+        false => "",
+    }
 }
 
 pub(crate) fn table_exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {

@@ -21,6 +21,7 @@ fn spec(mode: WriteMode) -> TableSpec {
         mode,
         columns: Vec::new(),
         has_primary_key: false,
+        partition: None,
     }
 }
 

@@ -13,6 +13,7 @@ pub(super) fn spec(table: &str, mode: WriteMode, columns: &[&str], pk: bool) -> 
         mode,
         columns: columns.iter().map(|c| c.to_string()).collect(),
         has_primary_key: pk,
+        partition: None,
     }
 }
 
