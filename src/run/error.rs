@@ -80,7 +80,7 @@ fn position_rejected_remedy(job: &str, partition: &str, mode: &str) -> String {
             "to start over, delete the rows this stream wrote since it last finished (their `_run_id` is that of the runs since then), then run `apisync reset {job} --keep-marks`, which starts it over from its high-water mark"
         ),
         key => format!(
-            "to start over, delete this partition's rows written since it last finished (the runs since then, whose `_run_id` other partitions share), then run `apisync reset {job} --partition {key} --keep-marks`, which starts it over from its high-water mark"
+            "to start over, delete this partition's rows written since it last finished (its `_partition`, with the `_run_id` of the runs since then), then run `apisync reset {job} --partition {key} --keep-marks`, which starts it over from its high-water mark"
         ),
     }
 }
