@@ -6,6 +6,7 @@ mod dead_runs;
 mod job_leases;
 mod leases;
 mod migrations;
+mod passes;
 mod reader;
 mod replace;
 mod status;
