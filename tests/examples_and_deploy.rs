@@ -108,6 +108,7 @@ fn every_example_job_plans_with_its_auth_from_the_environment() {
             "slack_users",
             "stripe_charges",
             "zendesk_organizations",
+            "zendesk_ticket_comments",
             "zendesk_tickets",
         ]
     );
@@ -199,6 +200,23 @@ fn examples_use_the_pagination_their_api_documents() {
             path: "/end_of_stream".to_string(),
             value: serde_json::Value::Bool(true),
         })
+    );
+    assert!(matches!(
+        kind("zendesk_ticket_comments"),
+        PaginationKind::NextUrl { .. }
+    ));
+    // One stream per ticket the tickets job wrote since the last pass.
+    let comments = plan
+        .jobs
+        .iter()
+        .find(|j| j.name == "zendesk_ticket_comments")
+        .expect("zendesk comments example");
+    assert_eq!(
+        comments
+            .partitions
+            .as_ref()
+            .and_then(|p| p.changed_only_parent()),
+        Some("zendesk_tickets")
     );
     for cursor_job in [
         "stripe_charges",

@@ -181,7 +181,7 @@ async fn a_schema_4_sqlite_database_keeps_every_row_under_the_new_names() {
         rows(
             "SELECT group_concat(version) FROM (SELECT version FROM _apisync_schema_version ORDER BY version)"
         ),
-        ["1,2,3,4,5"]
+        ["1,2,3,4,5,6"]
     );
     assert_eq!(
         rows("SELECT id, job, status, pages, records FROM _apisync_runs ORDER BY id"),
@@ -327,7 +327,7 @@ async fn a_schema_4_postgres_database_moves_into_the_apisync_schema() {
     let rows = |sql: &str| joined(db.query(sql));
     assert_eq!(
         rows("SELECT string_agg(version::text, ',' ORDER BY version) FROM _apisync.schema_version"),
-        ["1,2,3,4,5"]
+        ["1,2,3,4,5,6"]
     );
     assert_eq!(
         rows("SELECT id, job, status, pages, records FROM _apisync.runs ORDER BY id"),

@@ -229,7 +229,8 @@ pub struct DatesDef {
     pub step: Spanned<String>,
 }
 
-/// `[partitions]`: exactly one of `values`, `from_job` (+ `field`), `dates`.
+/// `[partitions]`: exactly one of `values`, `from_job` (+ `field` or
+/// `fields`, and `changed_only`), `dates`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionsDef {
@@ -245,6 +246,13 @@ pub struct PartitionsDef {
     pub fields: Option<Spanned<OrderedMap<Spanned<String>>>>,
     #[schemars(with = "Option<DatesDef>")]
     pub dates: Option<Spanned<DatesDef>>,
+    /// With `from_job`: only the parent rows written (inserted or updated,
+    /// changed or not) at or after the start of this job's last finished
+    /// pass; every row on the first pass. Default false. Not with `values`,
+    /// `dates` or `mode = "replace"` (the swapped-in table would hold only
+    /// the changed parents' children).
+    #[schemars(with = "Option<bool>")]
+    pub changed_only: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

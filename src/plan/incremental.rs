@@ -363,7 +363,38 @@ fn plan_fields(
     ok.then(|| PartitionsPlan::FromJobFields {
         job: job.get_ref().clone(),
         fields: planned,
+        changed_only: changed_only(def),
     })
+}
+
+fn changed_only(def: &PartitionsDef) -> bool {
+    def.changed_only.as_ref().is_some_and(|c| *c.get_ref())
+}
+
+/// `changed_only` counts parent rows written since the last finished pass:
+/// `values` and date slices have no rows, and are the same every pass.
+fn check_changed_only(def: &PartitionsDef, sink: &mut Sink<'_>) -> bool {
+    let Some(flag) = &def.changed_only else {
+        return true;
+    };
+    if def.from_job.is_some() || (def.values.is_none() && def.dates.is_none()) {
+        return true;
+    }
+    let kind = if def.values.is_some() {
+        "`values`"
+    } else {
+        "`dates`"
+    };
+    sink.at(
+        flag,
+        "partitions.changed_only",
+        format!("`changed_only` only applies with `from_job`, not with {kind}"),
+        Some(
+            "it keeps the parent rows written since this job's last finished pass; remove it"
+                .into(),
+        ),
+    );
+    false
 }
 
 pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Option<PartitionsPlan> {
@@ -378,6 +409,9 @@ pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Optio
             "[partitions] needs exactly one of `values`, `from_job` or `dates`",
             None,
         );
+        return None;
+    }
+    if !check_changed_only(def, sink) {
         return None;
     }
     if let (Some(field), None) = (&def.field, &def.from_job) {
@@ -420,6 +454,7 @@ pub(crate) fn plan_partitions(def: &PartitionsDef, sink: &mut Sink<'_>) -> Optio
         return Some(PartitionsPlan::FromJob {
             job: job.get_ref().clone(),
             field: field.get_ref().clone(),
+            changed_only: changed_only(def),
         });
     }
     let dates = def.dates.as_ref()?.get_ref();

@@ -108,6 +108,7 @@ pub(crate) fn plan_job(
             sink,
         );
     }
+    check_changed_only_mode(def, sink);
     let has_pk = records.as_ref().is_some_and(|r| !r.primary_key.is_empty());
     let output = plan_output(def, &job.name, has_pk, &partition, sink);
     let retry = plan_retry(def.retry.as_ref(), sink);
@@ -157,6 +158,28 @@ fn plan_job_auth(
             auths.insert(key.clone(), plan);
             Some(Some(key))
         }
+    }
+}
+
+/// A replace job's pass swaps in a table of what the pass fetched: with
+/// `changed_only`, the children of the changed parents alone, and every
+/// other parent's children would be gone.
+fn check_changed_only_mode(def: &JobDef, sink: &mut Sink<'_>) {
+    let flag = def
+        .partitions
+        .as_ref()
+        .and_then(|p| p.changed_only.as_ref());
+    let mode = def.output.as_ref().and_then(|o| o.mode.as_ref());
+    if let (Some(flag), Some(mode)) = (flag, mode)
+        && *flag.get_ref()
+        && *mode.get_ref() == ModeDef::Replace
+    {
+        sink.at(
+            flag,
+            "partitions.changed_only",
+            "`changed_only` with mode = \"replace\" would swap in a table holding only the children of the parents that changed",
+            Some("use mode = \"merge\" (or \"append\"), or remove changed_only".into()),
+        );
     }
 }
 

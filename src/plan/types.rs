@@ -319,6 +319,9 @@ pub enum PartitionsPlan {
     FromJob {
         job: String,
         field: String,
+        /// `changed_only`: only the parent rows written since this job's
+        /// last finished pass started.
+        changed_only: bool,
     },
     /// `from_job` with `fields`: one partition per distinct combination of
     /// the named values of the parent's rows (`{partition.NAME}`).
@@ -326,6 +329,7 @@ pub enum PartitionsPlan {
         job: String,
         /// (name, pointer), in the order written.
         fields: Vec<(String, String)>,
+        changed_only: bool,
     },
     Dates {
         from: String,
@@ -333,6 +337,26 @@ pub enum PartitionsPlan {
         to: String,
         step: Duration,
     },
+}
+
+impl PartitionsPlan {
+    /// The parent job of a `changed_only` job, whose rows written since
+    /// the job's last finished pass make its partitions; None otherwise.
+    pub fn changed_only_parent(&self) -> Option<&str> {
+        match self {
+            PartitionsPlan::FromJob {
+                job,
+                changed_only: true,
+                ..
+            }
+            | PartitionsPlan::FromJobFields {
+                job,
+                changed_only: true,
+                ..
+            } => Some(job),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

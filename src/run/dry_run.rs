@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::error::RunError;
 use super::incremental;
 use super::mode::JobMode;
-use super::partitions::{BATCH, Pick, date_slices, parent_page, value_partition};
+use super::partitions::{BATCH, Page, Pick, date_slices, parent_page, value_partition};
 use crate::fetch::{HttpClient, HttpOptions, StreamFetcher, StreamPosition};
 use crate::plan::{JobPlan, Partition, PartitionsPlan, ProjectPlan};
 use crate::store::{StoreReader, StreamKey};
@@ -35,7 +35,7 @@ pub fn dry_run(plan: &ProjectPlan, jobs: &[JobPlan], mode: &JobMode) -> Result<S
     for (index, job) in execution_order(jobs).into_iter().enumerate() {
         let partitions = match &mode.backfill {
             Some(slices) => slices.clone(),
-            None => planned_partitions(store, plan, job)?,
+            None => planned_partitions(store, plan, job, !mode.full_refresh)?,
         };
         let auth = job
             .auth
@@ -79,11 +79,15 @@ pub(crate) fn execution_order(jobs: &[JobPlan]) -> Vec<&JobPlan> {
 }
 
 /// The streams `job` would run, as `run` plans them, read through `store`
-/// without changing it (`run --dry-run` and `preview`).
+/// without changing it (`run --dry-run` and `preview`). With
+/// `changed_only` (what `run` does unless `--full-refresh`), a
+/// `changed_only` job lists only the parents written since its last
+/// finished pass started, as its next pass would; `preview` shows any.
 pub(crate) fn planned_partitions(
     store: Option<&StoreReader>,
     plan: &ProjectPlan,
     job: &JobPlan,
+    changed_only: bool,
 ) -> Result<Vec<Partition>, RunError> {
     let failed = |message: String| RunError::Partitions {
         job: job.name.clone(),
@@ -106,7 +110,11 @@ pub(crate) fn planned_partitions(
                 .map_or_else(|| parent.to_string(), |j| j.output.table.clone());
             match store {
                 Some(store) if store.has_table(&table)? => {
-                    every_parent_partition(store, &table, &pick)?
+                    let since = match changed_only && from_job.changed_only_parent().is_some() {
+                        true => store.last_pass_start(&job.name)?,
+                        false => None,
+                    };
+                    every_parent_partition(store, &table, &pick, since)?
                 }
                 // The parent has not run yet: its table does not exist.
                 _ => Vec::new(),
@@ -121,14 +129,15 @@ fn every_parent_partition(
     store: &StoreReader,
     table: &str,
     pick: &Pick,
+    since: Option<String>,
 ) -> Result<Vec<Partition>, RunError> {
     let mut partitions = Vec::new();
-    let mut after: Option<String> = None;
+    let mut page = Page { after: None, since };
     loop {
-        let (values, page) = parent_page(store, table, pick, after.as_deref(), BATCH)?;
-        partitions.extend(page);
+        let (values, found) = parent_page(store, table, pick, &page, BATCH)?;
+        partitions.extend(found);
         match values.last() {
-            Some(last) if values.len() == BATCH => after = Some(last.clone()),
+            Some(last) if values.len() == BATCH => page.after = Some(last.clone()),
             _ => return Ok(partitions),
         }
     }

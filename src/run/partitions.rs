@@ -70,6 +70,8 @@ pub(crate) fn unfinished_partitions(
                 pick,
                 after: None,
                 checked: false,
+                changed_only: from_job.changed_only_parent().is_some() && !mode.full_refresh,
+                since: None,
             }
         }
     };
@@ -101,8 +103,8 @@ impl Pick {
     /// partitions that do not come from a parent.
     pub(crate) fn of(plan: &PartitionsPlan) -> Option<(&str, Pick)> {
         match plan {
-            PartitionsPlan::FromJob { job, field } => Some((job, Pick::Field(field.clone()))),
-            PartitionsPlan::FromJobFields { job, fields } => {
+            PartitionsPlan::FromJob { job, field, .. } => Some((job, Pick::Field(field.clone()))),
+            PartitionsPlan::FromJobFields { job, fields, .. } => {
                 Some((job, Pick::Fields(fields.clone())))
             }
             PartitionsPlan::Values(_) | PartitionsPlan::Dates { .. } => None,
@@ -132,8 +134,15 @@ enum Source {
         pick: Pick,
         /// The last value of the previous page (keyset pagination).
         after: Option<String>,
-        /// Whether the table was found to exist.
+        /// Whether the table was found to exist (and `since` read).
         checked: bool,
+        /// `changed_only` (and not `--full-refresh`): only the parent rows
+        /// written since `since`.
+        changed_only: bool,
+        /// The start of the job's last finished pass, read with the first
+        /// batch: the same for the whole pass, which moves it only when it
+        /// completes.
+        since: Option<String>,
     },
 }
 
@@ -160,6 +169,8 @@ impl Batches {
                 pick,
                 after,
                 checked,
+                changed_only,
+                since,
             } => {
                 if !*checked {
                     let name = table.clone();
@@ -172,11 +183,19 @@ impl Batches {
                             ),
                         });
                     }
+                    if *changed_only {
+                        let job = job.clone();
+                        *since = read.run(move |r| r.last_pass_start(&job)).await?;
+                    }
                     *checked = true;
                 }
                 let (name, pick, from) = (table.clone(), pick.clone(), after.clone());
+                let page = Page {
+                    after: from,
+                    since: since.clone(),
+                };
                 let (values, partitions) = read
-                    .run(move |r| parent_page(r, &name, &pick, from.as_deref(), BATCH))
+                    .run(move |r| parent_page(r, &name, &pick, &page, BATCH))
                     .await?;
                 if let Some(last) = values.last() {
                     *after = Some(last.clone());
@@ -234,24 +253,35 @@ impl Reads {
     }
 }
 
+/// Where a page of a parent's values starts, and which rows it reads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Page {
+    /// The last value of the page before (keyset pagination).
+    pub after: Option<String>,
+    /// `changed_only`: the rows written at or after this (the start of the
+    /// job's last finished pass); None: every row.
+    pub since: Option<String>,
+}
+
 /// One page of a parent's values: the values as read (the last one is
 /// where the next page starts) and the partitions they make.
 pub(crate) fn parent_page(
     reader: &StoreReader,
     table: &str,
     pick: &Pick,
-    after: Option<&str>,
+    page: &Page,
     limit: usize,
 ) -> Result<(Vec<String>, Vec<Partition>), crate::store::StoreError> {
+    let (after, since) = (page.after.as_deref(), page.since.as_deref());
     match pick {
         Pick::Field(pointer) => {
-            let values = reader.distinct_values_page(table, pointer, after, limit)?;
+            let values = reader.distinct_values_page(table, pointer, after, since, limit)?;
             let partitions = values.iter().map(|v| value_partition(v)).collect();
             Ok((values, partitions))
         }
         Pick::Fields(fields) => {
             let pointers: Vec<String> = fields.iter().map(|(_, p)| p.clone()).collect();
-            let rows = reader.distinct_combinations_page(table, &pointers, after, limit)?;
+            let rows = reader.distinct_combinations_page(table, &pointers, after, since, limit)?;
             let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
             let partitions = rows
                 .iter()

@@ -235,7 +235,7 @@ fn pick_partition(
                 ))
             });
     }
-    let all = planned_partitions(store, plan, job).map_err(|e| failed(e.to_string()))?;
+    let all = planned_partitions(store, plan, job, false).map_err(|e| failed(e.to_string()))?;
     let found = match wanted {
         None => all.first(),
         Some(key) => all.iter().find(|p| p.key == key),

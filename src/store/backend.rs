@@ -111,11 +111,21 @@ pub trait Streams {
         guard: Guard<'_>,
     ) -> Result<(), StoreError>;
 
+    /// A pass of `job` (whose partitions come from `parent`'s rows) is
+    /// about to read its parents: when none is under way, record now as
+    /// its start (see `rules::pass_start_sql`), which its completion
+    /// stores as the job's last finished pass start. A pass already under
+    /// way keeps its start; one under way whose start was never recorded
+    /// (finished partitions but no start) gets none, so its completion
+    /// leaves the next pass a full one.
+    fn begin_pass(&mut self, job: &str, parent: &str) -> Result<(), StoreError>;
+
     /// Partitions of `job` finished in its current pass, sorted.
     fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError>;
 
-    /// Every partition of the pass finished: swap a replace table in and
-    /// forget the finished set, in one transaction (after checking the
+    /// Every partition of the pass finished: swap a replace table in,
+    /// forget the finished set and keep the pass's start as the job's last
+    /// finished pass start, in one transaction (after checking the
     /// job's lease in `guard`, if it runs under one).
     fn complete_job_pass(
         &mut self,
@@ -380,12 +390,15 @@ pub trait Reader: Send + std::fmt::Debug {
     fn has_table(&self, table: &str) -> Result<bool, StoreError>;
 
     /// Up to `limit` distinct non-null values at `pointer` in `table`, as
-    /// text, in byte order, after `after` (keyset pagination).
+    /// text, in byte order, after `after` (keyset pagination); with
+    /// `since`, only of the rows whose `_synced_at` is at or after it
+    /// (`changed_only`).
     fn distinct_values_page(
         &self,
         table: &str,
         pointer: &str,
         after: Option<&str>,
+        since: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
@@ -393,14 +406,21 @@ pub trait Reader: Send + std::fmt::Debug {
     /// `table`, each read as text as `distinct_values_page` reads one, as a
     /// JSON array of strings (`["42","eu"]`); rows where any is missing or
     /// null are left out; in byte order, after `after` (keyset
-    /// pagination). What `partitions.fields` fans out over.
+    /// pagination); with `since`, as `distinct_values_page`. What
+    /// `partitions.fields` fans out over.
     fn distinct_combinations_page(
         &self,
         table: &str,
         pointers: &[String],
         after: Option<&str>,
+        since: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+
+    /// The start of `job`'s last finished pass (RFC 3339, UTC), as its
+    /// completion stored it; None when there is none (or the database
+    /// predates schema 6): a `changed_only` pass then lists every parent.
+    fn last_pass_start(&self, job: &str) -> Result<Option<String>, StoreError>;
 
     /// Which of `partitions` of `job` have finished in its current pass.
     fn finished_among(&self, job: &str, partitions: &[&str]) -> Result<Vec<String>, StoreError>;

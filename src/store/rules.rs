@@ -109,10 +109,42 @@ pub(crate) fn reset_statements(reset: Reset, one_partition: bool, namespace: &st
         true => "job = $1 AND partition = $2",
         false => "job = $1",
     };
-    tables
+    let mut statements: Vec<String> = tables
         .iter()
         .map(|table| format!("DELETE FROM {namespace}{table} WHERE {scope}"))
-        .collect()
+        .collect();
+    // A pass's start is the mark of `changed_only`: forgotten with the
+    // marks, so the next pass lists every parent row. One partition has
+    // none of its own (the pass is the job's).
+    if reset == Reset::Marks && !one_partition {
+        statements.push(format!("DELETE FROM {namespace}passes WHERE job = $1"));
+    }
+    statements
+}
+
+/// The start of a pass of `job` that `changed_only` may count from, as
+/// `begin_pass` records it: the earliest of `started_at` (now) and the
+/// start of every run of `parent` that was still writing then (unfinished,
+/// or finished at or after it). `$1` is `parent`, `$2` `started_at`.
+///
+/// Why the parent's runs: a parent row's `_synced_at` is taken when its
+/// page is written, but the row is only seen once its transaction commits.
+/// A page written just before the pass started and committed after the
+/// pass read its parents would be in neither this pass (not visible yet)
+/// nor the next (older than the start). Every page is written inside its
+/// run, after the run's start and before its end: counting from the
+/// earliest such start covers it. A run that began after `started_at`
+/// writes rows newer than it. A run left `running` by a crash keeps the
+/// start early until its lease is taken over; that only fetches more.
+pub(crate) fn pass_start_sql(namespace: &str) -> String {
+    format!(
+        "SELECT min(started_at) FROM (
+             SELECT CAST($2 AS TEXT) AS started_at
+             UNION ALL
+             SELECT started_at FROM {namespace}runs
+             WHERE job = $1 AND started_at < $2 AND (finished_at IS NULL OR finished_at >= $2)
+         ) s"
+    )
 }
 
 // Job leases.

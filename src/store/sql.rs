@@ -37,6 +37,7 @@ pub(crate) const STATE_TABLES: &[&str] = &[
     "invocation_jobs",
     "run_shards",
     "refresh_tokens",
+    "passes",
 ];
 
 /// Test SQL written with SQLite's names (`_apisync_runs`) for PostgreSQL

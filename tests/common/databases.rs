@@ -186,6 +186,7 @@ const STATE_TABLES: &[&str] = &[
     "invocation_jobs",
     "run_shards",
     "refresh_tokens",
+    "passes",
 ];
 
 /// `_apisync_runs` (SQLite's name) as `_apisync.runs` (PostgreSQL's).

@@ -60,6 +60,7 @@ impl Pass<'_> {
         first_error: &mut Option<RunError>,
     ) -> Result<usize, RunError> {
         let (env, job, cancel) = (self.env, self.job, self.cancel);
+        self.begin_changed_only().await?;
         // Partitions arrive in batches, finished ones already left out; no new
         // one starts once the job is cancelled.
         let stopped_early = AtomicBool::new(false);
@@ -113,6 +114,29 @@ impl Pass<'_> {
         drop(results);
         summary.interrupted |= stopped_early.load(Ordering::Relaxed);
         Ok(busy)
+    }
+
+    /// A `changed_only` job's pass records its start before it reads its
+    /// parents (see `Streams::begin_pass`): a parent row written after
+    /// that start is then either read by this pass or newer than the start
+    /// the next pass counts from. Every pass of a run calls it (a sharded
+    /// run has one per phase, and several shards): the first start stays.
+    /// A sharded pass starts here too, not at the invocation's start: the
+    /// parents it waited for wrote their rows after that, and counting
+    /// from it would fetch their children again on the next pass.
+    async fn begin_changed_only(&self) -> Result<(), RunError> {
+        let parent = self
+            .job
+            .partitions
+            .as_ref()
+            .and_then(|p| p.changed_only_parent());
+        match (parent, &self.mode.backfill) {
+            (Some(parent), None) => {
+                let (job, parent) = (self.job.name.clone(), parent.to_string());
+                Ok(self.env.writer.begin_pass(job, parent).await??)
+            }
+            _ => Ok(()),
+        }
     }
 }
 

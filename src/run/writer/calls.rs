@@ -112,6 +112,17 @@ impl Writer {
             .await
     }
 
+    /// Record the start of `job`'s pass unless one is under way, before
+    /// its `changed_only` partitions are read from `parent`'s table.
+    pub(crate) async fn begin_pass(
+        &self,
+        job: String,
+        parent: String,
+    ) -> Result<Result<(), StoreError>, RunError> {
+        self.ask(|reply| Command::BeginPass { job, parent, reply })
+            .await
+    }
+
     pub(crate) async fn complete_backfill(
         &self,
         job: String,

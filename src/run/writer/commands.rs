@@ -103,6 +103,11 @@ pub(crate) enum Command {
         job: String,
         reply: Reply<()>,
     },
+    BeginPass {
+        job: String,
+        parent: String,
+        reply: Reply<()>,
+    },
     BeginRun {
         job: String,
         of: RunOf,
@@ -274,6 +279,9 @@ impl Command {
             }
             Command::CompleteBackfill { job, reply } => {
                 let _ = reply.send(store.complete_backfill(&job));
+            }
+            Command::BeginPass { job, parent, reply } => {
+                let _ = reply.send(store.begin_pass(&job, &parent));
             }
             Command::BeginRun { job, of, reply } => {
                 let begun = match of {

@@ -30,6 +30,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/postgres/0005_own_namespace.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/postgres/0006_passes.sql"),
+    ),
 ];
 
 impl PgStore {

@@ -46,6 +46,28 @@ impl PgReader {
     }
 }
 
+type Param<'a> = &'a (dyn postgres::types::ToSql + Sync);
+
+/// `changed_only`'s filter on a parent's rows, `_synced_at >= $n`, after
+/// `join`; nothing without `since` (every row, and no parameter).
+/// `_synced_at` is a `timestamptz` here, so the text is read as one: as
+/// text, the column's own spelling (`2024-01-02 00:00:00+00`) would not
+/// compare with `since`'s (`2024-01-02T00:00:00.000Z`).
+fn since_filter(since: Option<&str>, n: usize, join: &str) -> String {
+    match since {
+        Some(_) => format!("{join}\"_synced_at\" >= ${n}::text::timestamptz"),
+        None => String::new(),
+    }
+}
+
+/// `params`, then `since` when there is one (the filter's parameter).
+fn with_since<'a>(mut params: Vec<Param<'a>>, since: &'a Option<String>) -> Vec<Param<'a>> {
+    if let Some(since) = since {
+        params.push(since);
+    }
+    params
+}
+
 impl Reader for PgReader {
     /// Whether apisync's schema is here in this version's layout.
     fn has_state(&self) -> Result<bool, StoreError> {
@@ -91,21 +113,24 @@ impl Reader for PgReader {
         table: &str,
         pointer: &str,
         after: Option<&str>,
+        since: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let path = pointer_to_tokens(pointer)?;
         let sql = format!(
-            "SELECT DISTINCT v FROM (SELECT (\"_data\" #>> $1::text[]) COLLATE \"C\" AS v FROM {}) s
+            "SELECT DISTINCT v FROM (SELECT (\"_data\" #>> $1::text[]) COLLATE \"C\" AS v FROM {}{}) s
              WHERE v IS NOT NULL AND ($2::text IS NULL OR v > $2::text) ORDER BY v LIMIT $3",
-            quote_ident(table)
+            quote_ident(table),
+            since_filter(since, 4, " WHERE ")
         );
         let (table, after) = (table.to_string(), after.map(str::to_string));
+        let since = since.map(str::to_string);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.conn.run(move |s| {
             let err = table_err(&table, "read partition values");
             let stmt = s.prepared(&sql).map_err(&err)?;
             Ok(s.client
-                .query(&stmt, &[&path, &after, &limit])
+                .query(&stmt, &with_since(vec![&path, &after, &limit], &since))
                 .map_err(&err)?
                 .iter()
                 .map(|r| r.get(0))
@@ -120,26 +145,29 @@ impl Reader for PgReader {
         table: &str,
         pointers: &[String],
         after: Option<&str>,
+        since: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let paths = pointers
             .iter()
             .map(|p| pointer_to_tokens(p))
             .collect::<Result<Vec<_>, _>>()?;
-        // $1 is `after`, $2 the limit, $3.. the paths.
+        // $1 is `after`, $2 the limit, $3.. the paths, then `since`.
         // As text (`#>>`), as `distinct_values_page` reads one.
         let values: Vec<String> = (0..paths.len())
             .map(|i| format!("(\"_data\" #>> ${}::text[])", i + 3))
             .collect();
         let present: Vec<String> = values.iter().map(|v| format!("{v} IS NOT NULL")).collect();
         let sql = format!(
-            "SELECT DISTINCT v FROM (SELECT jsonb_build_array({})::text COLLATE \"C\" AS v FROM {} WHERE {}) s
+            "SELECT DISTINCT v FROM (SELECT jsonb_build_array({})::text COLLATE \"C\" AS v FROM {} WHERE {}{}) s
              WHERE ($1::text IS NULL OR v > $1::text) ORDER BY v LIMIT $2",
             values.join(", "),
             quote_ident(table),
-            present.join(" AND ")
+            present.join(" AND "),
+            since_filter(since, paths.len() + 3, " AND ")
         );
         let (table, after) = (table.to_string(), after.map(str::to_string));
+        let since = since.map(str::to_string);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.conn.run(move |s| {
             let err = table_err(&table, "read partition values");
@@ -151,11 +179,38 @@ impl Reader for PgReader {
                     .map(|p| p as &(dyn postgres::types::ToSql + Sync)),
             );
             Ok(s.client
-                .query(&stmt, &params)
+                .query(&stmt, &with_since(params, &since))
                 .map_err(&err)?
                 .iter()
                 .map(|r| r.get(0))
                 .collect())
+        })?
+    }
+
+    fn last_pass_start(&self, job: &str) -> Result<Option<String>, StoreError> {
+        let job = job.to_string();
+        self.conn.run(move |s| {
+            let err = |source| StoreError::Job {
+                job: job.clone(),
+                action: "read the start of its last pass",
+                source: Box::new(source),
+            };
+            // `run --dry-run` peeks at a database a run has not upgraded yet.
+            let upgraded: bool = s
+                .client
+                .query_one("SELECT to_regclass('_apisync.passes') IS NOT NULL", &[])
+                .map_err(err)?
+                .get(0);
+            if !upgraded {
+                return Ok(None);
+            }
+            s.client
+                .query_opt(
+                    "SELECT last_started_at FROM _apisync.passes WHERE job = $1",
+                    &[&job],
+                )
+                .map(|row| row.and_then(|r| r.get::<_, Option<String>>(0)))
+                .map_err(err)
         })?
     }
 

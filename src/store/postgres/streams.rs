@@ -11,7 +11,7 @@ use crate::plan::WriteMode;
 use crate::store::backend::Streams;
 use crate::store::error::StoreError;
 use crate::store::guards::Guard;
-use crate::store::rules::{BACKFILL_PREFIX, now, reset_statements};
+use crate::store::rules::{BACKFILL_PREFIX, now, pass_start_sql, reset_statements};
 use crate::store::sql::{PG_STATE_TABLES, quote_ident, staging_name};
 use crate::store::types::{Reset, RunId, StreamKey, TableSpec};
 
@@ -33,6 +33,42 @@ impl Streams for PgStore {
             check_claim(&mut tx, &stream, claim.as_ref())?;
             check_lease(&mut tx, &stream.job, lease.as_deref())?;
             end_stream(&mut tx, &stream, run_id, mark.as_deref())?;
+            tx.commit().map_err(&err)
+        })?
+    }
+
+    fn begin_pass(&mut self, job: &str, parent: &str) -> Result<(), StoreError> {
+        let (job, parent) = (job.to_string(), parent.to_string());
+        self.conn.run(move |s| {
+            let err = job_err(&job, "record the start of its pass");
+            let mut tx = s.client.transaction().map_err(&err)?;
+            let at = now();
+            let under_way: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM _apisync.passes
+                                    WHERE job = $1 AND open_started_at IS NOT NULL)
+                         OR EXISTS (SELECT 1 FROM _apisync.finished_streams
+                                    WHERE job = $1 AND NOT starts_with(partition, $2))",
+                    &[&job, &BACKFILL_PREFIX],
+                )
+                .map_err(&err)?
+                .get(0);
+            if under_way {
+                return Ok(());
+            }
+            let start: String = tx
+                .query_one(&pass_start_sql(PG_STATE_TABLES), &[&parent, &at])
+                .map_err(&err)?
+                .get(0);
+            // Two shards beginning at once: the first start stays (the
+            // second waits for its row, then finds it set).
+            tx.execute(
+                "INSERT INTO _apisync.passes (job, open_started_at) VALUES ($1, $2)
+                 ON CONFLICT (job) DO UPDATE SET open_started_at = excluded.open_started_at
+                 WHERE _apisync.passes.open_started_at IS NULL",
+                &[&job, &start],
+            )
+            .map_err(&err)?;
             tx.commit().map_err(&err)
         })?
     }
@@ -107,7 +143,8 @@ impl Streams for PgStore {
 }
 
 /// The end of a job's pass, inside the caller's transaction: a replace
-/// table swapped in, and the finished set (backfill slices aside) forgotten.
+/// table swapped in, the finished set (backfill slices aside) forgotten,
+/// and the pass's start kept as the last finished pass start.
 pub(super) fn end_pass(
     tx: &mut postgres::Transaction<'_>,
     job: &str,
@@ -116,12 +153,19 @@ pub(super) fn end_pass(
     if table.mode == WriteMode::Replace {
         swap_in(tx, &table.table)?;
     }
+    let err = job_err(job, "complete the pass");
     tx.execute(
         "DELETE FROM _apisync.finished_streams WHERE job = $1 AND NOT starts_with(partition, $2)",
         &[&job, &BACKFILL_PREFIX],
     )
+    .map_err(&err)?;
+    tx.execute(
+        "UPDATE _apisync.passes SET last_started_at = open_started_at, open_started_at = NULL
+         WHERE job = $1",
+        &[&job],
+    )
     .map(drop)
-    .map_err(job_err(job, "complete the pass"))
+    .map_err(&err)
 }
 
 /// Clear the checkpoint, store the mark, record the stream finished; inside

@@ -44,7 +44,7 @@ async fn the_store_can_be_called_from_async_code() {
     let reader = StoreReader::open(&db.database).unwrap();
     assert_eq!(
         reader
-            .distinct_values_page("orders", "/id", None, 10)
+            .distinct_values_page("orders", "/id", None, None, 10)
             .unwrap(),
         ["1"]
     );
@@ -98,7 +98,7 @@ fn processes_opening_a_fresh_database_at_once_migrate_it_once() {
         store.query_text(
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM _apisync.schema_version"
         ),
-        [[Some("1,2,3,4,5".to_string())]]
+        [[Some("1,2,3,4,5,6".to_string())]]
     );
 }
 

@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/0005_own_namespace.sql"),
     ),
+    (6, include_str!("../../../migrations/0006_passes.sql")),
 ];
 
 /// Which migrations a database has seen, since schema 5.

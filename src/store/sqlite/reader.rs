@@ -129,13 +129,15 @@ impl Reader for SqliteReader {
         table: &str,
         pointer: &str,
         after: Option<&str>,
+        since: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let path = pointer_to_path(pointer)?;
         let sql = format!(
-            "SELECT DISTINCT v FROM (SELECT CAST(json_extract(\"_data\", ?1) AS TEXT) AS v FROM {})
+            "SELECT DISTINCT v FROM (SELECT CAST(json_extract(\"_data\", ?1) AS TEXT) AS v FROM {}{})
              WHERE v IS NOT NULL AND (?2 IS NULL OR v > ?2) ORDER BY v LIMIT ?3",
-            quote_ident(table)
+            quote_ident(table),
+            since_filter(since, 4, " WHERE ")
         );
         let err = |source| StoreError::Table {
             table: table.to_string(),
@@ -144,8 +146,10 @@ impl Reader for SqliteReader {
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&path, &after, &limit];
+        params.extend(since.iter().map(|s| s as &dyn rusqlite::ToSql));
         let rows = stmt
-            .query_map((path, after, limit), |r| r.get::<_, String>(0))
+            .query_map(params.as_slice(), |r| r.get::<_, String>(0))
             .map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
     }
@@ -155,13 +159,14 @@ impl Reader for SqliteReader {
         table: &str,
         pointers: &[String],
         after: Option<&str>,
+        since: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let paths = pointers
             .iter()
             .map(|p| pointer_to_path(p))
             .collect::<Result<Vec<_>, _>>()?;
-        // ?1 is `after`, ?2 the limit, ?3.. the paths.
+        // ?1 is `after`, ?2 the limit, ?3.. the paths, then `since`.
         // As text, as `distinct_values_page` reads one: 42 and "42" are one
         // partition, whose placeholders would ask for the same thing.
         // `|| ''` drops the JSON subtype an object or array keeps through
@@ -171,11 +176,12 @@ impl Reader for SqliteReader {
         let values: Vec<String> = (0..paths.len()).map(extract).collect();
         let present: Vec<String> = values.iter().map(|v| format!("{v} IS NOT NULL")).collect();
         let sql = format!(
-            "SELECT DISTINCT v FROM (SELECT json_array({}) AS v FROM {} WHERE {})
+            "SELECT DISTINCT v FROM (SELECT json_array({}) AS v FROM {} WHERE {}{})
              WHERE (?1 IS NULL OR v > ?1) ORDER BY v LIMIT ?2",
             values.join(", "),
             quote_ident(table),
-            present.join(" AND ")
+            present.join(" AND "),
+            since_filter(since, paths.len() + 3, " AND ")
         );
         let err = |source| StoreError::Table {
             table: table.to_string(),
@@ -185,11 +191,33 @@ impl Reader for SqliteReader {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut params: Vec<&dyn rusqlite::ToSql> = vec![&after, &limit];
         params.extend(paths.iter().map(|p| p as &dyn rusqlite::ToSql));
+        params.extend(since.iter().map(|s| s as &dyn rusqlite::ToSql));
         let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
         let rows = stmt
             .query_map(params.as_slice(), |r| r.get::<_, String>(0))
             .map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    fn last_pass_start(&self, job: &str) -> Result<Option<String>, StoreError> {
+        let err = |source| StoreError::Job {
+            job: job.to_string(),
+            action: "read the start of its last pass",
+            source: Box::new(source),
+        };
+        // `run --dry-run` peeks at a database a run has not upgraded yet.
+        if !table_exists(&self.conn, "_apisync_passes").map_err(err)? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT last_started_at FROM _apisync_passes WHERE job = ?1",
+                [job],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(err)
     }
 
     /// Which of `partitions` of `job` have finished in its current pass: the
@@ -212,5 +240,16 @@ impl Reader for SqliteReader {
             .query_map((job, list), |r| r.get::<_, String>(0))
             .map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
+    }
+}
+
+/// `changed_only`'s filter on a parent's rows, `_synced_at >= ?n`, after
+/// `join`; nothing without `since` (every row, and no parameter).
+/// `_synced_at` and `since` are both RFC 3339 text in UTC with
+/// milliseconds (`rules::now`), so text order is time order.
+fn since_filter(since: Option<&str>, n: usize, join: &str) -> String {
+    match since {
+        Some(_) => format!("{join}\"_synced_at\" >= ?{n}"),
+        None => String::new(),
     }
 }

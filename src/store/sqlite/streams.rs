@@ -7,7 +7,9 @@
 //! partition has finished, the runner calls `complete_job_pass`, which
 //! swaps a replace table in and forgets the finished set in one
 //! transaction, so the next run starts a new pass. No generation counter is
-//! needed: the rows present *are* the current pass.
+//! needed: the rows present *are* the current pass. For `changed_only`,
+//! `begin_pass` records when a pass started and its completion keeps that
+//! as the job's last finished pass start (`_apisync_passes`).
 
 use rusqlite::Connection;
 
@@ -19,7 +21,7 @@ use crate::plan::WriteMode;
 use crate::store::backend::Streams;
 use crate::store::error::StoreError;
 use crate::store::guards::Guard;
-use crate::store::rules::{BACKFILL_END, BACKFILL_PREFIX, now, reset_statements};
+use crate::store::rules::{BACKFILL_END, BACKFILL_PREFIX, now, pass_start_sql, reset_statements};
 use crate::store::sql::{SQLITE_STATE_PREFIX, quote_ident, staging_name};
 use crate::store::types::{Reset, RunId, StreamKey, TableSpec};
 
@@ -40,6 +42,37 @@ impl Streams for SqliteStore {
         check_claim(&tx, stream, guard.claim)?;
         check_lease(&tx, &stream.job, guard.lease)?;
         end_stream(&tx, stream, run_id, mark)?;
+        tx.commit().map_err(err)
+    }
+
+    fn begin_pass(&mut self, job: &str, parent: &str) -> Result<(), StoreError> {
+        let err = job_err(job, "record the start of its pass");
+        let tx = self.conn.transaction().map_err(err)?;
+        let at = now();
+        let under_way: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM _apisync_passes
+                                WHERE job = ?1 AND open_started_at IS NOT NULL)
+                     OR EXISTS (SELECT 1 FROM _apisync_finished_streams
+                                WHERE job = ?1 AND NOT (partition >= ?2 AND partition < ?3))",
+                (job, BACKFILL_PREFIX, BACKFILL_END),
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if under_way {
+            return Ok(());
+        }
+        let sql = pass_start_sql(SQLITE_STATE_PREFIX).replace('$', "?");
+        let start: String = tx
+            .query_row(&sql, (parent, &at), |r| r.get(0))
+            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO _apisync_passes (job, open_started_at) VALUES (?1, ?2)
+             ON CONFLICT (job) DO UPDATE SET open_started_at = excluded.open_started_at
+             WHERE _apisync_passes.open_started_at IS NULL",
+            (job, &start),
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -112,18 +145,28 @@ impl Streams for SqliteStore {
 }
 
 /// The end of a job's pass, inside the caller's transaction: a replace
-/// table swapped in, and the finished set (backfill slices aside) forgotten.
+/// table swapped in, the finished set (backfill slices aside) forgotten,
+/// and the pass's start (if `begin_pass` recorded one) kept as the last
+/// finished pass start; a pass without one leaves none, so the next
+/// `changed_only` pass is a full one.
 pub(crate) fn end_pass(conn: &Connection, job: &str, table: &TableSpec) -> Result<(), StoreError> {
     if table.mode == WriteMode::Replace {
         swap_in(conn, &table.table)?;
     }
+    let err = job_err(job, "complete the pass");
     conn.execute(
         "DELETE FROM _apisync_finished_streams WHERE job = ?1
          AND NOT (partition >= ?2 AND partition < ?3)",
         (job, BACKFILL_PREFIX, BACKFILL_END),
     )
+    .map_err(err)?;
+    conn.execute(
+        "UPDATE _apisync_passes SET last_started_at = open_started_at, open_started_at = NULL
+         WHERE job = ?1",
+        [job],
+    )
     .map(drop)
-    .map_err(job_err(job, "complete the pass"))
+    .map_err(err)
 }
 
 /// Clear the stream's checkpoint, store its mark and record it finished,

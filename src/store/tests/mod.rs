@@ -7,6 +7,7 @@ mod job_leases;
 mod leases;
 mod migrations;
 mod partition_column;
+mod passes;
 mod reader;
 mod replace;
 mod status;

@@ -35,7 +35,7 @@ fn distinct_values_come_in_keyset_pages_and_finished_ones_are_found_per_batch(db
     let reader = StoreReader::open(&db.database).unwrap();
     assert!(reader.has_table("parents").unwrap());
     assert!(!reader.has_table("missing").unwrap());
-    let all = in_pages_of_two(|after| reader.distinct_values_page("parents", "/id", after, 2));
+    let all = in_pages_of_two(|after| reader.distinct_values_page("parents", "/id", after, None, 2));
     // Byte order on both backends (upper case before lower case).
     assert_eq!(all, ["1", "2", "3", "B", "a", "x"]);
 
@@ -65,7 +65,7 @@ fn combinations_of_several_values_come_in_keyset_pages_as_text(db) {
     let reader = StoreReader::open(&db.database).unwrap();
     let pointers = ["/id".to_string(), "/b".to_string()];
     let all = in_pages_of_two(|after| {
-        reader.distinct_combinations_page("tickets", &pointers, after, 2)
+        reader.distinct_combinations_page("tickets", &pointers, after, None, 2)
     });
     let values: Vec<Vec<String>> = all
         .iter()
@@ -79,5 +79,44 @@ fn combinations_of_several_values_come_in_keyset_pages_as_text(db) {
         sorted,
         [["1", "a\"b"], ["42", "eu"], ["7", "eu"], ["7", "us"]]
     );
+}
+}
+
+backend_test! {
+/// `changed_only`: only the rows whose `_synced_at` is at or after `since`
+/// (the bound itself included), still in keyset pages. `_synced_at` is
+/// text on SQLite and a timestamptz on PostgreSQL.
+fn values_written_since_a_time_come_in_keyset_pages(db) {
+    let mut store = db.store();
+    let at = if db.is_postgres() { "timestamptz" } else { "TEXT" };
+    let kind = if db.is_postgres() { "jsonb" } else { "TEXT" };
+    store.exec_sql(&format!(
+        "CREATE TABLE parents (_data {kind}, \"_synced_at\" {at} NOT NULL)"
+    ));
+    store.exec_sql(
+        "INSERT INTO parents VALUES
+             ('{\"id\": 1, \"b\": \"x\"}', '2024-01-01T23:59:59.999Z'),
+             ('{\"id\": 2, \"b\": \"x\"}', '2024-01-02T00:00:00.000Z'),
+             ('{\"id\": 3, \"b\": \"y\"}', '2024-01-02T00:00:00.001Z'),
+             ('{\"id\": 4, \"b\": \"y\"}', '2024-03-01T12:00:00.000Z'),
+             ('{\"id\": 5, \"b\": \"z\"}', '2024-03-01T12:00:00.000Z'),
+             ('{\"id\": 1, \"b\": \"x\"}', '2024-01-01T00:00:00.000Z');",
+    );
+    let reader = StoreReader::open(&db.database).unwrap();
+    let since = Some("2024-01-02T00:00:00.000Z");
+    let values =
+        in_pages_of_two(|after| reader.distinct_values_page("parents", "/id", after, since, 2));
+    assert_eq!(values, ["2", "3", "4", "5"]);
+    let every =
+        in_pages_of_two(|after| reader.distinct_values_page("parents", "/id", after, None, 2));
+    assert_eq!(every, ["1", "2", "3", "4", "5"]);
+
+    let pointers = ["/b".to_string(), "/id".to_string()];
+    let later = Some("2024-01-02T00:00:00.001Z");
+    let rows = in_pages_of_two(|after| {
+        reader.distinct_combinations_page("parents", &pointers, after, later, 2)
+    });
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| serde_json::from_str(r).unwrap()).collect();
+    assert_eq!(rows, [["y", "3"], ["y", "4"], ["z", "5"]]);
 }
 }
