@@ -53,6 +53,7 @@ fn job(max_attempts: u32) -> JobPlan {
             error_path: None,
             error_retry: false,
             max_page_bytes: 1 << 20,
+            single: false,
         },
         incremental: None,
         partitions: None,

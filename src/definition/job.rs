@@ -173,6 +173,8 @@ pub struct RecordsDef {
     /// Bytes; default 64 MiB.
     #[schemars(with = "Option<u64>")]
     pub max_page_bytes: Option<Spanned<u64>>,
+    /// The value at `path` is one object, one record (`GET /me`).
+    pub single: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -447,6 +447,7 @@ fn plan_records(
             error_path: None,
             error_retry: false,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
+            single: false,
         });
     };
     let mut ok = true;
@@ -506,6 +507,7 @@ fn plan_records(
         error_path,
         error_retry: def.error_retry.unwrap_or(false),
         max_page_bytes,
+        single: def.single.unwrap_or(false),
     };
     (ok && parts_ok).then_some(plan)
 }

@@ -255,6 +255,8 @@ pub struct RecordsPlan {
     pub error_retry: bool,
     /// Largest body accepted, enforced while reading. Default 64 MiB.
     pub max_page_bytes: u64,
+    /// `single = true`: the object at `path` is one record.
+    pub single: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -185,9 +185,25 @@ pub fn records_array<'a>(
                 "the records path {shown} is missing from the body (hint: check records.path)"
             ))
         })?;
+    if job.records.single {
+        // `GET /me`: the object is the one record.
+        return match found.get().trim_start().starts_with('{') {
+            true => Ok(vec![found]),
+            false => Err(fatal(format!(
+                "the records path {shown} is {}, not an object, and records.single = true reads one object as one record (hint: check records.path, or remove single for an array of records)",
+                describe(found)
+            ))),
+        };
+    }
     raw_elements(found).ok_or_else(|| {
+        let hint = match found.get().trim_start().starts_with('{') {
+            true => {
+                "check records.path, or set records.single = true if this object is the one record"
+            }
+            false => "check records.path",
+        };
         fatal(format!(
-            "the records path {shown} is {}, not an array (hint: check records.path)",
+            "the records path {shown} is {}, not an array (hint: {hint})",
             describe(found)
         ))
     })
@@ -247,6 +263,10 @@ pub(super) fn read_in_one_pass<'a>(
     resp: &'a PageResponse,
     job: &'a JobPlan,
 ) -> Option<Result<(PageRecords, BodyView<'a>), DecodeError>> {
+    if job.records.single {
+        // The one pass reads arrays of records; one object goes the general way.
+        return None;
+    }
     let text = std::str::from_utf8(&resp.body).ok()?;
     let pointers: Vec<&str> = std::iter::once(job.records.path.as_str())
         .chain(body_pointers(job))

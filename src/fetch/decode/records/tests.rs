@@ -37,6 +37,7 @@ pub(crate) fn job(kind: PaginationKind) -> JobPlan {
             error_path: None,
             error_retry: false,
             max_page_bytes: 1 << 20,
+            single: false,
         },
         incremental: None,
         partitions: None,
