@@ -364,7 +364,6 @@ async fn killed_at(project: &Project, hits: &mut tokio::sync::mpsc::UnboundedRec
 /// filled: ids created in it afterwards (auto-increment ids, the very
 /// case `end` absent is for) are below the mark and never asked again.
 #[tokio::test]
-#[ignore = "finding: open integer windows move the mark past a partly filled window, so ids created later in it are never fetched"]
 async fn open_integer_windows_fetch_ids_created_later_in_a_partly_filled_window() {
     let api = Api::start((0..150).map(|i| (i, i)).collect(), Shape::default()).await;
     let project = Project::new();
@@ -397,23 +396,25 @@ async fn open_integer_windows_fetch_ids_created_later_in_a_partly_filled_window(
 /// did not fetch are never asked for again. Without windows the mark is
 /// the largest cursor seen, so the next run goes on from there.
 #[tokio::test]
-#[ignore = "finding: max_pages cutting a window short moves the mark to the window end; the rest of the window is lost for good"]
 async fn max_pages_cutting_a_window_short_does_not_lose_the_rest_of_it() {
     let api = Api::start(every_five_days(), Shape::default()).await;
     let project = Project::new();
     let job = windowed(&api.base, &format!("window = \"30d\"\nend = \"{END}\""))
         .replace("[records]", "max_pages = 1\n\n[records]");
     project.job("events", &job);
-    for _ in 0..4 {
+    // One page a run: the seven pages of the four windows take seven
+    // runs, each going on inside the window where the last one stopped.
+    for _ in 0..7 {
         let out = project.run(&["run"]).await;
         assert!(out.status.success(), "{}", describe(&out));
     }
     assert_eq!(
         ids(&project),
         (0..20).collect::<Vec<_>>(),
-        "after four runs; mark {:?}",
+        "after seven runs; mark {:?}",
         mark(&project)
     );
+    assert_eq!(mark(&project), Some(format!("\"{END}\"")));
 }
 
 /// A windowed stream killed mid-stream while the job had no windows, the
@@ -421,7 +422,6 @@ async fn max_pages_cutting_a_window_short_does_not_lose_the_rest_of_it() {
 /// the first window, and the pages the old stream wrote past that window
 /// are fetched again by the next one.
 #[tokio::test]
-#[ignore = "finding: a checkpoint saved before `window` was added is resumed inside the first window; rows the old stream wrote past it are written again (append)"]
 async fn a_checkpoint_from_before_windows_does_not_double_rows_when_windows_are_added() {
     let (api, mut hits) = Api::start_hanging(every_five_days(), Shape::default(), Some(2)).await;
     let project = Project::new();
@@ -446,11 +446,10 @@ async fn a_checkpoint_from_before_windows_does_not_double_rows_when_windows_are_
 
 /// The other way: killed inside the third window, then the windows taken
 /// out of the job (`{mark}` again). The checkpoint keeps `since` = the
-/// run's first start (`initial`), so the resumed stream asks for
-/// everything since `initial` at the window's offset: rows of the first
-/// windows are written again.
+/// run's first start (`initial`), so the resumed stream would ask for
+/// everything since `initial` at the window's offset, writing rows of the
+/// first windows again: it is refused with a hint instead.
 #[tokio::test]
-#[ignore = "finding: a window checkpoint resumed after windows are removed asks {mark} = the run's first start at the window's offset; earlier windows' rows are written again (append)"]
 async fn a_window_checkpoint_does_not_double_rows_when_windows_are_removed() {
     let reference = Api::start(every_five_days(), Shape::default()).await;
     let clean = Project::new();
@@ -477,11 +476,21 @@ async fn a_window_checkpoint_does_not_double_rows_when_windows_are_removed() {
         &windowed(&api.base, &format!("window = \"30d\"\nend = \"{END}\"")),
     );
     killed_at(&project, &mut hits).await;
-    assert_eq!(ids(&project), (0..16).collect::<Vec<_>>());
+    // The third window's first page may still have been with the writer.
+    let before = ids(&project);
+    assert!(
+        before == (0..16).collect::<Vec<_>>() || before == (0..12).collect::<Vec<_>>(),
+        "{before:?}"
+    );
 
     project.job("events", &unwindowed(&api.base));
     let out = project.run(&["run"]).await;
     no_panic(&out);
+    assert!(
+        describe(&out).contains("the saved checkpoint was written when the job fetched by windows"),
+        "{}",
+        describe(&out)
+    );
     let ids = ids(&project);
     let mut distinct = ids.clone();
     distinct.dedup();
@@ -501,7 +510,6 @@ async fn a_window_checkpoint_does_not_double_rows_when_windows_are_removed() {
 /// as a `dates` slice's end, so the child's windows stop at the parent's
 /// value. Nothing after it is ever fetched, and the run says nothing.
 #[tokio::test]
-#[ignore = "finding: a from_job field named `end` is taken as a dates slice end and silently cuts the child's windows (src/run/windows.rs Slice::of)"]
 async fn a_from_job_field_named_end_does_not_cut_the_childs_windows() {
     let api = Api::start(every_five_days(), Shape::default()).await;
     *api.parents.lock().unwrap() = vec![json!({ "id": 1, "ends": "2024-01-15T00:00:00Z" })];
@@ -522,7 +530,7 @@ async fn a_from_job_field_named_end_does_not_cut_the_childs_windows() {
             "[output]",
             "[partitions]\nfrom_job = \"campaigns\"\nfields = { id = \"/id\", end = \"/ends\" }\n\n[output]",
         );
-    project.job("events", &child);
+    project.job("events", &format!("depends_on = [\"campaigns\"]\n{child}"));
     let out = project.run(&["run"]).await;
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
@@ -536,7 +544,6 @@ async fn a_from_job_field_named_end_does_not_cut_the_childs_windows() {
 /// The same with a field named `start` that is not a time: the stream
 /// fails saying it has "no `initial`", though the job has one.
 #[tokio::test]
-#[ignore = "finding: a from_job field named `start` that is not a time fails the stream with \"no mark and no `initial`\" though initial is set (windows::first_start)"]
 async fn a_from_job_field_named_start_does_not_replace_initial() {
     let api = Api::start(every_five_days(), Shape::default()).await;
     *api.parents.lock().unwrap() = vec![json!({ "id": 1, "first_page": 7 })];
@@ -557,7 +564,7 @@ async fn a_from_job_field_named_start_does_not_replace_initial() {
             "[output]",
             "[partitions]\nfrom_job = \"campaigns\"\nfields = { id = \"/id\", start = \"/first_page\" }\n\n[output]",
         );
-    project.job("events", &child);
+    project.job("events", &format!("depends_on = [\"campaigns\"]\n{child}"));
     let out = project.run(&["run"]).await;
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(ids(&project), (0..20).collect::<Vec<_>>());
@@ -566,7 +573,6 @@ async fn a_from_job_field_named_start_does_not_replace_initial() {
 /// `end = "now-300000y"`: a duration humantime reads and chrono holds,
 /// but `now` minus it is before chrono's first year.
 #[tokio::test]
-#[ignore = "finding: end = \"now-300000y\" panics (DateTime - TimeDelta overflow in windows::starting_at)"]
 async fn an_end_before_the_calendar_does_not_panic() {
     let api = Api::start(every_five_days(), Shape::default()).await;
     let project = Project::new();
@@ -587,7 +593,6 @@ async fn an_end_before_the_calendar_does_not_panic() {
 /// `lookback = "300000y"` beside windows: taken off the stored mark where
 /// a run starts, it goes before chrono's first year.
 #[tokio::test]
-#[ignore = "finding: lookback = \"300000y\" with windows panics once a mark is stored (DateTime - TimeDelta overflow in windows::first_start)"]
 async fn a_huge_lookback_does_not_panic() {
     let api = Api::start(every_five_days(), Shape::default()).await;
     let project = Project::new();
@@ -612,7 +617,6 @@ async fn a_huge_lookback_does_not_panic() {
 /// `unwrap_or_default` makes it zero, and a zero-length first window is
 /// "nothing to fetch": the run succeeds having asked for nothing.
 #[tokio::test]
-#[ignore = "finding: a window too long for chrono becomes zero (unwrap_or_default in windows::starting_at): the run fetches nothing and succeeds"]
 async fn a_window_too_long_for_chrono_still_fetches_everything() {
     let api = Api::start(every_five_days(), Shape::default()).await;
     let project = Project::new();
@@ -639,7 +643,6 @@ async fn a_window_too_long_for_chrono_still_fetches_everything() {
 /// the run would go on for years. (The server refuses after 50 requests
 /// to end the test.)
 #[tokio::test]
-#[ignore = "finding: no guard on the number of windows: window = \"1s\" over 24 years starts sending 757M requests without a word"]
 async fn a_window_count_in_the_hundreds_of_millions_is_refused_before_any_request() {
     let api = Api::start(
         every_five_days(),
@@ -667,7 +670,7 @@ async fn a_window_count_in_the_hundreds_of_millions_is_refused_before_any_reques
 /// apisync knows the cursor field and the window `[start, end)`: it could
 /// keep each record to the window it belongs to.
 #[tokio::test]
-#[ignore = "finding: records outside [window.start, window.end) are written as they come: an inclusive-end API doubles boundary records in append mode"]
+#[ignore = "decided, not mended: records are written as the server sends them, not filtered to [start, end) (the API may filter on another field than cursor_field); an inclusive-end API doubles boundary records in append mode; docs/jobs.md says to use merge there"]
 async fn an_inclusive_end_server_does_not_double_boundary_records() {
     let api = Api::start(
         every_five_days(),
@@ -691,7 +694,7 @@ async fn an_inclusive_end_server_does_not_double_boundary_records() {
 /// and the window after it would start at MAX, which is "the end", so the
 /// id MAX itself is never in any window.
 #[tokio::test]
-#[ignore = "finding: integer windows saturate at i64::MAX with an exclusive end, so the id i64::MAX is never fetched"]
+#[ignore = "open finding (minor): integer windows saturate at i64::MAX with an exclusive end, so the id i64::MAX itself is never fetched"]
 async fn integer_windows_reach_the_largest_id() {
     let top = i64::MAX;
     let api = Api::start((top - 15..=top).map(|i| (i, i)).collect(), Shape::default()).await;
@@ -715,8 +718,8 @@ async fn integer_windows_reach_the_largest_id() {
 // What holds
 // ---------------------------------------------------------------------
 
-/// Open integer windows stop at the first empty window and keep the mark
-/// at its start, as documented; a gap in the ids wider than `window`
+/// Open integer windows stop at the first empty window, the mark just past
+/// the largest id seen (ids may still be created above it), as documented; a gap in the ids wider than `window`
 /// stops them there, run after run (the ids after it are never reached:
 /// a documented limit, reported here because it loses records silently).
 #[tokio::test]
@@ -734,17 +737,17 @@ async fn open_integer_windows_stop_at_the_first_empty_window() {
         assert!(out.status.success(), "{}", describe(&out));
     }
     assert_eq!(ids(&project), (0..25).collect::<Vec<_>>());
-    assert_eq!(mark(&project).as_deref(), Some("30"));
+    assert_eq!(mark(&project).as_deref(), Some("25"));
     assert_eq!(
         api.windows().last(),
-        Some(&(Some(30), Some(40))),
+        Some(&(Some(25), Some(35))),
         "{:?}",
         api.windows()
     );
 }
 
 /// Open integer windows killed at every request, append mode: every id
-/// once, the mark at the empty window's start.
+/// once, the mark just past the largest id.
 #[tokio::test]
 async fn open_integer_windows_killed_at_every_request_keep_every_id_once() {
     let events: Vec<(i64, i64)> = (0..25).map(|i| (i, i)).collect();
@@ -777,7 +780,7 @@ async fn open_integer_windows_killed_at_every_request_keep_every_id_once() {
             (0..25).collect::<Vec<_>>(),
             "kill at {kill_at}"
         );
-        assert_eq!(mark(&project).as_deref(), Some("30"), "kill at {kill_at}");
+        assert_eq!(mark(&project).as_deref(), Some("25"), "kill at {kill_at}");
     }
 }
 

@@ -112,6 +112,9 @@ pub struct Page {
     pub position: StreamPosition,
     /// True when this was the last page: the stream is complete once it commits.
     pub last: bool,
+    /// The last page because `max_pages` stopped an incremental window
+    /// short: `position` is the window's next page, for a later run.
+    pub cut_short: bool,
     /// Bytes of the body, for stats.
     pub bytes: u64,
 }

@@ -34,18 +34,23 @@ pub(crate) fn fresh_position(
         let since = since(job, stored_mark);
         return Ok(Some(StreamPosition::start(since).at_if_used(job, now)));
     };
-    let start = windows::first_start(incremental, stored_mark, Slice::of(partition));
-    in_window(
-        StreamPosition::start(start).at_if_used(job, now),
-        job,
-        partition,
-        now,
-    )
+    let slice = Slice::of(job, partition);
+    let start = windows::first_start(incremental, stored_mark, slice);
+    let fresh = StreamPosition::start(start).at_if_used(job, now);
+    let position = in_window(fresh, job, partition, now)?;
+    if let (Some(position), Some((incremental, plan))) = (&position, windows::of(job))
+        && let Some(window) = &position.window
+    {
+        windows::check_count(incremental, plan, window, now, slice)?;
+    }
+    Ok(position)
 }
 
 /// A saved checkpoint, as a run that began at `now` goes on from it. One
-/// saved before the job fetched by windows gets its window here, starting
-/// at the mark the stream started with.
+/// saved in the other form (with windows, the job now without, or the
+/// other way round) is refused unless it had not begun: its next page
+/// cannot be asked for in the new form without fetching again pages it
+/// wrote, or skipping some.
 pub(crate) fn resumed_position(
     job: &JobPlan,
     partition: &Partition,
@@ -54,8 +59,20 @@ pub(crate) fn resumed_position(
 ) -> Result<Option<StreamPosition>, String> {
     // A checkpoint saved before `{now}` was kept takes this run's.
     let saved = saved.at_if_used(job, now);
-    match (&saved.window, windows::of(job)) {
-        (None, Some(_)) => in_window(saved, job, partition, now),
+    let windowed = windows::of(job).is_some();
+    let begun = saved.next != crate::fetch::NextRequest::Start;
+    match (saved.window.is_some(), windowed) {
+        (false, true) if !begun => in_window(saved, job, partition, now),
+        (true, false) if !begun => Ok(Some(StreamPosition {
+            window: None,
+            ..saved
+        })),
+        (false, true) | (true, false) => Err(format!(
+            "the saved checkpoint was written when the job {} by windows, and the job file now {}: its next page cannot be asked for in the new form (hint: put the job file back until the stream finishes, or `apisync reset {} --keep-marks` to start it over from its mark, in append mode after deleting the rows it wrote since it last finished)",
+            if windowed { "did not fetch" } else { "fetched" },
+            if windowed { "does" } else { "does not" },
+            job.name
+        )),
         _ => Ok(Some(saved)),
     }
 }
@@ -73,7 +90,7 @@ fn in_window(
     let start = position.since.as_deref().ok_or(
         "the stream has no mark and no `initial` to start its first window at (hint: add incremental.initial)",
     )?;
-    let window = windows::starting_at(incremental, plan, start, now, Slice::of(partition))?;
+    let window = windows::starting_at(incremental, plan, start, now, Slice::of(job, partition))?;
     Ok(window.map(|window| StreamPosition {
         window: Some(window),
         ..position

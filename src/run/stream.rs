@@ -368,14 +368,27 @@ async fn finish_with(
 ) -> Result<Ended, RunError> {
     let mut mark = end_mark(env, job, &page.position);
     if let (Some((incremental, plan)), Some(window)) = (windows::of(job), &page.position.window) {
-        let slice = windows::Slice::of(partition);
-        let after = windows::after(incremental, plan, window, empty, env.now, slice).map_err(
-            |message| RunError::Window {
-                job: job.name.clone(),
-                partition: key.partition.clone(),
-                message,
-            },
-        )?;
+        if page.cut_short {
+            // `max_pages` stopped the window short: the page commits with
+            // the window's next page as the checkpoint and the mark where
+            // it is; a later run goes on inside the window.
+            let answer = submit_page(env, key, page, None, failed).await?;
+            await_commit(Some(answer)).await?;
+            return Ok(Ended::Stream);
+        }
+        let slice = windows::Slice::of(job, partition);
+        let seen = windows::Seen {
+            empty,
+            max: page.position.max_seen.as_ref(),
+        };
+        let after =
+            windows::after(incremental, plan, window, seen, env.now, slice).map_err(|message| {
+                RunError::Window {
+                    job: job.name.clone(),
+                    partition: key.partition.clone(),
+                    message,
+                }
+            })?;
         mark = after.mark.filter(|_| env.keep_mark);
         if let Some(next) = after.next {
             let page = Page {

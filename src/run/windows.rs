@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::fetch::Window;
-use crate::plan::{CursorType, IncrementalPlan, JobPlan, Lookback, Partition, WindowEnd, Windows};
+use crate::plan::{
+    CursorType, IncrementalPlan, JobPlan, Lookback, Partition, PartitionsPlan, WindowEnd, Windows,
+};
 
 /// The time slice a stream covers (`dates` partitions, backfill slices):
 /// its windows start at the slice's start (until the stream has a mark)
@@ -24,12 +26,31 @@ pub(crate) struct Slice<'a> {
 }
 
 impl<'a> Slice<'a> {
-    pub(crate) fn of(partition: &'a Partition) -> Self {
-        Slice {
-            start: partition.value("partition.start"),
-            end: partition.value("partition.end"),
+    /// The slice of a `dates` partition or a backfill slice; none for any
+    /// other partition (a `fields` value named `start` is not a bound).
+    pub(crate) fn of(job: &JobPlan, partition: &'a Partition) -> Self {
+        let sliced = matches!(job.partitions, Some(PartitionsPlan::Dates { .. }))
+            || partition.key.starts_with(crate::store::BACKFILL_PREFIX);
+        match sliced {
+            true => Slice {
+                start: partition.value("partition.start"),
+                end: partition.value("partition.end"),
+            },
+            false => Slice::default(),
         }
     }
+}
+
+/// The most windows one run of a stream may go through. A window costs at
+/// least one request: `window = "1s"` over years is a mistake to report
+/// before the first request, not a run of millions.
+pub(crate) const MAX_WINDOWS: i64 = 100_000;
+
+/// `span` as chrono's duration; None when longer than chrono can hold
+/// (hundreds of millions of years): then no window is shorter than the
+/// whole range.
+fn signed(span: std::time::Duration) -> Option<chrono::Duration> {
+    chrono::Duration::from_std(span).ok()
 }
 
 /// A job's incremental plan and windows, when it fetches by windows.
@@ -51,15 +72,21 @@ pub(crate) fn first_start(
         Some(Value::String(text)) => text,
         Some(Value::Number(n)) => n.to_string(),
         _ => {
-            return match (incremental.cursor_type, slice.start) {
-                (CursorType::Timestamp, Some(start)) => time(start).map(text_of),
-                _ => incremental.initial.clone(),
+            let slice_start = match incremental.cursor_type {
+                CursorType::Timestamp => slice.start.and_then(time).map(text_of),
+                _ => None,
             };
+            return slice_start.or_else(|| incremental.initial.clone());
         }
     };
     Some(match (incremental.cursor_type, incremental.lookback) {
+        // A lookback reaching before the calendar starts at its first day.
         (CursorType::Timestamp, Some(Lookback::Duration(back))) => match time(&mark) {
-            Some(at) => text_of(at - chrono::Duration::from_std(back).unwrap_or_default()),
+            Some(at) => text_of(
+                signed(back)
+                    .and_then(|back| at.checked_sub_signed(back))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            ),
             None => mark,
         },
         (CursorType::Integer, Some(Lookback::Integer(back))) => match mark.parse::<i64>() {
@@ -85,9 +112,10 @@ pub(crate) fn starting_at(
                 format!("the window start {start:?} is not an RFC 3339 time (hint: windows need a timestamp mark; check incremental.initial, or `apisync reset` the job if its stored mark came from a server in another spelling)")
             })?;
             let end = match &windows.end {
-                WindowEnd::BeforeNow(back) => {
-                    now - chrono::Duration::from_std(*back).unwrap_or_default()
-                }
+                // Before the calendar's first day: nothing to fetch.
+                WindowEnd::BeforeNow(back) => signed(*back)
+                    .and_then(|back| now.checked_sub_signed(back))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
                 WindowEnd::At(at) => {
                     time(at).ok_or_else(|| format!("`end` {at:?} is not a time"))?
                 }
@@ -98,8 +126,8 @@ pub(crate) fn starting_at(
                 None => end,
             };
             let until = match windows.span {
-                Some(Lookback::Duration(span)) => from
-                    .checked_add_signed(chrono::Duration::from_std(span).unwrap_or_default())
+                Some(Lookback::Duration(span)) => signed(span)
+                    .and_then(|span| from.checked_add_signed(span))
                     .map_or(end, |later| later.min(end)),
                 _ => end,
             };
@@ -138,6 +166,66 @@ pub(crate) fn starting_at(
     }
 }
 
+/// What a finished window brought: whether any record, and the largest
+/// cursor value among them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seen<'a> {
+    pub empty: bool,
+    pub max: Option<&'a Value>,
+}
+
+/// A window that goes on through `MAX_WINDOWS` more windows before it
+/// reaches its end is refused: Err says so and what to change.
+pub(crate) fn check_count(
+    incremental: &IncrementalPlan,
+    windows: &Windows,
+    first: &Window,
+    now: DateTime<Utc>,
+    slice: Slice<'_>,
+) -> Result<(), String> {
+    let count = match (incremental.cursor_type, windows.span) {
+        (CursorType::Timestamp, Some(Lookback::Duration(span))) => {
+            let (Some(start), Some(first_end)) = (time(&first.start), time(&first.end)) else {
+                return Ok(());
+            };
+            let mut last = first_end;
+            // The run's end: where the window after a very long one stops.
+            if let Some(Window { end, .. }) = starting_at(
+                incremental,
+                &Windows {
+                    span: None,
+                    end: windows.end.clone(),
+                },
+                &first.start,
+                now,
+                slice,
+            )? {
+                last = time(&end).unwrap_or(first_end);
+            }
+            let total = (last - start).num_seconds();
+            let span = span.as_secs().max(1) as i64;
+            total / span + i64::from(total % span != 0)
+        }
+        (CursorType::Integer, Some(Lookback::Integer(span))) => match &windows.end {
+            WindowEnd::At(end) => {
+                let (Ok(start), Ok(end)) = (first.start.parse::<i64>(), end.parse::<i64>()) else {
+                    return Ok(());
+                };
+                (end.saturating_sub(start) / span.max(1)).saturating_add(1)
+            }
+            _ => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    match count > MAX_WINDOWS {
+        true => Err(format!(
+            "from {} the run would go through {count} windows (one request each at least); apisync refuses more than {MAX_WINDOWS} in one run (hint: make incremental.window longer, or move incremental.initial or end closer)",
+            first.start
+        )),
+        false => Ok(()),
+    }
+}
+
 /// What a window that just finished leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AfterWindow {
@@ -158,14 +246,27 @@ pub(crate) fn after(
     incremental: &IncrementalPlan,
     windows: &Windows,
     window: &Window,
-    empty: bool,
+    seen: Seen<'_>,
     now: DateTime<Utc>,
     slice: Slice<'_>,
 ) -> Result<AfterWindow, String> {
-    if windows.end == WindowEnd::Open && empty {
+    if windows.end == WindowEnd::Open {
+        // Ids are still being created past the largest one seen, inside
+        // this window too: the mark goes just past that id, never to the
+        // window's end. An empty window ends the run where the mark is.
+        if seen.empty {
+            return Ok(AfterWindow {
+                mark: None,
+                next: None,
+            });
+        }
+        let past_max = seen
+            .max
+            .and_then(Value::as_i64)
+            .map(|max| Value::from(max.saturating_add(1)).to_string());
         return Ok(AfterWindow {
-            mark: None,
-            next: None,
+            mark: past_max,
+            next: starting_at(incremental, windows, &window.end, now, slice)?,
         });
     }
     let mark = match incremental.cursor_type {
@@ -208,6 +309,15 @@ mod tests {
         }
     }
 
+    const FULL: Seen<'static> = Seen {
+        empty: false,
+        max: None,
+    };
+    const EMPTY: Seen<'static> = Seen {
+        empty: true,
+        max: None,
+    };
+
     fn at(text: &str) -> DateTime<Utc> {
         time(text).unwrap()
     }
@@ -225,7 +335,7 @@ mod tests {
         let mut out = Vec::new();
         let mut next = starting_at(inc, windows, start, at(now), Slice::default()).unwrap();
         while let Some(w) = next {
-            next = after(inc, windows, &w, false, at(now), Slice::default())
+            next = after(inc, windows, &w, FULL, at(now), Slice::default())
                 .unwrap()
                 .next;
             out.push(w);
@@ -283,7 +393,7 @@ mod tests {
             &inc,
             windows,
             &w,
-            true,
+            EMPTY,
             at("2024-01-02T00:00:00Z"),
             Slice::default(),
         )
@@ -332,22 +442,29 @@ mod tests {
         );
         inc.windows.as_mut().unwrap().end = WindowEnd::Open;
         let windows = inc.windows.as_ref().unwrap();
+        // Ids up to 49 in [0, 100): the mark goes just past 49, not to 100,
+        // since ids 50 to 99 may still be created.
+        let max = Value::from(49);
+        let seen = Seen {
+            empty: false,
+            max: Some(&max),
+        };
         let full = after(
             &inc,
             windows,
             &window("0", "100"),
-            false,
+            seen,
             at(now),
             Slice::default(),
         )
         .unwrap();
-        assert_eq!(full.mark.as_deref(), Some("100"));
+        assert_eq!(full.mark.as_deref(), Some("50"));
         assert_eq!(full.next, Some(window("100", "200")));
         let empty = after(
             &inc,
             windows,
             &window("100", "200"),
-            true,
+            EMPTY,
             at(now),
             Slice::default(),
         )
@@ -383,14 +500,70 @@ mod tests {
             first,
             window("2024-03-01T00:00:00Z", "2024-03-08T00:00:00Z")
         );
-        let second = after(&inc, windows, &first, false, now, slice).unwrap();
+        let second = after(&inc, windows, &first, FULL, now, slice).unwrap();
         assert_eq!(
             second.next,
             Some(window("2024-03-08T00:00:00Z", "2024-03-10T00:00:00Z"))
         );
-        let last = after(&inc, windows, &second.next.unwrap(), false, now, slice).unwrap();
+        let last = after(&inc, windows, &second.next.unwrap(), FULL, now, slice).unwrap();
         assert_eq!(last.next, None);
         assert_eq!(last.mark.as_deref(), Some("\"2024-03-10T00:00:00Z\""));
+    }
+
+    #[test]
+    fn bounds_beyond_the_calendar_are_errors_or_ends_never_panics() {
+        let mut inc = plan(
+            CursorType::Timestamp,
+            Some(Lookback::Duration(Duration::from_secs(u64::MAX / 4))),
+            WindowEnd::BeforeNow(Duration::from_secs(300_000 * 365 * 86400)),
+        );
+        inc.lookback = Some(Lookback::Duration(Duration::from_secs(
+            300_000 * 365 * 86400,
+        )));
+        let windows = inc.windows.clone().unwrap();
+        let now = at("2024-01-01T00:00:00Z");
+        // An end before the calendar: nothing to fetch.
+        let none = starting_at(
+            &inc,
+            &windows,
+            "2024-01-01T00:00:00Z",
+            now,
+            Slice::default(),
+        );
+        assert_eq!(none, Ok(None));
+        // A lookback beyond it starts at the calendar's first day.
+        assert!(first_start(&inc, Some("\"2024-05-01T12:00:00Z\""), Slice::default()).is_some());
+        // A window longer than chrono holds is one window to the end.
+        inc.windows.as_mut().unwrap().end = WindowEnd::BeforeNow(Duration::ZERO);
+        let windows = inc.windows.clone().unwrap();
+        let one = starting_at(
+            &inc,
+            &windows,
+            "2023-01-01T00:00:00Z",
+            now,
+            Slice::default(),
+        );
+        assert_eq!(
+            one,
+            Ok(Some(window("2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z")))
+        );
+    }
+
+    #[test]
+    fn a_million_windows_are_refused_before_the_first_request() {
+        let inc = plan(
+            CursorType::Timestamp,
+            Some(Lookback::Duration(Duration::from_secs(1))),
+            WindowEnd::At("2024-01-03T00:00:00Z".into()),
+        );
+        let windows = inc.windows.as_ref().unwrap();
+        let now = at("2030-01-01T00:00:00Z");
+        let first = window("2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z");
+        let err = check_count(&inc, windows, &first, now, Slice::default()).unwrap_err();
+        assert!(err.contains("172800 windows"), "{err}");
+        let day = window("2024-01-02T00:00:00Z", "2024-01-02T00:00:01Z");
+        let short = check_count(&inc, windows, &day, now, Slice::default());
+        assert_eq!(short, Ok(()), "86400 windows are allowed");
     }
 
     #[test]

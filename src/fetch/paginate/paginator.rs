@@ -186,14 +186,20 @@ impl Paginator {
         };
         let pages = self.position.pages + 1;
         let max_pages = self.job.pagination.max_pages;
-        let stop = page.received == 0
-            || page.has_more == Some(false)
-            || page.stopped
-            || (max_pages > 0 && pages >= max_pages);
-        let next = match stop {
-            true => None,
-            false => self.next_after(request, &page, ctx)?,
+        let ended = page.received == 0 || page.has_more == Some(false) || page.stopped;
+        let capped = max_pages > 0 && pages >= max_pages;
+        // A window that `max_pages` stops is not complete: its next page
+        // is kept as the position, so a later run goes on inside it.
+        let windowed = self
+            .job
+            .incremental
+            .as_ref()
+            .is_some_and(|i| i.windows.is_some());
+        let next = match !ended && (!capped || windowed) {
+            true => self.next_after(request, &page, ctx)?,
+            false => None,
         };
+        let cut_short = capped && next.is_some();
         let position = StreamPosition {
             next: next.clone().unwrap_or_else(|| self.position.next.clone()),
             pages,
@@ -202,7 +208,7 @@ impl Paginator {
             now: self.position.now.clone(),
             window: self.position.window.clone(),
         };
-        let next_request = match next {
+        let next_request = match next.filter(|_| !cut_short) {
             Some(_) => Some(self.base.build(&self.job, &position).map_err(|message| {
                 ctx.error(
                     &ctx.redact(&request.url),
@@ -216,6 +222,7 @@ impl Paginator {
             records: page.records,
             position: position.clone(),
             last: next_request.is_none(),
+            cut_short,
             bytes: page.bytes,
         };
         if let Some(next) = remembered(&position.next) {
