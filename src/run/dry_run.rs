@@ -177,11 +177,7 @@ fn describe_stream(
             incremental::fresh_position(job, partition, mark.as_deref(), now)
         }
     };
-    let position = position.map_err(|message| RunError::Window {
-        job: job.name.clone(),
-        partition: partition.key.clone(),
-        message,
-    })?;
+    let position = position.map_err(RunError::window(&job.name, &partition.key))?;
     let Some(position) = position else {
         return Ok(format!(
             "{label}nothing to fetch: the mark has reached the end of the last window"

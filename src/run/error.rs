@@ -68,6 +68,18 @@ pub enum RunError {
     WriterGone,
 }
 
+impl RunError {
+    /// A window of `job`'s stream `partition` cannot be placed or followed.
+    pub(crate) fn window(job: &str, partition: &str) -> impl Fn(String) -> RunError {
+        let (job, partition) = (job.to_string(), partition.to_string());
+        move |message| RunError::Window {
+            job: job.clone(),
+            partition: partition.clone(),
+            message,
+        }
+    }
+}
+
 /// How to start over when a rejected position cannot be dropped safely.
 fn position_rejected_remedy(job: &str, partition: &str, mode: &str) -> String {
     if mode.starts_with("replace") {

@@ -191,11 +191,7 @@ async fn starting_position(
             incremental::fresh_position(job, partition, mark.as_deref(), env.now)
         }
     };
-    position.map_err(|message| RunError::Window {
-        job: job.name.clone(),
-        partition: key.partition.clone(),
-        message,
-    })
+    position.map_err(RunError::window(&job.name, &key.partition))
 }
 
 async fn fetch_and_write(
@@ -381,14 +377,8 @@ async fn finish_with(
             empty,
             max: page.position.max_seen.as_ref(),
         };
-        let after =
-            windows::after(incremental, plan, window, seen, env.now, slice).map_err(|message| {
-                RunError::Window {
-                    job: job.name.clone(),
-                    partition: key.partition.clone(),
-                    message,
-                }
-            })?;
+        let after = windows::after(incremental, plan, window, seen, env.now, slice)
+            .map_err(RunError::window(&job.name, &key.partition))?;
         mark = after.mark.filter(|_| env.keep_mark);
         if let Some(next) = after.next {
             let page = Page {
