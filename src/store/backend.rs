@@ -118,7 +118,12 @@ pub trait Streams {
     /// way keeps its start; one under way whose start was never recorded
     /// (finished partitions but no start) gets none, so its completion
     /// leaves the next pass a full one.
-    fn begin_pass(&mut self, job: &str, parent: &str) -> Result<(), StoreError>;
+    ///
+    /// `parent_table` is the parent's table: rows a replace parent wrote
+    /// to its staging table become visible only at its swap, perhaps in a
+    /// later run, so the oldest of them counts as a write still under way.
+    fn begin_pass(&mut self, job: &str, parent: &str, parent_table: &str)
+    -> Result<(), StoreError>;
 
     /// Partitions of `job` finished in its current pass, sorted.
     fn finished_partitions(&self, job: &str) -> Result<Vec<String>, StoreError>;

@@ -133,7 +133,9 @@ impl Pass<'_> {
         match (parent, &self.mode.backfill) {
             (Some(parent), None) => {
                 let (job, parent) = (self.job.name.clone(), parent.to_string());
-                Ok(self.env.writer.begin_pass(job, parent).await??)
+                let table = self.env.parent_tables.get(&parent).cloned();
+                let table = table.unwrap_or_else(|| parent.clone());
+                Ok(self.env.writer.begin_pass(job, parent, table).await??)
             }
             _ => Ok(()),
         }

@@ -118,9 +118,15 @@ impl Writer {
         &self,
         job: String,
         parent: String,
+        parent_table: String,
     ) -> Result<Result<(), StoreError>, RunError> {
-        self.ask(|reply| Command::BeginPass { job, parent, reply })
-            .await
+        self.ask(|reply| Command::BeginPass {
+            job,
+            parent,
+            parent_table,
+            reply,
+        })
+        .await
     }
 
     pub(crate) async fn complete_backfill(

@@ -106,6 +106,7 @@ pub(crate) enum Command {
     BeginPass {
         job: String,
         parent: String,
+        parent_table: String,
         reply: Reply<()>,
     },
     BeginRun {
@@ -280,8 +281,13 @@ impl Command {
             Command::CompleteBackfill { job, reply } => {
                 let _ = reply.send(store.complete_backfill(&job));
             }
-            Command::BeginPass { job, parent, reply } => {
-                let _ = reply.send(store.begin_pass(&job, &parent));
+            Command::BeginPass {
+                job,
+                parent,
+                parent_table,
+                reply,
+            } => {
+                let _ = reply.send(store.begin_pass(&job, &parent, &parent_table));
             }
             Command::BeginRun { job, of, reply } => {
                 let begun = match of {

@@ -37,8 +37,14 @@ impl Streams for PgStore {
         })?
     }
 
-    fn begin_pass(&mut self, job: &str, parent: &str) -> Result<(), StoreError> {
+    fn begin_pass(
+        &mut self,
+        job: &str,
+        parent: &str,
+        parent_table: &str,
+    ) -> Result<(), StoreError> {
         let (job, parent) = (job.to_string(), parent.to_string());
+        let staging = staging_name(parent_table);
         self.conn.run(move |s| {
             let err = job_err(&job, "record the start of its pass");
             let mut tx = s.client.transaction().map_err(&err)?;
@@ -60,6 +66,27 @@ impl Streams for PgStore {
                 .query_one(&pass_start_sql(PG_STATE_TABLES), &[&parent, &at])
                 .map_err(&err)?
                 .get(0);
+            // A replace parent's staged rows show at its swap: the oldest
+            // counts as a write under way (see `Streams::begin_pass`).
+            let start = match super::tables::table_exists(&mut tx, &staging).map_err(&err)? {
+                false => start,
+                true => {
+                    let staged: Option<String> = tx
+                        .query_one(
+                            &format!(
+                                "SELECT to_char(min(\"_synced_at\") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM {}",
+                                quote_ident(&staging)
+                            ),
+                            &[],
+                        )
+                        .map_err(&err)?
+                        .get(0);
+                    match staged {
+                        Some(staged) if staged < start => staged,
+                        _ => start,
+                    }
+                }
+            };
             // Two shards beginning at once: the first start stays (the
             // second waits for its row, then finds it set).
             tx.execute(

@@ -45,7 +45,12 @@ impl Streams for SqliteStore {
         tx.commit().map_err(err)
     }
 
-    fn begin_pass(&mut self, job: &str, parent: &str) -> Result<(), StoreError> {
+    fn begin_pass(
+        &mut self,
+        job: &str,
+        parent: &str,
+        parent_table: &str,
+    ) -> Result<(), StoreError> {
         let err = job_err(job, "record the start of its pass");
         let tx = self.conn.transaction().map_err(err)?;
         let at = now();
@@ -66,6 +71,10 @@ impl Streams for SqliteStore {
         let start: String = tx
             .query_row(&sql, (parent, &at), |r| r.get(0))
             .map_err(err)?;
+        let start = match oldest_staged(&tx, parent_table).map_err(err)? {
+            Some(staged) if staged < start => staged,
+            _ => start,
+        };
         tx.execute(
             "INSERT INTO _apisync_passes (job, open_started_at) VALUES (?1, ?2)
              ON CONFLICT (job) DO UPDATE SET open_started_at = excluded.open_started_at
@@ -167,6 +176,26 @@ pub(crate) fn end_pass(conn: &Connection, job: &str, table: &TableSpec) -> Resul
     )
     .map(drop)
     .map_err(err)
+}
+
+/// The oldest `_synced_at` in `table`'s staging table (a replace pass
+/// under way), if there is one. Both are RFC 3339 UTC text with
+/// milliseconds, so they compare as text.
+fn oldest_staged(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
+    let staging = staging_name(table);
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [&staging],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    conn.query_row(
+        &format!("SELECT min(\"_synced_at\") FROM {}", quote_ident(&staging)),
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// Clear the stream's checkpoint, store its mark and record it finished,

@@ -33,12 +33,12 @@ fn a_pass_start_is_the_last_finished_one_only_once_the_pass_completes(db) {
     store.prepare_table(&table).unwrap();
     assert_eq!(reader.last_pass_start("child").unwrap(), None);
 
-    store.begin_pass("child", "parent").unwrap();
+    store.begin_pass("child", "parent", "parent").unwrap();
     let first = open_start(db, &mut store, "child").expect("a start");
     let run = store.begin_run("child").unwrap();
     store.finish_stream(&stream("child", "1"), run, None).unwrap();
     // The pass failed here; the next run resumes it and keeps its start.
-    store.begin_pass("child", "parent").unwrap();
+    store.begin_pass("child", "parent", "parent").unwrap();
     assert_eq!(open_start(db, &mut store, "child"), Some(first.clone()));
     assert_eq!(reader.last_pass_start("child").unwrap(), None, "not finished");
 
@@ -48,7 +48,7 @@ fn a_pass_start_is_the_last_finished_one_only_once_the_pass_completes(db) {
 
     // The next pass has a start of its own; the last finished one stays
     // until it completes.
-    store.begin_pass("child", "parent").unwrap();
+    store.begin_pass("child", "parent", "parent").unwrap();
     let second = open_start(db, &mut store, "child").expect("a start");
     assert!(second >= first, "{second} < {first}");
     assert_eq!(reader.last_pass_start("child").unwrap(), Some(first.clone()));
@@ -69,13 +69,13 @@ fn a_pass_already_under_way_without_a_start_leaves_none(db) {
     let reader = StoreReader::open(&db.database).unwrap();
     let table = spec("child", WriteMode::Merge, &[], true);
     store.prepare_table(&table).unwrap();
-    store.begin_pass("child", "parent").unwrap();
+    store.begin_pass("child", "parent", "parent").unwrap();
     store.complete_job_pass("child", &table).unwrap();
     assert!(reader.last_pass_start("child").unwrap().is_some());
 
     let run = store.begin_run("child").unwrap();
     store.finish_stream(&stream("child", "1"), run, None).unwrap();
-    store.begin_pass("child", "parent").unwrap();
+    store.begin_pass("child", "parent", "parent").unwrap();
     assert_eq!(open_start(db, &mut store, "child"), None);
     store.complete_job_pass("child", &table).unwrap();
     assert_eq!(reader.last_pass_start("child").unwrap(), None);
@@ -96,7 +96,7 @@ fn a_parent_run_still_writing_moves_the_start_back(db) {
              ('parent', '2000-01-02T00:00:00.000Z', NULL, 'running'),
              ('unrelated', '1999-01-01T00:00:00.000Z', NULL, 'running');"
     ));
-    store.begin_pass("child", "parent").unwrap();
+    store.begin_pass("child", "parent", "parent").unwrap();
     assert_eq!(
         open_start(db, &mut store, "child").as_deref(),
         Some("2000-01-02T00:00:00.000Z")
@@ -111,7 +111,7 @@ fn a_parent_run_still_writing_moves_the_start_back(db) {
     store.prepare_table(&table).unwrap();
     store.complete_job_pass("child", &table).unwrap();
     let before = crate::store::rules::now();
-    store.begin_pass("child", "parent").unwrap();
+    store.begin_pass("child", "parent", "parent").unwrap();
     let own = open_start(db, &mut store, "child").expect("a start");
     assert!(own >= before, "{own} < {before}");
 }
@@ -124,7 +124,7 @@ fn a_sharded_completion_keeps_the_pass_start(db) {
     let reader = StoreReader::open(&db.database).unwrap();
     let table = spec("child", WriteMode::Append, &[], false);
     store.prepare_table(&table).unwrap();
-    store.begin_pass("child", "parent").unwrap();
+    store.begin_pass("child", "parent", "parent").unwrap();
     let start = open_start(db, &mut store, "child");
     let run = store.begin_shard_run("child", "inv", 0, "a").unwrap();
     store.finish_stream(&stream("child", "1"), run, None).unwrap();
