@@ -959,7 +959,6 @@ async fn a_big_numeric_parent_id_is_asked_for_by_its_own_digits(backend: Backend
 }
 
 #[tokio::test]
-#[ignore = "finding: SQLite reads a parent id beyond i64 through json_extract as a float: the child asks for ticket 1.2345678901234567e+19 (PostgreSQL: its digits)"]
 async fn a_big_numeric_parent_id_is_asked_for_by_its_own_digits_on_sqlite() {
     a_big_numeric_parent_id_is_asked_for_by_its_own_digits(Backend::Sqlite).await;
 }

@@ -87,6 +87,17 @@ impl SqliteReader {
     }
 }
 
+/// The text of the value at the JSON path bound as `?n` of `_data`, as
+/// PostgreSQL's `#>>` gives it: a string as is, an integer in its own
+/// digits (`json_extract` reads one beyond i64 as a float, whose text
+/// would name another partition), anything else through `json_extract`.
+fn value_text(n: usize) -> String {
+    format!(
+        "CASE json_type(\"_data\", ?{n}) WHEN 'integer' THEN (\"_data\" -> ?{n}) \
+         ELSE CAST(json_extract(\"_data\", ?{n}) AS TEXT) END"
+    )
+}
+
 impl Reader for SqliteReader {
     /// Whether apisync's state tables are here in this version's layout (a
     /// new database, or one an older apisync wrote, has none yet).
@@ -134,8 +145,9 @@ impl Reader for SqliteReader {
     ) -> Result<Vec<String>, StoreError> {
         let path = pointer_to_path(pointer)?;
         let sql = format!(
-            "SELECT DISTINCT v FROM (SELECT CAST(json_extract(\"_data\", ?1) AS TEXT) AS v FROM {}{})
+            "SELECT DISTINCT v FROM (SELECT {} AS v FROM {}{})
              WHERE v IS NOT NULL AND (?2 IS NULL OR v > ?2) ORDER BY v LIMIT ?3",
+            value_text(1),
             quote_ident(table),
             since_filter(since, 4, " WHERE ")
         );
@@ -171,8 +183,7 @@ impl Reader for SqliteReader {
         // partition, whose placeholders would ask for the same thing.
         // `|| ''` drops the JSON subtype an object or array keeps through
         // the CAST, which `json_array` would otherwise embed as JSON.
-        let extract =
-            |i: usize| format!("(CAST(json_extract(\"_data\", ?{}) AS TEXT) || '')", i + 3);
+        let extract = |i: usize| format!("({} || '')", value_text(i + 3));
         let values: Vec<String> = (0..paths.len()).map(extract).collect();
         let present: Vec<String> = values.iter().map(|v| format!("{v} IS NOT NULL")).collect();
         let sql = format!(

@@ -52,7 +52,13 @@ impl Streams for SqliteStore {
         parent_table: &str,
     ) -> Result<(), StoreError> {
         let err = job_err(job, "record the start of its pass");
-        let tx = self.conn.transaction().map_err(err)?;
+        // Read, then written: immediate, so a shard writing in between
+        // makes this one wait (busy timeout), not fail (a deferred
+        // transaction's write after another's commit is SQLITE_BUSY).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         let at = now();
         let under_way: bool = tx
             .query_row(
