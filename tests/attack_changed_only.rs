@@ -883,7 +883,20 @@ async fn sharded_changed_only(backend: Backend) {
             let out = out.expect("shard");
             assert!(out.status.success(), "{invocation}: {}", describe(&out));
         }
-        assert_eq!(s.server.take_asked(), want, "{invocation}");
+        let asked = s.server.take_asked();
+        if invocation == "inv-3" {
+            // A shard's child pass may begin while the other shard's
+            // parent run is still open: the start then moves back to that
+            // run's start (a write still under way), and the last
+            // invocation's changes may be asked for once more. Never
+            // anything else, never fewer.
+            assert!(
+                asked.is_empty() || asked == strs(&["3", "6"]),
+                "{invocation}: {asked:?}"
+            );
+        } else {
+            assert_eq!(asked, want, "{invocation}");
+        }
     }
     assert_current(&s, "sharded");
 }
