@@ -106,6 +106,7 @@ fn every_example_job_plans_with_its_auth_from_the_environment() {
             "salesforce_accounts",
             "shopify_orders",
             "slack_users",
+            "stripe_balance",
             "stripe_charges",
             "zendesk_organizations",
             "zendesk_ticket_comments",

@@ -549,3 +549,63 @@ async fn pagerduty_incidents_asks_in_windows_the_api_accepts_and_pages_each() {
     assert_eq!(ids, expected);
     assert_eq!(rows, PD_INCIDENTS as usize);
 }
+
+// --- Stripe: one object a run, appended --------------------------------
+
+const STRIPE_KEY: &str = "rk_test_balance_51c";
+
+#[tokio::test]
+async fn stripe_balance_appends_one_snapshot_per_run() {
+    let asked: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = asked.clone();
+    let base = serve(Router::new().route(
+        "/v1/balance",
+        get(move |request: Request| {
+            let seen = seen.clone();
+            async move {
+                let auth = header_text(request.headers(), header::AUTHORIZATION);
+                let n = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(auth);
+                    seen.len()
+                };
+                Json(json!({
+                    "object": "balance",
+                    "available": [{ "amount": 1000 * n, "currency": "usd" }],
+                    "pending": [{ "amount": 50, "currency": "usd" }],
+                    "livemode": false
+                }))
+            }
+        }),
+    ))
+    .await;
+    let project = Project::new();
+    project.job(
+        "stripe_balance",
+        &example_at("stripe_balance.toml", "https://api.stripe.com", &base),
+    );
+    for _ in 0..2 {
+        let out = project
+            .command(&["run"])
+            .env("STRIPE_API_KEY", STRIPE_KEY)
+            .output()
+            .await
+            .expect("run apisync");
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        [
+            Some(format!("Bearer {STRIPE_KEY}")),
+            Some(format!("Bearer {STRIPE_KEY}"))
+        ]
+    );
+    let rows = project.rows("stripe_balance");
+    let amounts: Vec<&Value> = rows.iter().map(|r| &r["available"][0]["amount"]).collect();
+    assert_eq!(
+        amounts,
+        [&json!(1000), &json!(2000)],
+        "one snapshot per run"
+    );
+}

@@ -258,6 +258,22 @@ fn reset_refusal(job: &JobPlan, args: &ResetArgs) -> Option<String> {
     None
 }
 
+/// Whether `reset --partition` would forget anything of `stream`: for a
+/// key that names nothing saved (misspelt, written with spaces, or a
+/// partition already synced) it says so instead of "forgotten".
+fn has_state(
+    database: &crate::plan::Database,
+    stream: &StreamKey,
+) -> Result<bool, crate::store::StoreError> {
+    let Some(reader) = crate::store::StoreReader::open_to_peek(database)? else {
+        return Ok(false);
+    };
+    let finished = reader.finished_among(&stream.job, &[stream.partition.as_str()])?;
+    Ok(reader.checkpoint(stream)?.is_some()
+        || reader.mark(stream)?.is_some()
+        || !finished.is_empty())
+}
+
 fn reset(global: &GlobalArgs, args: &ResetArgs) -> Exit {
     let (plan, job) = match load_one_job(global, &args.job) {
         Ok(loaded) => loaded,
@@ -274,6 +290,30 @@ fn reset(global: &GlobalArgs, args: &ResetArgs) -> Exit {
         ),
         false => (Reset::Marks, "checkpoints and high-water marks forgotten"),
     };
+    if let Some(partition) = &args.partition {
+        let stream = StreamKey::new(job.name.clone(), partition.clone());
+        match has_state(&plan.settings.database, &stream) {
+            Ok(true) => {}
+            // A partition synced in a finished pass has nothing saved
+            // either: not an error, but not "forgotten" (a misspelt key
+            // looks the same, hence the hint).
+            Ok(false) => {
+                eprintln!(
+                    "warning: job \"{}\" has nothing saved for partition {partition:?} (no checkpoint, mark or finished stream), so nothing was forgotten (hint: if that is not what you expected, `apisync status {}` lists the keys of its partitions; a `fields` key is the values by name as JSON, names sorted, without spaces, such as {{\"brand\":\"7\",\"id\":\"42\"}})",
+                    job.name, job.name
+                );
+                println!(
+                    "job \"{}\" (partition \"{partition}\"): nothing to forget",
+                    job.name
+                );
+                return Exit::Ok;
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Exit::Failed;
+            }
+        }
+    }
     let result = Store::open(&plan.settings.database).and_then(|mut store| match &args.partition {
         Some(partition) => {
             store.reset_stream(&StreamKey::new(job.name.clone(), partition.clone()), reset)
