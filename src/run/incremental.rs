@@ -12,10 +12,16 @@ use crate::plan::{CursorType, JobPlan, Lookback, Partition};
 /// The lower bound for a fresh stream: the stored mark, else `initial`.
 pub(crate) fn since(job: &JobPlan, stored_mark: Option<&str>) -> Option<String> {
     let incremental = job.incremental.as_ref()?;
-    match stored_mark.and_then(|text| serde_json::from_str::<Value>(text).ok()) {
-        Some(Value::String(text)) => Some(text),
-        Some(Value::Null) | None => incremental.initial.clone(),
-        Some(other) => Some(other.to_string()),
+    mark_text(stored_mark).or_else(|| incremental.initial.clone())
+}
+
+/// A stored mark (JSON) as the text a request sends: a string as is, any
+/// other value as its JSON; None for none or null.
+pub(crate) fn mark_text(stored_mark: Option<&str>) -> Option<String> {
+    match serde_json::from_str::<Value>(stored_mark?).ok()? {
+        Value::String(text) => Some(text),
+        Value::Null => None,
+        other => Some(other.to_string()),
     }
 }
 

@@ -368,8 +368,7 @@ async fn finish_with(
             // `max_pages` stopped the window short: the page commits with
             // the window's next page as the checkpoint and the mark where
             // it is; a later run goes on inside the window.
-            let answer = submit_page(env, key, page, None, failed).await?;
-            await_commit(Some(answer)).await?;
+            commit_now(env, key, page, None, failed).await?;
             return Ok(Ended::Stream);
         }
         let slice = windows::Slice::of(job, partition);
@@ -381,18 +380,14 @@ async fn finish_with(
             .map_err(RunError::window(&job.name, &key.partition))?;
         mark = after.mark.filter(|_| env.keep_mark);
         if let Some(next) = after.next {
-            let page = Page {
-                position: StreamPosition {
-                    next: NextRequest::Start,
-                    pages: 0,
-                    max_seen: None,
-                    window: Some(next),
-                    ..page.position.clone()
-                },
-                ..page
+            let position = StreamPosition {
+                next: NextRequest::Start,
+                pages: 0,
+                max_seen: None,
+                window: Some(next),
+                ..page.position.clone()
             };
-            let answer = submit_page(env, key, page, mark, failed).await?;
-            await_commit(Some(answer)).await?;
+            commit_now(env, key, Page { position, ..page }, mark, failed).await?;
             return Ok(Ended::Window);
         }
     }
@@ -401,6 +396,18 @@ async fn finish_with(
         .apply_last_page(key, table, run_id, page.records, mark)
         .await??;
     Ok(Ended::Stream)
+}
+
+/// `page` with its position (and `mark`), committed before this returns.
+async fn commit_now(
+    env: &StreamEnv,
+    key: &StreamKey,
+    page: Page,
+    mark: Option<String>,
+    failed: &Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    let answer = submit_page(env, key, page, mark, failed).await?;
+    await_commit(Some(answer)).await
 }
 
 /// The stream is complete: clear its cursor and keep its high-water mark.

@@ -67,17 +67,12 @@ pub(crate) fn first_start(
     stored: Option<&str>,
     slice: Slice<'_>,
 ) -> Option<String> {
-    let mark = stored.and_then(|text| serde_json::from_str::<Value>(text).ok());
-    let mark = match mark {
-        Some(Value::String(text)) => text,
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            let slice_start = match incremental.cursor_type {
-                CursorType::Timestamp => slice.start.and_then(time).map(text_of),
-                _ => None,
-            };
-            return slice_start.or_else(|| incremental.initial.clone());
-        }
+    let Some(mark) = super::incremental::mark_text(stored) else {
+        let slice_start = match incremental.cursor_type {
+            CursorType::Timestamp => slice.start.and_then(time).map(text_of),
+            _ => None,
+        };
+        return slice_start.or_else(|| incremental.initial.clone());
     };
     Some(match (incremental.cursor_type, incremental.lookback) {
         // A lookback reaching before the calendar starts at its first day.
@@ -111,20 +106,7 @@ pub(crate) fn starting_at(
             let from = time(start).ok_or_else(|| {
                 format!("the window start {start:?} is not an RFC 3339 time (hint: windows need a timestamp mark; check incremental.initial, or `apisync reset` the job if its stored mark came from a server in another spelling)")
             })?;
-            let end = match &windows.end {
-                // Before the calendar's first day: nothing to fetch.
-                WindowEnd::BeforeNow(back) => signed(*back)
-                    .and_then(|back| now.checked_sub_signed(back))
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
-                WindowEnd::At(at) => {
-                    time(at).ok_or_else(|| format!("`end` {at:?} is not a time"))?
-                }
-                WindowEnd::Open => return Err("a timestamp window needs an end".into()),
-            };
-            let end = match slice.end.and_then(time) {
-                Some(slice_end) => end.min(slice_end),
-                None => end,
-            };
+            let end = time_end(windows, now, slice)?;
             let until = match windows.span {
                 Some(Lookback::Duration(span)) => signed(span)
                     .and_then(|span| from.checked_add_signed(span))
@@ -166,6 +148,27 @@ pub(crate) fn starting_at(
     }
 }
 
+/// Where a run that began at `now` stops its timestamp windows: `end`,
+/// cut at the slice's end. An end before the calendar's first day leaves
+/// nothing to fetch.
+fn time_end(
+    windows: &Windows,
+    now: DateTime<Utc>,
+    slice: Slice<'_>,
+) -> Result<DateTime<Utc>, String> {
+    let end = match &windows.end {
+        WindowEnd::BeforeNow(back) => signed(*back)
+            .and_then(|back| now.checked_sub_signed(back))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        WindowEnd::At(at) => time(at).ok_or_else(|| format!("`end` {at:?} is not a time"))?,
+        WindowEnd::Open => return Err("a timestamp window needs an end".into()),
+    };
+    Ok(match slice.end.and_then(time) {
+        Some(slice_end) => end.min(slice_end),
+        None => end,
+    })
+}
+
 /// What a finished window brought: whether any record, and the largest
 /// cursor value among them.
 #[derive(Debug, Clone, Copy)]
@@ -185,24 +188,10 @@ pub(crate) fn check_count(
 ) -> Result<(), String> {
     let count = match (incremental.cursor_type, windows.span) {
         (CursorType::Timestamp, Some(Lookback::Duration(span))) => {
-            let (Some(start), Some(first_end)) = (time(&first.start), time(&first.end)) else {
+            let Some(start) = time(&first.start) else {
                 return Ok(());
             };
-            let mut last = first_end;
-            // The run's end: where the window after a very long one stops.
-            if let Some(Window { end, .. }) = starting_at(
-                incremental,
-                &Windows {
-                    span: None,
-                    end: windows.end.clone(),
-                },
-                &first.start,
-                now,
-                slice,
-            )? {
-                last = time(&end).unwrap_or(first_end);
-            }
-            let total = (last - start).num_seconds();
+            let total = (time_end(windows, now, slice)? - start).num_seconds();
             let span = span.as_secs().max(1) as i64;
             total / span + i64::from(total % span != 0)
         }

@@ -411,3 +411,32 @@ fn a_key_sample_gives_a_stored_key_and_its_record_as_written(db) {
     assert!(record.get().contains("12345678901234567890123"), "{data}");
 }
 }
+
+backend_test! {
+/// A window's last page, the next window's start and the window's end
+/// (the mark) commit together: a page that fails leaves all three as the
+/// previous window left them, so a rerun redoes that page and never skips
+/// the rest of the window.
+fn a_window_end_commits_rows_checkpoint_and_mark_together(db) {
+    let (mut store, run) = store_with_run(db, "events");
+    let table = spec("events", WriteMode::Merge, &[], true);
+    store.prepare_table(&table).unwrap();
+    let s = stream("events", "");
+    store
+        .apply_window_end(&s, &table, run, &[keyed(json!(1), "w1")], "\"w2\"", Some("\"t1\""))
+        .unwrap();
+    assert_eq!(values(&store, "events"), ["w1"]);
+    assert_eq!(store.load_checkpoint(&s).unwrap().as_deref(), Some("\"w2\""));
+    assert_eq!(store.load_mark(&s).unwrap().as_deref(), Some("\"t1\""));
+
+    let mut page: Vec<Record> = (100..160).map(|i| keyed(json!(i), "w2")).collect();
+    page.push(unkeyed(r#"{"v":"no key"}"#));
+    let err = store
+        .apply_window_end(&s, &table, run, &page, "\"w3\"", Some("\"t2\""))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Table { .. }), "{err}");
+    assert_eq!(values(&store, "events"), ["w1"]);
+    assert_eq!(store.load_checkpoint(&s).unwrap().as_deref(), Some("\"w2\""));
+    assert_eq!(store.load_mark(&s).unwrap().as_deref(), Some("\"t1\""));
+}
+}
